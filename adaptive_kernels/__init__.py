@@ -1,0 +1,48 @@
+"""adaptive_kernels: what finite, trained neural networks learn, from the saddle points of
+their statistical field theory. See README.md and ../shared/THEORY.md for the equations.
+
+Importing the package enables JAX's float64 mode unless the user chose otherwise
+(``JAX_ENABLE_X64`` in the environment, or ``ADAPTIVE_KERNELS_X64=0``): see ``_config``.
+"""
+
+from adaptive_kernels._config import _apply_default_precision, precision
+
+_apply_default_precision()
+
+from adaptive_kernels.activations import ACTIVATIONS, Activation, get_activation  # noqa: E402
+from adaptive_kernels.architectures import CNN, FCN  # noqa: E402
+from adaptive_kernels.data import Dataset, load_digits_regression, teacher_dataset  # noqa: E402
+from adaptive_kernels.gp import GPPrediction, gp_predict, log_marginal_likelihood  # noqa: E402
+from adaptive_kernels.kernels import hidden_kernels, nngp, ntk  # noqa: E402
+from adaptive_kernels.observables import (  # noqa: E402
+    eigenvalue_ratio,
+    kernel_target_alignment,
+    learnability,
+    mse,
+    spectrum,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "CNN",
+    "Dataset",
+    "FCN",
+    "GPPrediction",
+    "eigenvalue_ratio",
+    "get_activation",
+    "gp_predict",
+    "hidden_kernels",
+    "kernel_target_alignment",
+    "learnability",
+    "load_digits_regression",
+    "log_marginal_likelihood",
+    "mse",
+    "nngp",
+    "ntk",
+    "precision",
+    "spectrum",
+    "teacher_dataset",
+]

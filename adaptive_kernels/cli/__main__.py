@@ -1,0 +1,5 @@
+import sys
+
+from adaptive_kernels.cli import main
+
+sys.exit(main())

@@ -1,0 +1,72 @@
+"""The result every saddle-point solver returns (optimistix-style: value, status, stats).
+
+A :class:`Solution` is a PyTree of arrays (vmappable, jit-returnable); ``theory`` is static.
+``converged`` is true only when ``status == Status.SUCCESS``; a solver never marks a
+non-finite or out-of-domain point as converged.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+
+
+class Status(enum.IntEnum):
+    """Why a solver stopped. Stored in :class:`Solution` as an int array."""
+
+    SUCCESS = 0
+    MAX_STEPS = 1  # iteration limit reached before the tolerance
+    NONFINITE = 2  # the action or the iterate became NaN/inf
+    LEFT_DOMAIN = 3  # no positive-definite / in-domain point could be kept (backtracking failed)
+    LINE_SEARCH_FAILED = 4  # no step decreased the action
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    Status.SUCCESS: "converged",
+    Status.MAX_STEPS: "iteration limit reached before convergence",
+    Status.NONFINITE: "non-finite action or iterate",
+    Status.LEFT_DOMAIN: "iterate left the domain (positive definiteness) and backtracking failed",
+    Status.LINE_SEARCH_FAILED: "line search found no decrease of the action",
+}
+
+
+class Solution(eqx.Module):
+    """A stationary point of an action.
+
+    Attributes:
+        theory: which action was solved (``"gp"``, ``"scaling"``, ``"adaptive"``, ``"deep_adaptive"``...).
+        value: the order parameters at the solution (a PyTree: a scalar, Sigma, per-layer kernels...).
+        action: the action at ``value``.
+        grad_norm: norm of the stationarity residual (gradient of the action) at ``value``.
+        iterations: iterations taken.
+        status: a :class:`Status` code (int array).
+        domain_margin: smallest eigenvalue that must stay positive (Sigma, or
+            I - (2/N) C^1/2 Kt C^1/2 for conjugate forms); NaN where not applicable.
+        stats: extra solver statistics (a dict of arrays).
+    """
+
+    theory: str = eqx.field(static=True)
+    value: Any
+    action: jnp.ndarray
+    grad_norm: jnp.ndarray
+    iterations: jnp.ndarray
+    status: jnp.ndarray
+    domain_margin: jnp.ndarray
+    stats: dict = eqx.field(default_factory=dict)
+
+    @property
+    def converged(self):
+        """True (as an array, vmappable) iff status is SUCCESS."""
+        return self.status == Status.SUCCESS
+
+    @property
+    def message(self) -> str:
+        """Human-readable status (for an unbatched solution)."""
+        return Status(int(self.status)).message
