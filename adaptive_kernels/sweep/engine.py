@@ -1,0 +1,341 @@
+"""Solving many regimes at once: vmap over points, shard over devices, continue along an axis.
+
+Points whose problems have the same PyTree structure and array shapes (same theory, P,
+d, depth, widths, activation) form a batch that one jitted ``eqx.filter_vmap`` of the
+solver handles. The batch axis is laid out over a 1-D ``jax.sharding.Mesh`` of all
+devices (padded to a multiple of the device count), so the same call uses one CPU,
+several GPUs or every device of a multi-host JAX cluster. ``batch=False`` solves the same
+points one at a time (same jitted solver, unbatched), for comparison and benchmarks.
+
+Continuation: along an ordered axis (e.g. P) the solution of a point is the initial
+guess of the next (``init=`` of the solver) whenever the order parameters keep their
+shape (the d x d Sigma of the adaptive kernel does; a P x P kernel does not, and then the
+point starts cold and ``warm_start`` says so). Running each chain forward and backward and
+comparing reveals points with more than one solution branch (hysteresis).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from typing import Any, Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from adaptive_kernels.architectures import FCN
+from adaptive_kernels.data import Dataset
+from adaptive_kernels.solvers.solution import Status
+from adaptive_kernels.sweep.spec import POINT_PARAMETERS, Sweep, resolved_gamma
+from adaptive_kernels.sweep.store import KEY, ResultStore
+
+BRANCH_RTOL = 1e-6  # order parameters of two passes differing by more than this: two branches
+
+
+class Problem(eqx.Module):
+    """One regime as arrays: architecture, data and kappa2 (a PyTree; stackable)."""
+
+    arch: FCN
+    data: Dataset
+    kappa2: jnp.ndarray
+
+
+def build_problem(point: dict, recipe) -> Problem:
+    """The architecture, data set and kappa2 of a normalised point."""
+    data = recipe.make(point["P"], point["seed"])
+    scaling = {"chi": point["chi"]} if "chi" in point else {"gamma": point["gamma"]}
+    arch = FCN(
+        data.d, (point["width"],) * point["depth"], point["activation"], point["s_w2"], point["s_a2"], **scaling
+    )
+    return Problem(arch, data, jnp.asarray(point["kappa2"], dtype=data.X.dtype))
+
+
+def _gp_solution(arch, data, kappa2, theory, **options):
+    """STAND-IN until adaptive_kernels.api lands: the NNGP 'solution' (no order parameters)."""
+    from adaptive_kernels.gp import log_marginal_likelihood
+    from adaptive_kernels.kernels import nngp
+    from adaptive_kernels.solvers.solution import Solution
+
+    if theory != "gp":
+        raise ValueError(f"theory: {theory!r} needs adaptive_kernels.api (not available yet)")
+    K = nngp(arch, data.X)
+    action = -log_marginal_likelihood(K, data.y, kappa2) - 0.5 * data.P * jnp.log(2 * jnp.pi)
+    zero = jnp.zeros((), dtype=int)
+    return Solution("gp", None, action, jnp.zeros_like(action), zero, zero, jnp.nan * action)
+
+
+def _gp_summary(solution, arch, data, kappa2):
+    """STAND-IN until adaptive_kernels.api lands."""
+    from adaptive_kernels.gp import gp_predict
+    from adaptive_kernels.kernels import nngp
+    from adaptive_kernels.observables import learnability, mse
+
+    f = gp_predict(nngp(arch, data.X), data.y, kappa2, nngp(arch, data.X_test, data.X)).mean
+    return {"learnability": learnability(f, data.y_test), "test_mse": mse(f, data.y_test)}
+
+
+def _solve_point(problem: Problem, init, theory: str, options: dict):
+    """Solve one point and summarise it: (order parameters, dict of scalar arrays)."""
+    solve, summarize = _gp_solution, _gp_summary
+
+    arch, data, kappa2 = problem.arch, problem.data, problem.kappa2
+    if init is not None:
+        options = {**options, "init": init}
+    solution = solve(arch, data, kappa2, theory=theory, **options)
+    scalars = summarize(solution, arch, data, kappa2)
+    scalars.update(
+        status=solution.status,
+        converged=solution.converged,
+        iterations=solution.iterations,
+        grad_norm=solution.grad_norm,
+        action=solution.action,
+    )
+    return solution.value, scalars
+
+
+_solve_one = eqx.filter_jit(_solve_point)
+
+
+@eqx.filter_jit
+def _solve_stacked(problems: Problem, inits, theory: str, options: dict):
+    return eqx.filter_vmap(_solve_point, in_axes=(0, 0, None, None))(problems, inits, theory, options)
+
+
+def shape_signature(problem: Problem, theory: str) -> tuple:
+    """Points with equal signatures can be stacked and vmapped together."""
+    leaves, treedef = jax.tree_util.tree_flatten(problem)
+    return (theory, treedef, tuple((np.shape(x), np.dtype(x.dtype).str) for x in leaves))
+
+
+def _stack(trees: Sequence[Any], size: int):
+    """Stack equal-structure PyTrees along a new axis 0, padded to ``size`` by repeating the last."""
+    trees = list(trees) + [trees[-1]] * (size - len(trees))
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+def _unstack(tree, n: int) -> list:
+    return [jax.tree.map(lambda x: x[i], tree) for i in range(n)]
+
+
+def _to_host(tree):
+    if jax.process_count() > 1:  # gather the shards other hosts hold
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
+
+
+class _Runner:
+    """Solves lists of same-signature problems, vmapped and sharded or one by one."""
+
+    def __init__(self, theory: str, options: dict, batch: bool, devices: Sequence | None):
+        self.theory, self.options, self.batch = theory, options, batch
+        devices = list(jax.devices() if devices is None else devices)
+        self.mesh = Mesh(np.array(devices), ("points",))
+        self.sharding = NamedSharding(self.mesh, PartitionSpec("points"))
+
+    def _shard(self, tree):
+        return jax.tree.map(
+            lambda x: jax.make_array_from_callback(x.shape, self.sharding, lambda idx: x[idx]), tree
+        )
+
+    def __call__(self, problems: list[Problem], inits: list | None):
+        n = len(problems)
+        if not self.batch:
+            outs = [
+                _solve_one(p, None if inits is None else inits[i], self.theory, self.options)
+                for i, p in enumerate(problems)
+            ]
+            outs = _to_host(jax.block_until_ready(outs))
+            return [o[0] for o in outs], [o[1] for o in outs]
+        size = self.mesh.size * math.ceil(n / self.mesh.size)
+        stacked = self._shard(_stack(problems, size))
+        stacked_init = None if inits is None else self._shard(_stack(inits, size))
+        values, scalars = _to_host(
+            jax.block_until_ready(_solve_stacked(stacked, stacked_init, self.theory, self.options))
+        )
+        return _unstack(values, n), _unstack(scalars, n)
+
+    def fits_as_init(self, value, problem: Problem) -> bool:
+        """True if ``value`` has the structure and shapes of this problem's order parameters."""
+        if value is None:
+            return False
+        cold = eqx.filter_eval_shape(_solve_point, problem, None, self.theory, self.options)[0]
+        same = jax.tree.structure(value) == jax.tree.structure(cold)
+        return same and all(np.shape(a) == b.shape for a, b in zip(jax.tree.leaves(value), jax.tree.leaves(cold)))
+
+
+def _python_scalars(scalars: dict) -> dict:
+    out = {}
+    for name, x in scalars.items():
+        x = np.asarray(x)
+        out[name] = x.item() if x.size == 1 else x.tolist()
+    return out
+
+
+def _run_chains(runner: _Runner, chains: list[list[Problem]], axis: str | None):
+    """Solve a batch of equally shaped chains step by step, each step warm-started from the last.
+
+    Returns per chain a list of (row dict, order-parameter value) per step.
+    """
+    results = [[] for _ in chains]
+    values = None
+    for step in range(len(chains[0])):
+        problems = [chain[step] for chain in chains]
+        warm = values is not None and runner.fits_as_init(values[0], problems[0])
+        if values is not None and not warm and values[0] is not None:
+            warnings.warn(
+                f"continuation over {axis}: the {runner.theory!r} order parameters change shape "
+                "along it, so these points start cold (warm_start = False)",
+                stacklevel=3,
+            )
+        start = time.perf_counter()
+        values, scalars = runner(problems, values if warm else None)
+        wall = (time.perf_counter() - start) / len(problems)
+        for j in range(len(chains)):
+            row = _python_scalars(scalars[j])
+            row.update(
+                status_message=Status(row["status"]).message,
+                warm_start=bool(warm),
+                wall_time=wall,
+                batch_size=len(problems) if runner.batch else 1,
+            )
+            results[j].append((row, values[j]))
+    return results
+
+
+def _branch_gap(forward, backward) -> float:
+    """Largest relative difference of two solutions' order parameters (0 when there are none)."""
+    leaves_f, leaves_b = jax.tree.leaves(forward), jax.tree.leaves(backward)
+    if not leaves_f:
+        return 0.0
+    return max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(1.0, float(np.max(np.abs(a)))))
+        for a, b in zip(leaves_f, leaves_b)
+    )
+
+
+def _merge_branches(forward: tuple, backward: tuple) -> dict:
+    """Keep the converged solution of lower action; flag the point if the passes differ."""
+    (row_f, value_f), (row_b, value_b) = forward, backward
+    gap = _branch_gap(value_f, value_b)
+
+    def rank(row):
+        action = row["action"] if np.isfinite(row["action"]) else np.inf
+        return (not row["converged"], action)
+
+    keep_backward = rank(row_b) < rank(row_f)
+    row = dict(row_b if keep_backward else row_f)
+    row.update(
+        branch="backward" if keep_backward else "forward",
+        multiple_branches=bool(gap > BRANCH_RTOL),
+        branch_gap=gap,
+        branch_action_gap=float(row_f["action"] - row_b["action"]),
+    )
+    return row
+
+
+def _batches(sweep: Sweep, chains: list[list[int]], problems: dict, chunk_size: int):
+    """Chains grouped by their sequence of shape signatures, in chunks of at most chunk_size."""
+    groups: dict[tuple, list[list[int]]] = {}
+    for chain in chains:
+        sig = tuple(shape_signature(problems[i], sweep.points[i]["theory"]) for i in chain)
+        groups.setdefault(sig, []).append(chain)
+    for group in groups.values():
+        for start in range(0, len(group), chunk_size):
+            yield group[start : start + chunk_size]
+
+
+def _parameter_columns(point: dict) -> dict:
+    """Every point parameter in POINT_PARAMETERS order, gamma and chi both resolved."""
+    gamma = resolved_gamma(point)
+    resolved = {**point, "gamma": gamma, "chi": point["width"] ** (gamma - 1.0)}
+    return {name: resolved[name] for name in POINT_PARAMETERS}
+
+
+def run_sweep(
+    sweep: Sweep,
+    out: str | os.PathLike | None = None,
+    *,
+    batch: bool = True,
+    chunk_size: int = 256,
+    devices: Sequence | None = None,
+    progress: bool | Callable = False,
+) -> pd.DataFrame:
+    """Solve every point of ``sweep``: a tidy table, one row per point, in the sweep's order.
+
+    Args:
+        sweep: the points, data recipe, continuation axis and solver options.
+        out: results file (``.parquet``, or ``.csv``). Finished batches are saved as they
+            complete in ``<out>.parts/``; a re-run skips points already there or in ``out``;
+            at the end the table is written to ``out``. ``None``: nothing is written.
+        batch: vmap points of equal shapes and shard them over ``devices`` (True), or solve
+            them one by one (False).
+        chunk_size: most chains solved in one vmapped call (bounds memory).
+        devices: JAX devices to shard over (default: all, ``jax.devices()``).
+        progress: show a tqdm progress bar (or pass a tqdm-like class).
+
+    Columns: ``key``, every parameter (gamma and chi both, resolved), the data recipe,
+    the observables of ``adaptive_kernels.summarize``, ``status``, ``status_message``,
+    ``converged``, ``iterations``, ``grad_norm``, ``action``, ``warm_start``,
+    ``wall_time`` (seconds per point, the batch's time shared out), ``batch_size``, ``run``
+    (which invocation computed the row; this one's is ``table.attrs["run"]``); with ``detect_branches`` also ``branch``,
+    ``multiple_branches``, ``branch_gap``, ``branch_action_gap``.
+    """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    keys = sweep.keys()
+    store = ResultStore(out) if out is not None else None
+    done = set(store.finished()[KEY]) if store is not None else set()
+    if store is not None:
+        store.start({"data": sweep.data.describe(), "continuation": sweep.continuation,
+                     "options": sweep.solver_options, "keys": keys})
+    chains = [c for c in sweep.chains() if any(keys[i] not in done for i in c)]
+    todo = sorted(i for c in chains for i in c if keys[i] not in done)
+    problems = {i: build_problem(sweep.points[i], sweep.data) for c in chains for i in c}
+    recipe = sweep.data.describe()
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    runners: dict[str, _Runner] = {}
+    rows: dict[str, dict] = {}
+
+    bar = _progress_bar(progress, len(todo))
+    try:
+        for group in _batches(sweep, chains, problems, chunk_size):
+            theory = sweep.points[group[0][0]]["theory"]
+            runner = runners.setdefault(theory, _Runner(theory, sweep.solver_options, batch, devices))
+            forward = _run_chains(runner, [[problems[i] for i in c] for c in group], sweep.continuation)
+            if sweep.detect_branches:
+                backward = _run_chains(runner, [[problems[i] for i in c[::-1]] for c in group], sweep.continuation)
+                merged = [[_merge_branches(f, b) for f, b in zip(fw, bw[::-1])] for fw, bw in zip(forward, backward)]
+            else:
+                merged = [[row for row, _ in fw] for fw in forward]
+            new = {}
+            for chain, chain_rows in zip(group, merged):
+                for i, row in zip(chain, chain_rows):
+                    if keys[i] not in done:
+                        new[keys[i]] = {KEY: keys[i], **_parameter_columns(sweep.points[i]), **recipe, **row,
+                                        "run": run_id}
+            if store is not None and new:
+                store.write_part(pd.DataFrame(list(new.values())))
+            rows.update(new)
+            bar.update(len(new))
+    finally:
+        bar.close()
+    ordered = list(dict.fromkeys(keys))
+    table = store.consolidate(ordered) if store is not None else pd.DataFrame([rows[k] for k in ordered])
+    table.attrs["run"] = run_id
+    return table
+
+
+def _progress_bar(progress, total: int):
+    if callable(progress):
+        return progress(total=total, unit="point")
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="point", disable=not progress)

@@ -1,0 +1,294 @@
+"""What a sweep computes: regime points, the data recipe, and their keys.
+
+A *point* is one regime (THEORY.md sec. 1): theory, activation, depth, width N, sample
+count P, readout scaling gamma (or chi = N**(gamma - 1)), kappa2, s_w2, s_a2 and the data
+seed. A *data recipe* says how the data set of a point is drawn from (P, seed): a
+single-index teacher on Gaussian inputs (``TeacherData``) or sklearn's digits
+(``DigitsData``). Every point gets a key, a hash of its parameters, the recipe and the
+solver options, so a re-run of the same sweep recognises the points it already has.
+
+These are host-side descriptions (frozen dataclasses of Python scalars), not PyTrees:
+the arrays are built from them by :mod:`adaptive_kernels.sweep.engine`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import itertools
+import json
+import math
+import numbers
+from typing import Any, Mapping
+
+from adaptive_kernels.activations import ACTIVATIONS
+from adaptive_kernels.architectures import GAMMA_RANGE
+
+THEORIES = ("gp", "scaling", "adaptive")
+
+# name -> (default, kind); kind is one of "int", "float", "str". No default: required.
+_REQUIRED = object()
+POINT_PARAMETERS: dict[str, tuple[Any, str]] = {
+    "theory": ("adaptive", "str"),
+    "activation": ("linear", "str"),
+    "depth": (1, "int"),
+    "width": (_REQUIRED, "int"),
+    "P": (_REQUIRED, "int"),
+    "gamma": (None, "float"),
+    "chi": (None, "float"),
+    "kappa2": (_REQUIRED, "float"),
+    "s_w2": (1.0, "float"),
+    "s_a2": (1.0, "float"),
+    "seed": (0, "int"),
+}
+
+
+class ParameterError(ValueError):
+    """A bad sweep parameter; ``key`` names it (the config reader adds its line)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def check_kind(key: str, value, kind: str):
+    """``value`` as a Python int/float/str of the declared ``kind``, or a ParameterError."""
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ParameterError(key, f"must be a string, got {type(value).__name__} {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ParameterError(key, f"must be a number, got {type(value).__name__} {value!r}")
+    if kind == "int":
+        if not isinstance(value, numbers.Integral):
+            raise ParameterError(key, f"must be an integer, got {value!r}")
+        return int(value)
+    value = float(value)
+    if not math.isfinite(value):
+        raise ParameterError(key, f"must be finite, got {value}")
+    return value
+
+
+def _check_value(key: str, value):
+    """Type and range of one point parameter (ranges as in architectures.FCN)."""
+    value = check_kind(key, value, POINT_PARAMETERS[key][1])
+    if key == "theory" and value not in THEORIES:
+        raise ParameterError(key, f"unknown theory {value!r}; choose one of {', '.join(THEORIES)}")
+    if key == "activation" and value not in ACTIVATIONS:
+        raise ParameterError(key, f"unknown activation {value!r}; choose one of {', '.join(ACTIVATIONS)}")
+    if key in ("depth", "width", "P") and value <= 0:
+        raise ParameterError(key, f"must be a positive integer, got {value}")
+    if key in ("kappa2", "s_w2", "s_a2", "chi") and value <= 0:
+        raise ParameterError(key, f"must be positive, got {value}")
+    if key == "gamma" and not GAMMA_RANGE[0] <= value <= GAMMA_RANGE[1]:
+        raise ParameterError(key, f"must lie in [{GAMMA_RANGE[0]}, {GAMMA_RANGE[1]}], got {value}")
+    if key == "seed" and value < 0:
+        raise ParameterError(key, f"must be a non-negative integer, got {value}")
+    return value
+
+
+def check_parameter(key: str, value):
+    """Validate one value of a point parameter (unknown names rejected)."""
+    if key not in POINT_PARAMETERS:
+        raise ParameterError(key, f"unknown parameter; known: {', '.join(POINT_PARAMETERS)}")
+    return _check_value(key, value)
+
+
+def normalise_point(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A complete, validated point: defaults filled in, exactly one of gamma/chi kept.
+
+    gamma defaults to 1 (standard scaling). A chi is converted nowhere here (the key keeps
+    what the user wrote), but the gamma it implies, 1 + log(chi)/log(N), is range-checked.
+    """
+    point = {}
+    for key, value in raw.items():
+        point[key] = check_parameter(key, value)
+    for key, (default, _) in POINT_PARAMETERS.items():
+        if key not in point:
+            if default is _REQUIRED:
+                raise ParameterError(key, "is required (give it in the grid or in every point)")
+            if default is not None:
+                point[key] = default
+    if "gamma" in point and "chi" in point:
+        raise ParameterError("chi", "give gamma or chi, not both (chi = N**(gamma - 1))")
+    if "chi" in point:
+        if point["width"] == 1:
+            raise ParameterError("chi", "needs width > 1 to define gamma = 1 + log(chi)/log(N)")
+        gamma = resolved_gamma(point)
+        if not GAMMA_RANGE[0] <= gamma <= GAMMA_RANGE[1]:
+            raise ParameterError(
+                "chi", f"implies gamma = {gamma:.4g} at width {point['width']}, outside {list(GAMMA_RANGE)}"
+            )
+    else:
+        point.setdefault("gamma", 1.0)
+    return point
+
+
+def resolved_gamma(point: Mapping[str, Any]) -> float:
+    """gamma of a normalised point (from chi = N**(gamma - 1) if chi was given)."""
+    if "chi" in point:
+        return 1.0 + math.log(point["chi"]) / math.log(point["width"])
+    return point["gamma"]
+
+
+def grid(**axes) -> list[dict[str, Any]]:
+    """Cartesian product of parameter axes: ``grid(P=[10, 20], gamma=[1, 2], kappa2=1e-2)``.
+
+    A scalar is an axis of length one. Points come out in row-major order (last axis fastest).
+    """
+    names = list(axes)
+    values = [v if isinstance(v, (list, tuple)) else [v] for v in axes.values()]
+    return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+
+
+# ---------------------------------------------------------------------------- data recipes
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherData:
+    """Gaussian inputs x ~ N(0, I_d) with a unit single-index teacher (``data.teacher_dataset``).
+
+    teacher: ``"linear"`` (y = w*.x) or ``"cubic"`` (y = z + eps He3(z), review Fig 4);
+    P_test held-out points; ``noise``: std of label noise on the training targets.
+    The data of a point are drawn with ``jax.random.PRNGKey(seed)``.
+    """
+
+    teacher: str = "linear"
+    d: int = 10
+    P_test: int = 500
+    eps: float = 0.1
+    noise: float = 0.0
+
+    def __post_init__(self):
+        kinds = {"teacher": "str", "d": "int", "P_test": "int", "eps": "float", "noise": "float"}
+        for key, kind in kinds.items():
+            object.__setattr__(self, key, check_kind(key, getattr(self, key), kind))
+        if self.teacher not in ("linear", "cubic"):
+            raise ParameterError("teacher", f"unknown teacher {self.teacher!r}; choose linear or cubic")
+        if self.d <= 0 or self.P_test <= 0:
+            raise ParameterError("d" if self.d <= 0 else "P_test", "must be a positive integer")
+        if self.noise < 0:
+            raise ParameterError("noise", f"must be non-negative, got {self.noise}")
+
+    def make(self, P: int, seed: int):
+        return _teacher_data(self, P, seed)
+
+    def describe(self) -> dict[str, Any]:
+        return {"data": "teacher", **dataclasses.asdict(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DigitsData:
+    """sklearn's 8x8 digits (``data.load_digits_regression``): the first P shuffled rows
+    train, the rest test; two classes give +-1 targets. ``seed`` shuffles the rows."""
+
+    classes: tuple[int, ...] = (0, 1)
+
+    def __post_init__(self):
+        classes = self.classes
+        if not isinstance(classes, (list, tuple)) or not all(
+            isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in classes
+        ):
+            raise ParameterError("classes", f"must be a list of digits, got {classes!r}")
+        if len(classes) < 2 or len(set(classes)) != len(classes) or not set(classes) <= set(range(10)):
+            raise ParameterError("classes", f"must be two or more distinct digits in 0..9, got {list(classes)}")
+        object.__setattr__(self, "classes", tuple(int(c) for c in classes))
+
+    def make(self, P: int, seed: int):
+        return _digits_data(self, P, seed)
+
+    def describe(self) -> dict[str, Any]:
+        return {"data": "digits", "classes": ",".join(map(str, self.classes))}
+
+
+DataRecipe = TeacherData | DigitsData
+
+
+@functools.lru_cache(maxsize=256)
+def _teacher_data(recipe: TeacherData, P: int, seed: int):
+    import jax
+
+    from adaptive_kernels.data import teacher_dataset
+
+    return teacher_dataset(
+        jax.random.PRNGKey(seed), P, recipe.d, recipe.teacher, recipe.P_test, recipe.eps, recipe.noise
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _digits_data(recipe: DigitsData, P: int, seed: int):
+    from adaptive_kernels.data import load_digits_regression
+
+    return load_digits_regression(recipe.classes, n_train=P, seed=seed)
+
+
+def point_key(point: Mapping[str, Any], recipe: DataRecipe, options: Mapping[str, Any]) -> str:
+    """Stable identity of a point: sha256 of its parameters, the data recipe and solver options."""
+    blob = json.dumps(
+        {"point": dict(point), "data": recipe.describe(), "options": dict(options)},
+        sort_keys=True,
+        default=repr,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """A sweep: points (validated, in order), the data recipe, and how to solve them.
+
+    Args:
+        points: the regimes, e.g. from :func:`grid` (dicts of parameters; see POINT_PARAMETERS).
+        data: a :class:`TeacherData` or :class:`DigitsData`.
+        continuation: an ordered parameter (e.g. ``"P"``, ``"gamma"``, ``"kappa2"``) along which
+            each solution warm-starts the next; points that differ only in it form a chain.
+        detect_branches: also run every chain backwards and flag points where the two passes
+            reach different solutions (more than one branch); the lower action is kept.
+        options: keyword options passed to the solver (``adaptive_kernels.solve``).
+    """
+
+    points: tuple
+    data: DataRecipe = TeacherData()
+    continuation: str | None = None
+    detect_branches: bool = False
+    options: tuple = ()
+
+    def __init__(self, points, data=None, continuation=None, detect_branches=False, options=None):
+        points = tuple(normalise_point(p) for p in points)
+        if not points:
+            raise ValueError("points: the sweep has no points")
+        if continuation is not None and (continuation not in POINT_PARAMETERS or continuation == "theory"):
+            raise ParameterError("continuation", f"must be a numeric point parameter, got {continuation!r}")
+        if detect_branches and continuation is None:
+            raise ParameterError("detect_branches", "needs a continuation axis to run forward and backward")
+        object.__setattr__(self, "points", points)
+        object.__setattr__(self, "data", TeacherData() if data is None else data)
+        object.__setattr__(self, "continuation", continuation)
+        object.__setattr__(self, "detect_branches", bool(detect_branches))
+        object.__setattr__(self, "options", tuple(sorted((options or {}).items())))
+
+    @property
+    def solver_options(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    def keys(self) -> list[str]:
+        opts = self.solver_options
+        return [point_key(p, self.data, opts) for p in self.points]
+
+    def chains(self) -> list[list[int]]:
+        """Point indices grouped into continuation chains, each ordered along the axis
+        (one point per chain without continuation). Duplicate points are kept once."""
+        keys = self.keys()
+        first = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        unique = sorted(first.values())
+        if self.continuation is None:
+            return [[i] for i in unique]
+        axis = self.continuation
+        chains: dict[tuple, list[int]] = {}
+        for i in unique:
+            rest = tuple(sorted((k, v) for k, v in self.points[i].items() if k != axis))
+            chains.setdefault(rest, []).append(i)
+        return [sorted(ix, key=lambda i: self.points[i].get(axis, 0)) for ix in chains.values()]
+
