@@ -18,7 +18,7 @@ depth 1 works too and is the two-layer adaptive kernel). Theories and forms:
 - ``theory="scaling"``: one scalar per layer, kernel (prod u_l) K_GP (Li & Sompolinsky 2021).
 - ``theory="gp"``: the NNGP (no finite-width adaptation).
 
-Predictions (:func:`deep_predict`): the test inputs are appended to X with zero conjugate
+Predictions (:func:`predict_deep`): the test inputs are appended to X with zero conjugate
 kernel on their rows and columns and the same forward pass is run; f(x*) = c K_L(x*, X) t.
 Per-layer observables: :func:`deep_observables`, :func:`layer_kernels`, :func:`layer_spectra`.
 """
@@ -258,6 +258,7 @@ def solve_deep(
     solver=None,
     *,
     form: str | None = None,
+    space: str = "auto",
     cumulant: str = "gaussian",
     cumulant_samples: int = 20000,
     key=None,
@@ -273,6 +274,8 @@ def solve_deep(
         solver: ``None`` (L-BFGS on the primal form), a :class:`ForwardBackward` (conjugate
             form) or an optimistix minimiser such as ``optimistix.LBFGS`` (primal / input-space /
             scaling).
+        space: ``"auto"``, ``"function"`` (P x P kernels) or ``"weight"`` (= ``form="input_space"``),
+            the two-layer API's switch; ``form`` wins when both are given.
         form: ``"primal"`` (default; whitened Cholesky-parametrised primal, any P, N_l, d),
             ``"conjugate"`` (default with a ForwardBackward solver) or ``"input_space"``
             (linear nets without bias, any P).
@@ -302,8 +305,10 @@ def solve_deep(
         if solver is not None and not isinstance(solver, optx.AbstractMinimiser):
             raise TypeError(f"solver: theory 'scaling' takes an optimistix minimiser, got {type(solver).__name__}")
         return _solve_scaling(arch, X, y, kappa2, solver or default_minimiser(), max_steps)
+    if space not in ("auto", "function", "weight"):
+        raise ValueError(f"space: unknown {space!r}; choose one of auto, function, weight")
     if form is None:
-        form = "conjugate" if isinstance(solver, ForwardBackward) else "primal"
+        form = "input_space" if space == "weight" else "conjugate" if isinstance(solver, ForwardBackward) else "primal"
     if form not in FORMS:
         raise ValueError(f"form: unknown {form!r}; choose one of {', '.join(FORMS)}")
     if form == "conjugate":
@@ -335,11 +340,13 @@ def solve_deep(
 
 # --- predictions and observables -----------------------------------------------------------------
 class DeepPrediction(eqx.Module):
-    """Mean output on the training and test inputs, predictive variance on the test inputs."""
+    """Mean output on the training and test inputs, predictive variance on the test inputs,
+    and the output kernel c K_L on the training inputs (the fields of ``api.Prediction``)."""
 
     mean_train: jnp.ndarray
     mean_test: jnp.ndarray | None
     var_test: jnp.ndarray | None
+    kernel: jnp.ndarray
 
 
 def _padded(conjugates, P_all):
@@ -375,7 +382,7 @@ def layer_kernels(solution: Solution, arch: FCN, X, X_test=None) -> tuple:
     raise ValueError(f"solution: theory {theory!r} is not a deep-network solution")
 
 
-def deep_predict(solution: Solution, arch: FCN, data: Dataset, kappa2, X_test=None) -> DeepPrediction:
+def predict_deep(solution: Solution, arch: FCN, data: Dataset, kappa2, X_test=None) -> DeepPrediction:
     """Mean output f = c K_L(x, X) (c K_L + kappa2)^{-1} y on the training inputs and on
     ``X_test`` (default ``data.X_test``), and the predictive variance on the test inputs."""
     kappa2 = _check_inputs(arch, data, kappa2)
@@ -384,9 +391,9 @@ def deep_predict(solution: Solution, arch: FCN, data: Dataset, kappa2, X_test=No
     K_out = arch.readout_scale * layer_kernels(solution, arch, data.X, X_test)[-1]
     train = gp_predict(K_out[:P, :P], data.y, kappa2, K_cross=K_out[:P, :P], K_test_diag=None)
     if X_test is None:
-        return DeepPrediction(mean_train=train.mean, mean_test=None, var_test=None)
+        return DeepPrediction(mean_train=train.mean, mean_test=None, var_test=None, kernel=K_out)
     test = gp_predict(K_out[:P, :P], data.y, kappa2, K_cross=K_out[P:, :P], K_test_diag=jnp.diagonal(K_out)[P:])
-    return DeepPrediction(mean_train=train.mean, mean_test=test.mean, var_test=test.variance)
+    return DeepPrediction(mean_train=train.mean, mean_test=test.mean, var_test=test.variance, kernel=K_out[:P, :P])
 
 
 def layer_spectra(solution: Solution, arch: FCN, X) -> tuple:
@@ -399,7 +406,7 @@ def deep_observables(solution: Solution, arch: FCN, data: Dataset, kappa2) -> di
     test set (when ``data`` has one), train MSE, per-layer eigenvalue ratio of K_l along the
     target vector y and kernel-target alignment (``eigenvalue_ratio_1..L``, ``alignment_1..L``;
     first output column for multi-output y), and the solver's action, status and margin."""
-    pred = deep_predict(solution, arch, data, kappa2)
+    pred = predict_deep(solution, arch, data, kappa2)
     y = data.y if data.y.ndim == 1 else data.y[:, 0]
     out = {
         "action": float(solution.action),
