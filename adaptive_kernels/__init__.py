@@ -10,6 +10,7 @@ from adaptive_kernels._config import _apply_default_precision, precision
 _apply_default_precision()
 
 from adaptive_kernels.activations import ACTIVATIONS, Activation, get_activation  # noqa: E402
+from adaptive_kernels.api import Prediction, predict, solve, summarize  # noqa: E402
 from adaptive_kernels.architectures import CNN, FCN  # noqa: E402
 from adaptive_kernels.data import Dataset, load_digits_regression, teacher_dataset  # noqa: E402
 from adaptive_kernels.gp import GPPrediction, gp_predict, log_marginal_likelihood  # noqa: E402
@@ -31,6 +32,7 @@ __all__ = [
     "Dataset",
     "FCN",
     "GPPrediction",
+    "Prediction",
     "eigenvalue_ratio",
     "get_activation",
     "gp_predict",
@@ -43,6 +45,9 @@ __all__ = [
     "nngp",
     "ntk",
     "precision",
+    "predict",
+    "solve",
     "spectrum",
+    "summarize",
     "teacher_dataset",
 ]
