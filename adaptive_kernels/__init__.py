@@ -15,6 +15,17 @@ from adaptive_kernels.architectures import CNN, FCN  # noqa: E402
 from adaptive_kernels.data import Dataset, load_digits_regression, teacher_dataset  # noqa: E402
 from adaptive_kernels.gp import GPPrediction, gp_predict, log_marginal_likelihood  # noqa: E402
 from adaptive_kernels.kernels import hidden_kernels, nngp, ntk  # noqa: E402
+from adaptive_kernels.learning_curves import (  # noqa: E402
+    Spectrum,
+    eigenlearning,
+    empirical_learning_curve,
+    empirical_spectrum,
+    equivalent_kernel,
+    optimal_ridge,
+    predict_learning_curve,
+    sphere_spectrum,
+    wilsonian_rg,
+)
 from adaptive_kernels.observables import (  # noqa: E402
     eigenvalue_ratio,
     kernel_target_alignment,
@@ -33,7 +44,12 @@ __all__ = [
     "FCN",
     "GPPrediction",
     "Prediction",
+    "Spectrum",
+    "eigenlearning",
     "eigenvalue_ratio",
+    "empirical_learning_curve",
+    "empirical_spectrum",
+    "equivalent_kernel",
     "get_activation",
     "gp_predict",
     "hidden_kernels",
@@ -44,10 +60,14 @@ __all__ = [
     "mse",
     "nngp",
     "ntk",
+    "optimal_ridge",
     "precision",
     "predict",
+    "predict_learning_curve",
     "solve",
     "spectrum",
+    "sphere_spectrum",
     "summarize",
     "teacher_dataset",
+    "wilsonian_rg",
 ]
