@@ -38,3 +38,18 @@ def default_float():
     import jax.numpy as jnp
 
     return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+
+
+def cast_floating(tree, dtype):
+    """Cast every floating array leaf of a PyTree (e.g. an architecture) to ``dtype``.
+
+    Used to keep a computation in the precision of the user's data: float32 inputs give a
+    float32 computation even with float64 architecture parameters.
+    """
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    def cast(x):
+        return x.astype(dtype) if eqx.is_inexact_array(x) and jnp.issubdtype(dtype, jnp.floating) else x
+
+    return jax.tree_util.tree_map(cast, tree)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from adaptive_kernels._config import cast_floating
 from adaptive_kernels._validation import check_array
 from adaptive_kernels.activations import Activation
 from adaptive_kernels.architectures import CNN, FCN
@@ -78,6 +79,7 @@ def _cnn_pass(arch: CNN, X1, X2, with_ntk: bool):
 
 def _pass(arch, X1, X2, with_ntk):
     X1, X2 = _inputs(arch, X1, X2)
+    arch = cast_floating(arch, X1.dtype if X2 is None else jnp.result_type(X1, X2))
     if isinstance(arch, FCN):
         return _fcn_pass(arch, X1, X2, with_ntk)
     if isinstance(arch, CNN):
@@ -103,6 +105,7 @@ def hidden_kernels(arch: FCN, X):
     if not isinstance(arch, FCN):
         raise TypeError(f"arch must be an FCN, got {type(arch).__name__}")
     X = check_array("X", X, ndim=2, shape=(None, arch.d))
+    arch = cast_floating(arch, X.dtype)
     C = arch.s_w2 * X @ X.T / arch.d + arch.s_b2
     out = [C]
     for _ in range(arch.depth - 1):
