@@ -220,3 +220,17 @@ def test_bad_input_raises_clear_errors():
         empirical_learning_curve(ak.FCN(3, 1, "relu"), X, jnp.ones(6), [5], 0.1, key=jax.random.PRNGKey(0), n_test=2)
     with pytest.raises(ValueError, match="^kappa2 must be positive"):
         empirical_learning_curve(ak.FCN(3, 1, "relu"), X, jnp.ones(6), [2], 0.0, key=jax.random.PRNGKey(0), n_test=2)
+
+
+def test_predicted_error_differentiable_in_weight_variance():
+    """d(predicted test error)/d(s_w2) through the Funk-Hecke spectrum of an erf NNGP (whose shape,
+    not only its scale, changes with s_w2) matches central finite differences to 1e-5 relative,
+    so s_w2 can be chosen by gradient descent on the theory."""
+
+    def predicted(s_w2):
+        sp = sphere_spectrum(ak.FCN(D, 1, "erf", s_w2=s_w2), D, 12, [0, 1, 0, 0.5])
+        return eigenlearning(sp, 100.0, 0.01, noise_var=0.1).test_error
+
+    h = 1e-5
+    fd = (predicted(1.0 + h) - predicted(1.0 - h)) / (2 * h)
+    np.testing.assert_allclose(jax.grad(predicted)(1.0), fd, rtol=1e-5)
