@@ -165,6 +165,36 @@ def _first_bad_point(points: list) -> int | None:
     return None
 
 
+def _solver_keywords(deep: bool) -> set[str]:
+    """Keyword options ``solve`` (and ``solve_deep`` for deep nets) accept from a config."""
+    import inspect
+
+    from adaptive_kernels.api import solve
+
+    functions = [solve]
+    if deep:
+        from adaptive_kernels.deep import solve_deep
+
+        functions.append(solve_deep)
+    names = set()
+    for function in functions:
+        for name, parameter in inspect.signature(function).parameters.items():
+            if parameter.kind == parameter.KEYWORD_ONLY or parameter.default is not parameter.empty:
+                names.add(name)
+    return names - {"theory", "init"}
+
+
+def _check_solver_options(loc: _Locator, solver: dict, grid_table: dict, point_tables: list) -> None:
+    depths = grid_table.get("depth", 1)
+    depths = (depths if isinstance(depths, list) else [depths]) + [t.get("depth", 1) for t in point_tables]
+    known = _solver_keywords(deep=any(isinstance(d, int) and d > 1 for d in depths))
+    for key, value in solver.items():
+        if key not in known:
+            raise loc.error("solver", key, f"unknown option of adaptive_kernels.solve; known: {', '.join(sorted(known))}")
+        if isinstance(value, (dict, list)):
+            raise loc.error("solver", key, f"must be a string, number or boolean, got {value!r}")
+
+
 def load_config(path: str | os.PathLike) -> tuple[Sweep, dict]:
     """Read and check a sweep file: (Sweep, run options ``{"batch", "chunk_size"}``)."""
     path = Path(path)
@@ -197,6 +227,7 @@ def load_config(path: str | os.PathLike) -> tuple[Sweep, dict]:
                 raise loc.error("run", key, str(err).split(": ", 1)[1]) from None
     if "chunk_size" in run and run["chunk_size"] <= 0:
         raise loc.error("run", "chunk_size", f"must be a positive integer, got {run['chunk_size']}")
+    _check_solver_options(loc, solver, grid_table, point_tables)
     continuation = run.get("continuation")
     if continuation is not None and continuation not in POINT_PARAMETERS:
         raise loc.error("run", "continuation", f"must name a point parameter, got {continuation!r}")

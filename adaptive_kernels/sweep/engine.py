@@ -56,46 +56,14 @@ def build_problem(point: dict, recipe) -> Problem:
     return Problem(arch, data, jnp.asarray(point["kappa2"], dtype=data.X.dtype))
 
 
-def _gp_solution(arch, data, kappa2, theory, **options):
-    """STAND-IN until adaptive_kernels.api lands: the NNGP 'solution' (no order parameters)."""
-    from adaptive_kernels.gp import log_marginal_likelihood
-    from adaptive_kernels.kernels import nngp
-    from adaptive_kernels.solvers.solution import Solution
-
-    if theory != "gp":
-        raise ValueError(f"theory: {theory!r} needs adaptive_kernels.api (not available yet)")
-    K = nngp(arch, data.X)
-    action = -log_marginal_likelihood(K, data.y, kappa2) - 0.5 * data.P * jnp.log(2 * jnp.pi)
-    zero = jnp.zeros((), dtype=int)
-    return Solution("gp", None, action, jnp.zeros_like(action), zero, zero, jnp.nan * action)
-
-
-def _gp_summary(solution, arch, data, kappa2):
-    """STAND-IN until adaptive_kernels.api lands."""
-    from adaptive_kernels.gp import gp_predict
-    from adaptive_kernels.kernels import nngp
-    from adaptive_kernels.observables import learnability, mse
-
-    f = gp_predict(nngp(arch, data.X), data.y, kappa2, nngp(arch, data.X_test, data.X)).mean
-    return {"learnability": learnability(f, data.y_test), "test_mse": mse(f, data.y_test)}
-
-
 def _solve_point(problem: Problem, init, theory: str, options: dict):
-    """Solve one point and summarise it: (order parameters, dict of scalar arrays)."""
-    solve, summarize = _gp_solution, _gp_summary
+    """``adaptive_kernels.solve`` then ``summarize`` for one point: (order parameters, scalars)."""
+    from adaptive_kernels.api import solve, summarize
 
     arch, data, kappa2 = problem.arch, problem.data, problem.kappa2
-    if init is not None:
-        options = {**options, "init": init}
-    solution = solve(arch, data, kappa2, theory=theory, **options)
+    solution = solve(arch, data, kappa2, theory=theory, init=init, **options)
     scalars = summarize(solution, arch, data, kappa2)
-    scalars.update(
-        status=solution.status,
-        converged=solution.converged,
-        iterations=solution.iterations,
-        grad_norm=solution.grad_norm,
-        action=solution.action,
-    )
+    del scalars["theory"]  # a string; the table has it as a parameter column
     return solution.value, scalars
 
 
@@ -139,6 +107,7 @@ class _Runner:
         devices = list(jax.devices() if devices is None else devices)
         self.mesh = Mesh(np.array(devices), ("points",))
         self.sharding = NamedSharding(self.mesh, PartitionSpec("points"))
+        self._value_shapes: dict[tuple, Any] = {}
 
     def _shard(self, tree):
         return jax.tree.map(
@@ -166,7 +135,12 @@ class _Runner:
         """True if ``value`` has the structure and shapes of this problem's order parameters."""
         if value is None:
             return False
-        cold = eqx.filter_eval_shape(_solve_point, problem, None, self.theory, self.options)[0]
+        signature = shape_signature(problem, self.theory)
+        if signature not in self._value_shapes:
+            self._value_shapes[signature] = eqx.filter_eval_shape(
+                _solve_point, problem, None, self.theory, self.options
+            )[0]
+        cold = self._value_shapes[signature]
         same = jax.tree.structure(value) == jax.tree.structure(cold)
         return same and all(np.shape(a) == b.shape for a, b in zip(jax.tree.leaves(value), jax.tree.leaves(cold)))
 

@@ -223,10 +223,11 @@ def _digits_data(recipe: DigitsData, P: int, seed: int):
     return load_digits_regression(recipe.classes, n_train=P, seed=seed)
 
 
-def point_key(point: Mapping[str, Any], recipe: DataRecipe, options: Mapping[str, Any]) -> str:
-    """Stable identity of a point: sha256 of its parameters, the data recipe and solver options."""
+def point_key(point: Mapping[str, Any], recipe: DataRecipe, solve_settings: Mapping[str, Any]) -> str:
+    """Stable identity of a point's row: sha256 of its parameters, the data recipe and how it is
+    solved (solver options, continuation axis, branch detection -- they change the row)."""
     blob = json.dumps(
-        {"point": dict(point), "data": recipe.describe(), "options": dict(options)},
+        {"point": dict(point), "data": recipe.describe(), "solve": dict(solve_settings)},
         sort_keys=True,
         default=repr,
     )
@@ -272,8 +273,9 @@ class Sweep:
         return dict(self.options)
 
     def keys(self) -> list[str]:
-        opts = self.solver_options
-        return [point_key(p, self.data, opts) for p in self.points]
+        settings = {"options": self.solver_options, "continuation": self.continuation,
+                    "detect_branches": self.detect_branches}
+        return [point_key(p, self.data, settings) for p in self.points]
 
     def chains(self) -> list[list[int]]:
         """Point indices grouped into continuation chains, each ordered along the axis
