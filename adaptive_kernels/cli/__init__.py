@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS: tuple[str, ...] = ("demo", "sweep", "plot")
+SUBCOMMANDS: tuple[str, ...] = ("demo", "solve", "sweep", "plot")
 
 
 class UsageError(Exception):

@@ -103,6 +103,6 @@ class QuasiNewton(eqx.Module):
         status = jnp.where(
             residual <= self.tol,
             Status.SUCCESS,
-            jnp.where(result.result == optx.RESULTS.max_steps_reached, Status.MAX_STEPS, Status.LINE_SEARCH_FAILED),
+            jnp.where(result.stats["num_steps"] >= self.max_steps, Status.MAX_STEPS, Status.LINE_SEARCH_FAILED),
         )
         return Sigma, result.stats["num_steps"] + polished, status, {}

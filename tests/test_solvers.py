@@ -1,0 +1,142 @@
+"""Solvers of the two-layer saddle points: agreement, closed forms, implicit derivatives, failures.
+
+One small linear problem in mean-field scaling (gamma = 2, strong adaptation) is solved once
+per module; tolerances are stated at each assertion.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import adaptive_kernels as ak
+from adaptive_kernels.actions import two_layer_problem
+from adaptive_kernels.api import solve_problem
+from adaptive_kernels.solvers import FixedPoint, QuasiNewton, Status
+
+D, N, P, KAPPA2 = 8, 50, 12, 1e-2
+
+
+@pytest.fixture(scope="module")
+def data():
+    return ak.teacher_dataset(jax.random.PRNGKey(0), P, D, P_test=40)
+
+
+@pytest.fixture(scope="module")
+def arch():
+    return ak.FCN(D, N, "linear", gamma=2.0)
+
+
+@pytest.fixture(scope="module")
+def solutions(arch, data):
+    return {name: ak.solve(arch, data, KAPPA2, "adaptive", solver)
+            for name, solver in (("fixed-point", FixedPoint()), ("gradient", QuasiNewton()))}
+
+
+def test_fixed_point_and_gradient_solvers_agree(solutions):
+    # Both converge to the stationarity residual 1e-10, so the minimisers agree to 1e-8.
+    fp, qn = solutions["fixed-point"], solutions["gradient"]
+    assert bool(fp.converged) and bool(qn.converged)
+    scale = float(jnp.max(jnp.abs(qn.value)))
+    assert float(jnp.max(jnp.abs(fp.value - qn.value))) < 1e-8 * scale
+    np.testing.assert_allclose(fp.action, qn.action, rtol=1e-12)
+    assert float(qn.domain_margin) > 0
+
+
+def test_linear_stationarity_closed_form(solutions, arch, data):
+    # THEORY.md sec. 4: Sigma^{-1} = (d/s_w2) I - (c/N) X^T (t t^T - A) X, evaluated in numpy
+    # (independent of the autodiff gradient the solvers use); relative 1e-8.
+    Sigma = np.asarray(solutions["gradient"].value)
+    X, y = np.asarray(data.X), np.asarray(data.y)
+    c = float(arch.readout_scale)
+    A = np.linalg.inv(c * X @ Sigma @ X.T + KAPPA2 * np.eye(P))
+    t = A @ y
+    rhs = D * np.eye(D) - (c / N) * X.T @ (np.outer(t, t) - A) @ X
+    np.testing.assert_allclose(np.linalg.inv(Sigma), rhs, rtol=1e-8, atol=1e-8 * np.abs(rhs).max())
+
+
+def test_weight_and_function_space_give_the_same_solution(solutions, arch, data):
+    # Same action evaluated two ways (Woodbury d x d vs Cholesky P x P): minimisers agree to 1e-8.
+    fn = ak.solve(arch, data, KAPPA2, "adaptive", space="function")
+    ref = solutions["gradient"].value
+    assert float(jnp.max(jnp.abs(fn.value - ref))) < 1e-8 * float(jnp.max(jnp.abs(ref)))
+
+
+def test_scaling_solvers_agree_and_match_the_scalar_equation(arch, data):
+    # 1/s = 1 + (2/N) dD/ds with D(s) = (1/2) y^T (sK + k)^{-1} y + (1/2) log det(sK + k) written out
+    # in numpy with dD/ds = (1/2)[tr(A K) - t^T K t]; relative 1e-8.
+    fp = ak.solve(arch, data, KAPPA2, "scaling", FixedPoint())
+    qn = ak.solve(arch, data, KAPPA2, "scaling", QuasiNewton())
+    assert bool(fp.converged) and bool(qn.converged)
+    s = float(qn.value)
+    assert abs(float(fp.value) - s) < 1e-8 * s
+    K = np.asarray(ak.nngp(arch, data.X))
+    A = np.linalg.inv(s * K + KAPPA2 * np.eye(P))
+    t = A @ np.asarray(data.y)
+    dD = 0.5 * (np.trace(A @ K) - t @ K @ t)
+    np.testing.assert_allclose(1 / s, 1 + 2 * dD / N, rtol=1e-8)
+
+
+def test_implicit_gradients_match_finite_differences(data):
+    # d(observable)/d(s_w2, s_a2, kappa2, gamma, N, X_00) through the stationarity condition vs
+    # central differences (step 1e-5 relative; truncation ~1e-10): relative 1e-5.
+    arch = ak.FCN(D, N, "erf", gamma=1.5)
+    base = two_layer_problem(arch, data, KAPPA2)
+    w = jnp.arange(D * D, dtype=float).reshape(D, D) / (D * D)
+
+    @jax.jit
+    def observable(v):
+        p = eqx.tree_at(lambda p: (p.s_w2, p.s_a2, p.kappa2, p.gamma, p.width), base, tuple(v[:5]))
+        p = eqx.tree_at(lambda p: p.X, p, p.X.at[0, 0].add(v[5]))
+        sol = solve_problem(p, "adaptive")
+        return jnp.sum(w * sol.value) + 1e-3 * sol.action
+
+    v0 = jnp.array([1.0, 1.0, KAPPA2, 1.5, float(N), 0.0])
+    grad = np.asarray(jax.grad(observable)(v0))
+    fd = []
+    for i in range(6):
+        h = 1e-5 * max(1.0, abs(float(v0[i])))
+        e = jnp.zeros(6).at[i].set(h)
+        fd.append((observable(v0 + e) - observable(v0 - e)) / (2 * h))
+    np.testing.assert_allclose(grad, np.asarray(fd), rtol=1e-5)
+
+
+def test_vmapped_solves_equal_single_solves(arch, data):
+    # solve_problem is vmappable over numeric fields (here gamma, kernel scaling to keep compilation
+    # small); each batch entry equals its own solve to 1e-8.
+    base = two_layer_problem(arch, data, KAPPA2)
+    gammas = jnp.array([1.0, 2.0])
+    batched = jax.vmap(lambda g: solve_problem(eqx.tree_at(lambda p: p.gamma, base, g), "scaling").value)(gammas)
+    for g, Sigma in zip(gammas, batched):
+        single = solve_problem(eqx.tree_at(lambda p: p.gamma, base, g), "scaling").value
+        assert float(jnp.max(jnp.abs(Sigma - single))) < 1e-8 * float(jnp.max(jnp.abs(single)))
+
+
+def test_iteration_limit_reports_max_steps(arch, data):
+    for solver in (FixedPoint(max_steps=2), QuasiNewton(max_steps=2, newton_steps=0)):
+        sol = ak.solve(arch, data, KAPPA2, "adaptive", solver)
+        assert not bool(sol.converged)
+        assert int(sol.status) == Status.MAX_STEPS
+        assert np.all(np.isfinite(sol.value))
+
+
+def test_non_finite_start_is_never_marked_converged(arch, data):
+    bad = jnp.full((D, D), jnp.nan)
+    for solver in (FixedPoint(), QuasiNewton()):
+        sol = ak.solve(arch, data, KAPPA2, "adaptive", solver, init=bad, implicit=False)
+        assert not bool(sol.converged)
+        assert int(sol.status) in (Status.NONFINITE, Status.LEFT_DOMAIN)
+
+
+def test_invalid_arguments_raise_clear_errors(arch, data):
+    with pytest.raises(ValueError, match="^theory"):
+        ak.solve(arch, data, KAPPA2, "ntk")
+    with pytest.raises(ValueError, match="^solver"):
+        ak.solve(arch, data, KAPPA2, "adaptive", "newton")
+    with pytest.raises(ValueError, match="^damping"):
+        FixedPoint(damping=1.5)
+    with pytest.raises(ValueError, match="^method"):
+        QuasiNewton(method="sgd")
+    with pytest.raises(ValueError, match="^kappa2"):
+        ak.solve(arch, data, 0.0)
