@@ -31,13 +31,17 @@ class HMC(GradientSampler):
     Args:
         num_leapfrog: leapfrog steps per transition.  target_accept: dual-averaging target.
         initial_step_size: first guess of the leapfrog step (standardised coordinates).
-        jitter: relative random spread of the step size per transition.
+        jitter: the step size of each transition is drawn uniformly in eps * (1 +- jitter).
+            A wide spread (default 0.9) breaks the periodic orbits that a fixed trajectory
+            length produces on near-Gaussian targets: with jitter 0.2, the batch-means standard
+            errors of a tiny gamma = 2 linear net came out ~1.4 times smaller than the actual
+            run-to-run spread; with 0.9 they matched within ~10%.
     """
 
     name = "hmc"
 
     def __init__(self, num_leapfrog: int = 16, target_accept: float = 0.8, initial_step_size: float = 0.1,
-                 jitter: float = 0.2):
+                 jitter: float = 0.9):
         self.num_leapfrog, self.target_accept = num_leapfrog, target_accept
         self.initial_step_size, self.jitter, self.metropolis = initial_step_size, jitter, True
 
