@@ -255,7 +255,8 @@ def run_sweep(
         devices: JAX devices to shard over (default: all, ``jax.devices()``).
         progress: show a tqdm progress bar (or pass a tqdm-like class).
 
-    Columns: ``key``, every parameter (gamma and chi both, resolved), the data recipe,
+    Columns: ``key``, every parameter (gamma and chi both, resolved), the data recipe
+    (with the input dimension ``d`` and test-set size ``P_test`` of the data actually drawn),
     the observables of ``adaptive_kernels.summarize``, ``status``, ``status_message``,
     ``converged``, ``iterations``, ``grad_norm``, ``action``, ``warm_start``,
     ``wall_time`` (seconds per point, the batch's time shared out), ``batch_size``, ``run``
@@ -293,8 +294,9 @@ def run_sweep(
             for chain, chain_rows in zip(group, merged):
                 for i, row in zip(chain, chain_rows):
                     if keys[i] not in done:
-                        new[keys[i]] = {KEY: keys[i], **_parameter_columns(sweep.points[i]), **recipe, **row,
-                                        "run": run_id}
+                        data = problems[i].data
+                        new[keys[i]] = {KEY: keys[i], **_parameter_columns(sweep.points[i]), **recipe,
+                                        "d": data.d, "P_test": data.X_test.shape[0], **row, "run": run_id}
             if store is not None and new:
                 store.write_part(pd.DataFrame(list(new.values())))
             rows.update(new)
