@@ -5,7 +5,8 @@ depth 1 works too and is the two-layer adaptive kernel). Theories and forms:
 
 - ``theory="adaptive"`` (per-layer P x P kernels). By default the primal form
   sum_l N_l KL(N(0, Q_l) || N(0, I)) + D in whitened coordinates K_l = B_l Q_l B_l^T
-  (G_l = B_l B_l^T) is minimised by L-BFGS over Cholesky factors of Q_l: valid for any P, N_l
+  (G_l = B_l B_l^T) is minimised by the shared ``QuasiNewton`` solver (L-BFGS over Cholesky
+  factors of Q_l, then Newton steps): valid for any P, N_l
   and d, including the proportional regime P > N_l and rank-deficient C_1 (P > d, linear).
   With a :class:`~adaptive_kernels.solvers.forward_backward.ForwardBackward` solver the
   conjugate form is solved by the forward-backward fixed point with a domain check at every
@@ -28,7 +29,6 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optimistix as optx
 
 from adaptive_kernels._validation import check_array, check_positive, check_positive_int
 from adaptive_kernels.actions import deep as act
@@ -37,6 +37,8 @@ from adaptive_kernels.data import Dataset
 from adaptive_kernels.gp import gp_predict
 from adaptive_kernels.kernels import nngp
 from adaptive_kernels.observables import eigenvalue_ratio, kernel_target_alignment, learnability, mse, spectrum
+from adaptive_kernels.actions.base import EntropicAction
+from adaptive_kernels.solvers import FixedPoint, QuasiNewton, minimise
 from adaptive_kernels.solvers.forward_backward import ForwardBackward, StepInfo, fixed_point_solve
 from adaptive_kernels.solvers.solution import Solution, Status
 
@@ -147,72 +149,33 @@ def _solve_second_order(arch, X, y, kappa2, solver, init, key, samples):
     return eqx.tree_at(lambda s: (s.value, s.stats), sol, (value, dict(sol.stats, draws=draws)))
 
 
-_OPTX_STATUS = (
-    (optx.RESULTS.successful, Status.SUCCESS),
-    (optx.RESULTS.max_steps_reached, Status.MAX_STEPS),
-    (optx.RESULTS.nonlinear_divergence, Status.NONFINITE),
-)
-
-
-def _minimise(objective, minimiser, init, args, max_steps, theory):
-    """Minimise ``objective(params, args)`` with an optimistix minimiser -> :class:`Solution`."""
-    sol = optx.minimise(objective, minimiser, init, args, max_steps=max_steps, throw=False)
-    value, grad = jax.value_and_grad(objective)(sol.value, args)
-    grad_norm = jnp.sqrt(sum(jnp.sum(g**2) for g in jax.tree_util.tree_leaves(grad)))
-    status = jnp.asarray(Status.LINE_SEARCH_FAILED, jnp.int32)
-    for result, code in _OPTX_STATUS:
-        status = jnp.where(sol.result == result, code, status)
-    status = jnp.where(jnp.isfinite(value) & jnp.isfinite(grad_norm), status, Status.NONFINITE).astype(jnp.int32)
-    return Solution(
-        theory=theory, value=sol.value, action=value, grad_norm=grad_norm,
-        iterations=sol.stats["num_steps"], status=status,
-        domain_margin=jnp.asarray(jnp.nan, value.dtype), stats={},
-    )
-
-
-def _from_factors(factors):
-    return tuple(jnp.tril(F) @ jnp.tril(F).T for F in factors)
-
-
-def _primal_objective(factors, problem):
-    arch, X, y, kappa2 = problem
-    return act.whitened_primal_action(arch, X, y, kappa2, factors)
+def _entropic_solve(data_term, prior, solver, init, problem, theory, implicit):
+    """Minimise entropy + ``data_term`` with the shared solvers (``solvers.minimise``)."""
+    return minimise(EntropicAction(data_term=data_term, prior=prior), solver, init, problem, theory, implicit=implicit)
 
 
 @eqx.filter_jit
-def _solve_primal(arch, X, y, kappa2, minimiser, max_steps):
+def _solve_primal(arch, X, y, kappa2, solver, implicit):
     init = tuple(jnp.eye(r, dtype=X.dtype) for r in act.factor_ranks(arch, X.shape[0]))
-    sol = _minimise(_primal_objective, minimiser, init, (arch, X, y, kappa2), max_steps, "deep_adaptive")
-    kernels = act.whitened_kernels(arch, X, sol.value)
+    sol = _entropic_solve(act.whitened_data_term, act.layer_prior, solver, init, (arch, X, y, kappa2), "deep_adaptive", implicit)
+    kernels = act.whitened_chain(arch, X, sol.value)
     value = DeepKernels(kernels=kernels, conjugates=act.backward_conjugates(arch, kernels, y, kappa2))
     return eqx.tree_at(lambda s: s.value, sol, value)
 
 
-def _input_space_objective(factors, problem):
-    arch, X, y, kappa2 = problem
-    return act.input_space_action(arch, X, y, kappa2, _from_factors(factors))
+@eqx.filter_jit
+def _solve_input_space(arch, X, y, kappa2, solver, implicit):
+    init = tuple(arch.s_w2**layer / arch.d * jnp.eye(arch.d, dtype=X.dtype) for layer in range(1, arch.depth + 1))
+    return _entropic_solve(
+        act.input_space_data_term, act.input_space_prior, solver, init, (arch, X, y, kappa2), "deep_input_space", implicit
+    )
 
 
 @eqx.filter_jit
-def _solve_input_space(arch, X, y, kappa2, minimiser, max_steps):
-    init = tuple(jnp.sqrt(arch.s_w2**layer / arch.d) * jnp.eye(arch.d, dtype=X.dtype) for layer in range(1, arch.depth + 1))
-    sol = _minimise(_input_space_objective, minimiser, init, (arch, X, y, kappa2), max_steps, "deep_input_space")
-    sigmas = _from_factors(sol.value)
-    margin = jnp.min(jnp.stack([jnp.min(jnp.linalg.eigvalsh(S)) for S in sigmas]))
-    return eqx.tree_at(lambda s: (s.value, s.domain_margin), sol, (sigmas, margin))
-
-
-def _scaling_objective(log_scales, problem):
-    arch, K_gp, y, kappa2 = problem
-    return act.scaling_action(arch, K_gp, y, kappa2, log_scales)
-
-
-@eqx.filter_jit
-def _solve_scaling(arch, X, y, kappa2, minimiser, max_steps):
-    K_gp = nngp(arch, X)
-    init = jnp.zeros(arch.depth, X.dtype)
-    sol = _minimise(_scaling_objective, minimiser, init, (arch, K_gp, y, kappa2), max_steps, "deep_scaling")
-    return eqx.tree_at(lambda s: s.value, sol, jnp.exp(sol.value))
+def _solve_scaling(arch, X, y, kappa2, solver, implicit):
+    init = tuple(jnp.ones((), X.dtype) for _ in arch.widths)
+    sol = _entropic_solve(act.scaling_data_term, act.layer_prior, solver, init, (arch, nngp(arch, X), y, kappa2), "deep_scaling", implicit)
+    return eqx.tree_at(lambda s: s.value, sol, jnp.stack(sol.value))
 
 
 @eqx.filter_jit
@@ -234,11 +197,6 @@ def _nngp_covariances(arch: FCN, X):
     return out
 
 
-def default_minimiser(rtol: float = 1e-12, atol: float = 1e-12):
-    """L-BFGS (optimistix) for the primal, input-space and scaling forms."""
-    return optx.LBFGS(rtol=rtol, atol=atol)
-
-
 def _check_inputs(arch, data, kappa2):
     if not isinstance(arch, FCN):
         raise TypeError(f"arch must be an FCN for deep networks, got {type(arch).__name__}")
@@ -248,6 +206,20 @@ def _check_inputs(arch, data, kappa2):
         raise ValueError(f"data: inputs have d = {data.d}, but arch.d = {arch.d}")
     check_positive("kappa2", kappa2)
     return jnp.asarray(kappa2, data.X.dtype)
+
+
+def _resolve_solver(solver, theory):
+    """None / "gradient" -> QuasiNewton (L-BFGS); "fixed-point" -> ForwardBackward for the
+    adaptive theory (the shared FixedPoint for scaling); solver objects pass through."""
+    if solver is None or solver == "gradient":
+        return QuasiNewton()
+    if solver == "fixed-point":
+        return ForwardBackward() if theory == "adaptive" else FixedPoint()
+    if isinstance(solver, str):
+        raise ValueError(f"solver: unknown {solver!r}; choose gradient, fixed-point or a solver object")
+    if not isinstance(solver, (ForwardBackward, QuasiNewton, FixedPoint)):
+        raise TypeError(f"solver: expected ForwardBackward, QuasiNewton or FixedPoint, got {type(solver).__name__}")
+    return solver
 
 
 def solve_deep(
@@ -263,7 +235,7 @@ def solve_deep(
     cumulant_samples: int = 20000,
     key=None,
     init=None,
-    max_steps: int = 1000,
+    implicit: bool = False,
 ) -> Solution:
     """MAP kernels of a deep FCN (any depth L >= 1, any gamma).
 
@@ -271,12 +243,12 @@ def solve_deep(
         arch: the :class:`FCN`.  data: training set (y (P,) or (P, K)).  kappa2: noise variance.
         theory: ``"adaptive"`` (per-layer kernels), ``"scaling"`` (one scalar per layer) or
             ``"gp"`` (NNGP).
-        solver: ``None`` (L-BFGS on the primal form), a :class:`ForwardBackward` (conjugate
-            form) or an optimistix minimiser such as ``optimistix.LBFGS`` (primal / input-space /
-            scaling).
+        solver: ``None`` / ``"gradient"`` (:class:`~adaptive_kernels.solvers.QuasiNewton`,
+            L-BFGS over Cholesky factors), ``"fixed-point"`` or a :class:`ForwardBackward`
+            (conjugate form), or a configured QuasiNewton / FixedPoint (entropic forms).
         space: ``"auto"``, ``"function"`` (P x P kernels) or ``"weight"`` (= ``form="input_space"``),
             the two-layer API's switch; ``form`` wins when both are given.
-        form: ``"primal"`` (default; whitened Cholesky-parametrised primal, any P, N_l, d),
+        form: ``"primal"`` (default: whitened primal K_l = B_l Q_l B_l^T, any P, N_l, d),
             ``"conjugate"`` (default with a ForwardBackward solver) or ``"input_space"``
             (linear nets without bias, any P).
         cumulant: ``"gaussian"`` (exact for linear phi, Gaussian-equivalent otherwise) or
@@ -284,58 +256,54 @@ def solve_deep(
             ``cumulant_samples`` fixed draws from ``key``).
         init: initial conjugate kernels (tuple of L P x P matrices) for the conjugate form;
             zeros (the NNGP) by default.
-        max_steps: iteration limit of a minimiser (the ForwardBackward solver has its own).
+        implicit: attach implicit derivatives w.r.t. arch, kappa2 and the data (entropic forms).
 
     Returns:
         :class:`Solution`; ``value`` is a :class:`DeepKernels` (adaptive), the d x d Sigma_l
         tuple (input space), the scales u_l (scaling) or the NNGP kernel (gp).
         ``domain_margin``: smallest eigenvalue of I - (2/N_l) G_l^1/2 Kt_l G_l^1/2 over layers
-        (conjugate form), of Sigma_l (input space), NaN otherwise.
+        (conjugate form); of the order parameters (Q_l, Sigma_l or u_l) for the entropic forms.
     """
     kappa2 = _check_inputs(arch, data, kappa2)
-    check_positive_int("max_steps", max_steps)
     X, y = data.X, data.y
     if theory not in THEORIES:
         raise ValueError(f"theory: unknown {theory!r}; choose one of {', '.join(THEORIES)}")
     if cumulant not in CUMULANTS:
         raise ValueError(f"cumulant: unknown {cumulant!r}; choose one of {', '.join(CUMULANTS)}")
-    if theory == "gp":
-        return _solve_gp(arch, X, y, kappa2)
-    if theory == "scaling":
-        if solver is not None and not isinstance(solver, optx.AbstractMinimiser):
-            raise TypeError(f"solver: theory 'scaling' takes an optimistix minimiser, got {type(solver).__name__}")
-        return _solve_scaling(arch, X, y, kappa2, solver or default_minimiser(), max_steps)
     if space not in ("auto", "function", "weight"):
         raise ValueError(f"space: unknown {space!r}; choose one of auto, function, weight")
+    if theory == "gp":
+        return _solve_gp(arch, X, y, kappa2)
+    solver = _resolve_solver(solver, theory)
+    if theory == "scaling":
+        if isinstance(solver, ForwardBackward):
+            raise TypeError("solver: theory 'scaling' takes QuasiNewton or FixedPoint, got ForwardBackward")
+        return _solve_scaling(arch, X, y, kappa2, solver, implicit)
     if form is None:
         form = "input_space" if space == "weight" else "conjugate" if isinstance(solver, ForwardBackward) else "primal"
     if form not in FORMS:
         raise ValueError(f"form: unknown {form!r}; choose one of {', '.join(FORMS)}")
+    if (form == "conjugate") != isinstance(solver, ForwardBackward):
+        raise TypeError(f"solver: form {form!r} takes {'a ForwardBackward' if form == 'conjugate' else 'QuasiNewton or FixedPoint'} solver, got {type(solver).__name__}")
+    if cumulant == "second_order" and form != "conjugate":
+        raise ValueError("cumulant: 'second_order' is available for the conjugate form only")
     if form == "conjugate":
-        solver = ForwardBackward() if solver is None else solver
-        if not isinstance(solver, ForwardBackward):
-            raise TypeError(f"solver: the conjugate form takes a ForwardBackward solver, got {type(solver).__name__}")
         if init is None:
             init = _zeros(arch, data.P, X.dtype)
         else:
-            init = tuple(check_array(f"init[{i}]", K, ndim=2, shape=(data.P, data.P)) for i, K in enumerate(init))
             if len(init) != arch.depth:
                 raise ValueError(f"init must hold {arch.depth} conjugate kernels, got {len(init)}")
+            init = tuple(check_array(f"init[{i}]", K, ndim=2, shape=(data.P, data.P)) for i, K in enumerate(init))
         if cumulant == "second_order":
             check_positive_int("cumulant_samples", cumulant_samples)
             key = jax.random.PRNGKey(0) if key is None else key
             return _solve_second_order(arch, X, y, kappa2, solver, init, key, cumulant_samples)
         return _solve_conjugate(arch, X, y, kappa2, solver, init)
-    if cumulant != "gaussian":
-        raise ValueError("cumulant: 'second_order' is available for the conjugate form only")
-    minimiser = default_minimiser() if solver is None else solver
-    if not isinstance(minimiser, optx.AbstractMinimiser):
-        raise TypeError(f"solver: form {form!r} takes an optimistix minimiser, got {type(minimiser).__name__}")
     if form == "input_space":
         if not arch.activation.is_linear:
             raise ValueError("form: 'input_space' needs a linear activation")
-        return _solve_input_space(arch, X, y, kappa2, minimiser, max_steps)
-    return _solve_primal(arch, X, y, kappa2, minimiser, max_steps)
+        return _solve_input_space(arch, X, y, kappa2, solver, implicit)
+    return _solve_primal(arch, X, y, kappa2, solver, implicit)
 
 
 # --- predictions and observables -----------------------------------------------------------------

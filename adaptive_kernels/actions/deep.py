@@ -32,11 +32,14 @@ Other forms of the same problem:
 
 - ``primal_action``: Kt eliminated, sum_l N_l KL(N(0, K_l) || N(0, G_l)) + D(K_L), the
   deep kernel machine objective (Yang et al. 2023); needs every K_l and G_l full rank.
-- ``input_space_action`` (linear nets, no bias): one d x d Sigma_l per layer,
-  sum_l N_l KL(N(0, Sigma_l) || N(0, s_w2 Sigma_{l-1})) + D(X Sigma_L X^T), Sigma_0 = I/d;
-  for L = 1 this is S(Sigma) of sec. 4.
-- ``scaling_action``: deep kernel scaling (sec. 3), one scalar u_l = exp(v_l) per layer,
-  sum_l (N_l/2)(u_l - log u_l) + D((prod_l u_l) K_GP / c).
+- ``whitened_data_term`` (+ entropy from ``layer_prior``): the same primal in whitened
+  coordinates K_l = B_l Q_l B_l^T, valid for singular G_l and any P, N_l.
+- ``input_space_data_term`` (+ ``input_space_prior``; linear nets, no bias): one d x d
+  Sigma_l per layer, sum_l N_l KL(N(0, Sigma_l) || N(0, s_w2 Sigma_{l-1})) + D(X Sigma_L X^T).
+- ``scaling_data_term`` (+ ``layer_prior``): deep kernel scaling (sec. 3), one scalar u_l per
+  layer, sum_l (N_l/2)(u_l - log u_l) + D((prod_l u_l) K_GP).
+The last three are data terms of an ``actions.base.EntropicAction`` (entropy
+sum_l (N_l/2)[a_l tr Sigma_l - log det Sigma_l] + data term), minimised by the shared solvers.
 - ``second_order_cgf``: the cumulant expansion of W_l to second order in Kt (Fischer et al.),
   W_l ~ tr(Kt G_l) + (1/(2 N_l)) Var_{h ~ N(0, C_l)}[phi(h)^T Kt phi(h)], the variance
   (the four-point function of phi minus products of two-point functions, THEORY.md sec. 8)
@@ -269,57 +272,67 @@ def next_factor(arch: FCN, F):
     return jittered_cholesky(prior_kernel(arch, next_covariance(arch, F @ F.T)))
 
 
-def whitened_primal_action(arch: FCN, X, y, kappa2, factors):
-    """The primal action in whitened coordinates: K_l = B_l Q_l B_l^T, Q_l = R_l R_l^T
-    (R_l lower triangular, r_l x r_l), G_l = B_l B_l^T:
-
-        S = sum_l N_l KL(N(0, Q_l) || N(0, I)) + D(K_L)
-          = sum_l (N_l/2) [|R_l|_F^2 - r_l - 2 sum log|diag R_l|] + D(K_L)
-
-    the Legendre transform of the CGF, N_l KL(N(0, K_l) || N(0, G_l)), restricted to the range
-    of G_l. It is finite for singular G_l (linear nets with P > d) and any P / N_l; for a linear
-    net it is the input-space form in whitened coordinates (a deep linear net of r x r maps).
-    """
-    B = input_factor(arch, X)
-    total = 0.0
-    K = None
-    for layer, (N, R) in enumerate(zip(arch.widths, factors)):
-        R = jnp.tril(R)
-        total = total + 0.5 * N * (jnp.sum(R**2) - R.shape[0] - 2 * jnp.sum(jnp.log(jnp.abs(jnp.diagonal(R)))))
-        F = B @ R
-        K = F @ F.T
-        if layer + 1 < arch.depth:
-            B = next_factor(arch, F)
-    return total + data_term(arch.readout_scale * K, y, kappa2)
-
-
-def whitened_kernels(arch: FCN, X, factors):
-    """K_l = B_l R_l R_l^T B_l^T of :func:`whitened_primal_action`."""
+def whitened_chain(arch: FCN, X, covariances):
+    """Kernels K_l = B_l Q_l B_l^T of the whitened primal form (``covariances`` = (Q_1..Q_L))."""
     B = input_factor(arch, X)
     kernels = []
-    for R in factors:
-        F = B @ jnp.tril(R)
+    for layer, Q in enumerate(covariances):
+        F = B @ jnp.linalg.cholesky(symmetrize(Q))
         kernels.append(F @ F.T)
-        B = next_factor(arch, F)
+        if layer + 1 < arch.depth:
+            B = next_factor(arch, F)
     return tuple(kernels)
 
 
-def input_space_action(arch: FCN, X, y, kappa2, sigmas):
-    """Linear nets without bias: sum_l N_l KL(N(0, Sigma_l) || N(0, s_w2 Sigma_{l-1})) + D,
-    Sigma_0 = I/d, K_L = X Sigma_L X^T. Sigma_l is the covariance of the effective input-space
-    weight vector of layer l's units, (1/N_l) (W_l..W_1)^T (W_l..W_1)."""
-    prior = jnp.eye(arch.d, dtype=X.dtype) / arch.d
-    total = 0.0
-    for N, S in zip(arch.widths, sigmas):
-        total = total + N * gaussian_kl(S, arch.s_w2 * prior)
-        prior = S
-    return total + data_term(arch.readout_scale * X @ sigmas[-1] @ X.T, y, kappa2)
+def whitened_data_term(covariances, problem):
+    """D(K_L) with K_L from :func:`whitened_chain`; ``problem`` = (arch, X, y, kappa2).
+
+    With the entropy sum_l (N_l/2)[tr Q_l - log det Q_l] = sum_l N_l KL(N(0, Q_l) || N(0, I))
+    (+ const) this is the primal action in whitened coordinates K_l = B_l Q_l B_l^T,
+    G_l = B_l B_l^T: the Legendre transform of the CGF, N_l KL(N(0, K_l) || N(0, G_l)),
+    restricted to the range of G_l. It is finite for singular G_l (linear nets with P > d)
+    and any P / N_l; for a linear net it is the input-space form in whitened coordinates.
+    """
+    arch, X, y, kappa2 = problem
+    return data_term(arch.readout_scale * whitened_chain(arch, X, covariances)[-1], y, kappa2)
 
 
-def scaling_action(arch: FCN, K_gp, y, kappa2, log_scales):
-    """Deep kernel scaling (THEORY.md sec. 3): sum_l (N_l/2)(u_l - log u_l) + D((prod u) K_GP),
-    u_l = exp(log_scales[l]); K_GP is the NNGP output kernel (c included)."""
-    widths = jnp.asarray(arch.widths, dtype=K_gp.dtype)
-    u = jnp.exp(log_scales)
-    entropy = 0.5 * jnp.sum(widths * (u - log_scales))
-    return entropy + data_term(jnp.exp(jnp.sum(log_scales)) * K_gp, y, kappa2)
+def layer_prior(problem):
+    """(weights N_l, precisions 1) per layer: the entropic part of the whitened and scaling forms."""
+    arch = problem[0]
+    one = jnp.ones((), problem[1].dtype)
+    return tuple(N * one for N in arch.widths), tuple(one for _ in arch.widths)
+
+
+def input_space_prior(problem):
+    """Weights N_l and precisions a_l = d / s_w2^l (the prior's) of the input-space form."""
+    arch, X = problem[0], problem[1]
+    return (
+        tuple(N * jnp.ones((), X.dtype) for N in arch.widths),
+        tuple(arch.d / arch.s_w2**layer * jnp.ones((), X.dtype) for layer in range(1, arch.depth + 1)),
+    )
+
+
+def input_space_data_term(sigmas, problem):
+    """Linear nets without bias, one d x d Sigma_l per layer: the action is
+    sum_l N_l KL(N(0, Sigma_l) || N(0, s_w2 Sigma_{l-1})) + D(X Sigma_L X^T), Sigma_0 = I/d
+    (Sigma_l: covariance of the effective input-space weight vector of layer l's units,
+    (1/N_l)(W_l..W_1)^T(W_l..W_1)). Written as entropy sum_l (N_l/2)[a_l tr Sigma_l - log det
+    Sigma_l] (:func:`input_space_prior`) plus this term: D and the couplings
+    (N_l/2)[tr((s_w2 Sigma_{l-1})^{-1} Sigma_l) - a_l tr Sigma_l + log det(s_w2 Sigma_{l-1})], l >= 2.
+    For L = 1 it is S(Sigma) of THEORY.md sec. 4."""
+    arch, X, y, kappa2 = problem
+    _, precisions = input_space_prior(problem)
+    total = data_term(arch.readout_scale * X @ sigmas[-1] @ X.T, y, kappa2)
+    for N, a, S_prev, S in zip(arch.widths[1:], precisions[1:], sigmas[:-1], sigmas[1:]):
+        L = jnp.linalg.cholesky(arch.s_w2 * symmetrize(S_prev))
+        V = jsl.solve_triangular(L, jnp.linalg.cholesky(symmetrize(S)), lower=True)
+        total = total + 0.5 * N * (jnp.sum(V**2) - a * jnp.trace(S) + logdet_from_cholesky(L))
+    return total
+
+
+def scaling_data_term(scales, problem):
+    """Deep kernel scaling (THEORY.md sec. 3): D((prod_l u_l) K_GP), K_GP the NNGP output
+    kernel (c included); with the entropy sum_l (N_l/2)(u_l - log u_l) of :func:`layer_prior`."""
+    arch, K_gp, y, kappa2 = problem
+    return data_term(jnp.prod(jnp.stack(scales)) * K_gp, y, kappa2)
