@@ -18,7 +18,7 @@ import pytest
 
 from adaptive_kernels.api import solve, summarize
 from adaptive_kernels.cli import main as cli_main
-from adaptive_kernels.sweep import ConfigError, Sweep, TeacherData, build_problem, grid, load_config, run_sweep
+from adaptive_kernels.sweep import ConfigError, Sweep, TeacherData, build_regime, grid, load_config, run_sweep
 from adaptive_kernels.sweep.engine import _merge_branches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +58,8 @@ def test_rows_equal_individual_solves(sweep, table):
     assert len(table) == 12 and (table["batch_size"] == 2).all()
     for point, (_, row) in zip(sweep.points, table.iterrows()):
         assert all(row[k] == v for k, v in point.items())
-        problem = build_problem(point, RECIPE)
-        single = _individual(problem.arch, problem.data, problem.kappa2, point["theory"])
+        regime = build_regime(point, RECIPE)
+        single = _individual(regime.arch, regime.data, regime.kappa2, point["theory"])
         assert bool(row["converged"]) and bool(single["converged"]), row["status_message"]
         for name in OBSERVABLES + (["eigenvalue_ratio"] if point["theory"] == "adaptive" else []):
             assert row[name] == pytest.approx(float(single[name]), rel=0, abs=1e-10), name
@@ -72,7 +72,7 @@ def test_gp_rows_match_numpy_closed_form(sweep, table):
     for point, (_, row) in zip(sweep.points, table.iterrows()):
         if point["theory"] != "gp":
             continue
-        data = build_problem(point, RECIPE).data
+        data = build_regime(point, RECIPE).data
         X, y, Xt, yt = (np.asarray(a) for a in (data.X, data.y, data.X_test, data.y_test))
         c = point["s_a2"] * point["width"] ** (1 - point["gamma"])
         K, Kx = c * X @ X.T / X.shape[1], c * Xt @ X.T / X.shape[1]
@@ -289,3 +289,19 @@ def test_branch_merge_keeps_lower_action_and_flags_difference():
     assert same["branch"] == "forward" and not same["multiple_branches"]
     unconverged = _merge_branches(({**base, "converged": False, "action": 1.0}, {"Sigma": np.eye(2)}), bwd)
     assert unconverged["branch"] == "backward"
+
+
+def test_chains_order_along_the_continuation_axis():
+    # Hand-checked: chi = N**(gamma - 1) with N = 100 gives gamma = 1.5 for chi = 10, so along
+    # gamma the chain is [gamma 1.0, chi 10 (gamma 1.5), gamma 2.0]; kappa2 splits the chains;
+    # a duplicated point is solved once.
+    points = [dict(P=5, width=100, kappa2=k, **g) for k in (0.1, 0.2)
+              for g in ({"gamma": 2.0}, {"chi": 10.0}, {"gamma": 1.0})]
+    sweep = Sweep(points + [points[0]], continuation="gamma")
+    chains = sweep.chains()
+    assert [[2, 1, 0], [5, 4, 3]] == chains
+    assert len(set(sweep.keys())) == 6 and sweep.keys()[6] == sweep.keys()[0]
+    assert Sweep(points).chains() == [[i] for i in range(6)]
+    assert grid(P=[1, 2], kappa2=0.1, theory=["gp", "scaling"]) == [
+        {"P": p, "kappa2": 0.1, "theory": t} for p in (1, 2) for t in ("gp", "scaling")
+    ]

@@ -9,7 +9,7 @@ See :func:`run_sweep` for the columns and :mod:`adaptive_kernels.sweep.config` f
 """
 
 from adaptive_kernels.sweep.config import ConfigError, load_config
-from adaptive_kernels.sweep.engine import Problem, build_problem, run_sweep
+from adaptive_kernels.sweep.engine import Regime, build_regime, run_sweep
 from adaptive_kernels.sweep.spec import (
     POINT_PARAMETERS,
     THEORIES,
@@ -26,11 +26,11 @@ __all__ = [
     "DigitsData",
     "POINT_PARAMETERS",
     "ParameterError",
-    "Problem",
+    "Regime",
     "Sweep",
     "TeacherData",
     "THEORIES",
-    "build_problem",
+    "build_regime",
     "grid",
     "load_config",
     "read_table",

@@ -1,6 +1,6 @@
 """Solving many regimes at once: vmap over points, shard over devices, continue along an axis.
 
-Points whose problems have the same PyTree structure and array shapes (same theory, P,
+Points whose regimes have the same PyTree structure and array shapes (same theory, P,
 d, depth, widths, activation) form a batch that one jitted ``eqx.filter_vmap`` of the
 solver handles. The batch axis is laid out over a 1-D ``jax.sharding.Mesh`` of all
 devices (padded to a multiple of the device count), so the same call uses one CPU,
@@ -29,16 +29,17 @@ import numpy as np
 import pandas as pd
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from adaptive_kernels.api import solve, summarize
 from adaptive_kernels.architectures import FCN
 from adaptive_kernels.data import Dataset
 from adaptive_kernels.solvers.solution import Status
-from adaptive_kernels.sweep.spec import POINT_PARAMETERS, Sweep, resolved_gamma
+from adaptive_kernels.sweep.spec import POINT_PARAMETERS, Sweep, axis_value
 from adaptive_kernels.sweep.store import KEY, ResultStore
 
 BRANCH_RTOL = 1e-6  # order parameters of two passes differing by more than this: two branches
 
 
-class Problem(eqx.Module):
+class Regime(eqx.Module):
     """One regime as arrays: architecture, data and kappa2 (a PyTree; stackable)."""
 
     arch: FCN
@@ -46,21 +47,19 @@ class Problem(eqx.Module):
     kappa2: jnp.ndarray
 
 
-def build_problem(point: dict, recipe) -> Problem:
+def build_regime(point: dict, recipe) -> Regime:
     """The architecture, data set and kappa2 of a normalised point."""
     data = recipe.make(point["P"], point["seed"])
     scaling = {"chi": point["chi"]} if "chi" in point else {"gamma": point["gamma"]}
     arch = FCN(
         data.d, (point["width"],) * point["depth"], point["activation"], point["s_w2"], point["s_a2"], **scaling
     )
-    return Problem(arch, data, jnp.asarray(point["kappa2"], dtype=data.X.dtype))
+    return Regime(arch, data, jnp.asarray(point["kappa2"], dtype=data.X.dtype))
 
 
-def _solve_point(problem: Problem, init, theory: str, options: dict):
+def _solve_point(regime: Regime, init, theory: str, options: dict):
     """``adaptive_kernels.solve`` then ``summarize`` for one point: (order parameters, scalars)."""
-    from adaptive_kernels.api import solve, summarize
-
-    arch, data, kappa2 = problem.arch, problem.data, problem.kappa2
+    arch, data, kappa2 = regime.arch, regime.data, regime.kappa2
     solution = solve(arch, data, kappa2, theory=theory, init=init, **options)
     scalars = summarize(solution, arch, data, kappa2)
     del scalars["theory"]  # a string; the table has it as a parameter column
@@ -71,13 +70,13 @@ _solve_one = eqx.filter_jit(_solve_point)
 
 
 @eqx.filter_jit
-def _solve_stacked(problems: Problem, inits, theory: str, options: dict):
-    return eqx.filter_vmap(_solve_point, in_axes=(0, 0, None, None))(problems, inits, theory, options)
+def _solve_stacked(regimes: Regime, inits, theory: str, options: dict):
+    return eqx.filter_vmap(_solve_point, in_axes=(0, 0, None, None))(regimes, inits, theory, options)
 
 
-def shape_signature(problem: Problem, theory: str) -> tuple:
+def shape_signature(regime: Regime, theory: str) -> tuple:
     """Points with equal signatures can be stacked and vmapped together."""
-    leaves, treedef = jax.tree_util.tree_flatten(problem)
+    leaves, treedef = jax.tree_util.tree_flatten(regime)
     return (theory, treedef, tuple((np.shape(x), np.dtype(x.dtype).str) for x in leaves))
 
 
@@ -100,7 +99,7 @@ def _to_host(tree):
 
 
 class _Runner:
-    """Solves lists of same-signature problems, vmapped and sharded or one by one."""
+    """Solves lists of same-signature regimes, vmapped and sharded or one by one."""
 
     def __init__(self, theory: str, options: dict, batch: bool, devices: Sequence | None):
         self.theory, self.options, self.batch = theory, options, batch
@@ -114,31 +113,31 @@ class _Runner:
             lambda x: jax.make_array_from_callback(x.shape, self.sharding, lambda idx: x[idx]), tree
         )
 
-    def __call__(self, problems: list[Problem], inits: list | None):
-        n = len(problems)
+    def __call__(self, regimes: list[Regime], inits: list | None):
+        n = len(regimes)
         if not self.batch:
             outs = [
                 _solve_one(p, None if inits is None else inits[i], self.theory, self.options)
-                for i, p in enumerate(problems)
+                for i, p in enumerate(regimes)
             ]
             outs = _to_host(jax.block_until_ready(outs))
             return [o[0] for o in outs], [o[1] for o in outs]
         size = self.mesh.size * math.ceil(n / self.mesh.size)
-        stacked = self._shard(_stack(problems, size))
+        stacked = self._shard(_stack(regimes, size))
         stacked_init = None if inits is None else self._shard(_stack(inits, size))
         values, scalars = _to_host(
             jax.block_until_ready(_solve_stacked(stacked, stacked_init, self.theory, self.options))
         )
         return _unstack(values, n), _unstack(scalars, n)
 
-    def fits_as_init(self, value, problem: Problem) -> bool:
-        """True if ``value`` has the structure and shapes of this problem's order parameters."""
+    def fits_as_init(self, value, regime: Regime) -> bool:
+        """True if ``value`` has the structure and shapes of this regime's order parameters."""
         if value is None:
             return False
-        signature = shape_signature(problem, self.theory)
+        signature = shape_signature(regime, self.theory)
         if signature not in self._value_shapes:
             self._value_shapes[signature] = eqx.filter_eval_shape(
-                _solve_point, problem, None, self.theory, self.options
+                _solve_point, regime, None, self.theory, self.options
             )[0]
         cold = self._value_shapes[signature]
         same = jax.tree.structure(value) == jax.tree.structure(cold)
@@ -153,7 +152,7 @@ def _python_scalars(scalars: dict) -> dict:
     return out
 
 
-def _run_chains(runner: _Runner, chains: list[list[Problem]], axis: str | None):
+def _run_chains(runner: _Runner, chains: list[list[Regime]], axis: str | None):
     """Solve a batch of equally shaped chains step by step, each step warm-started from the last.
 
     Returns per chain a list of (row dict, order-parameter value) per step.
@@ -161,8 +160,8 @@ def _run_chains(runner: _Runner, chains: list[list[Problem]], axis: str | None):
     results = [[] for _ in chains]
     values = None
     for step in range(len(chains[0])):
-        problems = [chain[step] for chain in chains]
-        warm = values is not None and runner.fits_as_init(values[0], problems[0])
+        regimes = [chain[step] for chain in chains]
+        warm = values is not None and runner.fits_as_init(values[0], regimes[0])
         if values is not None and not warm and values[0] is not None:
             warnings.warn(
                 f"continuation over {axis}: the {runner.theory!r} order parameters change shape "
@@ -170,15 +169,15 @@ def _run_chains(runner: _Runner, chains: list[list[Problem]], axis: str | None):
                 stacklevel=3,
             )
         start = time.perf_counter()
-        values, scalars = runner(problems, values if warm else None)
-        wall = (time.perf_counter() - start) / len(problems)
+        values, scalars = runner(regimes, values if warm else None)
+        wall = (time.perf_counter() - start) / len(regimes)
         for j in range(len(chains)):
             row = _python_scalars(scalars[j])
             row.update(
                 status_message=Status(row["status"]).message,
                 warm_start=bool(warm),
                 wall_time=wall,
-                batch_size=len(problems) if runner.batch else 1,
+                batch_size=len(regimes) if runner.batch else 1,
             )
             results[j].append((row, values[j]))
     return results
@@ -215,11 +214,11 @@ def _merge_branches(forward: tuple, backward: tuple) -> dict:
     return row
 
 
-def _batches(sweep: Sweep, chains: list[list[int]], problems: dict, chunk_size: int):
+def _batches(sweep: Sweep, chains: list[list[int]], regimes: dict, chunk_size: int):
     """Chains grouped by their sequence of shape signatures, in chunks of at most chunk_size."""
     groups: dict[tuple, list[list[int]]] = {}
     for chain in chains:
-        sig = tuple(shape_signature(problems[i], sweep.points[i]["theory"]) for i in chain)
+        sig = tuple(shape_signature(regimes[i], sweep.points[i]["theory"]) for i in chain)
         groups.setdefault(sig, []).append(chain)
     for group in groups.values():
         for start in range(0, len(group), chunk_size):
@@ -228,8 +227,7 @@ def _batches(sweep: Sweep, chains: list[list[int]], problems: dict, chunk_size: 
 
 def _parameter_columns(point: dict) -> dict:
     """Every point parameter in POINT_PARAMETERS order, gamma and chi both resolved."""
-    gamma = resolved_gamma(point)
-    resolved = {**point, "gamma": gamma, "chi": point["width"] ** (gamma - 1.0)}
+    resolved = {**point, "gamma": axis_value(point, "gamma"), "chi": axis_value(point, "chi")}
     return {name: resolved[name] for name in POINT_PARAMETERS}
 
 
@@ -248,7 +246,8 @@ def run_sweep(
         sweep: the points, data recipe, continuation axis and solver options.
         out: results file (``.parquet``, or ``.csv``). Finished batches are saved as they
             complete in ``<out>.parts/``; a re-run skips points already there or in ``out``;
-            at the end the table is written to ``out``. ``None``: nothing is written.
+            at the end the table of exactly this sweep's points is written to ``out`` (rows
+            of other sweeps found there are not carried over). ``None``: nothing is written.
         batch: vmap points of equal shapes and shard them over ``devices`` (True), or solve
             them one by one (False).
         chunk_size: most chains solved in one vmapped call (bounds memory).
@@ -273,7 +272,7 @@ def run_sweep(
                      "options": sweep.solver_options, "keys": keys})
     chains = [c for c in sweep.chains() if any(keys[i] not in done for i in c)]
     todo = sorted(i for c in chains for i in c if keys[i] not in done)
-    problems = {i: build_problem(sweep.points[i], sweep.data) for c in chains for i in c}
+    regimes = {i: build_regime(sweep.points[i], sweep.data) for c in chains for i in c}
     recipe = sweep.data.describe()
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     runners: dict[str, _Runner] = {}
@@ -281,12 +280,12 @@ def run_sweep(
 
     bar = _progress_bar(progress, len(todo))
     try:
-        for group in _batches(sweep, chains, problems, chunk_size):
+        for group in _batches(sweep, chains, regimes, chunk_size):
             theory = sweep.points[group[0][0]]["theory"]
             runner = runners.setdefault(theory, _Runner(theory, sweep.solver_options, batch, devices))
-            forward = _run_chains(runner, [[problems[i] for i in c] for c in group], sweep.continuation)
+            forward = _run_chains(runner, [[regimes[i] for i in c] for c in group], sweep.continuation)
             if sweep.detect_branches:
-                backward = _run_chains(runner, [[problems[i] for i in c[::-1]] for c in group], sweep.continuation)
+                backward = _run_chains(runner, [[regimes[i] for i in c[::-1]] for c in group], sweep.continuation)
                 merged = [[_merge_branches(f, b) for f, b in zip(fw, bw[::-1])] for fw, bw in zip(forward, backward)]
             else:
                 merged = [[row for row, _ in fw] for fw in forward]
@@ -294,7 +293,7 @@ def run_sweep(
             for chain, chain_rows in zip(group, merged):
                 for i, row in zip(chain, chain_rows):
                     if keys[i] not in done:
-                        data = problems[i].data
+                        data = regimes[i].data
                         new[keys[i]] = {KEY: keys[i], **_parameter_columns(sweep.points[i]), **recipe,
                                         "d": data.d, "P_test": data.X_test.shape[0], **row, "run": run_id}
             if store is not None and new:

@@ -288,9 +288,19 @@ class Sweep:
         if self.continuation is None:
             return [[i] for i in unique]
         axis = self.continuation
+        along = {"gamma", "chi"} if axis in ("gamma", "chi") else {axis}  # two spellings of one axis
         chains: dict[tuple, list[int]] = {}
         for i in unique:
-            rest = tuple(sorted((k, v) for k, v in self.points[i].items() if k != axis))
+            rest = tuple(sorted((k, v) for k, v in self.points[i].items() if k not in along))
             chains.setdefault(rest, []).append(i)
-        return [sorted(ix, key=lambda i: self.points[i].get(axis, 0)) for ix in chains.values()]
+        return [sorted(ix, key=lambda i: axis_value(self.points[i], axis)) for ix in chains.values()]
+
+
+def axis_value(point: Mapping[str, Any], axis: str) -> float:
+    """A normalised point's coordinate along ``axis`` (gamma and chi resolved from each other)."""
+    if axis == "gamma":
+        return resolved_gamma(point)
+    if axis == "chi":
+        return point["width"] ** (resolved_gamma(point) - 1.0)
+    return point[axis]
 
