@@ -98,8 +98,8 @@ def check_parameter(key: str, value):
 def normalise_point(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A complete, validated point: defaults filled in, exactly one of gamma/chi kept.
 
-    gamma defaults to 1 (standard scaling). A chi is converted nowhere here (the key keeps
-    what the user wrote), but the gamma it implies, 1 + log(chi)/log(N), is range-checked.
+    gamma defaults to 1 (standard scaling). A given chi is kept as chi (the point's key keeps
+    what the user wrote); the gamma it implies, 1 + log(chi)/log(N), is range-checked.
     """
     point = {}
     for key, value in raw.items():
@@ -258,7 +258,7 @@ class Sweep:
         points = tuple(normalise_point(p) for p in points)
         if not points:
             raise ValueError("points: the sweep has no points")
-        if continuation is not None and (continuation not in POINT_PARAMETERS or continuation == "theory"):
+        if continuation is not None and POINT_PARAMETERS.get(continuation, (None, "str"))[1] == "str":
             raise ParameterError("continuation", f"must be a numeric point parameter, got {continuation!r}")
         if detect_branches and continuation is None:
             raise ParameterError("detect_branches", "needs a continuation axis to run forward and backward")
