@@ -1,0 +1,1 @@
+"""Benchmarks of adaptive_kernels (``python bench/run.py``; see bench/run.py)."""
