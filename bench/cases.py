@@ -23,7 +23,7 @@ import scipy.linalg as sl
 import adaptive_kernels as ak
 from adaptive_kernels.actions import two_layer_problem
 from adaptive_kernels.api import solve_problem
-from adaptive_kernels.deep import solve_deep
+from adaptive_kernels.deep import predict_deep, solve_deep
 from adaptive_kernels.sampling import sample_posterior
 from adaptive_kernels.solvers import QuasiNewton, Status
 from adaptive_kernels.solvers.forward_backward import ForwardBackward
@@ -105,7 +105,7 @@ TINY = dataclasses.replace(
     adaptive_P=(50,),
     linear_P=50,
     linear_d=(5,),
-    deep_depths=(2,),
+    deep_depths=(1,),
     deep_P=(30,),
     deep_depth_P=30,
     deep_check_max_P=30,
@@ -192,7 +192,7 @@ def theory_vs_sampling(cfg: Config) -> Section:
         return sol, ak.summarize(sol, arch, data, KAPPA2)
 
     log(f"theory vs sampling: adaptive theory at P={s['P']}")
-    t_theory, (sol, summary) = time_calls(theory, repeats=cfg.repeats)
+    t_theory, (sol, summary) = time_calls(theory, repeats=min(cfg.repeats, 2))
     L_theory = summary["learnability"]
 
     batch = math.ceil(s["samples"] / s["batches"])
@@ -354,8 +354,8 @@ def deep_forward_backward(cfg: Config) -> Section:
         ok, detail = _converged(sol), f"status {Status(int(sol.status)).name}"
         if P <= cfg.deep_check_max_P:
             primal = solve_deep(arch, data, KAPPA2, "adaptive")
-            L_fb = ak.predict(sol, arch, data, KAPPA2).mean_test
-            L_pr = ak.predict(primal, arch, data, KAPPA2).mean_test
+            L_fb = predict_deep(sol, arch, data, KAPPA2).mean_test
+            L_pr = predict_deep(primal, arch, data, KAPPA2).mean_test
             diff = abs(float(ak.learnability(L_fb, data.y_test) - ak.learnability(L_pr, data.y_test)))
             ok &= diff <= 1e-5
             detail += f"; |L_fb - L_primal| = {diff:.1e} <= 1e-5"
