@@ -73,7 +73,7 @@ FULL = Config(
     deep_depths=(1, 2, 3, 4),
     deep_P=(100, 200, 400, 800),
     deep_depth_P=200,
-    deep_check_max_P=200,
+    deep_check_max_P=50,
     sweep_points=64,
     target=(50, 1000, 1000),
 )
@@ -90,7 +90,7 @@ QUICK = Config(
     deep_depths=(1, 2),
     deep_P=(50, 100),
     deep_depth_P=50,
-    deep_check_max_P=100,
+    deep_check_max_P=50,
     sweep_points=16,
     target=(20, 200, 200),
 )
@@ -340,7 +340,8 @@ def deep_forward_backward(cfg: Config) -> Section:
         "d=20, N_l=200, gamma=1, kappa2=1e-2, linear teacher). Per iteration = run time / iterations "
         "(rejected trial steps count). Check: SUCCESS, and for P <= "
         f"{cfg.deep_check_max_P} the mean output agrees with the primal form solved by L-BFGS (a different "
-        "formulation of the same saddle) to 1e-5 in learnability.",
+        "formulation of the same saddle) to 1e-5 in learnability (only there: `solve_deep`'s default primal L-BFGS "
+        "solve ran out of memory at L=2, P=100 -- a 31.6 GB allocation -- on this 23 GiB machine).",
         ["L", "P", "compile", "run (median)", "iterations", "per iteration", "check"],
     )
     points = [(L, cfg.deep_depth_P) for L in cfg.deep_depths]
@@ -382,63 +383,78 @@ def _same_tables(a, b, columns=("learnability", "action")) -> tuple[bool, str]:
     return worst <= 1e-8 and same_status, f"max diff in {', '.join(columns)} {worst:.1e} <= 1e-8; converged flags equal: {same_status}"
 
 
+SWEEP_TIMEOUT_S = {"full": 300, "quick": 120, "tiny": 60}
+
+
 def sweeps(cfg: Config) -> Section:
-    """vmapped batch vs a Python loop over the same points; forced host devices in a subprocess."""
+    """vmapped batch vs a Python loop over the same points; forced host devices.
+
+    Both run in subprocesses with a time limit: during development the vmapped ``run_sweep``
+    once stopped making progress (every thread waiting on a futex), and a benchmark must finish.
+    """
     points = cfg.sweep_points
+    sweep = _sweep(points)
+    n = len(sweep.points)
     sec = Section(
-        f"Sweeps: {points} points (adaptive, linear net d=10, N=200, P=60; gamma x kappa2 grid)",
+        f"Sweeps: {n} points (adaptive, linear net d=10, N=200, P=60; gamma x kappa2 grid)",
         "`run_sweep(batch=True)` (one vmapped, jitted solve) vs `run_sweep(batch=False)` (the same jitted "
-        "solver point by point). Compile = first call - median of later calls. Multi-device: a subprocess "
-        "with `XLA_FLAGS=--xla_force_host_platform_device_count=2` runs the vmapped sweep sharded over "
-        "1 and over 2 host devices (on a CPU they share the same cores, so this measures the sharding "
+        "solver point by point), in a subprocess. Compile = first call - median of later calls. Multi-device: a "
+        "subprocess with `XLA_FLAGS=--xla_force_host_platform_device_count=2` runs the vmapped sweep sharded "
+        "over 1 and over 2 host devices (on a CPU they share the same cores, so this measures the sharding "
         "machinery, not extra hardware). Check: the tables agree (learnability and action to 1e-8 relative, "
-        "converged flags equal) before the times are reported.",
+        f"converged flags equal) before the times are reported. Each subprocess is stopped after "
+        f"{SWEEP_TIMEOUT_S[cfg.name]} s.",
         ["mode", "compile", "run (median)", "per point", "speed-up", "check"],
     )
-    sweep = _sweep(points)
-    log(f"sweeps: vmapped batch of {len(sweep.points)} points")
-    t_batch, table_batch = time_calls(lambda: run_sweep(sweep, batch=True), repeats=cfg.repeats)
-    log(f"sweeps: loop over {len(sweep.points)} points")
-    t_loop, table_loop = time_calls(lambda: run_sweep(sweep, batch=False), repeats=cfg.repeats)
-    ok, detail = _same_tables(table_batch, table_loop)
-    detail = sec.check("vmap batch vs loop", ok, detail)
-    n = len(sweep.points)
-    sec.rows.append(["loop (batch=False)", seconds(t_loop.compile_s), _run_time(t_loop), seconds(t_loop.median / n),
-                     "1", "(reference)"])
-    sec.rows.append(["vmap batch (batch=True)", seconds(t_batch.compile_s), _run_time(t_batch),
-                     seconds(t_batch.median / n), f"{t_loop.median / t_batch.median:.1f}x", detail])
-    log("sweeps: multi-device subprocess (2 forced host devices)")
-    result = multi_device(cfg)
-    detail = sec.check("1 device vs 2 forced host devices", result["same"], result["detail"])
-    for devices in ("1", "2"):
-        r = result[devices]
-        sec.rows.append([f"vmap batch, {devices} forced host device(s)", seconds(r["compile"]),
-                         f"{seconds(r['median'])} (n={r['repeats']})", seconds(r["median"] / n),
-                         "1" if devices == "1" else f"{result['1']['median'] / r['median']:.2f}x",
-                         "(reference)" if devices == "1" else detail])
+    for devices, kind in ((1, "loop-vs-batch"), (2, "multi-device")):
+        log(f"sweeps: {kind} subprocess ({n} points, {devices} host device(s))")
+        result = _sweep_subprocess(kind, cfg, devices)
+        if result is None:
+            sec.rows.append([kind, "-", "-", "-", "-", sec.check(kind, False, f"no result within {SWEEP_TIMEOUT_S[cfg.name]} s")])
+            continue
+        detail = sec.check(kind, result["same"], result["detail"])
+        (ref_name, ref), (name, other) = result["timings"]
+        sec.rows.append([ref_name, seconds(ref["compile"]), f"{seconds(ref['median'])} (n={ref['repeats']})",
+                         seconds(ref["median"] / n), "1", "(reference)"])
+        sec.rows.append([name, seconds(other["compile"]), f"{seconds(other['median'])} (n={other['repeats']})",
+                         seconds(other["median"] / n), f"{ref['median'] / other['median']:.2f}x", detail])
     return sec
 
 
-def multi_device(cfg: Config) -> dict:
-    """Run :func:`multi_device_worker` in a subprocess with two forced host devices."""
-    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip())
-    out = subprocess.run([sys.executable, "-m", "bench.run", "--multi-device-worker", cfg.name], cwd=REPO, env=env,
-                         capture_output=True, text=True, check=True)
+def _sweep_subprocess(kind: str, cfg: Config, devices: int) -> dict | None:
+    """Run :func:`sweep_worker` in a subprocess (with ``devices`` forced host devices); None on timeout."""
+    env = dict(os.environ)
+    if devices > 1:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}").strip()
+    try:
+        out = subprocess.run([sys.executable, "-m", "bench.run", "--sweep-worker", kind, cfg.name], cwd=REPO, env=env,
+                             capture_output=True, text=True, check=True, timeout=SWEEP_TIMEOUT_S[cfg.name])
+    except subprocess.TimeoutExpired:
+        return None
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def multi_device_worker(cfg: Config) -> dict:
-    """In a process with >= 2 devices: time the vmapped sweep on 1 and on 2 devices; compare tables."""
-    devices = jax.devices()
-    if len(devices) < 2:
-        raise RuntimeError(f"multi-device worker needs 2 devices, has {len(devices)}")
+def sweep_worker(kind: str, cfg: Config) -> dict:
+    """Time two ways of running the same sweep and compare their tables.
+
+    ``kind``: "loop-vs-batch" (batch=False vs batch=True) or "multi-device" (vmapped on 1 vs 2 devices).
+    """
     sweep = _sweep(cfg.sweep_points)
-    out, tables = {}, {}
-    for count in (1, 2):
-        timing, tables[count] = time_calls(lambda: run_sweep(sweep, devices=devices[:count]), repeats=cfg.repeats)
-        out[str(count)] = {"compile": timing.compile_s, "median": timing.median, "repeats": timing.repeats}
-    out["same"], out["detail"] = _same_tables(tables[2], tables[1])
-    return out
+    if kind == "loop-vs-batch":
+        modes = {"loop (batch=False)": dict(batch=False), "vmap batch (batch=True)": dict(batch=True)}
+    else:
+        devices = jax.devices()
+        if len(devices) < 2:
+            raise RuntimeError(f"multi-device worker needs 2 devices, has {len(devices)}")
+        modes = {"vmap batch, 1 forced host device": dict(devices=devices[:1]),
+                 "vmap batch, 2 forced host devices": dict(devices=devices[:2])}
+    timings, tables = [], []
+    for name, options in modes.items():
+        timing, table = time_calls(lambda: run_sweep(sweep, **options), repeats=cfg.repeats)
+        timings.append((name, {"compile": timing.compile_s, "median": timing.median, "repeats": timing.repeats}))
+        tables.append(table)
+    same, detail = _same_tables(tables[1], tables[0])
+    return {"timings": timings, "same": same, "detail": detail}
 
 
 # --------------------------------------------------------------------------- issue-4 target
@@ -478,4 +494,4 @@ CASES: dict[str, Callable[[Config], Section]] = {
 }
 """name -> case; ``bench/run.py --only NAME`` runs a subset."""
 
-__all__ = ["CASES", "Check", "Config", "FULL", "QUICK", "Section", "TINY", "log", "multi_device_worker"]
+__all__ = ["CASES", "Check", "Config", "FULL", "QUICK", "Section", "TINY", "log", "sweep_worker"]

@@ -19,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable as `bench`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cases import CASES, FULL, QUICK, TINY, Config, Section, log, multi_device_worker  # noqa: E402
+from bench.cases import CASES, FULL, QUICK, TINY, Config, Section, log, sweep_worker  # noqa: E402
 from bench.timing import REPO, load_average, machine_info  # noqa: E402
 
 CONFIGS = {c.name: c for c in (FULL, QUICK, TINY)}
@@ -88,12 +88,13 @@ def main(argv=None) -> int:
                         "for a full run, BENCHMARKS-quick.md otherwise)")
     parser.add_argument("--only", nargs="+", metavar="CASE", help=f"run only these cases: {', '.join(CASES)}")
     parser.add_argument("--note", default="", help="a paragraph on the run's conditions for BENCHMARKS.md")
-    parser.add_argument("--multi-device-worker", metavar="SIZES", help=argparse.SUPPRESS)
+    parser.add_argument("--sweep-worker", nargs=2, metavar=("KIND", "SIZES"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.multi_device_worker:
+    if args.sweep_worker:
         import json
 
-        print(json.dumps(multi_device_worker(CONFIGS[args.multi_device_worker])))
+        kind, sizes = args.sweep_worker
+        print(json.dumps(sweep_worker(kind, CONFIGS[sizes])))
         return 0
     cfg = CONFIGS[args.sizes] if args.sizes else (QUICK if args.quick else FULL)
     out = Path(args.out) if args.out else REPO / ("BENCHMARKS.md" if cfg.name == "full" else "BENCHMARKS-quick.md")
