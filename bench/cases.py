@@ -106,7 +106,7 @@ TINY = dataclasses.replace(
     linear_P=50,
     linear_d=(5,),
     deep_depths=(1,),
-    deep_P=(30,),
+    deep_P=(),
     deep_depth_P=30,
     deep_check_max_P=30,
     sweep_points=8,
@@ -144,6 +144,8 @@ def log(message: str) -> None:
 
 
 def seconds(t: float) -> str:
+    if t < 1e-3:
+        return f"{t * 1e6:.0f} µs"
     return f"{t * 1e3:.1f} ms" if t < 1 else f"{t:.2f} s"
 
 
@@ -300,7 +302,8 @@ def scaling_with_size(cfg: Config) -> Section:
         "Per iteration = run time / (quasi-Newton + Newton iterations); line-search evaluations and the "
         "Newton-CG Hessian-vector products are inside it. Cholesky: scipy `cho_factor` of a P x P SPD "
         "matrix (the machine's BLAS limit for one factorisation of the largest matrix, P x P in function "
-        "space, d x d in weight space). erf nets: d=50, N=1000, gamma=2, cubic teacher. "
+        f"space, d x d in weight space). erf nets: d={cfg.target[0]}, N={cfg.target[1]}, gamma=2, cubic teacher; "
+        f"linear nets: N={cfg.target[1]}, gamma=2, linear teacher. "
         "Check: the solver reports SUCCESS (stationarity residual <= 1e-10).",
         ["theory", "size", "compile", "run (median)", "iterations", "per iteration", "one Cholesky",
          "per iteration / Cholesky", "check"],
