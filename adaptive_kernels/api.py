@@ -112,7 +112,8 @@ def solve(arch, data, kappa2, theory: str = "adaptive", solver=None, *, space: s
     """
     _check_theory(theory)
     if getattr(arch, "depth", 1) > 1:
-        return _deep().solve_deep(arch, data, kappa2, theory, solver, space=space, init=init, **options)
+        return _deep().solve_deep(arch, data, kappa2, theory, solver, space=space, init=init, implicit=implicit,
+                                  **options)
     if options:
         raise TypeError(f"solve got unexpected options for a two-layer net: {', '.join(options)}")
     problem = two_layer_problem(arch, data, kappa2, space)

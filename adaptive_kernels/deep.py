@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from adaptive_kernels._validation import check_array, check_positive, check_positive_int
 from adaptive_kernels.actions import deep as act
+from adaptive_kernels.api import Prediction
 from adaptive_kernels.architectures import FCN
 from adaptive_kernels.data import Dataset
 from adaptive_kernels.gp import gp_predict
@@ -307,16 +308,6 @@ def solve_deep(
 
 
 # --- predictions and observables -----------------------------------------------------------------
-class DeepPrediction(eqx.Module):
-    """Mean output on the training and test inputs, predictive variance on the test inputs,
-    and the output kernel c K_L on the training inputs (the fields of ``api.Prediction``)."""
-
-    mean_train: jnp.ndarray
-    mean_test: jnp.ndarray | None
-    var_test: jnp.ndarray | None
-    kernel: jnp.ndarray
-
-
 def _padded(conjugates, P_all):
     P = conjugates[0].shape[0]
     return tuple(jnp.zeros((P_all, P_all), K.dtype).at[:P, :P].set(K) for K in conjugates)
@@ -350,7 +341,7 @@ def layer_kernels(solution: Solution, arch: FCN, X, X_test=None) -> tuple:
     raise ValueError(f"solution: theory {theory!r} is not a deep-network solution")
 
 
-def predict_deep(solution: Solution, arch: FCN, data: Dataset, kappa2, X_test=None) -> DeepPrediction:
+def predict_deep(solution: Solution, arch: FCN, data: Dataset, kappa2, X_test=None) -> Prediction:
     """Mean output f = c K_L(x, X) (c K_L + kappa2)^{-1} y on the training inputs and on
     ``X_test`` (default ``data.X_test``), and the predictive variance on the test inputs."""
     kappa2 = _check_inputs(arch, data, kappa2)
@@ -359,9 +350,9 @@ def predict_deep(solution: Solution, arch: FCN, data: Dataset, kappa2, X_test=No
     K_out = arch.readout_scale * layer_kernels(solution, arch, data.X, X_test)[-1]
     train = gp_predict(K_out[:P, :P], data.y, kappa2, K_cross=K_out[:P, :P], K_test_diag=None)
     if X_test is None:
-        return DeepPrediction(mean_train=train.mean, mean_test=None, var_test=None, kernel=K_out)
+        return Prediction(mean_train=train.mean, mean_test=None, var_test=None, kernel=K_out)
     test = gp_predict(K_out[:P, :P], data.y, kappa2, K_cross=K_out[P:, :P], K_test_diag=jnp.diagonal(K_out)[P:])
-    return DeepPrediction(mean_train=train.mean, mean_test=test.mean, var_test=test.variance, kernel=K_out[:P, :P])
+    return Prediction(mean_train=train.mean, mean_test=test.mean, var_test=test.variance, kernel=K_out[:P, :P])
 
 
 def layer_spectra(solution: Solution, arch: FCN, X) -> tuple:

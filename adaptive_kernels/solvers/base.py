@@ -62,3 +62,26 @@ def stationarity(action: EntropicAction, Sigma, args):
     r, g2, margins = (jnp.stack(q) for q in zip(*(leaf(*x) for x in leaves)))
     residual, grad_norm, margin = jnp.max(r), jnp.sqrt(jnp.sum(g2)), jnp.min(margins)
     return residual, grad_norm, margin
+
+
+DENSE_HESSIAN_BUDGET = 5e7
+
+
+def hessian_solver(u, args, linear_solver=None, rtol: float = 1e-10, max_steps: int | None = None):
+    """The lineax solver for a Hessian system in the unconstrained coordinates ``u``.
+
+    ``linear_solver`` if given; else a dense Cholesky of the materialised Hessian when
+    (number of coordinates) x P^2 is below :data:`DENSE_HESSIAN_BUDGET` (P: the largest leading
+    dimension of the arrays in ``args``; materialising takes one Hessian-vector product per
+    coordinate, each carrying P x P intermediates), and matrix-free conjugate gradients beyond:
+    for the d = 50, P = 1000 adaptive solve the dense Hessian would need ~10^2 GB.
+    """
+    import lineax as lx
+
+    if linear_solver is not None:
+        return linear_solver
+    size = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(u))
+    P = max([leaf.shape[0] for leaf in jax.tree.leaves(args) if hasattr(leaf, "shape") and leaf.ndim] + [1])
+    if size * P**2 <= DENSE_HESSIAN_BUDGET:
+        return lx.AutoLinearSolver(well_posed=True)
+    return lx.CG(rtol=rtol, atol=0.0, max_steps=max_steps)

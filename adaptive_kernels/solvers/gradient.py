@@ -18,7 +18,7 @@ import lineax as lx
 import optimistix as optx
 
 from adaptive_kernels.actions.base import EntropicAction
-from adaptive_kernels.solvers.base import from_unconstrained, stationarity, to_unconstrained
+from adaptive_kernels.solvers.base import from_unconstrained, hessian_solver, stationarity, to_unconstrained
 from adaptive_kernels.solvers.solution import Status
 
 METHODS = ("bfgs", "lbfgs")
@@ -33,7 +33,9 @@ class QuasiNewton(eqx.Module):
         tol: the stationarity residual max|Sigma (aI + (2/N) dD/dSigma) - I| required for SUCCESS.
         max_steps: iteration limit of the quasi-Newton phase.
         newton_steps: largest number of Newton steps after it (0: none).
-        linear_solver: lineax solver for the Newton steps (default: dense Cholesky).
+        linear_solver: lineax solver for the Newton steps (default: ``solvers.base.hessian_solver``,
+            dense Cholesky for small order parameters, matrix-free CG (at most 300 steps) for large ones:
+            a Newton step from the quasi-Newton result needs only a rough solve).
     """
 
     method: str = eqx.field(static=True, default="lbfgs")
@@ -42,7 +44,7 @@ class QuasiNewton(eqx.Module):
     tol: float = eqx.field(static=True, default=1e-10)
     max_steps: int = eqx.field(static=True, default=1000)
     newton_steps: int = eqx.field(static=True, default=4)
-    linear_solver: lx.AbstractLinearSolver = eqx.field(static=True, default=lx.AutoLinearSolver(well_posed=True))
+    linear_solver: lx.AbstractLinearSolver | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         if self.method not in METHODS:
@@ -88,7 +90,8 @@ class QuasiNewton(eqx.Module):
             hessian = lx.JacobianLinearOperator(
                 gradient, u, args, tags=(lx.symmetric_tag, lx.positive_semidefinite_tag)
             )
-            step = lx.linear_solve(hessian, gradient(u, args), self.linear_solver, throw=False).value
+            linear_solver = hessian_solver(u, args, self.linear_solver, rtol=1e-6, max_steps=300)
+            step = lx.linear_solve(hessian, gradient(u, args), linear_solver, throw=False).value
             candidate = jax.tree.map(jnp.subtract, u, step)
             new_residual = residual_at(candidate)
             better = jnp.isfinite(new_residual) & (new_residual < residual)

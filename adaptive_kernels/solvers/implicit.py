@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import lineax as lx
 
 from adaptive_kernels.actions.base import EntropicAction
-from adaptive_kernels.solvers.base import from_unconstrained, to_unconstrained
+from adaptive_kernels.solvers.base import from_unconstrained, hessian_solver, to_unconstrained
 
 
 def _objective(u, args, action, like):
@@ -61,13 +61,12 @@ def _minimiser_jvp(primals, tangents, *, action, like, linear_solver):
 def implicit_minimiser(action: EntropicAction, Sigma, args, linear_solver=None):
     """``Sigma`` (a minimiser of ``action(., args)``) with derivatives w.r.t. ``args`` from the IFT.
 
-    ``linear_solver`` defaults to a dense Cholesky solve of the materialised Hessian
-    (cost: one Hessian-vector product per unconstrained coordinate); pass ``lineax.CG(...)``
-    for large order parameters.
+    ``linear_solver`` defaults to ``solvers.base.hessian_solver``: a dense Cholesky solve of
+    the materialised Hessian for small order parameters, conjugate gradients for large ones.
     """
-    linear_solver = lx.AutoLinearSolver(well_posed=True) if linear_solver is None else linear_solver
     _, precisions = action.prior(args)
     u_star = to_unconstrained(jax.lax.stop_gradient(Sigma), jax.lax.stop_gradient(precisions))
+    linear_solver = hessian_solver(u_star, args, linear_solver)
     like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), Sigma)
     u = _minimiser(u_star, args, action=action, like=like, linear_solver=linear_solver)
     return from_unconstrained(u, precisions, like)
