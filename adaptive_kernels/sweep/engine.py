@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
 import pandas as pd
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -32,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from adaptive_kernels.api import solve, summarize
 from adaptive_kernels.architectures import FCN
 from adaptive_kernels.data import Dataset
+from adaptive_kernels.solvers import QuasiNewton
 from adaptive_kernels.solvers.solution import Status
 from adaptive_kernels.sweep.spec import POINT_PARAMETERS, Sweep, axis_value
 from adaptive_kernels.sweep.store import KEY, ResultStore
@@ -69,8 +71,16 @@ def _solve_point(regime: Regime, init, theory: str, options: dict):
 _solve_one = eqx.filter_jit(_solve_point)
 
 
+# Under vmap, the default quasi-Newton solver's Newton steps on a materialised (dense)
+# Hessian deadlocked XLA's CPU runtime (jaxlib 0.10.2, >= ~6 adaptive points: every thread
+# idle). Matrix-free conjugate-gradient Newton steps do not, and converge to the same point.
+VMAP_SAFE_SOLVER = QuasiNewton(linear_solver=lx.CG(rtol=1e-8, atol=0.0, max_steps=200))
+
+
 @eqx.filter_jit
 def _solve_stacked(regimes: Regime, inits, theory: str, options: dict):
+    if theory != "gp" and "solver" not in options:
+        options = {**options, "solver": VMAP_SAFE_SOLVER}
     return eqx.filter_vmap(_solve_point, in_axes=(0, 0, None, None))(regimes, inits, theory, options)
 
 
