@@ -2,10 +2,17 @@
 
 Points whose regimes have the same PyTree structure and array shapes (same theory, P,
 d, depth, widths, activation) form a batch that one jitted ``eqx.filter_vmap`` of the
-solver handles. The batch axis is laid out over a 1-D ``jax.sharding.Mesh`` of all
-devices (padded to a multiple of the device count), so the same call uses one CPU,
-several GPUs or every device of a multi-host JAX cluster. ``batch=False`` solves the same
-points one at a time (same jitted solver, unbatched), for comparison and benchmarks.
+solver handles. A batch is split into one equal chunk per device (padded by repeating its
+last point; the padding is dropped afterwards); each chunk is put on its device and the
+same jitted solve is dispatched there. JAX dispatch is asynchronous, so the devices solve
+their chunks concurrently, and no device waits on another inside the solver loops: each
+runs its own vmapped while loops to its own stopping point. (A batch laid out over a
+``jax.sharding.Mesh`` instead turns every loop's stopping test into a cross-device
+reduction; over forced host devices sharing a CPU's thread pool that deadlocked.) The
+devices are this process's (``jax.local_devices()``): one CPU, several GPUs of a host; in
+a multi-host JAX cluster every process solves the whole sweep on its own devices.
+``batch=False`` solves the same points one at a time (same jitted solver, unbatched), for
+comparison and benchmarks.
 
 Continuation: along an ordered axis (e.g. P) the solution of a point is the initial
 guess of the next (``init=`` of the solver) whenever the order parameters keep their
@@ -28,7 +35,6 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 import pandas as pd
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from adaptive_kernels.api import solve, summarize
 from adaptive_kernels.architectures import FCN
@@ -100,28 +106,29 @@ def _unstack(tree, n: int) -> list:
     return [jax.tree.map(lambda x: x[i], tree) for i in range(n)]
 
 
-def _to_host(tree):
-    if jax.process_count() > 1:  # gather the shards other hosts hold
-        from jax.experimental import multihost_utils
+def local_devices(devices: Sequence | None) -> list:
+    """The devices a sweep spreads its batches over: ``jax.local_devices()`` by default.
 
-        return multihost_utils.process_allgather(tree, tiled=True)
-    return jax.device_get(tree)
+    Only devices this process can address take part (a chunk is ``jax.device_put`` on one).
+    """
+    devices = list(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices: must name at least one JAX device, got an empty sequence")
+    foreign = [device for device in devices if device.process_index != jax.process_index()]
+    if foreign:
+        raise ValueError(
+            f"devices: {foreign} belong to other processes; a sweep runs on this process's devices "
+            "(jax.local_devices())"
+        )
+    return devices
 
 
 class _Runner:
-    """Solves lists of same-signature regimes, vmapped and sharded or one by one."""
+    """Solves lists of same-signature regimes, vmapped in one chunk per device, or one by one."""
 
-    def __init__(self, theory: str, options: dict, batch: bool, devices: Sequence | None):
-        self.theory, self.options, self.batch = theory, options, batch
-        devices = list(jax.devices() if devices is None else devices)
-        self.mesh = Mesh(np.array(devices), ("points",))
-        self.sharding = NamedSharding(self.mesh, PartitionSpec("points"))
+    def __init__(self, theory: str, options: dict, batch: bool, devices: list):
+        self.theory, self.options, self.batch, self.devices = theory, options, batch, devices
         self._value_shapes: dict[tuple, Any] = {}
-
-    def _shard(self, tree):
-        return jax.tree.map(
-            lambda x: jax.make_array_from_callback(x.shape, self.sharding, lambda idx: x[idx]), tree
-        )
 
     def __call__(self, regimes: list[Regime], inits: list | None):
         n = len(regimes)
@@ -130,14 +137,18 @@ class _Runner:
                 _solve_one(p, None if inits is None else inits[i], self.theory, self.options)
                 for i, p in enumerate(regimes)
             ]
-            outs = _to_host(jax.block_until_ready(outs))
+            outs = jax.device_get(outs)
             return [o[0] for o in outs], [o[1] for o in outs]
-        size = self.mesh.size * math.ceil(n / self.mesh.size)
-        stacked = self._shard(_stack(regimes, size))
-        stacked_init = None if inits is None else self._shard(_stack(inits, size))
-        values, scalars = _to_host(
-            jax.block_until_ready(_solve_stacked(stacked, stacked_init, self.theory, self.options))
-        )
+        devices = self.devices[:n]
+        per_device = math.ceil(n / len(devices))
+        stacked = (_stack(regimes, per_device * len(devices)),
+                   None if inits is None else _stack(inits, per_device * len(devices)))
+        pending = []
+        for k, device in enumerate(devices):
+            chunk = jax.tree.map(lambda x: x[k * per_device : (k + 1) * per_device], stacked)
+            # asynchronous dispatch: returns at once, so the devices run their chunks concurrently
+            pending.append(_solve_stacked(*jax.device_put(chunk, device), self.theory, self.options))
+        values, scalars = jax.tree.map(lambda *chunks: np.concatenate(chunks), *jax.device_get(pending))
         return _unstack(values, n), _unstack(scalars, n)
 
     def fits_as_init(self, value, regime: Regime) -> bool:
@@ -258,10 +269,12 @@ def run_sweep(
             complete in ``<out>.parts/``; a re-run skips points already there or in ``out``;
             at the end the table of exactly this sweep's points is written to ``out`` (rows
             of other sweeps found there are not carried over). ``None``: nothing is written.
-        batch: vmap points of equal shapes and shard them over ``devices`` (True), or solve
-            them one by one (False).
+        batch: vmap points of equal shapes, one chunk per device of ``devices`` (True), or
+            solve them one by one (False).
         chunk_size: most chains solved in one vmapped call (bounds memory).
-        devices: JAX devices to shard over (default: all, ``jax.devices()``).
+        devices: JAX devices of this process to spread batches over (default:
+            ``jax.local_devices()``; a multi-host cluster's processes each solve the whole
+            sweep on their own devices).
         progress: show a tqdm progress bar (or pass a tqdm-like class).
 
     Columns: ``key``, every parameter (gamma and chi both, resolved), the data recipe
@@ -274,6 +287,7 @@ def run_sweep(
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    devices = local_devices(devices)
     keys = sweep.keys()
     store = ResultStore(out) if out is not None else None
     done = set(store.finished()[KEY]) if store is not None else set()
