@@ -28,22 +28,32 @@ class Estimate(eqx.Module):
         return f"Estimate(shape={np.shape(self.mean)}, max se={float(np.max(self.se)):.2g})"
 
 
+def _flatten(batches):
+    """(chains, num_batches, ...) -> float64 (chains * num_batches, ...) and the input dtype."""
+    b = np.asarray(batches)
+    return b.astype(np.float64).reshape((-1,) + b.shape[2:]), b.dtype
+
+
+def _estimate(mean, se, dtype) -> Estimate:
+    """An Estimate in the dtype of the draws (float32 draws give float32 estimates)."""
+    return Estimate(jnp.asarray(np.asarray(mean, dtype)), jnp.asarray(np.asarray(se, dtype)))
+
+
 def mean_estimate(batches) -> Estimate:
     """batches (chains, num_batches, ...) -> Estimate of the grand mean."""
-    b = np.asarray(batches)
-    flat = b.reshape((-1,) + b.shape[2:])
-    return Estimate(jnp.asarray(flat.mean(axis=0)), jnp.asarray(batch_means_se(flat)))
+    flat, dtype = _flatten(batches)
+    return _estimate(flat.mean(axis=0), batch_means_se(flat), dtype)
 
 
 def delta_estimate(fn, batches, step=1e-4) -> Estimate:
     """Estimate of fn(grand mean) for a smooth numpy function ``fn``; standard error by the delta
     method: fn linearised at the grand mean (central differences along each batch mean's
-    deviation, exact for quadratics) and applied to every batch mean."""
-    b = np.asarray(batches)
-    flat = b.reshape((-1,) + b.shape[2:])
+    deviation, exact for quadratics; in float64 whatever the draws' dtype) and applied to every
+    batch mean."""
+    flat, dtype = _flatten(batches)
     centre = flat.mean(axis=0)
     series = [(fn(centre + step * (x - centre)) - fn(centre - step * (x - centre))) / (2 * step) for x in flat]
-    return Estimate(jnp.asarray(fn(centre)), jnp.asarray(batch_means_se(np.asarray(series))))
+    return _estimate(fn(centre), batch_means_se(np.asarray(series)), dtype)
 
 
 def _learnability(f, y):

@@ -10,7 +10,9 @@ independent, v has the conjugate Gaussian posterior (precision I/s_l + |u|^2 G^T
 the orthogonal part keeps its prior. So W_l | rest is sampled exactly: v from its posterior,
 W_l = u_hat v^T + (I - u_hat u_hat^T) Z with a fresh prior draw Z. The readout a | W is the
 conjugate posterior of y = Phi a + noise, Phi = X W_1^T ... W_L^T. One sweep updates every
-layer then the readout.
+layer then the readout. Every design is kept factored as X M^T with M = W_l ... W_1 (N_l x d),
+so a sweep costs O(N^2 d + N d^2 + P^2 d + P^3) per layer and never forms a P x N_l matrix
+(:class:`LinearGaussian` with a right factor).
 
 Rao-Blackwellisation: the recorded readout is E[a | W, y], so the recorded output is the exact
 conditional mean E[f(x) | W, y]; its average over sweeps has much lower variance than f itself.
@@ -52,7 +54,7 @@ class Gibbs(eqx.Module):
         arch, X, y, kappa2 = posterior.arch, posterior.X, posterior.y, posterior.kappa2
         weights = list(state.network.features.weights)
         keys = jax.random.split(key, 2 * len(weights) + 1)
-        G = X
+        below = None  # M = W_{l-1} ... W_1 (N_{l-1}, d): the inputs to layer l are G = X M^T
         for layer, W in enumerate(weights):
             u = state.network.readout
             for W_above in reversed(weights[layer + 1 :]):
@@ -60,11 +62,11 @@ class Gibbs(eqx.Module):
             norm = jnp.linalg.norm(u)
             u_hat = u / norm
             prior_var = arch.s_w2 / W.shape[1]
-            v = LinearGaussian(norm * G, y, prior_var, kappa2).sample(keys[2 * layer])
+            v = LinearGaussian(norm * X, y, prior_var, kappa2, None if below is None else below.T).sample(keys[2 * layer])
             Z = jnp.sqrt(prior_var) * jax.random.normal(keys[2 * layer + 1], W.shape, W.dtype)
             weights[layer] = jnp.outer(u_hat, v) + Z - jnp.outer(u_hat, u_hat @ Z)
-            G = G @ weights[layer].T
-        readout = LinearGaussian(G, y, posterior.readout_variance, kappa2)
+            below = weights[layer] if below is None else weights[layer] @ below
+        readout = LinearGaussian(X, y, posterior.readout_variance, kappa2, below.T)
         features = eqx.tree_at(lambda f: f.weights, state.network.features, tuple(weights))
         new = GibbsState(Network(features, readout.sample(keys[-1])), readout.mean)
         return new, jnp.ones((), X.dtype)

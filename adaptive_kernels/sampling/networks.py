@@ -51,6 +51,32 @@ class FCNFeatures(eqx.Module):
         """Phi(X) = phi(H_L), (P, N_L)."""
         return self.activation(self.preactivations(X)[-1])
 
+    def input_maps(self):
+        """[M_1 .. M_k], H_l = X M_l^T with M_l = W_l ... W_1, for the leading layers that are
+        linear maps of the input: none with biases, else the first layer, or all of them when
+        phi is linear."""
+        if self.biases is not None:
+            return []
+        maps = [self.weights[0]]
+        if self.activation.is_linear:
+            for W in self.weights[1:]:
+                maps.append(W @ maps[-1])
+        return maps
+
+    def output(self, X, readout):
+        """phi(H_L(X)) . a; a linear net without biases as X (M_L^T a): O(P d) per input, no
+        P x N_L features."""
+        if self.biases is None and self.activation.is_linear:
+            return X @ (self.input_maps()[-1].T @ readout)
+        return self(X) @ readout
+
+    def kernels(self, X):
+        """[H_l H_l^T / N_l] on inputs X. Layers linear in the input give X (M_l^T M_l / N_l) X^T,
+        O(N d^2 + P d^2 + P^2 d) instead of O(P^2 N); the rest go through H_l."""
+        maps = self.input_maps()
+        grams = [X @ (M.T @ M / M.shape[0]) @ X.T for M in maps]
+        return grams + [_gram(H) for H in self.preactivations(X)[len(maps):]]
+
     def weight_matrices(self):
         """Per layer, the matrix whose W^T W / rows is the layer's weight covariance."""
         return list(self.weights)
@@ -72,8 +98,20 @@ class CNNFeatures(eqx.Module):
     def __call__(self, X):
         return self.activation(self.preactivations(X)[0])
 
+    def output(self, X, readout):
+        return self(X) @ readout
+
+    def kernels(self, X):
+        """[H H^T / (C S)]: the filter kernel averaged over patches."""
+        return [_gram(H) for H in self.preactivations(X)]
+
     def weight_matrices(self):
         return [self.filters]
+
+
+def _gram(H):
+    """H H^T / (number of units)."""
+    return H @ H.T / H.shape[1]
 
 
 class Network(eqx.Module):
@@ -84,7 +122,7 @@ class Network(eqx.Module):
 
     def __call__(self, X):
         """Outputs on inputs X (P, d) -> (P,)."""
-        return self.features(X) @ self.readout
+        return self.features.output(X, self.readout)
 
 
 def readout_variance(arch):

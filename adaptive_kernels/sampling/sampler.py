@@ -53,14 +53,13 @@ def _resolve_sampler(method, arch):
 
 def _observe(posterior, X_test, features, readout):
     """Quantities averaged over draws: outputs, per-layer weight covariances and kernels."""
-    pre = features.preactivations(posterior.X)
     obs = {
-        "output_train": features.activation(pre[-1]) @ readout,
+        "output_train": features.output(posterior.X, readout),
         "weight_covariance": [W.T @ W / W.shape[0] for W in features.weight_matrices()],
-        "kernels": [H @ H.T / H.shape[1] for H in pre],
+        "kernels": features.kernels(posterior.X),
     }
     if X_test is not None:
-        obs["output_test"] = features(X_test) @ readout
+        obs["output_test"] = features.output(X_test, readout)
     return obs
 
 
