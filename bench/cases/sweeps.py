@@ -1,4 +1,4 @@
-"""Sweeps: a vmapped batch against a loop, and over forced host devices."""
+"""Sweeps: a vmapped batch against loops of single solves, and over forced host devices."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from adaptive_kernels.sweep import Sweep, TeacherData, grid, run_sweep
+from adaptive_kernels.sweep.engine import VMAP_SAFE_SOLVER
 
 from bench.timing import REPO, time_calls
 from bench.cases.common import Config, Section, log, seconds
@@ -36,37 +37,44 @@ SWEEP_TIMEOUT_S = {"full": 300, "quick": 120, "tiny": 60}
 
 
 def sweeps(cfg: Config) -> Section:
-    """vmapped batch vs a Python loop over the same points; forced host devices.
+    """vmapped batch vs Python loops over the same points; one chunk per forced host device.
 
-    Both run in subprocesses with a time limit: during development the vmapped ``run_sweep``
-    once stopped making progress (every thread waiting on a futex), and a benchmark must finish.
+    Both run in subprocesses with a time limit: a sweep that stops making progress (the
+    mesh-sharded batch once did, every thread waiting on a futex) must not stop the benchmark.
     """
     points = cfg.sweep_points
     sweep = _sweep(points)
     n = len(sweep.points)
     sec = Section(
         f"Sweeps: {n} points (adaptive, linear net d=10, N=200, P=60; gamma x kappa2 grid)",
-        "`run_sweep(batch=True)` (one vmapped, jitted solve) vs `run_sweep(batch=False)` (the same jitted "
-        "solver point by point), in a subprocess. Compile = first call - median of later calls. Multi-device: a "
-        "subprocess with `XLA_FLAGS=--xla_force_host_platform_device_count=2` runs the vmapped sweep sharded "
-        "over 1 and over 2 host devices (on a CPU they share the same cores, so this measures the sharding "
-        "machinery, not extra hardware). Check: the tables agree (learnability and action to 1e-8 relative, "
-        f"converged flags equal) before the times are reported. Each subprocess is stopped after "
-        f"{SWEEP_TIMEOUT_S[cfg.name]} s.",
-        ["mode", "compile", "run (median)", "per point", "speed-up", "check"],
+        "`run_sweep(batch=True)` (one vmapped, jitted solve; quasi-Newton with matrix-free CG Newton steps, "
+        "`VMAP_SAFE_SOLVER`) vs `run_sweep(batch=False)` (a loop of jitted single solves, with the default solver "
+        "and with the batch's CG solver), in a subprocess. Compile = first call - median of later calls. "
+        "Iterations: mean / max over the points; a vmapped batch runs until its slowest point has converged "
+        "(converged points wait), so max / mean bounds what the batch loses to lock-step. Multi-device: a "
+        "subprocess with `XLA_FLAGS=--xla_force_host_platform_device_count=2` runs the vmapped sweep on 1 and on 2 "
+        "host devices (one chunk per device, each device its own loops; on a CPU the forced devices share the "
+        "same cores, so this measures the dispatch, not extra hardware). Check: every table agrees with the "
+        "reference (learnability and action to 1e-8 relative, converged flags equal) before its time is reported. "
+        f"Each subprocess is stopped after {SWEEP_TIMEOUT_S[cfg.name]} s.",
+        ["mode", "compile", "run (median)", "per point", "iterations", "speed-up", "check"],
     )
     for devices, kind in ((1, "loop-vs-batch"), (2, "multi-device")):
         log(f"sweeps: {kind} subprocess ({n} points, {devices} host device(s))")
         result = _sweep_subprocess(kind, cfg, devices)
         if result is None:
-            sec.rows.append([kind, "-", "-", "-", "-", sec.check(kind, False, f"no result within {SWEEP_TIMEOUT_S[cfg.name]} s")])
+            sec.rows.append([kind, "-", "-", "-", "-", "-",
+                             sec.check(kind, False, f"no result within {SWEEP_TIMEOUT_S[cfg.name]} s")])
             continue
-        detail = sec.check(kind, result["same"], result["detail"])
-        (ref_name, ref), (name, other) = result["timings"]
-        sec.rows.append([ref_name, seconds(ref["compile"]), f"{seconds(ref['median'])} (n={ref['repeats']})",
-                         seconds(ref["median"] / n), "1", "(reference)"])
-        sec.rows.append([name, seconds(other["compile"]), f"{seconds(other['median'])} (n={other['repeats']})",
-                         seconds(other["median"] / n), f"{ref['median'] / other['median']:.2f}x", detail])
+        ref = result["modes"][0]
+        for mode in result["modes"]:
+            is_ref = mode is ref
+            sec.rows.append([
+                mode["name"], seconds(mode["compile"]), f"{seconds(mode['median'])} (n={mode['repeats']})",
+                seconds(mode["median"] / n), f"{mode['iterations_mean']:.0f} / {mode['iterations_max']}",
+                "1" if is_ref else f"{ref['median'] / mode['median']:.2f}x",
+                "(reference)" if is_ref else sec.check(f"{kind}: {mode['name']}", mode["same"], mode["detail"]),
+            ])
     return sec
 
 
@@ -84,23 +92,29 @@ def _sweep_subprocess(kind: str, cfg: Config, devices: int) -> dict | None:
 
 
 def sweep_worker(kind: str, cfg: Config) -> dict:
-    """Time two ways of running the same sweep and compare their tables.
+    """Time several ways of running the same sweep; compare each table with the first's.
 
-    ``kind``: "loop-vs-batch" (batch=False vs batch=True) or "multi-device" (vmapped on 1 vs 2 devices).
+    ``kind``: "loop-vs-batch" (loops of single solves vs the vmapped batch) or "multi-device"
+    (the vmapped batch on 1 vs 2 devices).
     """
     sweep = _sweep(cfg.sweep_points)
     if kind == "loop-vs-batch":
-        modes = {"loop (batch=False)": dict(batch=False), "vmap batch (batch=True)": dict(batch=True)}
+        same_solver = Sweep(sweep.points, sweep.data, options={"solver": VMAP_SAFE_SOLVER})
+        modes = {"loop (batch=False), default solver": (sweep, dict(batch=False)),
+                 "loop (batch=False), the batch's CG solver": (same_solver, dict(batch=False)),
+                 "vmap batch (batch=True)": (sweep, dict(batch=True))}
     else:
         devices = jax.devices()
         if len(devices) < 2:
             raise RuntimeError(f"multi-device worker needs 2 devices, has {len(devices)}")
-        modes = {"vmap batch, 1 forced host device": dict(devices=devices[:1]),
-                 "vmap batch, 2 forced host devices": dict(devices=devices[:2])}
-    timings, tables = [], []
-    for name, options in modes.items():
-        timing, table = time_calls(lambda: run_sweep(sweep, **options), repeats=cfg.repeats)
-        timings.append((name, {"compile": timing.compile_s, "median": timing.median, "repeats": timing.repeats}))
-        tables.append(table)
-    same, detail = _same_tables(tables[1], tables[0])
-    return {"timings": timings, "same": same, "detail": detail}
+        modes = {"vmap batch, 1 forced host device": (sweep, dict(devices=devices[:1])),
+                 "vmap batch, 2 forced host devices": (sweep, dict(devices=devices[:2]))}
+    results, reference = [], None
+    for name, (which, options) in modes.items():
+        timing, table = time_calls(lambda: run_sweep(which, **options), repeats=cfg.repeats)
+        reference = table if reference is None else reference
+        same, detail = _same_tables(table, reference)
+        results.append({"name": name, "compile": timing.compile_s, "median": timing.median,
+                        "repeats": timing.repeats, "iterations_mean": float(table["iterations"].mean()),
+                        "iterations_max": int(table["iterations"].max()), "same": same, "detail": detail})
+    return {"modes": results}
