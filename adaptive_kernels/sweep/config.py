@@ -25,7 +25,7 @@ as ``FILE:LINE: key: what is wrong``. Layout (see ``examples/sweep_example.toml`
     [run]                     # how to run it
     continuation = "P"        # warm-start along this axis
     detect_branches = false   # forward + backward pass, flag differing points
-    batch = true              # vmap + shard equal shapes (false: one by one)
+    batch = true              # vmap equal shapes, a chunk per device (false: one by one)
     chunk_size = 256
 
     [solver]                  # keyword options of adaptive_kernels.solve
