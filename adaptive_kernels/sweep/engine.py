@@ -139,7 +139,7 @@ class _Runner:
             ]
             outs = jax.device_get(outs)
             return [o[0] for o in outs], [o[1] for o in outs]
-        devices = self.devices[:n]
+        devices = self.devices[:n]  # no device gets a chunk of padding only
         per_device = math.ceil(n / len(devices))
         stacked = (_stack(regimes, per_device * len(devices)),
                    None if inits is None else _stack(inits, per_device * len(devices)))
