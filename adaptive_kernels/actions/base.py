@@ -68,11 +68,15 @@ class EntropicAction(eqx.Module):
 
     def target_precision(self, Sigma, args):
         """a_l I + (2/N_l) sym(dD/dSigma_l): the right-hand side of the stationarity condition."""
+        return self.value_and_target_precision(Sigma, args)[1]
+
+    def value_and_target_precision(self, Sigma, args):
+        """(S(Sigma), target precisions) from one evaluation of D and its gradient."""
         weights, precisions = self.prior(args)
-        grads = jax.grad(self.data_term)(Sigma, args)
+        data, grads = jax.value_and_grad(self.data_term)(Sigma, args)
 
         def leaf(g, w, a):
             G = as_matrix(g)
             return a * jnp.eye(G.shape[0], dtype=G.dtype) + (G + G.T) / w
 
-        return jax.tree.map(leaf, grads, weights, precisions)
+        return self.entropy(Sigma, args) + data, jax.tree.map(leaf, grads, weights, precisions)

@@ -17,6 +17,7 @@ D(K_NNGP). Two evaluations of D:
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
@@ -27,12 +28,45 @@ def _outputs(y):
     return 1 if y.ndim == 1 else y.shape[1]
 
 
-def data_term(K, y, kappa2):
-    """D(K) from the P x P kernel."""
+def _cholesky_and_value(K, y, kappa2):
     P = K.shape[0]
     L = jnp.linalg.cholesky(K + kappa2 * jnp.eye(P, dtype=K.dtype))
     alpha = jsl.solve_triangular(L, y, lower=True)
-    return 0.5 * jnp.sum(alpha**2) + _outputs(y) * jnp.sum(jnp.log(jnp.diagonal(L)))
+    return L, 0.5 * jnp.sum(alpha**2) + _outputs(y) * jnp.sum(jnp.log(jnp.diagonal(L)))
+
+
+@jax.custom_vjp
+def data_term(K, y, kappa2):
+    """D(K) from the P x P kernel (one Cholesky).
+
+    Its gradient is written out (a custom VJP) rather than differentiated through the Cholesky
+    factorisation, which costs ~3.6 times the value at P = 1000: with A = (K + kappa2)^{-1},
+    t = A y (columns t_k for y (P, K)),
+
+        dD/dK = (K A - t t^T)/2,   dD/dy = t,   dD/dkappa2 = tr dD/dK
+
+    (Rasmussen & Williams 2006, eq. 5.9). The VJP is itself differentiable (Hessian-vector
+    products, implicit derivatives).
+    """
+    return _cholesky_and_value(K, y, kappa2)[1]
+
+
+def _data_term_fwd(K, y, kappa2):
+    L, value = _cholesky_and_value(K, y, kappa2)
+    return value, (L, y, kappa2)
+
+
+def _data_term_bwd(residuals, g):
+    L, y, kappa2 = residuals
+    L_inv = jsl.solve_triangular(L, jnp.eye(L.shape[0], dtype=L.dtype), lower=True)
+    A = L_inv.T @ L_inv
+    t = A @ y
+    T = t.reshape(t.shape[0], -1)
+    dK = 0.5 * g * (_outputs(y) * A - T @ T.T)
+    return dK, (g * t).astype(y.dtype), jnp.trace(dK).astype(jnp.result_type(kappa2))
+
+
+data_term.defvjp(_data_term_fwd, _data_term_bwd)
 
 
 def data_term_low_rank(Z, y, kappa2):

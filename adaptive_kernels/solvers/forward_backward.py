@@ -9,8 +9,10 @@ The residual r(x) = |T(x) - x| is the norm of the action's gradient in the kerne
 (Kt_l - dW_{l+1}/dK_l = dS/dK_l at K = K(Kt)), the merit function the step is backtracked on.
 A step is accepted only if the new point is inside the domain (``step`` reports it; for the
 deep action I - (2/N_l) C_l^1/2 Kt_l C_l^1/2 > 0), everything is finite and the residual did
-not grow by more than ``growth_tolerance``; then eta grows by ``grow`` up to ``damping``.
-Otherwise the step is retried from the same point with eta * ``shrink``. This guards
+not grow by more than ``growth_tolerance`` (with ``merit="action"``: the action did not
+increase -- the precision iteration of ``solvers.FixedPoint``, whose map can expand the residual
+along strongly learned directions while its step still lowers the action); then eta grows by
+``grow`` up to ``damping``. Otherwise the step is retried from the same point with eta * ``shrink``. This guards
 against the lesson of THEORY.md sec. 5: a fixed damping can converge to a spurious
 stationary point outside the domain.
 
@@ -32,16 +34,25 @@ from adaptive_kernels._validation import check_in_range, check_positive, check_p
 from adaptive_kernels.solvers.solution import Solution, Status
 
 
+MERITS = ("residual", "action")
+
+
 class ForwardBackward(eqx.Module):
     """Settings of the damped forward-backward fixed-point iteration.
 
     Attributes:
         damping: largest step eta in (0, 1] (also the first one tried).
         min_damping: the iteration gives up when backtracking pushes eta below this.
-        rtol, atol: converged when |T(x) - x| <= atol + rtol |T(x)|.
+        rtol, atol: converged when |T(x) - x| <= atol + rtol |T(x)| (unless ``step`` reports its own
+            ``StepInfo.converged``).
         max_steps: iteration limit (rejected trial steps count).
         grow, shrink: factors applied to eta after an accepted / rejected step.
         growth_tolerance: an accepted step may raise the residual by this factor at most.
+        merit: what a step must not increase: ``"residual"`` |T(x) - x| (for a saddle, as in the deep
+            conjugate form), or ``"action"`` (for a minimisation whose step T(x) - x is a descent
+            direction of the action, but whose map may expand the residual: the precision iteration of
+            ``solvers.FixedPoint`` in mean-field scaling). With ``"action"`` a step is accepted when the
+            action drops by more than its round-off, or stays within round-off and the residual drops.
         anderson_memory: m > 0 extrapolates from the last m accepted iterates (Anderson
             acceleration, type II: x+ = x + eta g - (dX + eta dG) c, c = argmin |g - dG c|,
             g = T(x) - x); the same domain check and backtracking apply, and a rejected step
@@ -57,6 +68,7 @@ class ForwardBackward(eqx.Module):
     grow: float = 1.5
     shrink: float = 0.3
     growth_tolerance: float = 1.0
+    merit: str = eqx.field(static=True, default="residual")
     anderson_memory: int = eqx.field(static=True, default=5)
 
     def __check_init__(self):
@@ -69,15 +81,30 @@ class ForwardBackward(eqx.Module):
         check_in_range("shrink", self.shrink, 0.0, 1.0)
         check_in_range("grow", self.grow, 1.0, 10.0)
         check_in_range("growth_tolerance", self.growth_tolerance, 1.0, 10.0)
+        if self.merit not in MERITS:
+            raise ValueError(f"merit must be one of {', '.join(MERITS)}, got {self.merit!r}")
         if not (isinstance(self.anderson_memory, int) and self.anderson_memory >= 0):
             raise ValueError(f"anderson_memory must be a non-negative integer, got {self.anderson_memory!r}")
 
 
 class StepInfo(eqx.Module):
-    """What ``step`` reports about the point it was evaluated at."""
+    """What ``step`` reports about the point it was evaluated at.
+
+    ``converged``: whether x meets the caller's own convergence test (e.g. a stationarity residual
+    in other units); None: the default test |T(x) - x| <= atol + rtol |T(x)|.
+    """
 
     in_domain: jnp.ndarray
     action: jnp.ndarray
+    converged: jnp.ndarray | None = None
+
+
+def _improves(solver: ForwardBackward, action, res, old_action, old_res):
+    """Whether a trial point with (action, res) is accepted after one with (old_action, old_res)."""
+    if solver.merit == "residual":
+        return res <= solver.growth_tolerance * old_res
+    noise = 64 * jnp.finfo(jnp.result_type(old_action)).eps * (1 + jnp.abs(old_action))
+    return (action < old_action - noise) | ((action <= old_action + noise) & (res <= old_res))
 
 
 def _norm(tree):
@@ -119,13 +146,13 @@ def fixed_point_solve(
         ok = info.in_domain & jnp.isfinite(res) & jnp.isfinite(info.action)
         return Tx, info, res, ok
 
-    def converged(Tx, res):
-        return res <= solver.atol + solver.rtol * _norm(Tx)
+    def converged(Tx, res, info):
+        return res <= solver.atol + solver.rtol * _norm(Tx) if info.converged is None else info.converged
 
     Tx0, info0, res0, ok0 = evaluate(init)
     dtype = res0.dtype
     status0 = jnp.where(
-        ok0, jnp.where(converged(Tx0, res0), Status.SUCCESS, Status.MAX_STEPS),
+        ok0, jnp.where(converged(Tx0, res0, info0), Status.SUCCESS, Status.MAX_STEPS),
         jnp.where(info0.in_domain, Status.NONFINITE, Status.LEFT_DOMAIN),
     )
     flat0, unravel = ravel_pytree(init)
@@ -149,9 +176,9 @@ def fixed_point_solve(
         else:
             x_new = _axpy(s["eta"], s["x"], s["Tx"])
         Tx_new, info, res_new, ok = evaluate(x_new)
-        accept = ok & (res_new <= solver.growth_tolerance * s["res"])
+        accept = ok & _improves(solver, info.action, res_new, s["action"], s["res"])
         pick = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, old)  # noqa: E731
-        decreased = accept & (res_new <= s["res"])
+        decreased = accept & ((res_new <= s["res"]) | (solver.merit == "action"))
         eta = jnp.where(decreased, jnp.minimum(s["eta"] * solver.grow, solver.damping), s["eta"] * solver.shrink)
         reason = jnp.where(
             info.in_domain, jnp.where(ok, Status.LINE_SEARCH_FAILED, Status.NONFINITE), Status.LEFT_DOMAIN
@@ -160,7 +187,7 @@ def fixed_point_solve(
         res = jnp.where(accept, res_new, s["res"])
         Tx = pick(Tx_new, s["Tx"])
         status = jnp.where(
-            accept & converged(Tx, res), Status.SUCCESS,
+            accept & converged(Tx_new, res_new, info), Status.SUCCESS,
             jnp.where(eta < solver.min_damping, last_rejection, Status.MAX_STEPS),
         ).astype(jnp.int32)
         flat_new = ravel_pytree(x_new)[0]
