@@ -61,7 +61,7 @@ class Gibbs(eqx.Module):
                 u = W_above.T @ u
             norm = jnp.linalg.norm(u)
             u_hat = u / norm
-            prior_var = arch.s_w2 / W.shape[1]
+            prior_var = jnp.asarray(arch.s_w2 / W.shape[1], W.dtype)
             v = LinearGaussian(norm * X, y, prior_var, kappa2, None if below is None else below.T).sample(keys[2 * layer])
             Z = jnp.sqrt(prior_var) * jax.random.normal(keys[2 * layer + 1], W.shape, W.dtype)
             weights[layer] = jnp.outer(u_hat, v) + Z - jnp.outer(u_hat, u_hat @ Z)

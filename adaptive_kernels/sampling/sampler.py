@@ -79,10 +79,12 @@ def _init(sampler, posterior, keys):
 
 
 @eqx.filter_jit
-def _advance(sampler, posterior, X_test, y_test, states, keys, adapt, num_records: int, thin: int):
+def _advance(sampler, posterior, X_test, y_test, states, keys, adapt, num_records: int, thin: int,
+             chain_batch_size: int | None):
     """Run ``num_records * thin`` steps per chain (adapting the step size where ``adapt``).
     Returns (states, mean observation per chain, monitors (chains, num_records), mean acceptance
-    probability per chain). Warmup and sampling share this one compiled function."""
+    probability per chain). Warmup and sampling share this one compiled function. Chains are
+    vmapped, all at once or ``chain_batch_size`` at a time (``jax.lax.map``)."""
 
     def record_of(state):
         return _observe(posterior, X_test, *sampler.current(posterior, state))
@@ -104,7 +106,9 @@ def _advance(sampler, posterior, X_test, y_test, states, keys, adapt, num_record
         (state, sums), (monitors, acc) = jax.lax.scan(one_record, (state, zeros), jax.random.split(key, num_records))
         return state, jax.tree.map(lambda s: s / num_records, sums), monitors, acc.mean()
 
-    return jax.vmap(chain)(states, keys)
+    if chain_batch_size is None:
+        return jax.vmap(chain)(states, keys)
+    return jax.lax.map(lambda args: chain(*args), (states, keys), batch_size=chain_batch_size)
 
 
 def _check_counts(num_chains, num_samples, num_warmup, thin):
@@ -141,6 +145,7 @@ def sample_posterior(
     num_batches: int = 20,
     key=0,
     progress: bool = False,
+    chain_batch_size: int | None = None,
 ) -> PosteriorEstimates:
     """Sample p(theta | D) ∝ prior(theta) exp(-|f(X) - y|^2/(2 kappa2)) (THEORY.md secs. 1, 8).
 
@@ -158,6 +163,10 @@ def sample_posterior(
             multiple of the batch length ``thin * num_samples / num_batches``).
         thin: steps per recorded draw.  num_batches: batches per chain for the standard errors.
         key: int seed or JAX PRNG key.  progress: show a tqdm bar over chunks.
+        chain_batch_size: None vmaps all chains at once; an integer runs them that many at a
+            time (``jax.lax.map``). On a CPU, 1 is faster for large nets: batched Cholesky and
+            triangular solves are slow there (d=50, N=1000, P=200 erf HMC, 30 chains: 2.3x in
+            float64, 1.2x in float32, measured on 2 loaded cores).
 
     Returns:
         :class:`PosteriorEstimates` (estimates with standard errors, and diagnostics).
@@ -166,6 +175,8 @@ def sample_posterior(
     check_positive("kappa2", kappa2)
     _check_counts(num_chains, num_samples, num_warmup, thin)
     check_positive_int("num_batches", num_batches)
+    if chain_batch_size is not None:
+        check_positive_int("chain_batch_size", chain_batch_size)
     sampler = _resolve_sampler(method, arch)
     key = jax.random.key(key) if isinstance(key, int) else key
 
@@ -185,7 +196,8 @@ def sample_posterior(
 
     def run(states, key, adapt):
         keys = jax.random.split(key, num_chains)
-        out = _advance(sampler, posterior, X_test, y_test, states, keys, jnp.asarray(adapt), batch_size, thin)
+        out = _advance(sampler, posterior, X_test, y_test, states, keys, jnp.asarray(adapt), batch_size, thin,
+                       chain_batch_size)
         if bar is not None:
             bar.update(1)
         return out
