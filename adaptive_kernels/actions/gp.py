@@ -58,9 +58,8 @@ def _data_term_fwd(K, y, kappa2):
 
 def _data_term_bwd(residuals, g):
     L, y, kappa2 = residuals
-    L_inv = jsl.solve_triangular(L, jnp.eye(L.shape[0], dtype=L.dtype), lower=True)
-    A = L_inv.T @ L_inv
-    t = A @ y
+    A = jsl.cho_solve((L, True), jnp.eye(L.shape[0], dtype=L.dtype))
+    t = jsl.cho_solve((L, True), y)
     T = t.reshape(t.shape[0], -1)
     dK = 0.5 * g * (_outputs(y) * A - T @ T.T)
     return dK, (g * t).astype(y.dtype), jnp.trace(dK).astype(jnp.result_type(kappa2))
