@@ -53,7 +53,7 @@ def _check_theory(theory: str) -> None:
 
 
 def _resolve_solver(solver):
-    """None -> :class:`FixedPoint` (Anderson-accelerated precision iteration: 42 map evaluations, each one
+    """None -> :class:`FixedPoint` (Anderson-accelerated precision iteration: 37 map evaluations, each one
     gradient of D, at d = 50, P = 1000, against 112 L-BFGS steps and a Newton-CG polish for QuasiNewton)."""
     if solver is None:
         return FixedPoint()
