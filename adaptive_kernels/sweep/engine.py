@@ -77,15 +77,16 @@ def _solve_point(regime: Regime, init, theory: str, options: dict):
 _solve_one = eqx.filter_jit(_solve_point)
 
 
-# Under vmap, the default quasi-Newton solver's Newton steps on a materialised (dense)
-# Hessian deadlocked XLA's CPU runtime (jaxlib 0.10.2, >= ~6 adaptive points: every thread
-# idle). Matrix-free conjugate-gradient Newton steps do not, and converge to the same point.
+# Under vmap, quasi-Newton's Newton steps on a materialised (dense) Hessian deadlocked XLA's
+# CPU runtime (jaxlib 0.10.2, >= ~6 adaptive points, even on one device: every thread idle).
+# Two-layer points use the default FixedPoint (no Hessian; 64 points: same table as the loop
+# to 1e-12). Deep points (whose default is quasi-Newton) get matrix-free CG Newton steps.
 VMAP_SAFE_SOLVER = QuasiNewton(linear_solver=lx.CG(rtol=1e-8, atol=0.0, max_steps=200))
 
 
 @eqx.filter_jit
 def _solve_stacked(regimes: Regime, inits, theory: str, options: dict):
-    if theory != "gp" and "solver" not in options:
+    if theory != "gp" and "solver" not in options and regimes.arch.depth > 1:
         options = {**options, "solver": VMAP_SAFE_SOLVER}
     return eqx.filter_vmap(_solve_point, in_axes=(0, 0, None, None))(regimes, inits, theory, options)
 

@@ -12,7 +12,6 @@ import jax
 import numpy as np
 
 from adaptive_kernels.sweep import Sweep, TeacherData, grid, run_sweep
-from adaptive_kernels.sweep.engine import VMAP_SAFE_SOLVER
 
 from bench.timing import REPO, time_calls
 from bench.cases.common import Config, Section, log, seconds
@@ -47,9 +46,9 @@ def sweeps(cfg: Config) -> Section:
     n = len(sweep.points)
     sec = Section(
         f"Sweeps: {n} points (adaptive, linear net d=10, N=200, P=60; gamma x kappa2 grid)",
-        "`run_sweep(batch=True)` (one vmapped, jitted solve; quasi-Newton with matrix-free CG Newton steps, "
-        "`VMAP_SAFE_SOLVER`) vs `run_sweep(batch=False)` (a loop of jitted single solves, with the default solver "
-        "and with the batch's CG solver), in a subprocess. Compile = first call - median of later calls. "
+        "`run_sweep(batch=True)` (one vmapped, jitted solve with the default solver, the Anderson-accelerated "
+        "fixed point) vs `run_sweep(batch=False)` (a loop of jitted single solves with the same solver), in a "
+        "subprocess. Compile = first call - median of later calls. "
         "Iterations: mean / max over the points; a vmapped batch runs until its slowest point has converged "
         "(converged points wait), so max / mean bounds what the batch loses to lock-step. Multi-device: a "
         "subprocess with `XLA_FLAGS=--xla_force_host_platform_device_count=2` runs the vmapped sweep on 1 and on 2 "
@@ -99,9 +98,7 @@ def sweep_worker(kind: str, cfg: Config) -> dict:
     """
     sweep = _sweep(cfg.sweep_points)
     if kind == "loop-vs-batch":
-        same_solver = Sweep(sweep.points, sweep.data, options={"solver": VMAP_SAFE_SOLVER})
-        modes = {"loop (batch=False), default solver": (sweep, dict(batch=False)),
-                 "loop (batch=False), the batch's CG solver": (same_solver, dict(batch=False)),
+        modes = {"loop (batch=False)": (sweep, dict(batch=False)),
                  "vmap batch (batch=True)": (sweep, dict(batch=True))}
     else:
         devices = jax.devices()
