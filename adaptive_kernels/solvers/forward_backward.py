@@ -41,7 +41,9 @@ class ForwardBackward(eqx.Module):
     """Settings of the damped forward-backward fixed-point iteration.
 
     Attributes:
-        damping: largest step eta in (0, 1] (also the first one tried).
+        damping: largest step eta in (0, 1] (also the first one tried). Default 1: on deep erf nets
+            (d=20, N_l=200, P=200, gamma=1) eta <= 0.5 stalled at L = 4 (every shorter step raised
+            the residual) where eta = 1 converged in 76 steps; L = 1-3 converged either way.
         min_damping: the iteration gives up when backtracking pushes eta below this.
         rtol, atol: converged when |T(x) - x| <= atol + rtol |T(x)| (unless ``step`` reports its own
             ``StepInfo.converged``).
@@ -60,7 +62,7 @@ class ForwardBackward(eqx.Module):
             L = 1): 30 iterations with m = 5 against 100 with plain damping.
     """
 
-    damping: float = 0.5
+    damping: float = 1.0
     min_damping: float = 1e-7
     rtol: float = 1e-10
     atol: float = 1e-12
