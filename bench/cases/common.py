@@ -32,7 +32,7 @@ class Config:
 
     name: str
     repeats: int
-    sampling: dict  # d, N, P, gamma, P_test, chains, samples, warmup, batches
+    sampling: dict  # d, N, P, gamma, P_test, chains, samples, warmup, batches, leapfrog, dtype
     pair_sizes: dict  # label -> (d, N, P) for the solver-vs-scipy pairs
     scaling_P: tuple
     adaptive_P: tuple
@@ -49,7 +49,8 @@ class Config:
 FULL = Config(
     name="full",
     repeats=3,
-    sampling=dict(d=50, N=1000, P=200, gamma=2.0, P_test=1000, chains=4, samples=100, warmup=100, batches=10),
+    sampling=dict(d=50, N=1000, P=200, gamma=2.0, P_test=1000, chains=30, samples=30, warmup=24, batches=5,
+                  leapfrog=8, dtype="float32"),
     pair_sizes={"THEORY.md sec. 3/4 check": (30, 200, 90), "large": (50, 1000, 500)},
     scaling_P=(100, 500, 1000, 2000, 4000),
     adaptive_P=(100, 200, 400),
@@ -66,7 +67,8 @@ FULL = Config(
 QUICK = Config(
     name="quick",
     repeats=2,
-    sampling=dict(d=10, N=100, P=40, gamma=2.0, P_test=200, chains=2, samples=40, warmup=20, batches=4),
+    sampling=dict(d=10, N=100, P=40, gamma=2.0, P_test=200, chains=4, samples=40, warmup=20, batches=4,
+                  leapfrog=8, dtype="float32"),
     pair_sizes={"THEORY.md sec. 3/4 check": (30, 200, 90)},
     scaling_P=(100, 200, 400),
     adaptive_P=(100, 200),
@@ -84,7 +86,8 @@ TINY = dataclasses.replace(
     QUICK,
     name="tiny",
     repeats=1,
-    sampling=dict(d=5, N=50, P=20, gamma=2.0, P_test=100, chains=2, samples=20, warmup=10, batches=4),
+    sampling=dict(d=5, N=50, P=20, gamma=2.0, P_test=100, chains=2, samples=20, warmup=10, batches=4,
+                  leapfrog=8, dtype="float32"),
     pair_sizes={"tiny": (5, 50, 30)},
     scaling_P=(50,),
     adaptive_P=(50,),
