@@ -88,8 +88,9 @@ def scaling_with_size(cfg: Config) -> Section:
     """Solve time vs P (scaling, adaptive erf, adaptive linear) and vs d, per iteration in Cholesky units."""
     sec = Section(
         "Scaling: solve time vs P and d, per iteration in units of one Cholesky factorisation",
-        "Per iteration = run time / (quasi-Newton + Newton iterations); line-search evaluations and the "
-        "Newton-CG Hessian-vector products are inside it. Cholesky: scipy `cho_factor` of a P x P SPD "
+        "Default solver (`FixedPoint`: Anderson-accelerated fixed point; for the scalar of kernel scaling the "
+        "secant method). Per iteration = run time / map evaluations (rejected trial steps included); one "
+        "evaluation = kernel + Cholesky + the data term's gradient. Cholesky: scipy `cho_factor` of a P x P SPD "
         "matrix (the machine's BLAS limit for one factorisation of the largest matrix, P x P in function "
         f"space, d x d in weight space). erf nets: d={cfg.target[0]}, N={cfg.target[1]}, gamma=2, cubic teacher; "
         f"linear nets: N={cfg.target[1]}, gamma=2, linear teacher. "
@@ -105,13 +106,13 @@ def scaling_with_size(cfg: Config) -> Section:
         return chol[n]
 
     d, N, _ = cfg.target
-    for theory, sizes, solver in (("scaling", cfg.scaling_P, None), ("adaptive", cfg.adaptive_P, FUNCTION_SPACE_SOLVER)):
+    for theory, sizes in (("scaling", cfg.scaling_P), ("adaptive", cfg.adaptive_P)):
         for P in sizes:
             arch, data = _erf_problem(d, N, P, P_test=10)
             problem = two_layer_problem(arch, data, KAPPA2)
             repeats = cfg.repeats if P <= 1000 else 1
             log(f"scaling: {theory} erf d={d} P={P}")
-            timing, sol = time_jitted(solve_problem, problem, theory, solver, repeats=repeats)
+            timing, sol = time_jitted(solve_problem, problem, theory, repeats=repeats)
             _size_row(sec, f"{theory} (erf, function space)", f"P={P}", P, timing, sol, cholesky(P))
     for dim in cfg.linear_d:
         arch, data = _erf_problem(dim, N, cfg.linear_P, activation="linear", teacher="linear", P_test=10)
