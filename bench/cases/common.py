@@ -49,8 +49,8 @@ class Config:
 FULL = Config(
     name="full",
     repeats=3,
-    sampling=dict(d=50, N=1000, P=200, gamma=2.0, P_test=1000, chains=30, samples=30, warmup=24, batches=5,
-                  leapfrog=8, dtype="float32"),
+    sampling=dict(d=50, N=1000, P=200, gamma=2.0, P_test=1000, chains=30, samples=30, warmup=42, batches=5,
+                  leapfrog=16, dtype="float32"),
     pair_sizes={"THEORY.md sec. 3/4 check": (30, 200, 90), "large": (50, 1000, 500)},
     scaling_P=(100, 500, 1000, 2000, 4000),
     adaptive_P=(100, 200, 400),
