@@ -61,7 +61,7 @@ def render(sections: list[Section], cfg: Config, info: dict, wall_s: float, load
         "compiled ahead of time (`lower().compile()`, the *compile* column) and only the compiled call is "
         "timed; other calls report compile/warm-up as first call minus the median of the later calls. "
         "Every timed pair was checked for equal answers before its time was reported (the *check* column "
-        "and the list at the end). float64 throughout.",
+        "and the list at the end). float64 throughout, except where a case says otherwise (the HMC ensemble of the sampling case runs in float32).",
         "",
         "GPU: no table -- no device was lent to the task that generated this file.",
         "",
