@@ -143,6 +143,45 @@ def test_two_device_sweep_matches_single_device(tmp_path):
     np.testing.assert_allclose(two[columns], single[columns], rtol=1e-10, atol=1e-10)
 
 
+SHARE_SCRIPT = """
+import json, sys
+from adaptive_kernels.sweep import Sweep, TeacherData, run_sweep
+spec = json.loads(sys.argv[2])
+share = run_sweep(Sweep(spec["points"], TeacherData(**spec["data"])), sys.argv[1], part=(int(sys.argv[3]), 2))
+print(json.dumps(list(share["key"])))
+"""
+
+
+def test_shares_in_two_processes_merge_into_the_full_table(sweep, table, tmp_path):
+    # Two processes (standing in for two hosts on a shared file system) each solve one share
+    # into the same store at the same time; a final unpartitioned run must solve nothing and
+    # write the table of the whole sweep, equal to the single-process table (independent
+    # computation of the same points) to 1e-10: both use the same solver, and points are
+    # batched differently only at round-off.
+    out = tmp_path / "shares.parquet"
+    spec = json.dumps(dict(points=_regimes(), data=dict(teacher="linear", d=6, P_test=30)))
+    procs = [subprocess.Popen([sys.executable, "-c", SHARE_SCRIPT, str(out), spec, str(i)], env=_env(), cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        results = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    shares = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in results]
+    assert not set(shares[0]) & set(shares[1]) and sorted(shares[0] + shares[1]) == sorted(table["key"])
+    assert not out.exists()  # shares never consolidate
+    merged = run_sweep(sweep, out)
+    assert (merged["run"] != merged.attrs["run"]).all(), "the merge run solved points again"
+    assert list(merged["key"]) == list(table["key"]) and out.exists()
+    np.testing.assert_allclose(merged[OBSERVABLES], table[OBSERVABLES], rtol=1e-10, atol=1e-10)
+    for bad in [(2, 2), (0, 0), (-1, 2), (0.0, 2), 3]:
+        with pytest.raises(ValueError, match="part must be"):
+            run_sweep(sweep, out, part=bad)
+    with pytest.raises(ValueError, match="part: a share"):
+        run_sweep(sweep, None, part=(0, 2))
+
+
 def test_devices_must_be_local_and_nonempty():
     with pytest.raises(ValueError, match="^devices: must name at least one"):
         run_sweep(Sweep(_regimes(), RECIPE), devices=[])

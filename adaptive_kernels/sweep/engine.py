@@ -10,7 +10,9 @@ runs its own vmapped while loops to its own stopping point. (A batch laid out ov
 ``jax.sharding.Mesh`` instead turns every loop's stopping test into a cross-device
 reduction; over forced host devices sharing a CPU's thread pool that deadlocked.) The
 devices are this process's (``jax.local_devices()``): one CPU, several GPUs of a host; in
-a multi-host JAX cluster every process solves the whole sweep on its own devices.
+a multi-host JAX cluster each process takes one share of the sweep (``part``, by default
+``(jax.process_index(), jax.process_count())``) into a shared results store, and one
+unpartitioned run afterwards merges the shares without solving anything again.
 ``batch=False`` solves the same points one at a time (same jitted solver, unbatched), for
 comparison and benchmarks.
 
@@ -260,6 +262,7 @@ def run_sweep(
     batch: bool = True,
     chunk_size: int = 256,
     devices: Sequence | None = None,
+    part: tuple[int, int] | None = None,
     progress: bool | Callable = False,
 ) -> pd.DataFrame:
     """Solve every point of ``sweep``: a tidy table, one row per point, in the sweep's order.
@@ -274,8 +277,14 @@ def run_sweep(
             solve them one by one (False).
         chunk_size: most chains solved in one vmapped call (bounds memory).
         devices: JAX devices of this process to spread batches over (default:
-            ``jax.local_devices()``; a multi-host cluster's processes each solve the whole
-            sweep on their own devices).
+            ``jax.local_devices()``).
+        part: ``(i, n)``: solve only share i of n (every n-th continuation chain, starting
+            at the i-th; shares are disjoint and cover the sweep) into the store of ``out``,
+            and return that share's rows without consolidating. Run the n shares on n hosts
+            (or processes) with the same ``out`` on a shared file system, then
+            ``run_sweep(sweep, out)`` once: it finds every point finished and writes the
+            table. Default: ``(jax.process_index(), jax.process_count())``, i.e. the whole
+            sweep in a single process and one share per process in a multi-host cluster.
         progress: show a tqdm progress bar (or pass a tqdm-like class).
 
     Columns: ``key``, every parameter (gamma and chi both, resolved), the data recipe
@@ -289,13 +298,17 @@ def run_sweep(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     devices = local_devices(devices)
+    share, shares = _check_part((jax.process_index(), jax.process_count()) if part is None else part)
+    if shares > 1 and out is None:
+        raise ValueError("part: a share of a sweep needs out= (the store the shares are merged from)")
     keys = sweep.keys()
     store = ResultStore(out) if out is not None else None
     done = set(store.finished()[KEY]) if store is not None else set()
     if store is not None:
         store.start({"data": sweep.data.describe(), "continuation": sweep.continuation,
-                     "options": sweep.solver_options, "keys": keys})
-    chains = [c for c in sweep.chains() if any(keys[i] not in done for i in c)]
+                     "options": sweep.solver_options, "keys": keys}, clean=shares == 1)
+    mine = [c for k, c in enumerate(sweep.chains()) if k % shares == share]
+    chains = [c for c in mine if any(keys[i] not in done for i in c)]
     todo = sorted(i for c in chains for i in c if keys[i] not in done)
     regimes = {i: build_regime(sweep.points[i], sweep.data) for c in chains for i in c}
     recipe = sweep.data.describe()
@@ -327,10 +340,24 @@ def run_sweep(
             bar.update(len(new))
     finally:
         bar.close()
+    if shares > 1:
+        ordered = list(dict.fromkeys(keys[i] for c in mine for i in c))
+        table = store.finished().set_index(KEY, drop=False).loc[ordered].reset_index(drop=True)
+        table.attrs["run"] = run_id
+        return table
     ordered = list(dict.fromkeys(keys))
     table = store.consolidate(ordered) if store is not None else pd.DataFrame([rows[k] for k in ordered])
     table.attrs["run"] = run_id
     return table
+
+
+def _check_part(part) -> tuple[int, int]:
+    """``part`` = (i, n): integers with 0 <= i < n."""
+    ok = (isinstance(part, (tuple, list)) and len(part) == 2
+          and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in part))
+    if not ok or not 0 <= part[0] < part[1]:
+        raise ValueError(f"part must be (i, n) with integers 0 <= i < n, got {part!r}")
+    return int(part[0]), int(part[1])
 
 
 def _progress_bar(progress, total: int):

@@ -70,14 +70,16 @@ class ResultStore:
     def _part_files(self) -> list[Path]:
         return sorted(self.parts.glob("part-*.parquet")) if self.parts.is_dir() else []
 
-    def start(self, description: dict) -> None:
-        """Create the parts directory, drop temp files a killed run left, record the sweep."""
+    def start(self, description: dict, clean: bool = True) -> None:
+        """Create the parts directory, record the sweep and, if ``clean``, drop temp files a
+        killed run left (not while other processes may be writing shares of the sweep)."""
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.parts.mkdir(exist_ok=True)
-        for stale in self.parts.glob(".*.tmp"):
-            stale.unlink()
+        if clean:
+            for stale in self.parts.glob(".*.tmp"):
+                stale.unlink()
         manifest = self.parts / "manifest.json"
-        tmp = self.parts / f".manifest.{os.getpid()}.tmp"
+        tmp = self.parts / f".manifest.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.write_text(json.dumps(description, indent=1, default=repr))
         os.replace(tmp, manifest)
 
