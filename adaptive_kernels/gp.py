@@ -10,6 +10,7 @@ All solves go through one Cholesky factor; no explicit inverse is formed.
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
@@ -21,6 +22,39 @@ class GPPrediction(eqx.Module):
 
     mean: jnp.ndarray
     variance: jnp.ndarray | None
+
+
+@jax.custom_vjp
+def quadratic_and_logdet(A, b):
+    """(tr b^T A^{-1} b, log det A) of a symmetric positive-definite A (P, P), b (P,) or (P, K),
+    from one Cholesky factor (NaN if A is not positive definite).
+
+    The gradient is written out rather than differentiated through the factorisation (which
+    costs ~3-10x the value): with beta = A^{-1} b (Rasmussen & Williams 2006, eq. 5.9),
+
+        d quad / dA = -beta beta^T,   d logdet / dA = A^{-1},   d quad / db = 2 beta.
+
+    The rule is itself differentiable (Hessian-vector products, implicit derivatives). Used by
+    the GP data term of every action and by the samplers' Gaussian evidence.
+    """
+    return _quadratic_and_logdet_fwd(A, b)[0]
+
+
+def _quadratic_and_logdet_fwd(A, b):
+    factor = jnp.linalg.cholesky(A)
+    beta = jsl.cho_solve((factor, True), b)
+    return (jnp.sum(b * beta), 2 * jnp.sum(jnp.log(jnp.diagonal(factor)))), (factor, beta)
+
+
+def _quadratic_and_logdet_bwd(residuals, cotangents):
+    factor, beta = residuals
+    g_quad, g_logdet = cotangents
+    inverse = jsl.cho_solve((factor, True), jnp.eye(factor.shape[0], dtype=factor.dtype))
+    B = beta.reshape(beta.shape[0], -1)
+    return g_logdet * inverse - g_quad * (B @ B.T), 2 * g_quad * beta
+
+
+quadratic_and_logdet.defvjp(_quadratic_and_logdet_fwd, _quadratic_and_logdet_bwd)
 
 
 def _factor(K, kappa2):

@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
 from adaptive_kernels.architectures import FCN
+from adaptive_kernels.gp import quadratic_and_logdet
 
 
 # --- small linear-algebra helpers ---------------------------------------------------------
@@ -88,9 +89,8 @@ def _targets(y):
 def data_term(K_out, y, kappa2):
     """D = 1/2 tr(Y^T (K_out + kappa2)^{-1} Y) + (n_outputs/2) log det(K_out + kappa2)."""
     Y = _targets(y)
-    L = jnp.linalg.cholesky(symmetrize(K_out) + kappa2 * jnp.eye(K_out.shape[0], dtype=K_out.dtype))
-    alpha = jsl.solve_triangular(L, Y, lower=True)
-    return 0.5 * jnp.sum(alpha**2) + 0.5 * Y.shape[1] * logdet_from_cholesky(L)
+    quad, logdet = quadratic_and_logdet(symmetrize(K_out) + kappa2 * jnp.eye(K_out.shape[0], dtype=K_out.dtype), Y)
+    return 0.5 * quad + 0.5 * Y.shape[1] * logdet
 
 
 class OutputTerms(eqx.Module):
