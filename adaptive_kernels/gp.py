@@ -37,16 +37,20 @@ def quadratic_and_logdet(A, b):
     The rule is itself differentiable (Hessian-vector products, implicit derivatives). Used by
     the GP data term of every action and by the samplers' Gaussian evidence.
     """
-    return _quadratic_and_logdet_fwd(A, b)[0]
+    return quadratic_and_logdet_factored(A, b)[0]
 
 
-def _quadratic_and_logdet_fwd(A, b):
-    factor = jnp.linalg.cholesky(A)
+def quadratic_and_logdet_factored(A, b):
+    """((quad, log det A), (factor, beta)): the values with the Cholesky factor of A and beta = A^{-1} b,
+    for callers that reuse them (the forward half of :func:`quadratic_and_logdet`'s rule)."""
+    factor = jax.lax.linalg.cholesky(A.T, symmetrize_input=False)
     beta = jsl.cho_solve((factor, True), b)
     return (jnp.sum(b * beta), 2 * jnp.sum(jnp.log(jnp.diagonal(factor)))), (factor, beta)
 
 
-def _quadratic_and_logdet_bwd(residuals, cotangents):
+def quadratic_and_logdet_pullback(residuals, cotangents):
+    """(dA, db) for cotangents (g_quad, g_logdet), from the (factor, beta) of
+    :func:`quadratic_and_logdet_factored` (the backward half of :func:`quadratic_and_logdet`'s rule)."""
     factor, beta = residuals
     g_quad, g_logdet = cotangents
     inverse = jsl.cho_solve((factor, True), jnp.eye(factor.shape[0], dtype=factor.dtype))
@@ -54,7 +58,7 @@ def _quadratic_and_logdet_bwd(residuals, cotangents):
     return g_logdet * inverse - g_quad * (B @ B.T), 2 * g_quad * beta
 
 
-quadratic_and_logdet.defvjp(_quadratic_and_logdet_fwd, _quadratic_and_logdet_bwd)
+quadratic_and_logdet.defvjp(quadratic_and_logdet_factored, quadratic_and_logdet_pullback)
 
 
 def _factor(K, kappa2):

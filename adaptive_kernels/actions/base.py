@@ -11,7 +11,9 @@ precision. The entropy is N_l times KL(N(0, Sigma_l) || N(0, I/a_l)) up to a con
 
     Sigma_l^{-1} = a_l I + (2/N_l) dD/dSigma_l
 
-is what the fixed-point solver iterates; the gradient solver only needs ``__call__``.
+is what the fixed-point solver iterates; the gradient solver only needs ``__call__``. An action
+may also supply a model of that iteration's Jacobian (``linearised_data_term``), with which the
+fixed-point solver takes Newton steps instead of plain ones.
 """
 
 from __future__ import annotations
@@ -43,10 +45,15 @@ class EntropicAction(eqx.Module):
         data_term: ``(Sigma, args) -> scalar``, the data part D (pure, differentiable).
         prior: ``args -> (weights, precisions)``, two PyTrees with Sigma's structure whose
             leaves are the scalars N_l and a_l.
+        linearised_data_term: optional ``(Sigma, args) -> (D, dD/dSigma, model)`` from one pass
+            (sharing its factorisations), where ``model`` is None or has ``newton_step(R)``: the
+            solution delta of (I - J) delta = R for a model J of the Jacobian dT/dLambda of the
+            precision map T (a PyTree like Sigma). None: D and its gradient by autodiff, no model.
     """
 
     data_term: Callable = eqx.field(static=True)
     prior: Callable = eqx.field(static=True)
+    linearised_data_term: Callable | None = eqx.field(static=True, default=None)
 
     def entropy(self, Sigma, args):
         weights, precisions = self.prior(args)
@@ -72,11 +79,19 @@ class EntropicAction(eqx.Module):
 
     def value_and_target_precision(self, Sigma, args):
         """(S(Sigma), target precisions) from one evaluation of D and its gradient."""
+        return self.fixed_point_terms(Sigma, args)[:2]
+
+    def fixed_point_terms(self, Sigma, args):
+        """(S(Sigma), target precisions, Jacobian model or None) from one evaluation of D and its gradient."""
         weights, precisions = self.prior(args)
-        data, grads = jax.value_and_grad(self.data_term)(Sigma, args)
+        if self.linearised_data_term is None:
+            data, grads = jax.value_and_grad(self.data_term)(Sigma, args)
+            model = None
+        else:
+            data, grads, model = self.linearised_data_term(Sigma, args)
 
         def leaf(g, w, a):
             G = as_matrix(g)
             return a * jnp.eye(G.shape[0], dtype=G.dtype) + (G + G.T) / w
 
-        return self.entropy(Sigma, args) + data, jax.tree.map(leaf, grads, weights, precisions)
+        return self.entropy(Sigma, args) + data, jax.tree.map(leaf, grads, weights, precisions), model

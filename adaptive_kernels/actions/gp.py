@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
 from adaptive_kernels.actions.problem import TwoLayerProblem
-from adaptive_kernels.gp import quadratic_and_logdet
+from adaptive_kernels.gp import quadratic_and_logdet, quadratic_and_logdet_factored, quadratic_and_logdet_pullback
 
 
 def _outputs(y):
@@ -35,6 +35,15 @@ def data_term(K, y, kappa2):
     """
     quad, logdet = quadratic_and_logdet(K + kappa2 * jnp.eye(K.shape[0], dtype=K.dtype), y)
     return 0.5 * quad + 0.5 * _outputs(y) * logdet
+
+
+def data_term_with_gradient(K, y, kappa2):
+    """(D(K), dD/dK, (factor, t)): :func:`data_term` with its closed-form gradient and the Cholesky
+    factor of K + kappa2 and t = (K + kappa2)^{-1} y, for callers that reuse them."""
+    (quad, logdet), residuals = quadratic_and_logdet_factored(K + kappa2 * jnp.eye(K.shape[0], dtype=K.dtype), y)
+    n = _outputs(y)
+    grad, _ = quadratic_and_logdet_pullback(residuals, (0.5, 0.5 * n))
+    return 0.5 * quad + 0.5 * n * logdet, grad, residuals
 
 
 def data_term_low_rank(Z, y, kappa2):
