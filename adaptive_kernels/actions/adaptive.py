@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
 from adaptive_kernels.actions.base import EntropicAction
-from adaptive_kernels.actions.gp import data_term_with_gradient, kernel_data_term
+from adaptive_kernels.actions.gp import data_term_low_rank_factored, data_term_with_gradient, kernel_data_term
 from adaptive_kernels.actions.problem import TwoLayerProblem
 
 
@@ -52,7 +52,8 @@ def adaptive_prior(problem: TwoLayerProblem):
 class LinearisedPrecisionMap(eqx.Module):
     """The module docstring's J for one fully connected layer; :meth:`newton_step` solves (I - J) delta = R.
 
-    Attributes: Sigma (d, d); B = Xt^T A Xt (d, d); V = Xt^T A Y (d, K); width N; outputs K.
+    Attributes: Sigma (d, d); B = Xt^T A Xt (d, d); V = Xt^T A Y (d, K); width N; outputs K;
+    exact: whether J is the exact Jacobian (linear phi), so that its Newton steps need no acceleration.
     """
 
     Sigma: jnp.ndarray
@@ -60,6 +61,7 @@ class LinearisedPrecisionMap(eqx.Module):
     V: jnp.ndarray
     width: jnp.ndarray
     outputs: int = eqx.field(static=True)
+    exact: bool = eqx.field(static=True)
 
     def newton_step(self, R):
         """delta with delta - J[delta] = R, in O(d^3 + (dK)^3); R itself where the model gives no descent step.
@@ -96,24 +98,39 @@ class LinearisedPrecisionMap(eqx.Module):
 
 
 def adaptive_linearised_data_term(Sigma, problem: TwoLayerProblem):
-    """(D, dD/dSigma, :class:`LinearisedPrecisionMap` or None) from one Cholesky factor of K_Sigma + kappa2.
+    """(D, dD/dSigma, :class:`LinearisedPrecisionMap` or None), reusing the evaluation's factorisations.
 
-    The model needs the fully connected function-space form (one patch); otherwise D and its gradient
-    come by autodiff and there is no model.
+    Function space: one Cholesky factor of K_Sigma + kappa2 gives D, its closed-form gradient and
+    B = Xt^T A Xt (one triangular solve with d right-hand sides). Weight space (linear phi, K = Z Z^T,
+    Z = sqrt(c) X F, Sigma = F F^T): F^T B F = Z^T A Z = I - kappa2 (kappa2 I + Z^T Z)^{-1} and
+    V = F^-T Z^T t = F^-T alpha from the Woodbury factors. A CNN (several patches) gets no model.
     """
-    if problem.space == "weight" or problem.patches != 1:
+    if problem.patches != 1:
         value, grad = jax.value_and_grad(adaptive_data_term)(Sigma, problem)
         return value, grad, None
-    K, kernel_pullback = jax.vjp(problem.output_kernel, Sigma)
-    value, dK, (factor, t) = data_term_with_gradient(K, problem.y, problem.kappa2)
-    (grad,) = kernel_pullback(dK)
-    X = problem.X
-    q = jnp.einsum("pi,ij,pj->p", X, Sigma, X)
-    slope2 = problem.activation.derivative_expectation(q, jnp.zeros_like(q), q)  # E[phi'(u)]^2
-    Xt = jnp.sqrt(problem.readout_scale * slope2)[:, None] * X
-    W = jsl.solve_triangular(factor, Xt, lower=True)
-    T = t.reshape(t.shape[0], -1)
-    model = LinearisedPrecisionMap(Sigma=Sigma, B=W.T @ W, V=Xt.T @ T, width=problem.width, outputs=T.shape[1])
+    if problem.space == "weight":
+        def term(S):
+            return data_term_low_rank_factored(problem.weight_space_factor(S), problem.y, problem.kappa2)
+
+        (value, (factor, alpha)), grad = jax.value_and_grad(term, has_aux=True)(Sigma)
+        F = jnp.linalg.cholesky(Sigma)
+        eye = jnp.eye(F.shape[0], dtype=F.dtype)
+        C = eye - problem.kappa2 * jsl.cho_solve((factor, True), eye)
+        half = jsl.solve_triangular(F.T, C, lower=False)
+        B = jsl.solve_triangular(F.T, half.T, lower=False)
+        V = jsl.solve_triangular(F.T, alpha.reshape(alpha.shape[0], -1), lower=False)
+    else:
+        K, kernel_pullback = jax.vjp(problem.output_kernel, Sigma)
+        value, dK, (factor, t) = data_term_with_gradient(K, problem.y, problem.kappa2)
+        (grad,) = kernel_pullback(dK)
+        X = problem.X
+        q = jnp.einsum("pi,ij,pj->p", X, Sigma, X)
+        slope2 = problem.activation.derivative_expectation(q, jnp.zeros_like(q), q)  # E[phi'(u)]^2
+        Xt = jnp.sqrt(problem.readout_scale * slope2)[:, None] * X
+        W = jsl.solve_triangular(factor, Xt, lower=True)
+        B, V = W.T @ W, Xt.T @ t.reshape(t.shape[0], -1)
+    model = LinearisedPrecisionMap(Sigma=Sigma, B=0.5 * (B + B.T), V=V, width=problem.width, outputs=V.shape[1],
+                                   exact=problem.activation.is_linear)
     return value, grad, model
 
 

@@ -48,7 +48,8 @@ class EntropicAction(eqx.Module):
         linearised_data_term: optional ``(Sigma, args) -> (D, dD/dSigma, model)`` from one pass
             (sharing its factorisations), where ``model`` is None or has ``newton_step(R)``: the
             solution delta of (I - J) delta = R for a model J of the Jacobian dT/dLambda of the
-            precision map T (a PyTree like Sigma). None: D and its gradient by autodiff, no model.
+            precision map T (a PyTree like Sigma), and a static ``exact``: whether J is exact.
+            None: D and its gradient by autodiff, no model.
     """
 
     data_term: Callable = eqx.field(static=True)

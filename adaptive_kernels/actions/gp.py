@@ -47,7 +47,12 @@ def data_term_with_gradient(K, y, kappa2):
 
 
 def data_term_low_rank(Z, y, kappa2):
-    """D(Z Z^T) for Z (P x m), cost m^3 + P m^2.
+    """D(Z Z^T) for Z (P x m), cost m^3 + P m^2 (:func:`data_term_low_rank_factored`'s value)."""
+    return data_term_low_rank_factored(Z, y, kappa2)[0]
+
+
+def data_term_low_rank_factored(Z, y, kappa2):
+    """(D(Z Z^T), (L, alpha)): the value with the Cholesky factor L of kappa2 I_m + Z^T Z and alpha.
 
     With alpha = (kappa2 I_m + Z^T Z)^{-1} Z^T y and t = (y - Z alpha)/kappa2 = (K + kappa2)^{-1} y,
     y^T t = kappa2 |t|^2 + |alpha|^2 (Z^T t = alpha): a sum of positive terms, free of the
@@ -61,7 +66,7 @@ def data_term_low_rank(Z, y, kappa2):
     t = (y - Z @ alpha) / kappa2
     quadratic = kappa2 * jnp.sum(t**2) + jnp.sum(alpha**2)
     logdet = (P - m) * jnp.log(kappa2) + 2 * jnp.sum(jnp.log(jnp.diagonal(L)))
-    return 0.5 * quadratic + 0.5 * _outputs(y) * logdet
+    return 0.5 * quadratic + 0.5 * _outputs(y) * logdet, (L, alpha)
 
 
 def kernel_data_term(problem: TwoLayerProblem, Sigma, scale=1.0):
