@@ -35,8 +35,8 @@ def solvers_vs_scipy(cfg: Config) -> Section:
     """Kernel-scaling and linear adaptive solves vs scipy L-BFGS-B on the same actions."""
     sec = Section(
         "Our solvers vs a hand-written numpy/scipy implementation (same action, same answer)",
-        "Ours: `solve_problem` with the default solver (FixedPoint: Anderson-accelerated iteration of the "
-        "stationarity condition on Sigma^{-1}, to a residual of 1e-10; weight space for the linear net when d < P), "
+        "Ours: `solve_problem` with the default solver (FixedPoint: Newton steps on the stationarity "
+        "condition for Sigma^{-1}, exact for linear nets, to a residual of 1e-10; weight space for the linear net when d < P), "
         "compiled ahead of time. Baseline: `scipy.optimize.minimize(method='L-BFGS-B')` "
         "with hand-written gradients on the THEORY.md sec. 3 action (scaling, over log s) and the sec. 4 "
         "action over a log-diagonal Cholesky factor of Sigma (function space, one P x P Cholesky per "
@@ -88,8 +88,8 @@ def scaling_with_size(cfg: Config) -> Section:
     """Solve time vs P (scaling, adaptive erf, adaptive linear) and vs d, per iteration in Cholesky units."""
     sec = Section(
         "Scaling: solve time vs P and d, per iteration in units of one Cholesky factorisation",
-        "Default solver (`FixedPoint`: Anderson-accelerated fixed point; for the scalar of kernel scaling the "
-        "secant method). Per iteration = run time / map evaluations (rejected trial steps included); one "
+        "Default solver (`FixedPoint`: Newton steps from the Gaussian-equivalent Jacobian model, Anderson-accelerated; "
+        "for the scalar of kernel scaling the secant method). Per iteration = run time / map evaluations (rejected trial steps included); one "
         "evaluation = kernel + Cholesky + the data term's gradient. Cholesky: scipy `cho_factor` of a P x P SPD "
         "matrix (the machine's BLAS limit for one factorisation of the largest matrix, P x P in function "
         f"space, d x d in weight space). erf nets: d={cfg.target[0]}, N={cfg.target[1]}, gamma=2, cubic teacher; "

@@ -46,8 +46,8 @@ def sweeps(cfg: Config) -> Section:
     n = len(sweep.points)
     sec = Section(
         f"Sweeps: {n} points (adaptive, linear net d=10, N=200, P=60; gamma x kappa2 grid)",
-        "`run_sweep(batch=True)` (one vmapped, jitted solve with the default solver, the Anderson-accelerated "
-        "fixed point) vs `run_sweep(batch=False)` (a loop of jitted single solves with the same solver), in a "
+        "`run_sweep(batch=True)` (one vmapped, jitted solve with the default solver, the fixed point with "
+        "exact Newton steps for these linear nets) vs `run_sweep(batch=False)` (a loop of jitted single solves with the same solver), in a "
         "subprocess. Compile = first call - median of later calls. "
         "Iterations: mean / max over the points; a vmapped batch runs until its slowest point has converged "
         "(converged points wait), so max / mean bounds what the batch loses to lock-step. Multi-device: a "
