@@ -86,13 +86,17 @@ def check_array(name: str, value, ndim: int | None = None, shape: tuple | None =
 
 
 def check_psd(name: str, K, rtol: float = 1e-10) -> None:
-    """Raise if a symmetric matrix is not positive semi-definite (up to round-off)."""
+    """Raise if a symmetric matrix is not positive semi-definite (up to round-off: ``rtol``, and no finer
+    than 64 eps of K's own float type, so that a float32 kernel is judged by float32 round-off)."""
     if is_traced(K):
         return
-    K = np.asarray(K, dtype=float)
+    K = np.asarray(K)
+    eps = float(np.finfo(K.dtype).eps) if np.issubdtype(K.dtype, np.floating) else 0.0
+    rtol = max(rtol, 64 * eps)
+    K = K.astype(float)
     if K.ndim != 2 or K.shape[0] != K.shape[1]:
         raise ValueError(f"{name} must be a square matrix, got shape {K.shape}")
-    if not np.allclose(K, K.T, rtol=1e-8, atol=1e-10 * max(1.0, np.abs(K).max())):
+    if not np.allclose(K, K.T, rtol=max(1e-8, rtol), atol=rtol * max(1.0, np.abs(K).max())):
         raise ValueError(f"{name} must be symmetric")
     ev = np.linalg.eigvalsh(K)
     scale = max(1.0, float(np.abs(ev).max()))

@@ -156,6 +156,22 @@ def test_quadrature_activation_converges_below_the_actions_round_off():
     assert float(jnp.max(jnp.abs(newton.value - plain.value))) < 1e-8 * scale
 
 
+@pytest.mark.parametrize("solver", [FixedPoint(), QuasiNewton()], ids=["fixed-point", "gradient"])
+def test_float32_solves_converge_to_the_float64_answer(data, solver):
+    # float32 data: both solvers stop at the float32 tolerance (1000 eps = 1.2e-4, not float64's 1e-10,
+    # which float32 round-off never reaches), return float32 and agree with the float64 solve to float32
+    # accuracy (Sigma 1e-3 relative, learnability 1e-4); summarize/predict accept the float32 kernel.
+    arch = ak.FCN(D, N, "erf", gamma=2.0)
+    data32 = jax.tree.map(lambda a: a.astype(jnp.float32), data)
+    reference = ak.solve(arch, data, KAPPA2, "adaptive", solver)
+    sol = ak.solve(arch, data32, KAPPA2, "adaptive", solver)
+    assert sol.value.dtype == jnp.float32 and bool(sol.converged) and int(sol.iterations) < 200
+    scale = float(jnp.max(jnp.abs(reference.value)))
+    assert float(jnp.max(jnp.abs(sol.value - reference.value))) < 1e-3 * scale
+    learn32 = ak.summarize(sol, arch, data32, KAPPA2)["learnability"]
+    assert abs(learn32 - ak.summarize(reference, arch, data, KAPPA2)["learnability"]) < 1e-4
+
+
 def test_scaling_solvers_agree_and_match_the_scalar_equation(arch, data):
     # 1/s = 1 + (2/N) dD/ds with D(s) = (1/2) y^T (sK + k)^{-1} y + (1/2) log det(sK + k) written out
     # in numpy with dD/ds = (1/2)[tr(A K) - t^T K t]; relative 1e-8.

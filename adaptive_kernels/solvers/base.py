@@ -64,6 +64,20 @@ def stationarity(action: EntropicAction, Sigma, args):
     return residual, grad_norm, margin
 
 
+def stationarity_tolerance(tol, tree) -> float:
+    """``tol`` if given, else the default for the order parameters' float type: max(1e-10, 1000 eps)
+    (1e-10 in float64; 1.2e-4 in float32, whose round-off leaves the residual at ~1e-6-1e-5)."""
+    if tol is not None:
+        return tol
+    dtype = jnp.result_type(*jax.tree.leaves(tree))
+    return max(1e-10, 1000 * float(jnp.finfo(dtype).eps))
+
+
+def check_tolerance(name: str, tol):
+    if not (tol is None or tol > 0):
+        raise ValueError(f"{name} must be None or positive, got {tol}")
+
+
 DENSE_HESSIAN_BUDGET = 5e7
 
 

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_kernels.actions.base import EntropicAction, as_matrix
+from adaptive_kernels.solvers.base import check_tolerance, stationarity_tolerance
 from adaptive_kernels.solvers.forward_backward import ForwardBackward, StepInfo, fixed_point_solve
 
 
@@ -53,7 +54,8 @@ class FixedPoint(eqx.Module):
 
     Attributes:
         damping: the largest step eta in (0, 1] on the precision (1: the plain iteration).
-        tol: stationarity residual max|Sigma (aI + (2/N) dD/dSigma) - I| for SUCCESS.
+        tol: stationarity residual max|Sigma (aI + (2/N) dD/dSigma) - I| for SUCCESS (None: 1e-10 in
+            float64, 1.2e-4 in float32; ``solvers.base.stationarity_tolerance``).
         max_steps: iteration limit (evaluations of the map, rejected trial steps included).
         anderson_memory: accepted iterates the Anderson extrapolation uses (0: plain damped iteration),
             at most the number of free parameters sum_l n_l (n_l + 1)/2 (1 for a scalar: the secant
@@ -69,7 +71,7 @@ class FixedPoint(eqx.Module):
     """
 
     damping: float = eqx.field(static=True, default=1.0)
-    tol: float = eqx.field(static=True, default=1e-10)
+    tol: float | None = eqx.field(static=True, default=None)
     max_steps: int = eqx.field(static=True, default=1000)
     anderson_memory: int | None = eqx.field(static=True, default=None)
     newton: bool = eqx.field(static=True, default=True)
@@ -77,8 +79,7 @@ class FixedPoint(eqx.Module):
     def __check_init__(self):
         if not 0 < self.damping <= 1:
             raise ValueError(f"damping must lie in (0, 1], got {self.damping}")
-        if not self.tol > 0:
-            raise ValueError(f"tol must be positive, got {self.tol}")
+        check_tolerance("tol", self.tol)
         if not (isinstance(self.max_steps, int) and self.max_steps > 0):
             raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
         if not (self.anderson_memory is None or (isinstance(self.anderson_memory, int) and self.anderson_memory >= 0)):
@@ -86,6 +87,7 @@ class FixedPoint(eqx.Module):
 
     def run(self, action: EntropicAction, init, args):
         like = init
+        tol = stationarity_tolerance(self.tol, init)
 
         def step(precision, args):
             Sigma = jax.tree.map(_inverse_spd, precision)
@@ -98,7 +100,7 @@ class FixedPoint(eqx.Module):
             ]))
             if newton:
                 targets = jax.tree.map(jnp.add, precision, model.newton_step(jax.tree.map(jnp.subtract, targets, precision)))
-            return targets, StepInfo(in_domain=_all_finite(Sigma), action=value, converged=residual <= self.tol)
+            return targets, StepInfo(in_domain=_all_finite(Sigma), action=value, converged=residual <= tol)
 
         model = jax.eval_shape(lambda: action.fixed_point_terms(init, args)[2])
         newton = self.newton and model is not None

@@ -11,6 +11,8 @@ residual to ``tol``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -18,10 +20,16 @@ import lineax as lx
 import optimistix as optx
 
 from adaptive_kernels.actions.base import EntropicAction
-from adaptive_kernels.solvers.base import from_unconstrained, hessian_solver, stationarity, to_unconstrained
+from adaptive_kernels.solvers.base import (
+    check_tolerance, from_unconstrained, hessian_solver, stationarity, stationarity_tolerance, to_unconstrained,
+)
 from adaptive_kernels.solvers.solution import Status
 
 METHODS = ("bfgs", "lbfgs")
+
+
+def _cast(x, dtype):
+    return x.astype(dtype) if eqx.is_inexact_array(x) else x
 
 
 class QuasiNewton(eqx.Module):
@@ -30,7 +38,8 @@ class QuasiNewton(eqx.Module):
     Attributes:
         method: ``"bfgs"`` (dense inverse Hessian) or ``"lbfgs"`` (limited memory).
         rtol, atol: optimistix's Cauchy termination (changes of the coordinates and of S).
-        tol: the stationarity residual max|Sigma (aI + (2/N) dD/dSigma) - I| required for SUCCESS.
+        tol: the stationarity residual max|Sigma (aI + (2/N) dD/dSigma) - I| required for SUCCESS
+            (None: 1e-10 in float64, 1.2e-4 in float32; ``solvers.base.stationarity_tolerance``).
         max_steps: iteration limit of the quasi-Newton phase.
         newton_steps: largest number of Newton steps after it (0: none).
         linear_solver: lineax solver for the Newton steps (default: ``solvers.base.hessian_solver``,
@@ -41,7 +50,7 @@ class QuasiNewton(eqx.Module):
     method: str = eqx.field(static=True, default="lbfgs")
     rtol: float = eqx.field(static=True, default=1e-13)
     atol: float = eqx.field(static=True, default=1e-13)
-    tol: float = eqx.field(static=True, default=1e-10)
+    tol: float | None = eqx.field(static=True, default=None)
     max_steps: int = eqx.field(static=True, default=1000)
     newton_steps: int = eqx.field(static=True, default=4)
     linear_solver: lx.AbstractLinearSolver | None = eqx.field(static=True, default=None)
@@ -49,9 +58,10 @@ class QuasiNewton(eqx.Module):
     def __check_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        for name in ("rtol", "atol", "tol"):
+        for name in ("rtol", "atol"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_tolerance("tol", self.tol)
         if not (isinstance(self.max_steps, int) and self.max_steps > 0):
             raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
         if not (isinstance(self.newton_steps, int) and self.newton_steps >= 0):
@@ -63,6 +73,15 @@ class QuasiNewton(eqx.Module):
         return optx.BFGS(rtol=self.rtol, atol=self.atol)
 
     def run(self, action: EntropicAction, init, args):
+        tol = stationarity_tolerance(self.tol, init)
+        dtype = jnp.result_type(*jax.tree.leaves(init))
+        if jax.config.jax_enable_x64 and dtype != jnp.float64:
+            # optimistix's (L-)BFGS mixes float64 scalars into float32 states when x64 is on (optimistix
+            # issue #207: a scan carry type error), so solve in float64 to the float32 tolerance, then cast back.
+            wide, narrow = (lambda x: _cast(x, jnp.float64)), (lambda x: _cast(x, dtype))
+            Sigma, iterations, status, stats = dataclasses.replace(self, tol=tol).run(
+                action, jax.tree.map(wide, init), jax.tree.map(wide, args))
+            return jax.tree.map(narrow, Sigma), iterations, status, stats
         _, precisions = action.prior(args)
 
         def objective(u, args):
@@ -83,7 +102,7 @@ class QuasiNewton(eqx.Module):
 
         def newton_cond(carry):
             k, _, residual = carry
-            return (k < self.newton_steps) & (residual > self.tol)
+            return (k < self.newton_steps) & (residual > tol)
 
         def newton_body(carry):
             k, u, residual = carry
@@ -104,7 +123,7 @@ class QuasiNewton(eqx.Module):
         polished, u, residual = jax.lax.while_loop(newton_cond, newton_body, (jnp.asarray(0), u0, residual_at(u0)))
         Sigma = from_unconstrained(u, precisions, init)
         status = jnp.where(
-            residual <= self.tol,
+            residual <= tol,
             Status.SUCCESS,
             jnp.where(result.stats["num_steps"] >= self.max_steps, Status.MAX_STEPS, Status.LINE_SEARCH_FAILED),
         )
