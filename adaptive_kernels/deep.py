@@ -267,6 +267,8 @@ def solve_deep(
     """
     kappa2 = _check_inputs(arch, data, kappa2)
     X, y = data.X, data.y
+    # the architecture's hyper-parameters in the data's float type (float32 data solve in float32)
+    arch = jax.tree.map(lambda a: a.astype(X.dtype) if eqx.is_inexact_array(a) else a, arch)
     if theory not in THEORIES:
         raise ValueError(f"theory: unknown {theory!r}; choose one of {', '.join(THEORIES)}")
     if cumulant not in CUMULANTS:

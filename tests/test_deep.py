@@ -150,6 +150,20 @@ def test_erf_forward_backward_and_primal_agree(erf_problem):
         np.testing.assert_allclose(Kp, Kf, atol=1e-6 * float(jnp.abs(Kf).max()))
 
 
+@pytest.mark.parametrize("solver", ["fixed-point", "gradient"])
+def test_float32_data_solve_in_float32(erf_problem, solver):
+    """float32 data: the forward-backward and the primal solve converge (to float32's tolerances),
+    return float32 kernels, and predict the float64 mean output to 1e-3 relative."""
+    arch, data, primal, _ = erf_problem
+    data32 = jax.tree.map(lambda a: a.astype(jnp.float32), data)
+    sol = solve_deep(arch, data32, 1e-2, solver=solver)
+    assert bool(sol.converged)
+    assert all(K.dtype == jnp.float32 for K in sol.value.kernels)
+    f32 = predict_deep(sol, arch, data32, 1e-2).mean_test
+    f64 = predict_deep(primal, arch, data, 1e-2).mean_test
+    assert float(jnp.max(jnp.abs(f32 - f64))) < 1e-3 * float(jnp.max(jnp.abs(f64)))
+
+
 def test_solution_is_stationary_point_of_reference_conjugate_action(erf_problem):
     """Autodiff of the plain slogdet action S({K}, {Kt}) (sec. 5) must vanish at the solution
     in every K_l and Kt_l (relative to the gradient scale at the NNGP point, 1e-6)."""

@@ -46,7 +46,8 @@ class ForwardBackward(eqx.Module):
             the residual) where eta = 1 converged in 76 steps; L = 1-3 converged either way.
         min_damping: the iteration gives up when backtracking pushes eta below this.
         rtol, atol: converged when |T(x) - x| <= atol + rtol |T(x)| (unless ``step`` reports its own
-            ``StepInfo.converged``).
+            ``StepInfo.converged``); None: 1e-10 and 1e-12 in float64, 1000 eps and 10 eps of the
+            iterate's float type otherwise (float32 round-off never reaches float64's).
         max_steps: iteration limit (rejected trial steps count).
         grow, shrink: factors applied to eta after an accepted / rejected step.
         growth_tolerance: an accepted step may raise the residual by this factor at most.
@@ -64,8 +65,8 @@ class ForwardBackward(eqx.Module):
 
     damping: float = 1.0
     min_damping: float = 1e-7
-    rtol: float = 1e-10
-    atol: float = 1e-12
+    rtol: float | None = None
+    atol: float | None = None
     max_steps: int = eqx.field(static=True, default=5000)
     grow: float = 1.5
     shrink: float = 0.3
@@ -77,8 +78,9 @@ class ForwardBackward(eqx.Module):
         check_in_range("damping", self.damping, 0.0, 1.0)
         check_positive("damping", self.damping)
         check_positive("min_damping", self.min_damping)
-        check_positive("rtol", self.rtol)
-        check_positive("atol", self.atol)
+        for name in ("rtol", "atol"):
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name))
         check_positive_int("max_steps", self.max_steps)
         check_in_range("shrink", self.shrink, 0.0, 1.0)
         check_in_range("grow", self.grow, 1.0, 10.0)
@@ -145,14 +147,20 @@ def fixed_point_solve(
     "accepted": accepted steps}.
     """
 
+    flat0, unravel = ravel_pytree(init)
+    eps = float(jnp.finfo(flat0.dtype).eps)
+    rtol = solver.rtol if solver.rtol is not None else max(1e-10, 1000 * eps)
+    atol = solver.atol if solver.atol is not None else max(1e-12, 10 * eps)
+
     def evaluate(x):
         Tx, info = step(x, args)
+        Tx = jax.tree.map(lambda t, a: t.astype(a.dtype), Tx, x)  # a step may promote (float64 constants)
         res = _norm(jax.tree_util.tree_map(jnp.subtract, Tx, x))
         ok = info.in_domain & jnp.isfinite(res) & jnp.isfinite(info.action)
         return Tx, info, res, ok
 
     def converged(Tx, res, info):
-        return res <= solver.atol + solver.rtol * _norm(Tx) if info.converged is None else info.converged
+        return res <= atol + rtol * _norm(Tx) if info.converged is None else info.converged
 
     Tx0, info0, res0, ok0 = evaluate(init)
     dtype = res0.dtype
@@ -160,7 +168,6 @@ def fixed_point_solve(
         ok0, jnp.where(converged(Tx0, res0, info0), Status.SUCCESS, Status.MAX_STEPS),
         jnp.where(info0.in_domain, Status.NONFINITE, Status.LEFT_DOMAIN),
     )
-    flat0, unravel = ravel_pytree(init)
     memory = solver.anderson_memory + 1
     state0 = dict(
         X_hist=jnp.zeros((memory, flat0.size), flat0.dtype).at[-1].set(flat0),
