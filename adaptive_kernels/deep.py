@@ -128,6 +128,11 @@ def _second_order_step(conjugates, problem):
 
 
 # --- solvers for each form -------------------------------------------------------------------------------
+def _in_dtype(arch: FCN, dtype) -> FCN:
+    """The architecture's float hyper-parameters in ``dtype``: float32 data solve and predict in float32."""
+    return jax.tree.map(lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, arch)
+
+
 def _zeros(arch, P, dtype):
     return tuple(jnp.zeros((P, P), dtype) for _ in arch.widths)
 
@@ -267,8 +272,7 @@ def solve_deep(
     """
     kappa2 = _check_inputs(arch, data, kappa2)
     X, y = data.X, data.y
-    # the architecture's hyper-parameters in the data's float type (float32 data solve in float32)
-    arch = jax.tree.map(lambda a: a.astype(X.dtype) if eqx.is_inexact_array(a) else a, arch)
+    arch = _in_dtype(arch, X.dtype)
     if theory not in THEORIES:
         raise ValueError(f"theory: unknown {theory!r}; choose one of {', '.join(THEORIES)}")
     if cumulant not in CUMULANTS:
@@ -348,6 +352,7 @@ def predict_deep(solution: Solution, arch: FCN, data: Dataset, kappa2, X_test=No
     ``X_test`` (default ``data.X_test``), and the predictive variance on the test inputs."""
     kappa2 = _check_inputs(arch, data, kappa2)
     X_test = data.X_test if X_test is None else check_array("X_test", X_test, ndim=2, shape=(None, arch.d))
+    arch = _in_dtype(arch, data.X.dtype)
     P = data.P
     K_out = arch.readout_scale * layer_kernels(solution, arch, data.X, X_test)[-1]
     train = gp_predict(K_out[:P, :P], data.y, kappa2, K_cross=K_out[:P, :P], K_test_diag=None)

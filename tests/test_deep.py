@@ -153,7 +153,7 @@ def test_erf_forward_backward_and_primal_agree(erf_problem):
 @pytest.mark.parametrize("solver", ["fixed-point", "gradient"])
 def test_float32_data_solve_in_float32(erf_problem, solver):
     """float32 data: the forward-backward and the primal solve converge (to float32's tolerances),
-    return float32 kernels, and predict the float64 mean output to 1e-3 relative."""
+    return float32 kernels, and predict (in float32) the float64 mean output to 1e-3 relative."""
     arch, data, primal, _ = erf_problem
     data32 = jax.tree.map(lambda a: a.astype(jnp.float32), data)
     sol = solve_deep(arch, data32, 1e-2, solver=solver)
@@ -161,6 +161,7 @@ def test_float32_data_solve_in_float32(erf_problem, solver):
     assert all(K.dtype == jnp.float32 for K in sol.value.kernels)
     f32 = predict_deep(sol, arch, data32, 1e-2).mean_test
     f64 = predict_deep(primal, arch, data, 1e-2).mean_test
+    assert f32.dtype == jnp.float32
     assert float(jnp.max(jnp.abs(f32 - f64))) < 1e-3 * float(jnp.max(jnp.abs(f64)))
 
 
