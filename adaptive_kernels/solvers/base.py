@@ -74,6 +74,7 @@ def stationarity_tolerance(tol, tree) -> float:
 
 
 def check_tolerance(name: str, tol):
+    """Raise unless ``tol`` is None (the dtype default) or positive."""
     if not (tol is None or tol > 0):
         raise ValueError(f"{name} must be None or positive, got {tol}")
 

@@ -7,8 +7,8 @@ Each order parameter is solved from its own stationarity equation
 
 (for a linear net T = (d/s_w2) I - (c/N) X^T (t t^T - A) X; for any phi the data gradient
 comes from autodiff). When the action supplies a model J of the map's Jacobian
-(``EntropicAction.linearised_data_term``; the two-layer adaptive action in function space does:
-its Gaussian-equivalent linear part, ``actions.adaptive.LinearisedPrecisionMap``), the step is the
+(``EntropicAction.linearised_data_term``; the fully connected two-layer adaptive action does, in
+function and weight space: its Gaussian-equivalent linear part, ``actions.adaptive.LinearisedPrecisionMap``), the step is the
 Newton step of the residual instead, Lambda + (I - J)^{-1} (T(Lambda) - Lambda): exact Newton for
 a linear net. The iteration is :func:`~adaptive_kernels.solvers.forward_backward.fixed_point_solve`:
 damped steps, Anderson-extrapolated from the last accepted iterates, each accepted only if Lambda
