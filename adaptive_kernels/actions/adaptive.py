@@ -56,13 +56,17 @@ def adaptive_prior(problem: TwoLayerProblem):
 class LinearisedPrecisionMap(eqx.Module):
     """The module docstring's J for one fully connected layer; :meth:`newton_step` solves (I - J) delta = R.
 
-    Attributes: Sigma (d, d); B = Xt^T A Xt (d, d); V = Xt^T A Y (d, m); width N; outputs m;
-    exact: whether J is the exact Jacobian (linear phi), so that its Newton steps need no acceleration.
+    Held in the coordinates of a factor Sigma = F F^T, where B and V enter only as C = F^T B F and
+    F^T V (what both evaluation spaces give directly).
+
+    Attributes: F (d, d) lower triangular; C = F^T B F (d, d); FV = F^T V (d, m), B = Xt^T A Xt,
+    V = Xt^T A Y; width N; outputs m; exact: whether J is the exact Jacobian (linear phi), so that
+    its Newton steps need no acceleration.
     """
 
-    Sigma: jnp.ndarray
-    B: jnp.ndarray
-    V: jnp.ndarray
+    F: jnp.ndarray
+    C: jnp.ndarray
+    FV: jnp.ndarray
     width: jnp.ndarray
     outputs: int = eqx.field(static=True)
     exact: bool = eqx.field(static=True)
@@ -70,18 +74,18 @@ class LinearisedPrecisionMap(eqx.Module):
     def newton_step(self, R):
         """delta with delta - J[delta] = R, in O(d^3 + (dm)^3); R itself where the model gives no descent step.
 
-        With Sigma = F F^T, C = F^T B F = U diag(lam) U^T, Om = U^T F^T V and primes for U^T F^T (.) F U,
-        the equation reads delta'_ij D_ij + s sum_k (lam_i Z_ik Om_jk + Om_ik lam_j Z_jk) = R'_ij with
+        With C = U diag(lam) U^T, Om = U^T F^T V and primes for U^T F^T (.) F U, the equation reads
+        delta'_ij D_ij + s sum_k (lam_i Z_ik Om_jk + Om_ik lam_j Z_jk) = R'_ij with
         D_ij = 1 - s m lam_i lam_j, s = 1/N and Z = delta' Om: a (dm x dm) linear system for Z, then delta'.
         Accepted when every D_ij > 0 (the model is positive definite along the Kronecker modes), the
         result is finite and tr(Sigma R Sigma delta) > 0 (a descent direction of S, whose gradient in
         Lambda is -(N/2) Sigma R Sigma).
         """
         s = 1.0 / self.width
-        F = jnp.linalg.cholesky(self.Sigma)
-        lam, U = jnp.linalg.eigh(F.T @ self.B @ F)
+        F = self.F
+        lam, U = jnp.linalg.eigh(self.C)
         G = F @ U  # delta' = G^T delta G
-        Om = G.T @ self.V
+        Om = U.T @ self.FV
         Rp = G.T @ R @ G
         D = 1 - s * self.outputs * lam[:, None] * lam[None, :]
         d, k = Om.shape
@@ -96,33 +100,31 @@ class LinearisedPrecisionMap(eqx.Module):
         half = jsl.solve_triangular(F.T, U @ dp @ U.T, lower=False)  # F^-T U delta' U^T
         delta = jsl.solve_triangular(F.T, half.T, lower=False)  # ... F^-1
         delta = 0.5 * (delta + delta.T)
-        SRS = self.Sigma @ R @ self.Sigma
-        ok = (jnp.min(D) > 0) & jnp.all(jnp.isfinite(delta)) & (jnp.sum(SRS * delta) > 0)
+        Sigma = F @ F.T
+        ok = (jnp.min(D) > 0) & jnp.all(jnp.isfinite(delta)) & (jnp.sum(Sigma @ R @ Sigma * delta) > 0)
         return jnp.where(ok, delta, R)
 
 
 def adaptive_linearised_data_term(Sigma, problem: TwoLayerProblem):
     """(D, dD/dSigma, :class:`LinearisedPrecisionMap` or None), reusing the evaluation's factorisations.
 
-    Function space: one Cholesky factor of K_Sigma + kappa2 gives D, its closed-form gradient and
-    B = Xt^T A Xt (one triangular solve with d right-hand sides). Weight space (linear phi, K = Z Z^T,
-    Z = sqrt(c) X F, Sigma = F F^T): F^T B F = Z^T A Z = I - kappa2 (kappa2 I + Z^T Z)^{-1} and
-    V = F^-T Z^T t = F^-T alpha from the Woodbury factors. A CNN (several patches) gets no model.
+    Function space: one Cholesky factor L of K_Sigma + kappa2 gives D, its closed-form gradient and
+    C = F^T B F = W^T W with W = L^-1 Xt F (one triangular solve with d right-hand sides). Weight space
+    (linear phi, K = Z Z^T, Z = sqrt(c) X F): C = Z^T A Z = I - kappa2 (kappa2 I + Z^T Z)^{-1} and
+    F^T V = Z^T t = alpha from the Woodbury factors. A CNN (several patches) gets no model.
     """
     if problem.patches != 1:
         value, grad = jax.value_and_grad(adaptive_data_term)(Sigma, problem)
         return value, grad, None
+    F = jnp.linalg.cholesky(Sigma)
     if problem.space == "weight":
         def term(S):
             return data_term_low_rank_factored(problem.weight_space_factor(S), problem.y, problem.kappa2)
 
         (value, (factor, alpha)), grad = jax.value_and_grad(term, has_aux=True)(Sigma)
-        F = jnp.linalg.cholesky(Sigma)
         eye = jnp.eye(F.shape[0], dtype=F.dtype)
         C = eye - problem.kappa2 * jsl.cho_solve((factor, True), eye)
-        half = jsl.solve_triangular(F.T, C, lower=False)
-        B = jsl.solve_triangular(F.T, half.T, lower=False)
-        V = jsl.solve_triangular(F.T, alpha.reshape(alpha.shape[0], -1), lower=False)
+        FV = alpha.reshape(alpha.shape[0], -1)
     else:
         K, kernel_pullback = jax.vjp(problem.output_kernel, Sigma)
         value, dK, (factor, t) = data_term_with_gradient(K, problem.y, problem.kappa2)
@@ -130,10 +132,10 @@ def adaptive_linearised_data_term(Sigma, problem: TwoLayerProblem):
         X = problem.X
         q = jnp.einsum("pi,ij,pj->p", X, Sigma, X)
         slope2 = problem.activation.derivative_expectation(q, jnp.zeros_like(q), q)  # E[phi'(u)]^2
-        Xt = jnp.sqrt(problem.readout_scale * slope2)[:, None] * X
-        W = jsl.solve_triangular(factor, Xt, lower=True)
-        B, V = W.T @ W, Xt.T @ t.reshape(t.shape[0], -1)
-    model = LinearisedPrecisionMap(Sigma=Sigma, B=0.5 * (B + B.T), V=V, width=problem.width, outputs=V.shape[1],
+        XtF = jnp.sqrt(problem.readout_scale * slope2)[:, None] * (X @ F)
+        W = jsl.solve_triangular(factor, XtF, lower=True)
+        C, FV = W.T @ W, XtF.T @ t.reshape(t.shape[0], -1)
+    model = LinearisedPrecisionMap(F=F, C=0.5 * (C + C.T), FV=FV, width=problem.width, outputs=FV.shape[1],
                                    exact=problem.activation.is_linear)
     return value, grad, model
 
