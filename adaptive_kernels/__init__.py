@@ -9,8 +9,8 @@ from adaptive_kernels._config import _apply_default_precision, precision
 
 _apply_default_precision()
 
-from adaptive_kernels.activations import ACTIVATIONS, Activation, get_activation  # noqa: E402
-from adaptive_kernels.api import Prediction, predict, solve, summarize  # noqa: E402
+from adaptive_kernels.activations import ACTIVATIONS, AbstractActivation, get_activation  # noqa: E402
+from adaptive_kernels.api import layer_kernels, predict, solve, summarize  # noqa: E402
 from adaptive_kernels.architectures import CNN, FCN  # noqa: E402
 from adaptive_kernels.data import Dataset, load_digits_regression, teacher_dataset  # noqa: E402
 from adaptive_kernels.gp import GPPrediction, gp_predict, log_marginal_likelihood  # noqa: E402
@@ -33,15 +33,28 @@ from adaptive_kernels.observables import (  # noqa: E402
     mse,
     spectrum,
 )
+from adaptive_kernels.prediction import Prediction  # noqa: E402
+from adaptive_kernels.problem import Problem, make_problem  # noqa: E402
+from adaptive_kernels.solvers import FixedPoint, Newton, QuasiNewton, Solution, Status  # noqa: E402
+from adaptive_kernels.theories import NNGP, Adaptive, Scaling  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
-    "Activation",
+    "AbstractActivation",
+    "Adaptive",
     "CNN",
     "Dataset",
     "FCN",
+    "FixedPoint",
+    "NNGP",
+    "Newton",
+    "Problem",
+    "QuasiNewton",
+    "Scaling",
+    "Solution",
+    "Status",
     "GPPrediction",
     "Prediction",
     "Spectrum",
@@ -54,9 +67,11 @@ __all__ = [
     "gp_predict",
     "hidden_kernels",
     "kernel_target_alignment",
+    "layer_kernels",
     "learnability",
     "load_digits_regression",
     "log_marginal_likelihood",
+    "make_problem",
     "mse",
     "nngp",
     "ntk",

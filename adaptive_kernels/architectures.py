@@ -19,6 +19,7 @@ is accepted instead of gamma. Two-layer CNN with non-overlapping patches
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable
 
 import equinox as eqx
@@ -31,9 +32,15 @@ from adaptive_kernels._validation import (
     check_positive_int,
     is_traced,
 )
-from adaptive_kernels.activations import Activation, get_activation
+from adaptive_kernels.activations import AbstractActivation, get_activation
+from adaptive_kernels.kernels import network_layers, split_patches
 
 GAMMA_RANGE = (0.0, 3.0)
+
+
+def readout_scale(s_a2, width, gamma):
+    """c = s_a2 N**(1 - gamma): the readout's weight in the output kernel (THEORY.md sec. 1)."""
+    return s_a2 * width ** (1.0 - gamma)
 
 
 def _resolve_gamma(gamma, chi, width: int):
@@ -51,21 +58,67 @@ def _as_float(x):
     return x if is_traced(x) else jnp.asarray(x, dtype=float)
 
 
-class FCN(eqx.Module):
+class AbstractArchitecture(eqx.Module):
+    """What the theories and samplers need of an architecture: sizes, hyper-parameters, its kernel map.
+
+    A fully connected net is the one-patch case of the CNN (S = 1, n = d), so both split their inputs into
+    (S, P, n) patches and share one kernel map (``kernels.network_layers``).
+    """
+
+    activation: eqx.AbstractVar[AbstractActivation]
+    s_w2: eqx.AbstractVar[jnp.ndarray]
+    s_a2: eqx.AbstractVar[jnp.ndarray]
+    gamma: eqx.AbstractVar[jnp.ndarray]
+
+    @property
+    def d(self) -> int:
+        return self.patch_size * self.patches
+
+    @property
+    def depth(self) -> int:
+        """Number of hidden layers L."""
+        return len(self.widths)
+
+    @property
+    def width(self) -> int:
+        """Width of the last hidden layer (the one the readout sees; C for a CNN)."""
+        return self.widths[-1]
+
+    @property
+    def readout_scale(self):
+        """c = s_a2 * N_L**(1 - gamma): the readout's weight in the output kernel."""
+        return readout_scale(self.s_a2, self.width, self.gamma)
+
+    @property
+    def chi(self):
+        """chi = N_L**(gamma - 1), the review's way of writing the readout scaling."""
+        return self.width ** (self.gamma - 1.0)
+
+    def split_patches(self, X):
+        """(P, d) inputs -> (S, P, n) patches x_s (the patch axis first, as ``kernels`` expects)."""
+        return split_patches(X, self.patches)
+
+    def layers(self) -> tuple:
+        """The kernel map from the input kernel x_s.x'_s/n to the output kernel (neural-tangents' ``serial``)."""
+        covariances, head = network_layers(self.activation, self.s_w2, self.s_b2, self.depth, self.readout_scale)
+        return covariances + head
+
+
+class FCN(AbstractArchitecture):
     """Fully connected network: input dimension ``d``, hidden ``widths`` (N_1..N_L).
 
     Args:
         d: input dimension.
         widths: hidden-layer widths, an int for one hidden layer or a sequence.
-        activation: name (``"linear"``, ``"relu"``, ``"erf"``, ...), jnp function or Activation.
+        activation: name (``"linear"``, ``"relu"``, ``"erf"``, ...), jnp function or an activation object.
         s_w2: weight variance (times fan-in).  s_a2: readout variance.
         s_b2: bias variance of the hidden layers (0: no biases).
         gamma: readout exponent in [0, 3]; or ``chi`` = N_L**(gamma - 1) instead.
     """
 
-    d: int = eqx.field(static=True)
+    input_dim: int = eqx.field(static=True)
     widths: tuple[int, ...] = eqx.field(static=True)
-    activation: Activation
+    activation: AbstractActivation
     s_w2: jnp.ndarray
     s_a2: jnp.ndarray
     s_b2: jnp.ndarray
@@ -75,15 +128,15 @@ class FCN(eqx.Module):
         self,
         d: int,
         widths: int | tuple[int, ...] | list[int],
-        activation: str | Callable | Activation = "linear",
+        activation: str | Callable | AbstractActivation = "linear",
         s_w2: float = 1.0,
         s_a2: float = 1.0,
         s_b2: float = 0.0,
         gamma: float | None = None,
         chi: float | None = None,
     ):
-        self.d = check_positive_int("d", d)
-        widths = (widths,) if isinstance(widths, int) else tuple(widths)
+        self.input_dim = check_positive_int("d", d)
+        widths = (widths,) if isinstance(widths, numbers.Integral) else tuple(widths)
         if not widths:
             raise ValueError("widths must name at least one hidden layer")
         self.widths = tuple(check_positive_int(f"widths[{i}]", w) for i, w in enumerate(widths))
@@ -96,28 +149,16 @@ class FCN(eqx.Module):
         self.s_w2, self.s_a2, self.s_b2, self.gamma = map(_as_float, (s_w2, s_a2, s_b2, gamma))
 
     @property
-    def depth(self) -> int:
-        """Number of hidden layers L."""
-        return len(self.widths)
+    def patches(self) -> int:
+        return 1
 
     @property
-    def width(self) -> int:
-        """Width of the last hidden layer (the one the readout sees)."""
-        return self.widths[-1]
-
-    @property
-    def readout_scale(self):
-        """c = s_a2 * N_L**(1 - gamma): the readout's weight in the output kernel."""
-        return self.s_a2 * self.width ** (1.0 - self.gamma)
-
-    @property
-    def chi(self):
-        """chi = N_L**(gamma - 1), the review's way of writing the readout scaling."""
-        return self.width ** (self.gamma - 1.0)
+    def patch_size(self) -> int:
+        return self.input_dim
 
 
-class CNN(eqx.Module):
-    """Two-layer CNN with non-overlapping patches: d = S * n, C channels, shared filters.
+class CNN(AbstractArchitecture):
+    """Two-layer CNN with non-overlapping patches: d = S * n, C channels, shared filters (no biases).
 
     Args:
         patch_size: n.  patches: S.  channels: C (the width of the hidden layer).
@@ -127,7 +168,7 @@ class CNN(eqx.Module):
     patch_size: int = eqx.field(static=True)
     patches: int = eqx.field(static=True)
     channels: int = eqx.field(static=True)
-    activation: Activation
+    activation: AbstractActivation
     s_w2: jnp.ndarray
     s_a2: jnp.ndarray
     gamma: jnp.ndarray
@@ -137,7 +178,7 @@ class CNN(eqx.Module):
         patch_size: int,
         patches: int,
         channels: int,
-        activation: str | Callable | Activation = "linear",
+        activation: str | Callable | AbstractActivation = "linear",
         s_w2: float = 1.0,
         s_a2: float = 1.0,
         gamma: float | None = None,
@@ -154,33 +195,10 @@ class CNN(eqx.Module):
         self.s_w2, self.s_a2, self.gamma = map(_as_float, (s_w2, s_a2, gamma))
 
     @property
-    def d(self) -> int:
-        return self.patch_size * self.patches
-
-    @property
     def widths(self) -> tuple[int]:
         return (self.channels,)
 
     @property
-    def depth(self) -> int:
-        return 1
-
-    @property
-    def width(self) -> int:
-        return self.channels
-
-    @property
-    def readout_scale(self):
-        """c = s_a2 * C**(1 - gamma)."""
-        return self.s_a2 * self.channels ** (1.0 - self.gamma)
-
-    @property
-    def chi(self):
-        return self.channels ** (self.gamma - 1.0)
-
-    def split_patches(self, X):
-        """(P, d) inputs -> (P, S, n) patches."""
-        return X.reshape(X.shape[0], self.patches, self.patch_size)
-
-
-Architecture = FCN | CNN
+    def s_b2(self):
+        """0: the filters have no bias."""
+        return jnp.zeros_like(self.s_w2)

@@ -5,6 +5,12 @@
 
 All solves go through one Cholesky factor; no explicit inverse is formed.
 ``y`` may be (P,) or (P, K) for several outputs sharing the kernel.
+
+The data term of every action (THEORY.md secs. 3-5) is the GP negative log marginal likelihood without its
+constant, written once here (:func:`data_term`):
+
+    D(K) = (1/2) tr y^T (K + kappa2 I)^{-1} y + (m/2) log det(K + kappa2 I),   m outputs,
+    dD/dK = (m A - t t^T)/2,   A = (K + kappa2 I)^{-1},  t = A y   (Rasmussen & Williams 2006, eq. 5.9).
 """
 
 from __future__ import annotations
@@ -40,6 +46,11 @@ def quadratic_and_logdet(A, b):
     return quadratic_and_logdet_factored(A, b)[0]
 
 
+def logdet_from_cholesky(L):
+    """log det of L L^T from its (triangular) Cholesky factor L."""
+    return 2 * jnp.sum(jnp.log(jnp.diagonal(L)))
+
+
 def quadratic_and_logdet_factored(A, b):
     """((quad, log det A), (factor, beta)): the values with the Cholesky factor of A and beta = A^{-1} b,
     for callers that reuse them (the forward half of :func:`quadratic_and_logdet`'s rule)."""
@@ -47,7 +58,7 @@ def quadratic_and_logdet_factored(A, b):
     # ~1/4 of the factorisation at P = 1000), and read it transposed, which matches LAPACK's layout.
     factor = jax.lax.linalg.cholesky(A.T, symmetrize_input=False)
     beta = jsl.cho_solve((factor, True), b)
-    return (jnp.sum(b * beta), 2 * jnp.sum(jnp.log(jnp.diagonal(factor)))), (factor, beta)
+    return (jnp.sum(b * beta), logdet_from_cholesky(factor)), (factor, beta)
 
 
 def quadratic_and_logdet_pullback(residuals, cotangents):
@@ -61,6 +72,62 @@ def quadratic_and_logdet_pullback(residuals, cotangents):
 
 
 quadratic_and_logdet.defvjp(quadratic_and_logdet_factored, quadratic_and_logdet_pullback)
+
+
+def outputs(y) -> int:
+    """m: the number of output columns of y ((P,) -> 1)."""
+    return 1 if y.ndim == 1 else y.shape[1]
+
+
+def _regularised(K, kappa2):
+    return K + kappa2 * jnp.eye(K.shape[0], dtype=K.dtype)
+
+
+def data_term(K, y, kappa2):
+    """D(K) (module docstring): one Cholesky, with the closed-form gradient of :func:`quadratic_and_logdet`."""
+    quad, logdet = quadratic_and_logdet(_regularised(K, kappa2), y)
+    return 0.5 * quad + 0.5 * outputs(y) * logdet
+
+
+def data_term_with_gradient(K, y, kappa2):
+    """(D(K), dD/dK, (factor, t)): :func:`data_term` with its closed-form gradient, the Cholesky factor of
+    K + kappa2 and t = (K + kappa2)^{-1} y, for callers that reuse them."""
+    (quad, logdet), residuals = quadratic_and_logdet_factored(_regularised(K, kappa2), y)
+    m = outputs(y)
+    grad, _ = quadratic_and_logdet_pullback(residuals, (0.5, 0.5 * m))
+    return 0.5 * quad + 0.5 * m * logdet, grad, residuals
+
+
+def data_term_low_rank(Z, y, kappa2):
+    """(D(Z Z^T), (L, alpha)) for Z (P x m), cost m^3 + P m^2 (Woodbury and Sylvester's determinant identity):
+
+        (K + kappa2)^{-1} = (I - Z (kappa2 I_m + Z^T Z)^{-1} Z^T)/kappa2,
+        log det(K + kappa2 I_P) = (P - m) log kappa2 + log det(kappa2 I_m + Z^T Z),
+
+    with L the Cholesky factor of kappa2 I_m + Z^T Z and alpha = (kappa2 I_m + Z^T Z)^{-1} Z^T y. With
+    t = (y - Z alpha)/kappa2 = (K + kappa2)^{-1} y, y^T t = kappa2 |t|^2 + |alpha|^2 (Z^T t = alpha): a sum of
+    positive terms, free of the cancellation in (y^T y - y^T Z alpha)/kappa2.
+    """
+    m = Z.shape[1]
+    gram = Z.T @ Z
+    L = jnp.linalg.cholesky(gram + kappa2 * jnp.eye(m, dtype=gram.dtype))
+    alpha = jsl.cho_solve((L, True), Z.T @ y)
+    t = (y - Z @ alpha) / kappa2
+    quadratic = kappa2 * jnp.sum(t**2) + jnp.sum(alpha**2)
+    logdet = (y.shape[0] - m) * jnp.log(kappa2) + logdet_from_cholesky(L)
+    return 0.5 * quadratic + 0.5 * outputs(y) * logdet, (L, alpha)
+
+
+def posterior(K, y, kappa2, K_cross, K_test_diag=None) -> GPPrediction:
+    """GP posterior mean K_cross (K + kappa2)^{-1} y and variance K_test_diag - diag(K_cross A K_cross^T),
+    without input checks (for kernels the library built itself; :func:`gp_predict` checks user input)."""
+    cf = _factor(K, kappa2)
+    mean = K_cross @ jsl.cho_solve(cf, y)
+    var = None
+    if K_test_diag is not None:
+        V = jsl.solve_triangular(cf[0], K_cross.T, lower=True)
+        var = K_test_diag - jnp.sum(V**2, axis=0)
+    return GPPrediction(mean=mean, variance=var)
 
 
 def _factor(K, kappa2):
@@ -94,22 +161,12 @@ def gp_predict(K, y, kappa2, K_cross=None, K_test_diag=None) -> GPPrediction:
     if K_cross is None:
         K_cross, K_test_diag = K, jnp.diagonal(K)
     K_cross = check_array("K_cross", K_cross, ndim=2, shape=(None, K.shape[0]))
-    cf = _factor(K, kappa2)
-    mean = K_cross @ jsl.cho_solve(cf, y)
-    var = None
     if K_test_diag is not None:
         K_test_diag = check_array("K_test_diag", K_test_diag, ndim=1, shape=(K_cross.shape[0],))
-        V = jsl.solve_triangular(cf[0], K_cross.T, lower=True)
-        var = K_test_diag - jnp.sum(V**2, axis=0)
-    return GPPrediction(mean=mean, variance=var)
+    return posterior(K, y, kappa2, K_cross, K_test_diag)
 
 
 def log_marginal_likelihood(K, y, kappa2):
     """log N(y | 0, K + kappa2 I), summed over output columns if y is (P, K)."""
     K, y = _check(K, y, kappa2)
-    L, lower = _factor(K, kappa2)
-    Y = y.reshape(y.shape[0], -1)
-    alpha = jsl.solve_triangular(L, Y, lower=True)
-    P, k = Y.shape
-    logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(L)))
-    return -0.5 * jnp.sum(alpha**2) - 0.5 * k * logdet - 0.5 * k * P * jnp.log(2 * jnp.pi)
+    return -data_term(K, y, kappa2) - 0.5 * outputs(y) * K.shape[0] * jnp.log(2 * jnp.pi)

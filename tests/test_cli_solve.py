@@ -67,3 +67,19 @@ def test_bad_inputs_exit_nonzero_with_one_line(tmp_path, capsys):
         code = main(["solve", *extra, "--width", "10", "--kappa2", "0.1"])
         err = capsys.readouterr().err.strip()
         assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_deep_net_reports_per_layer_ratios(data_file, dataset, capsys):
+    # --depth 2 (linear): one eigenvalue ratio along w_star per layer, from the P x P kernel form (Sigma_l =
+    # X^+ K_l X^+T), equal to the ratios of the d x d input-space form (another formulation) to 1e-6; and one
+    # kernel ratio along y per layer.
+    argv = ["solve", "--data", str(data_file), "--theory", "adaptive", "--width", "30", "--depth", "2",
+            "--gamma", "2", "--kappa2", "0.01", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    arch = ak.FCN(6, (30, 30), "linear", gamma=2.0)
+    weight = ak.solve(arch, dataset, 0.01, "adaptive", form="weight")
+    expected = [float(ak.eigenvalue_ratio(S, dataset.w_star)) for S in weight.value]
+    assert out["converged"] is True and len(out["eigenvalue_ratio"]) == 2 and len(out["kernel_eigenvalue_ratio"]) == 2
+    np.testing.assert_allclose(out["eigenvalue_ratio"], expected, rtol=1e-6)
+    assert expected[1] > expected[0] > 1.0  # adaptation along the teacher grows with depth in mean field

@@ -2,12 +2,14 @@
 
 Every comparison is against an independent formulation: a numpy/scipy solution of the
 closed-form input-space stationarity (sec. 4), the input-space (d x d per layer) action,
-autodiff of the plain slogdet conjugate action, the Legendre-dual primal action, closed-form
-Gaussian moments, and tabulated sampling results of THEORY.md.
+autodiff of the plain slogdet conjugate action and the Legendre-dual full-rank primal action
+(both written out in this file), closed-form Gaussian moments, and tabulated sampling results
+of THEORY.md.
 """
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg as jsl
 import numpy as np
 import pytest
 import scipy.optimize
@@ -15,9 +17,61 @@ import scipy.optimize
 import adaptive_kernels as ak
 from adaptive_kernels.actions import deep as act
 from adaptive_kernels.data import teacher_dataset
-from adaptive_kernels.deep import layer_kernels, predict_deep, solve_deep
 from adaptive_kernels.solvers import QuasiNewton
-from adaptive_kernels.solvers.forward_backward import ForwardBackward
+
+CONJUGATE = ak.Adaptive(form="conjugate")
+KERNEL = ak.Adaptive(form="kernel")
+
+
+def solve(arch, data, theory=KERNEL, solver=None, kappa2=1e-2):
+    return ak.solve(arch, data, kappa2, theory, solver)
+
+
+def predict(sol, arch, data, kappa2=1e-2):
+    return ak.predict(sol, arch, data, kappa2)
+
+
+def kernels_of(sol, arch, data, kappa2=1e-2):
+    return ak.layer_kernels(sol, arch, data, kappa2)
+
+
+# --- reference actions, written out from THEORY.md sec. 5 with plain slogdet / dense Cholesky -----------------------
+def _kl(K, G):
+    """KL(N(0, K) || N(0, G)) = 1/2 [tr(G^{-1} K) - P - log det K + log det G]."""
+    Lg, Lk = jnp.linalg.cholesky(0.5 * (G + G.T)), jnp.linalg.cholesky(0.5 * (K + K.T))
+    V = jsl.solve_triangular(Lg, Lk, lower=True)
+    return 0.5 * (jnp.sum(V**2) - K.shape[0] - 2 * jnp.sum(jnp.log(jnp.diag(Lk))) + 2 * jnp.sum(jnp.log(jnp.diag(Lg))))
+
+
+def _erf_map(C):
+    d = jnp.diag(C)
+    return (2 / jnp.pi) * jnp.arcsin(2 * C / jnp.sqrt(jnp.outer(1 + 2 * d, 1 + 2 * d)))
+
+
+def _reference_data_term(K_out, y, kappa2):
+    A = K_out + kappa2 * jnp.eye(K_out.shape[0])
+    return 0.5 * y @ jnp.linalg.solve(A, y) + 0.5 * jnp.linalg.slogdet(A)[1]
+
+
+def conjugate_action(arch, X, y, kappa2, kernels, conjugates):
+    """S({K_l}, {Kt_l}) = sum_l [tr(Kt_l K_l) + (N_l/2) log det(I - (2/N_l) Kt_l G_l)] + D(c K_L), erf layers,
+    G_l = K_erf(C_l), C_1 = s_w2 X X^T/d, C_{l+1} = s_w2 K_l (no bias)."""
+    C = arch.s_w2 * X @ X.T / arch.d
+    total = 0.0
+    for N, K, Kt in zip(arch.widths, kernels, conjugates):
+        total = total + jnp.sum(Kt * K) + 0.5 * N * jnp.linalg.slogdet(jnp.eye(K.shape[0]) - (2.0 / N) * Kt @ _erf_map(C))[1]
+        C = arch.s_w2 * K
+    return total + _reference_data_term(arch.readout_scale * kernels[-1], y, kappa2)
+
+
+def primal_action(arch, X, y, kappa2, kernels):
+    """sum_l N_l KL(N(0, K_l) || N(0, G_l)) + D(c K_L): the conjugates eliminated (full-rank kernels)."""
+    C = arch.s_w2 * X @ X.T / arch.d
+    total = 0.0
+    for N, K in zip(arch.widths, kernels):
+        total = total + N * _kl(K, _erf_map(C))
+        C = arch.s_w2 * K
+    return total + _reference_data_term(arch.readout_scale * kernels[-1], y, kappa2)
 
 
 def sigma_saddle(X, y, N, c, kappa2, s_w2=1.0):
@@ -60,7 +114,7 @@ def sigma_saddle(X, y, N, c, kappa2, s_w2=1.0):
 def domain_example():
     data = teacher_dataset(jax.random.PRNGKey(0), 90, 30, P_test=500)
     arch = ak.FCN(30, 200, "linear", gamma=2.0)
-    return arch, data, solve_deep(arch, data, 1e-2, solver=ForwardBackward())
+    return arch, data, solve(arch, data, CONJUGATE)
 
 
 def test_forward_backward_reaches_valid_saddle_of_domain_example(domain_example):
@@ -77,7 +131,7 @@ def test_forward_backward_reaches_valid_saddle_of_domain_example(domain_example)
     X, Xt, y = map(np.asarray, (data.X, data.X_test, data.y))
     t = np.linalg.solve(c * X @ Sigma @ X.T + 1e-2 * np.eye(90), y)
     f_ref = c * Xt @ Sigma @ X.T @ t
-    pred = predict_deep(sol, arch, data, 1e-2)
+    pred = predict(sol, arch, data)
     np.testing.assert_allclose(pred.mean_test, f_ref, rtol=0, atol=1e-6 * np.abs(f_ref).max())
     # learnability of this data draw vs THEORY.md's 0.872 on another draw: draw-to-draw spread ~0.01
     assert abs(float(ak.learnability(pred.mean_test, data.y_test)) - 0.872) < 0.03
@@ -87,11 +141,12 @@ def test_primal_gradient_solver_matches_forward_backward_depth_one(domain_exampl
     """The whitened primal (L-BFGS over Cholesky factors) and the conjugate fixed point are
     different formulations of one saddle: same kernels to 1e-6 relative."""
     arch, data, fb = domain_example
-    primal = solve_deep(arch, data, 1e-2)
+    primal = solve(arch, data, KERNEL, QuasiNewton())
     assert bool(primal.converged), primal.message
-    K_fb, K_pr = fb.value.kernels[0], primal.value.kernels[0]
+    K_fb, K_pr = kernels_of(fb, arch, data)[0], kernels_of(primal, arch, data)[0]
     np.testing.assert_allclose(K_pr, K_fb, atol=1e-6 * float(jnp.abs(K_fb).max()))
-    constant = sum(N * r / 2 for N, r in zip(arch.widths, act.factor_ranks(arch, data.P)))
+    problem = ak.make_problem(arch, data, 1e-2)
+    constant = sum(N * r / 2 for N, r in zip(arch.widths, act.factor_ranks(problem)))
     np.testing.assert_allclose(primal.action - constant, fb.action, rtol=1e-9)
 
 
@@ -109,14 +164,14 @@ def test_deep_linear_kernels_match_input_space_form(small_linear_data, widths, g
     relative (optimiser tolerances ~1e-10 on the actions)."""
     data = small_linear_data
     arch = ak.FCN(12, widths, "linear", gamma=gamma)
-    kernel = solve_deep(arch, data, 1e-2)
-    weight = solve_deep(arch, data, 1e-2, space="weight")
+    kernel = solve(arch, data, KERNEL)
+    weight = solve(arch, data, ak.Adaptive(form="weight"))
     assert bool(kernel.converged) and bool(weight.converged)
-    f_k = predict_deep(kernel, arch, data, 1e-2).mean_test
-    f_w = predict_deep(weight, arch, data, 1e-2).mean_test
+    f_k = predict(kernel, arch, data).mean_test
+    f_w = predict(weight, arch, data).mean_test
     np.testing.assert_allclose(f_k, f_w, atol=1e-6 * float(jnp.abs(f_w).max()))
     # each layer's kernel: K_l = X Sigma_l X^T
-    for K, S in zip(kernel.value.kernels, weight.value):
+    for K, S in zip(kernels_of(kernel, arch, data), weight.value):
         np.testing.assert_allclose(K, data.X @ S @ data.X.T, atol=1e-5 * float(jnp.abs(K).max()))
 
 
@@ -126,9 +181,9 @@ def test_kernel_scaling_reproduces_sampling_table_at_depth_one():
     Another data draw: allow 0.02 (draw-to-draw spread of the learnability at P_test=2000)."""
     data = teacher_dataset(jax.random.PRNGKey(0), 90, 30, P_test=2000)
     arch = ak.FCN(30, 200, "linear", gamma=2.0)
-    sol = solve_deep(arch, data, 1e-2, "scaling")
+    sol = solve(arch, data, ak.Scaling())
     assert bool(sol.converged)
-    L = float(ak.learnability(predict_deep(sol, arch, data, 1e-2).mean_test, data.y_test))
+    L = float(ak.learnability(predict(sol, arch, data).mean_test, data.y_test))
     assert abs(L - 0.8706) < 0.02, L
 
 
@@ -137,7 +192,7 @@ def test_kernel_scaling_reproduces_sampling_table_at_depth_one():
 def erf_problem():
     data = teacher_dataset(jax.random.PRNGKey(5), 12, 8, teacher="cubic", P_test=50)
     arch = ak.FCN(8, (30, 20), "erf", gamma=1.0, s_w2=2.0)
-    return arch, data, solve_deep(arch, data, 1e-2), solve_deep(arch, data, 1e-2, solver=ForwardBackward())
+    return arch, data, solve(arch, data, KERNEL, QuasiNewton()), solve(arch, data, CONJUGATE)
 
 
 def test_erf_forward_backward_and_primal_agree(erf_problem):
@@ -146,21 +201,21 @@ def test_erf_forward_backward_and_primal_agree(erf_problem):
     arch, data, primal, fb = erf_problem
     assert bool(primal.converged) and bool(fb.converged)
     assert float(fb.domain_margin) > 0
-    for Kp, Kf in zip(primal.value.kernels, fb.value.kernels):
+    for Kp, Kf in zip(kernels_of(primal, arch, data), kernels_of(fb, arch, data)):
         np.testing.assert_allclose(Kp, Kf, atol=1e-6 * float(jnp.abs(Kf).max()))
 
 
-@pytest.mark.parametrize("solver", ["fixed-point", "gradient"])
-def test_float32_data_solve_in_float32(erf_problem, solver):
-    """float32 data: the forward-backward and the primal solve converge (to float32's tolerances),
+@pytest.mark.parametrize("theory,solver", [(CONJUGATE, None), (KERNEL, None), (KERNEL, "gradient")])
+def test_float32_data_solve_in_float32(erf_problem, theory, solver):
+    """float32 data: the forward-backward and the primal solves converge (to float32's tolerances),
     return float32 kernels, and predict (in float32) the float64 mean output to 1e-3 relative."""
     arch, data, primal, _ = erf_problem
     data32 = jax.tree.map(lambda a: a.astype(jnp.float32), data)
-    sol = solve_deep(arch, data32, 1e-2, solver=solver)
+    sol = solve(arch, data32, theory, solver)
     assert bool(sol.converged)
-    assert all(K.dtype == jnp.float32 for K in sol.value.kernels)
-    f32 = predict_deep(sol, arch, data32, 1e-2).mean_test
-    f64 = predict_deep(primal, arch, data, 1e-2).mean_test
+    assert all(K.dtype == jnp.float32 for K in kernels_of(sol, arch, data32))
+    f32 = predict(sol, arch, data32).mean_test
+    f64 = predict(primal, arch, data).mean_test
     assert f32.dtype == jnp.float32
     assert float(jnp.max(jnp.abs(f32 - f64))) < 1e-3 * float(jnp.max(jnp.abs(f64)))
 
@@ -170,9 +225,9 @@ def test_solution_is_stationary_point_of_reference_conjugate_action(erf_problem)
     in every K_l and Kt_l (relative to the gradient scale at the NNGP point, 1e-6)."""
     arch, data, _, fb = erf_problem
     kappa2 = jnp.asarray(1e-2)
-    grad = jax.grad(act.conjugate_action, argnums=(4, 5))
-    g_sol = grad(arch, data.X, data.y, kappa2, fb.value.kernels, fb.value.conjugates)
-    nngp_K = layer_kernels(ak.deep.solve_deep(arch, data, 1e-2, "gp"), arch, data.X)
+    grad = jax.grad(conjugate_action, argnums=(4, 5))
+    g_sol = grad(arch, data.X, data.y, kappa2, kernels_of(fb, arch, data), fb.value)
+    nngp_K = kernels_of(solve(arch, data, ak.NNGP()), arch, data)
     g_0 = grad(arch, data.X, data.y, kappa2, nngp_K, tuple(jnp.zeros_like(K) for K in nngp_K))
     norm = lambda g: float(jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree_util.tree_leaves(g))))  # noqa: E731
     assert norm(g_sol) < 1e-6 * norm(g_0)
@@ -183,8 +238,9 @@ def test_primal_and_conjugate_actions_agree_at_saddle(erf_problem):
     the saddle (P <= N_l, full-rank kernels), to 1e-8 relative."""
     arch, data, _, fb = erf_problem
     kappa2 = jnp.asarray(1e-2)
-    primal = act.primal_action(arch, data.X, data.y, kappa2, fb.value.kernels)
-    conj = act.conjugate_action(arch, data.X, data.y, kappa2, fb.value.kernels, fb.value.conjugates)
+    kernels = kernels_of(fb, arch, data)
+    primal = primal_action(arch, data.X, data.y, kappa2, kernels)
+    conj = conjugate_action(arch, data.X, data.y, kappa2, kernels, fb.value)
     np.testing.assert_allclose(primal, conj, rtol=1e-8)
     np.testing.assert_allclose(conj, fb.action, rtol=1e-8)
 
@@ -195,13 +251,13 @@ def test_second_order_cgf_variance_matches_gaussian_moments_for_linear_phi():
     match tr(Kt C) + tr((Kt C)^2)/N within 4 standard errors of the variance estimate."""
     key = jax.random.PRNGKey(1)
     P, N, S = 5, 10, 100_000
-    arch = ak.FCN(3, N, "linear")
+    problem = ak.make_problem(ak.FCN(3, N, "linear"), ak.Dataset(jnp.zeros((P, 3)), jnp.zeros(P)), 1.0)
     A = jax.random.normal(key, (P, P))
     C = A @ A.T / P + jnp.eye(P)
     Kt = jax.random.normal(jax.random.PRNGKey(2), (P, P))
     Kt = 0.5 * (Kt + Kt.T)
     draws = jax.random.normal(jax.random.PRNGKey(3), (S, P))
-    W2 = act.second_order_cgf(arch, Kt, C, N, draws)
+    W2 = act.second_order_cgf(problem, Kt, C, N, draws)
     exact = jnp.trace(Kt @ C) + jnp.trace(Kt @ C @ Kt @ C) / N
     var = 2 * jnp.trace(Kt @ C @ Kt @ C)
     # Var of the sample variance of a Gaussian quadratic form ~ (kurtosis) var^2 / S: bound by 12 var^2/S
@@ -213,13 +269,13 @@ def test_second_order_cgf_four_point_moment_for_erf_single_input():
     """P = 1, erf: the correction is Kt^2 (E[phi^4] - E[phi^2]^2)/(2N), computed here by 1-d
     Gauss-Hermite quadrature; Monte Carlo (2e5 draws) within 2% relative."""
     N, k, kt = 10, 1.5, 0.7
-    arch = ak.FCN(1, N, "erf")
+    problem = ak.make_problem(ak.FCN(1, N, "erf"), ak.Dataset(jnp.zeros((1, 1)), jnp.zeros(1)), 1.0)
     z, w = np.polynomial.hermite_e.hermegauss(80)
     w = w / w.sum()
     phi = np.asarray(jax.scipy.special.erf(np.sqrt(k) * z))
     exact = kt**2 * (w @ phi**4 - (w @ phi**2) ** 2) / (2 * N)
     draws = jax.random.normal(jax.random.PRNGKey(0), (200_000, 1))
-    W2 = act.second_order_cgf(arch, jnp.array([[kt]]), jnp.array([[k]]), N, draws)
+    W2 = act.second_order_cgf(problem, jnp.array([[kt]]), jnp.array([[k]]), N, draws)
     mean = kt * (w @ phi**2)
     np.testing.assert_allclose(float(W2) - mean, exact, rtol=2e-2)
 
@@ -228,23 +284,24 @@ def test_second_order_cgf_four_point_moment_for_erf_single_input():
 def test_depth_one_reproduces_two_layer_solve(domain_example):
     """L = 1 must reproduce the two-layer adaptive solution of ``adaptive_kernels.api.solve``
     (a separate implementation: Sigma-space action): mean test output to 1e-6 relative."""
-    api = pytest.importorskip("adaptive_kernels.api")
     arch, data, fb = domain_example
-    two_layer = api.solve(arch, data, 1e-2, "adaptive")
-    f_two = api.predict(two_layer, arch, data, 1e-2).mean_test
-    f_deep = predict_deep(fb, arch, data, 1e-2).mean_test
+    two_layer = ak.solve(arch, data, 1e-2, "adaptive")
+    f_two = ak.predict(two_layer, arch, data, 1e-2).mean_test
+    f_deep = predict(fb, arch, data).mean_test
     np.testing.assert_allclose(f_deep, f_two, atol=1e-6 * float(jnp.abs(f_two).max()))
 
 
 def test_bad_arguments_are_reported_by_name(small_linear_data):
     arch = ak.FCN(12, (20, 20), "linear")
     with pytest.raises(ValueError, match="^theory"):
-        solve_deep(arch, small_linear_data, 1e-2, "wishart")
+        ak.solve(arch, small_linear_data, 1e-2, "wishart")
     with pytest.raises(ValueError, match="^kappa2"):
-        solve_deep(arch, small_linear_data, -1.0)
+        ak.solve(arch, small_linear_data, -1.0)
     with pytest.raises(ValueError, match="^form"):
-        solve_deep(ak.FCN(12, (20, 20), "erf"), small_linear_data, 1e-2, space="weight")
+        ak.solve(ak.FCN(12, (20, 20), "erf"), small_linear_data, 1e-2, form="weight")
+    with pytest.raises(ValueError, match="^form"):
+        ak.Adaptive(form="dual")
     with pytest.raises(TypeError, match="^solver"):
-        solve_deep(arch, small_linear_data, 1e-2, form="conjugate", solver=QuasiNewton())
+        ak.solve(arch, small_linear_data, 1e-2, CONJUGATE, QuasiNewton())
     with pytest.raises(ValueError, match="^data"):
-        solve_deep(ak.FCN(5, (20, 20)), small_linear_data, 1e-2)
+        ak.solve(ak.FCN(5, (20, 20)), small_linear_data, 1e-2)

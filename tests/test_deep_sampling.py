@@ -14,7 +14,6 @@ import pytest
 
 import adaptive_kernels as ak
 from adaptive_kernels.data import teacher_dataset
-from adaptive_kernels.deep import predict_deep, solve_deep
 
 sampling = pytest.importorskip("adaptive_kernels.sampling")
 
@@ -29,14 +28,14 @@ def gibbs_and_theory(request):
 
 
 def _learnability(sol, arch, data):
-    return float(ak.learnability(predict_deep(sol, arch, data, 1e-2).mean_test, data.y_test))
+    return float(ak.learnability(ak.predict(sol, arch, data, 1e-2).mean_test, data.y_test))
 
 
 def test_kernel_scaling_learnability_matches_gibbs(gibbs_and_theory):
     """Deep kernel scaling (one scalar per layer) gives the mean output: learnability within
     0.002 of exact sampling (the issue's tolerance; measured 3e-4 and 5e-4)."""
     arch, data, est = gibbs_and_theory
-    sol = solve_deep(arch, data, 1e-2, "scaling")
+    sol = ak.solve(arch, data, 1e-2, "scaling")
     assert abs(_learnability(sol, arch, data) - float(est.learnability.mean)) < 0.002
 
 
@@ -44,14 +43,15 @@ def test_adaptive_kernels_match_gibbs_per_layer(gibbs_and_theory):
     """Adaptive per-layer kernels: learnability within 0.01 (measured 0.002 and 0.005: the
     Gaussian per-layer saddle carries O(1/N) errors that kernel scaling does not), each layer's
     kernel eigenvalue ratio along y (sampler: E[H_l H_l^T]/N_l) within 5%, and the first-layer
-    input-space Sigma's ratio along w* (sampler: E[W_1^T W_1]/N_1) within 5%."""
+    input-space Sigma's ratio along w* (sampler: E[W_1^T W_1]/N_1) within 5%, as ``summarize`` reports them
+    (lists, one entry per layer) for the P x P kernel form and the d x d weight form alike."""
     arch, data, est = gibbs_and_theory
-    sol = solve_deep(arch, data, 1e-2)
-    assert bool(sol.converged), sol.message
-    assert abs(_learnability(sol, arch, data) - float(est.learnability.mean)) < 0.01
-    for K, ratio in zip(sol.value.kernels, est.kernel_eigenvalue_ratio):
-        np.testing.assert_allclose(float(ak.eigenvalue_ratio(K, data.y)), float(ratio.mean), rtol=0.05)
-    weight = solve_deep(arch, data, 1e-2, space="weight")
-    np.testing.assert_allclose(
-        float(ak.eigenvalue_ratio(weight.value[0], data.w_star)), float(est.eigenvalue_ratio[0].mean), rtol=0.05
-    )
+    for form in ("kernel", "weight"):
+        sol = ak.solve(arch, data, 1e-2, "adaptive", form=form)
+        assert bool(sol.converged), sol.message
+        summary = ak.summarize(sol, arch, data, 1e-2)
+        assert abs(summary["learnability"] - float(est.learnability.mean)) < 0.01
+        assert len(summary["kernel_eigenvalue_ratio"]) == len(summary["eigenvalue_ratio"]) == 2
+        for ours, ratio in zip(summary["kernel_eigenvalue_ratio"], est.kernel_eigenvalue_ratio):
+            np.testing.assert_allclose(ours, float(ratio.mean), rtol=0.05)
+        np.testing.assert_allclose(summary["eigenvalue_ratio"][0], float(est.eigenvalue_ratio[0].mean), rtol=0.05)

@@ -29,7 +29,7 @@ NUM_PRIOR_DRAWS = 1_000_000
 
 def _prior_outputs(arch, rng, M):
     """Outputs on [X; X_test] of M prior networks (numpy) and their first-layer W^T W / N."""
-    phi = arch.activation.fn
+    phi = arch.activation
     Z = np.concatenate([X, X_TEST])
     s_w2, s_a2, gamma = float(arch.s_w2), float(arch.s_a2), float(arch.gamma)
     if isinstance(arch, ak.CNN):

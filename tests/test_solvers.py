@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import adaptive_kernels as ak
-from adaptive_kernels.actions import ADAPTIVE_ACTION, two_layer_problem
+from adaptive_kernels.actions import TwoLayerAdaptiveAction, resolve_space
 from adaptive_kernels.api import solve_problem
-from adaptive_kernels.solvers import FixedPoint, QuasiNewton, Status
+from adaptive_kernels.solvers import FixedPoint, Newton, QuasiNewton, Status
 
 D, N, P, KAPPA2 = 8, 50, 12, 1e-2
 
@@ -31,7 +31,7 @@ def arch():
 @pytest.fixture(scope="module")
 def solutions(arch, data):
     return {name: ak.solve(arch, data, KAPPA2, "adaptive", solver)
-            for name, solver in (("fixed-point", FixedPoint()), ("gradient", QuasiNewton()))}
+            for name, solver in (("fixed-point", Newton()), ("gradient", QuasiNewton()))}
 
 
 def test_fixed_point_and_gradient_solvers_agree(solutions):
@@ -70,20 +70,22 @@ def test_erf_fixed_point_paths_agree_with_the_gradient_solver(data):
     # independent formulation: minimisation of S, not its stationarity map) all reach the stationarity
     # residual 1e-10, so their minimisers agree to 1e-8 relative.
     arch = ak.FCN(D, N, "erf", gamma=2.0)
-    problem = two_layer_problem(arch, data, KAPPA2)
-    reference = solve_problem(problem, "adaptive", QuasiNewton())
-    for solver in (None, FixedPoint(anderson_memory=0), FixedPoint(newton=False)):
-        sol = solve_problem(problem, "adaptive", solver)
+    problem = ak.make_problem(arch, data, KAPPA2)
+    reference = solve_problem(problem, ak.Adaptive(), QuasiNewton())
+    for solver in (None, Newton(anderson_memory=0), FixedPoint()):
+        sol = solve_problem(problem, ak.Adaptive(), solver)
         assert int(sol.status) == Status.SUCCESS and float(sol.stats["residual"]) <= 1e-10
         scale = float(jnp.max(jnp.abs(reference.value)))
         assert float(jnp.max(jnp.abs(sol.value - reference.value))) < 1e-8 * scale
 
 
-def _precision_map_and_model(problem, Sigma):
-    def T(Lam):
-        return ADAPTIVE_ACTION.target_precision(jnp.linalg.inv(Lam), problem)
+def _precision_map_and_model(problem, Sigma, space="auto"):
+    action = TwoLayerAdaptiveAction(resolve_space(space, problem))
 
-    model = ADAPTIVE_ACTION.fixed_point_terms(Sigma, problem)[2]
+    def T(Lam):
+        return action.target_precision(jnp.linalg.inv(Lam), problem)
+
+    model = action.fixed_point_terms(Sigma, problem)[2]
     return T, model
 
 
@@ -96,9 +98,9 @@ def test_newton_model_is_the_exact_jacobian_for_a_linear_net(arch, data, outputs
     # with B and V from the P x P Cholesky factor (function space) or the Woodbury factors (weight
     # space); relative 1e-9.
     y = data.y if outputs == 1 else jnp.stack([data.y, jnp.sin(data.y)], axis=1)
-    problem = two_layer_problem(arch, eqx.tree_at(lambda d: d.y, data, y), KAPPA2, space=space)
+    problem = ak.make_problem(arch, eqx.tree_at(lambda d: d.y, data, y), KAPPA2)
     Sigma = problem.prior_covariance() * 1.7 + 0.02 * jnp.outer(data.X[0], data.X[0])
-    T, model = _precision_map_and_model(problem, Sigma)
+    T, model = _precision_map_and_model(problem, Sigma, space)
     Lam = jnp.linalg.inv(Sigma)
     for seed in range(3):
         E = jax.random.normal(jax.random.PRNGKey(seed), (D, D))
@@ -113,8 +115,8 @@ def test_newton_model_approximates_the_erf_jacobian(data):
     # I - (I - J_model)^{-1}(I - J) contracts every probe by at least half, where the plain map
     # I - (I - J) = J expands them (|J E| > |E|: mean-field scaling).
     arch = ak.FCN(D, N, "erf", gamma=2.0)
-    problem = two_layer_problem(arch, data, KAPPA2)
-    Sigma = solve_problem(problem, "adaptive").value
+    problem = ak.make_problem(arch, data, KAPPA2)
+    Sigma = solve_problem(problem, ak.Adaptive()).value
     T, model = _precision_map_and_model(problem, Sigma)
     Lam = jnp.linalg.inv(Sigma)
     expands = []
@@ -132,9 +134,9 @@ def test_newton_steps_converge_quadratically_on_a_linear_net(arch, data, space):
     # Exact Jacobian -> Newton's method: a handful of map evaluations where the plain Anderson
     # iteration needs 20+, the residual ends far below the tolerance (quadratic convergence: the
     # last step squares an error that was already ~1e-6), and the minimiser is the same (1e-8).
-    problem = two_layer_problem(arch, data, KAPPA2, space=space)
-    newton = solve_problem(problem, "adaptive")
-    plain = solve_problem(problem, "adaptive", FixedPoint(newton=False))
+    problem = ak.make_problem(arch, data, KAPPA2)
+    newton = solve_problem(problem, ak.Adaptive(space=space))
+    plain = solve_problem(problem, ak.Adaptive(space=space), FixedPoint())
     assert int(newton.status) == int(plain.status) == Status.SUCCESS
     assert int(newton.iterations) <= 6 and int(plain.iterations) >= 3 * int(newton.iterations)
     assert float(newton.stats["residual"]) < 1e-13
@@ -147,16 +149,16 @@ def test_quadrature_activation_converges_below_the_actions_round_off():
     # ~4e-12 relative, above 64 eps, while the stationarity residual was still 1e-6; both iterations
     # used to stop with LINE_SEARCH_FAILED. Both now reach the residual 1e-10 and the same minimiser (1e-8).
     data = ak.teacher_dataset(jax.random.PRNGKey(1), 40, 5, "cubic", P_test=10)
-    problem = two_layer_problem(ak.FCN(5, 25, "tanh", gamma=1.0), data, KAPPA2)
-    newton = solve_problem(problem, "adaptive")
-    plain = solve_problem(problem, "adaptive", FixedPoint(newton=False))
+    problem = ak.make_problem(ak.FCN(5, 25, "tanh", gamma=1.0), data, KAPPA2)
+    newton = solve_problem(problem, ak.Adaptive())
+    plain = solve_problem(problem, ak.Adaptive(), FixedPoint())
     for sol in (newton, plain):
         assert int(sol.status) == Status.SUCCESS and float(sol.stats["residual"]) <= 1e-10
     scale = float(jnp.max(jnp.abs(plain.value)))
     assert float(jnp.max(jnp.abs(newton.value - plain.value))) < 1e-8 * scale
 
 
-@pytest.mark.parametrize("solver", [FixedPoint(), QuasiNewton()], ids=["fixed-point", "gradient"])
+@pytest.mark.parametrize("solver", [Newton(), QuasiNewton()], ids=["fixed-point", "gradient"])
 def test_float32_solves_converge_to_the_float64_answer(data, solver):
     # float32 data: both solvers stop at the float32 tolerance (1000 eps = 1.2e-4, not float64's 1e-10,
     # which float32 round-off never reaches), return float32 and agree with the float64 solve to float32
@@ -175,7 +177,7 @@ def test_float32_solves_converge_to_the_float64_answer(data, solver):
 def test_scaling_solvers_agree_and_match_the_scalar_equation(arch, data):
     # 1/s = 1 + (2/N) dD/ds with D(s) = (1/2) y^T (sK + k)^{-1} y + (1/2) log det(sK + k) written out
     # in numpy with dD/ds = (1/2)[tr(A K) - t^T K t]; relative 1e-8.
-    fp = ak.solve(arch, data, KAPPA2, "scaling", FixedPoint())
+    fp = ak.solve(arch, data, KAPPA2, "scaling", Newton())
     qn = ak.solve(arch, data, KAPPA2, "scaling", QuasiNewton())
     assert bool(fp.converged) and bool(qn.converged)
     s = float(qn.value)
@@ -191,14 +193,14 @@ def test_implicit_gradients_match_finite_differences(data):
     # d(observable)/d(s_w2, s_a2, kappa2, gamma, N, X_00) through the stationarity condition vs
     # central differences (step 1e-5 relative; truncation ~1e-10): relative 1e-5.
     arch = ak.FCN(D, N, "erf", gamma=1.5)
-    base = two_layer_problem(arch, data, KAPPA2)
+    base = ak.make_problem(arch, data, KAPPA2)
     w = jnp.arange(D * D, dtype=float).reshape(D, D) / (D * D)
 
     @jax.jit
     def observable(v):
-        p = eqx.tree_at(lambda p: (p.s_w2, p.s_a2, p.kappa2, p.gamma, p.width), base, tuple(v[:5]))
+        p = eqx.tree_at(lambda p: (p.s_w2, p.s_a2, p.kappa2, p.gamma, p.widths), base, tuple(v[:4]) + (v[4:5],))
         p = eqx.tree_at(lambda p: p.X, p, p.X.at[0, 0].add(v[5]))
-        sol = solve_problem(p, "adaptive")
+        sol = solve_problem(p, ak.Adaptive())
         return jnp.sum(w * sol.value) + 1e-3 * sol.action
 
     v0 = jnp.array([1.0, 1.0, KAPPA2, 1.5, float(N), 0.0])
@@ -214,16 +216,16 @@ def test_implicit_gradients_match_finite_differences(data):
 def test_vmapped_solves_equal_single_solves(arch, data):
     # solve_problem is vmappable over numeric fields (here gamma, kernel scaling to keep compilation
     # small); each batch entry equals its own solve to 1e-8.
-    base = two_layer_problem(arch, data, KAPPA2)
+    base = ak.make_problem(arch, data, KAPPA2)
     gammas = jnp.array([1.0, 2.0])
-    batched = jax.vmap(lambda g: solve_problem(eqx.tree_at(lambda p: p.gamma, base, g), "scaling").value)(gammas)
+    batched = jax.vmap(lambda g: solve_problem(eqx.tree_at(lambda p: p.gamma, base, g), ak.Scaling()).value)(gammas)
     for g, Sigma in zip(gammas, batched):
-        single = solve_problem(eqx.tree_at(lambda p: p.gamma, base, g), "scaling").value
+        single = solve_problem(eqx.tree_at(lambda p: p.gamma, base, g), ak.Scaling()).value
         assert float(jnp.max(jnp.abs(Sigma - single))) < 1e-8 * float(jnp.max(jnp.abs(single)))
 
 
 def test_iteration_limit_reports_max_steps(arch, data):
-    for solver in (FixedPoint(max_steps=2), QuasiNewton(max_steps=2, newton_steps=0)):
+    for solver in (Newton(max_steps=2), QuasiNewton(max_steps=2, newton_steps=0)):
         sol = ak.solve(arch, data, KAPPA2, "adaptive", solver)
         assert not bool(sol.converged)
         assert int(sol.status) == Status.MAX_STEPS
@@ -232,7 +234,7 @@ def test_iteration_limit_reports_max_steps(arch, data):
 
 def test_non_finite_start_is_never_marked_converged(arch, data):
     bad = jnp.full((D, D), jnp.nan)
-    for solver in (FixedPoint(), QuasiNewton()):
+    for solver in (Newton(), QuasiNewton()):
         sol = ak.solve(arch, data, KAPPA2, "adaptive", solver, init=bad, implicit=False)
         assert not bool(sol.converged)
         assert int(sol.status) in (Status.NONFINITE, Status.LEFT_DOMAIN)

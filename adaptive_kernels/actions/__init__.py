@@ -1,32 +1,30 @@
-"""Actions (negative log posteriors of order parameters) of the two-layer theories.
+"""Actions (negative log posteriors of the order parameters) of the theories (THEORY.md secs. 3-5).
 
-- ``gp``: no order parameter, the NNGP data term D(K_NNGP) (THEORY.md sec. 2);
-- ``scaling``: one scalar s, S(s) (sec. 3);
-- ``adaptive``: the first-layer covariance Sigma with the Gaussian ansatz, S(Sigma) (sec. 4).
+- ``entropic``: the shared form  sum_l (N_l/2)[a_l tr Sigma_l - log det Sigma_l] + D;
+- ``adaptive``: the two-layer adaptive kernel, Gaussian ansatz for the first-layer weights (sec. 4);
+- ``scaling``: kernel scaling, one scalar per layer (sec. 3);
+- ``deep``: per-layer kernels of deep nets (sec. 5): whitened primal, conjugate forward-backward map,
+  input-space form for linear nets.
 
-Each is a pure JAX function of (order parameters, :class:`TwoLayerProblem`).
+The NNGP has no order parameter: its action is the data term ``gp.data_term`` at the NNGP kernel.
 """
 
-from adaptive_kernels.actions.adaptive import ADAPTIVE_ACTION, adaptive_data_term
+from adaptive_kernels.actions.adaptive import LinearisedPrecisionMap, TwoLayerAdaptiveAction, resolve_space
+from adaptive_kernels.actions.deep import ConjugateMap, InputSpaceAction, WhitenedKernelAction
 from adaptive_kernels.actions.base import EntropicAction, as_matrix, gaussian_entropy
-from adaptive_kernels.actions.gp import data_term, data_term_low_rank, gp_action, kernel_data_term
-from adaptive_kernels.actions.problem import SPACES, TwoLayerProblem, resolve_space, two_layer_problem
-from adaptive_kernels.actions.scaling import SCALING_ACTION, scaling_data_term
+from adaptive_kernels.actions.scaling import ScaledKernel, ScalingAction, scaled_kernel
 
 __all__ = [
-    "ADAPTIVE_ACTION",
+    "ConjugateMap",
     "EntropicAction",
-    "SCALING_ACTION",
-    "SPACES",
-    "TwoLayerProblem",
-    "adaptive_data_term",
+    "InputSpaceAction",
+    "LinearisedPrecisionMap",
+    "ScaledKernel",
+    "ScalingAction",
+    "TwoLayerAdaptiveAction",
+    "WhitenedKernelAction",
     "as_matrix",
-    "data_term",
-    "data_term_low_rank",
     "gaussian_entropy",
-    "gp_action",
-    "kernel_data_term",
     "resolve_space",
-    "scaling_data_term",
-    "two_layer_problem",
+    "scaled_kernel",
 ]

@@ -1,4 +1,4 @@
-"""Adaptive-kernel action with the Gaussian ansatz (THEORY.md sec. 4).
+"""Two-layer adaptive-kernel action with the Gaussian ansatz (THEORY.md sec. 4).
 
 Integrate the readout out and treat the N first-layer weight vectors as drawn from
 N(0, Sigma) (d x d for a fully connected net, n x n for the shared CNN filters); the
@@ -11,7 +11,9 @@ large-N saddle is the minimum of
 with c = s_a2 N**(1 - gamma) (Seroussi, Naveh & Ringel 2023; Rubin et al. 2025). For a
 linear phi the stationarity condition is
     Sigma^{-1} = (d/s_w2) I - (c/N) X^T (t t^T - A) X,   A = (K_Sigma + kappa2)^{-1}, t = A y,
-and for any phi it is the gradient of S (``EntropicAction.target_precision``).
+and for any phi it is the gradient of S (``EntropicAction.target_precision``). Two evaluations of D: function
+space (the P x P kernel, one Cholesky, cost P^3 + P^2 d) and, for linear phi, weight space (K_Sigma = Z Z^T,
+Woodbury, cost d^3 + P d^2).
 
 Newton model of the precision iteration Lambda <- T(Lambda) = (n/s_w2) I + (2/N) dD/dSigma
 (:class:`LinearisedPrecisionMap`): keep the Gaussian-equivalent linear part of the kernel,
@@ -39,18 +41,23 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
 from adaptive_kernels.actions.base import EntropicAction
-from adaptive_kernels.actions.gp import data_term_low_rank_factored, data_term_with_gradient, kernel_data_term
-from adaptive_kernels.actions.problem import TwoLayerProblem
+from adaptive_kernels.gp import data_term, data_term_low_rank, data_term_with_gradient
+from adaptive_kernels.problem import Problem
+
+SPACES = ("auto", "weight", "function")
 
 
-def adaptive_data_term(Sigma, problem: TwoLayerProblem):
-    """D(K_Sigma)."""
-    return kernel_data_term(problem, Sigma)
-
-
-def adaptive_prior(problem: TwoLayerProblem):
-    """N weight vectors with prior N(0, (s_w2/n) I): weight N, precision n/s_w2."""
-    return problem.width, problem.prior_precision
+def resolve_space(space: str, problem: Problem) -> str:
+    """``"auto"``: weight space (cost d^3 + P d^2) for linear phi when d < P, else function space (cost
+    P^3 + P^2 d). Weight space needs a linear phi (K_Sigma is then Z Z^T)."""
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {', '.join(SPACES)}, got {space!r}")
+    linear = problem.activation.is_linear
+    if space == "weight" and not linear:
+        raise ValueError(f"space='weight' needs a linear activation, got {problem.activation.name!r}")
+    if space == "auto":
+        return "weight" if linear and problem.d < problem.P else "function"
+    return space
 
 
 class LinearisedPrecisionMap(eqx.Module):
@@ -105,41 +112,50 @@ class LinearisedPrecisionMap(eqx.Module):
         return jnp.where(ok, delta, R)
 
 
-def adaptive_linearised_data_term(Sigma, problem: TwoLayerProblem):
-    """(D, dD/dSigma, :class:`LinearisedPrecisionMap` or None), reusing the evaluation's factorisations.
+class TwoLayerAdaptiveAction(EntropicAction):
+    """S(Sigma, problem) of the module docstring, Sigma positive definite (n x n), D evaluated in ``space``
+    (``"weight"`` or ``"function"``; see :func:`resolve_space`)."""
 
-    Function space: one Cholesky factor L of K_Sigma + kappa2 gives D, its closed-form gradient and
-    C = F^T B F = W^T W with W = L^-1 Xt F (one triangular solve with d right-hand sides). Weight space
-    (linear phi, K = Z Z^T, Z = sqrt(c) X F): C = Z^T A Z = I - kappa2 (kappa2 I + Z^T Z)^{-1} and
-    F^T V = Z^T t = alpha from the Woodbury factors. A CNN (several patches) gets no model.
-    """
-    if problem.patches != 1:
-        value, grad = jax.value_and_grad(adaptive_data_term)(Sigma, problem)
-        return value, grad, None
-    F = jnp.linalg.cholesky(Sigma)
-    if problem.space == "weight":
-        def term(S):
-            return data_term_low_rank_factored(problem.weight_space_factor(S), problem.y, problem.kappa2)
+    space: str = eqx.field(static=True)
 
-        (value, (factor, alpha)), grad = jax.value_and_grad(term, has_aux=True)(Sigma)
-        eye = jnp.eye(F.shape[0], dtype=F.dtype)
-        C = eye - problem.kappa2 * jsl.cho_solve((factor, True), eye)
-        FV = alpha.reshape(alpha.shape[0], -1)
-    else:
-        K, kernel_pullback = jax.vjp(problem.output_kernel, Sigma)
-        value, dK, (factor, t) = data_term_with_gradient(K, problem.y, problem.kappa2)
-        (grad,) = kernel_pullback(dK)
-        X = problem.X
-        q = jnp.einsum("pi,ij,pj->p", X, Sigma, X)
-        slope2 = problem.activation.derivative_expectation(q, jnp.zeros_like(q), q)  # E[phi'(u)]^2
-        XtF = jnp.sqrt(problem.readout_scale * slope2)[:, None] * (X @ F)
-        W = jsl.solve_triangular(factor, XtF, lower=True)
-        C, FV = W.T @ W, XtF.T @ t.reshape(t.shape[0], -1)
-    model = LinearisedPrecisionMap(F=F, C=0.5 * (C + C.T), FV=FV, width=problem.width, outputs=FV.shape[1],
-                                   exact=problem.activation.is_linear)
-    return value, grad, model
+    def data_term(self, Sigma, problem: Problem):
+        if self.space == "weight":
+            return data_term_low_rank(problem.weight_space_factor(Sigma), problem.y, problem.kappa2)[0]
+        return data_term(problem.two_layer_kernel(Sigma).nngp, problem.y, problem.kappa2)
 
+    def prior(self, problem: Problem):
+        """N weight vectors with prior N(0, (s_w2/n) I): weight N, precision n/s_w2."""
+        return problem.width, problem.prior_precision
 
-ADAPTIVE_ACTION = EntropicAction(data_term=adaptive_data_term, prior=adaptive_prior,
-                                 linearised_data_term=adaptive_linearised_data_term)
-"""S(Sigma, problem): the adaptive-kernel action, Sigma positive definite (n x n)."""
+    def linearised_data_term(self, Sigma, problem: Problem):
+        """(D, dD/dSigma, :class:`LinearisedPrecisionMap` or None), reusing the evaluation's factorisations.
+
+        Function space: one Cholesky factor L of K_Sigma + kappa2 gives D, its closed-form gradient and
+        C = F^T B F = W^T W with W = L^-1 Xt F (one triangular solve with d right-hand sides). Weight space
+        (linear phi, K = Z Z^T, Z = sqrt(c) X F): C = Z^T A Z = I - kappa2 (kappa2 I + Z^T Z)^{-1} and
+        F^T V = Z^T t = alpha from the Woodbury factors. A CNN (several patches) gets no model.
+        """
+        if problem.patches != 1:
+            return super().linearised_data_term(Sigma, problem)
+        F = jnp.linalg.cholesky(Sigma)
+        if self.space == "weight":
+            def term(S):
+                return data_term_low_rank(problem.weight_space_factor(S), problem.y, problem.kappa2)
+
+            (value, (factor, alpha)), grad = jax.value_and_grad(term, has_aux=True)(Sigma)
+            eye = jnp.eye(F.shape[0], dtype=F.dtype)
+            C = eye - problem.kappa2 * jsl.cho_solve((factor, True), eye)
+            FV = alpha.reshape(alpha.shape[0], -1)
+        else:
+            K, kernel_pullback = jax.vjp(lambda S: problem.two_layer_kernel(S).nngp, Sigma)
+            value, dK, (factor, t) = data_term_with_gradient(K, problem.y, problem.kappa2)
+            (grad,) = kernel_pullback(dK)
+            X = problem.X
+            q = jnp.einsum("pi,ij,pj->p", X, Sigma, X)
+            slope2 = problem.activation.derivative_expectation(q, jnp.zeros_like(q), q)  # E[phi'(u)]^2
+            XtF = jnp.sqrt(problem.readout_scale * slope2)[:, None] * (X @ F)
+            W = jsl.solve_triangular(factor, XtF, lower=True)
+            C, FV = W.T @ W, XtF.T @ t.reshape(t.shape[0], -1)
+        model = LinearisedPrecisionMap(F=F, C=0.5 * (C + C.T), FV=FV, width=problem.width, outputs=FV.shape[1],
+                                       exact=problem.activation.is_linear)
+        return value, grad, model

@@ -2,11 +2,14 @@
 
     adaptive-kernels solve --data DATA.npz --theory adaptive --activation erf --width 200 \\
         --gamma 2 --kappa2 0.01 --sigma-w2 1 --sigma-a2 1 [--patches S --channels C] \\
-        [--depth L] [--solver gradient|fixed-point] --json
+        [--depth L] [--form auto|weight|kernel|conjugate] [--solver fixed-point|gradient] --json
 
 DATA.npz holds X (P, d) and y (P,), optionally X_test, y_test and w_star. With --json the
 result is one JSON object (theory, converged, status, iterations, action, mean_output_test,
-learnability, test_mse, eigenvalue_ratio where they apply, wall_time_s).
+learnability, test_mse, wall_time_s, and per hidden layer -- lists, first layer first --
+eigenvalue_ratio of the layer's input-space covariance along w_star where the theory has one,
+kernel_eigenvalue_ratio and kernel_target_alignment of its kernel along y). The solver defaults to
+the library's (``adaptive_kernels.solve``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import zipfile
 import jax
 import numpy as np
 
+from adaptive_kernels.api import SOLVERS
 from adaptive_kernels.cli import UsageError
+from adaptive_kernels.theories import FORMS
 
 ARRAYS = ("X", "y", "X_test", "y_test", "w_star")
 
@@ -29,14 +34,16 @@ def register(subparsers) -> None:
     p.add_argument("--theory", choices=("gp", "scaling", "adaptive"), default="adaptive")
     p.add_argument("--activation", default="linear", help="linear, relu, erf, tanh, gelu, softplus, sigmoid")
     p.add_argument("--width", type=int, default=None, help="hidden width N (FCN)")
-    p.add_argument("--depth", type=int, default=1, help="hidden layers of the FCN (deep nets: adaptive_kernels.deep)")
+    p.add_argument("--depth", type=int, default=1, help="hidden layers of the FCN")
     p.add_argument("--patches", type=int, default=None, help="CNN: number of non-overlapping patches S")
     p.add_argument("--channels", type=int, default=None, help="CNN: number of channels C")
     p.add_argument("--gamma", type=float, default=1.0, help="readout exponent (1 standard, 2 mean-field)")
     p.add_argument("--kappa2", type=float, required=True, help="noise variance / temperature")
     p.add_argument("--sigma-w2", type=float, default=1.0)
     p.add_argument("--sigma-a2", type=float, default=1.0)
-    p.add_argument("--solver", choices=("gradient", "fixed-point"), default="gradient")
+    p.add_argument("--form", choices=FORMS, default="auto",
+                   help="adaptive theory: weight (Sigma per layer), kernel (P x P per layer), conjugate (forward-backward)")
+    p.add_argument("--solver", choices=tuple(SOLVERS), default=None, help="default: the library's for the theory")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -82,7 +89,8 @@ def run(args) -> int:
     data = load_data(args.data)
     arch = build_arch(args, data.d)
     start = time.perf_counter()
-    solution = jax.block_until_ready(solve(arch, data, args.kappa2, args.theory, args.solver))
+    options = {"form": args.form} if args.theory == "adaptive" else {}
+    solution = jax.block_until_ready(solve(arch, data, args.kappa2, args.theory, args.solver, **options))
     wall = time.perf_counter() - start
     prediction = predict(solution, arch, data, args.kappa2)
     out = summarize(solution, arch, data, args.kappa2, prediction=prediction)

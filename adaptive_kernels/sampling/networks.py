@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_kernels._validation import is_traced
-from adaptive_kernels.activations import Activation
+from adaptive_kernels.activations import AbstractActivation
 from adaptive_kernels.architectures import CNN, FCN
 
 
@@ -34,7 +34,7 @@ class FCNFeatures(eqx.Module):
 
     weights: tuple
     biases: tuple | None
-    activation: Activation
+    activation: AbstractActivation
 
     def preactivations(self, X):
         """[H_1 .. H_L], H_l (P, N_l): the pre-activations of every hidden layer."""
@@ -86,7 +86,7 @@ class CNNFeatures(eqx.Module):
     """Hidden layer of a two-layer CNN: shared filters w_c (C, n) applied to S patches."""
 
     filters: jnp.ndarray
-    activation: Activation
+    activation: AbstractActivation
     patches: int = eqx.field(static=True)
 
     def preactivations(self, X):

@@ -1,26 +1,32 @@
 """Solvers for the stationary points of the actions; all return a :class:`Solution`.
 
-- :class:`FixedPoint`: damped, backtracked, positivity-guarded iteration of the stationarity
-  equations (THEORY.md sec. 4);
-- :class:`QuasiNewton`: BFGS / L-BFGS over a Cholesky parametrisation (optimistix);
-- :func:`minimise`: (action, solver, init, args) -> Solution, with implicit derivatives.
+- step rules run by one driver (``solvers.driver.iterate``): :class:`FixedPoint` (guarded, Anderson-accelerated
+  iteration of a fixed-point map) and :class:`Newton` (the same on the Newton-preconditioned map);
+- :class:`QuasiNewton`: L-BFGS / BFGS over a Cholesky parametrisation (optimistix), then Newton steps;
+- :func:`stationary_point`: (action, solver, init, args) -> Solution, with implicit derivatives.
 """
 
-from adaptive_kernels.solvers.base import from_unconstrained, stationarity, to_unconstrained
-from adaptive_kernels.solvers.fixed_point import FixedPoint
-from adaptive_kernels.solvers.gradient import QuasiNewton
-from adaptive_kernels.solvers.implicit import implicit_minimiser
-from adaptive_kernels.solvers.minimise import minimise
+from adaptive_kernels.actions.base import AbstractFixedPointProblem, PrecisionMap, StepInfo
+from adaptive_kernels.solvers.driver import AbstractRule, IterationResult, iterate
+from adaptive_kernels.solvers.fixed_point import FixedPoint, Newton
+from adaptive_kernels.solvers.implicit import implicit_fixed_point
+from adaptive_kernels.solvers.quasi_newton import QuasiNewton
 from adaptive_kernels.solvers.solution import Solution, Status
+from adaptive_kernels.solvers.stationary import as_fixed_point_problem, stationary_point
 
 __all__ = [
+    "AbstractFixedPointProblem",
+    "AbstractRule",
     "FixedPoint",
+    "IterationResult",
+    "Newton",
+    "PrecisionMap",
     "QuasiNewton",
     "Solution",
     "Status",
-    "from_unconstrained",
-    "implicit_minimiser",
-    "minimise",
-    "stationarity",
-    "to_unconstrained",
+    "StepInfo",
+    "as_fixed_point_problem",
+    "implicit_fixed_point",
+    "iterate",
+    "stationary_point",
 ]

@@ -1,114 +1,190 @@
-"""Anderson-accelerated, guarded fixed-point iteration of the stationarity condition (THEORY.md sec. 4).
+"""Guarded, Anderson-accelerated step rules for fixed-point problems x = T(x) (THEORY.md secs. 4-5).
 
-Each order parameter is solved from its own stationarity equation
-(``EntropicAction.target_precision``), iterated on the precision Lambda = Sigma^{-1}:
+Every saddle point of the package is a fixed point of a map (optimistix's lesson: convert problems instead of
+writing parallel solvers; ``actions.base``): the precision map Lambda <- a I + (2/N) sym dD/dSigma of any
+entropic action (the two-layer Sigma, kernel scaling, the deep whitened primal, the deep input-space form), and
+the deep conjugate (forward-backward) map on the conjugate kernels.
 
-    Lambda <- T(Lambda) = a I + (2/N) sym dD/dSigma,   Sigma = Lambda^{-1}
+Step rules (``solvers.driver``): :class:`FixedPoint` iterates x <- x + eta (T(x) - x), Anderson-extrapolated
+(type II) from the last accepted iterates; a step is accepted only if the new point is in the domain, finite,
+and does not raise the merit beyond its round-off, otherwise eta shrinks (backtracking) -- THEORY.md's
+lessons: the plain iteration loses positive definiteness at gamma = 2, P = 30, and a fixed damping can
+converge to a spurious point outside the domain. :class:`Newton` iterates the Newton-preconditioned map
+x + (I - J)^{-1} (T(x) - x) instead, with the model J of T's Jacobian that the problem supplies (for the
+two-layer FCN: the Gaussian-equivalent linear part of the kernel, ``actions.adaptive.LinearisedPrecisionMap``;
+exact Newton for linear nets). Same fixed points, same guards.
 
-(for a linear net T = (d/s_w2) I - (c/N) X^T (t t^T - A) X; for any phi the data gradient
-comes from autodiff). When the action supplies a model J of the map's Jacobian
-(``EntropicAction.linearised_data_term``; the fully connected two-layer adaptive action does, in
-function and weight space: its Gaussian-equivalent linear part, ``actions.adaptive.LinearisedPrecisionMap``), the step is the
-Newton step of the residual instead, Lambda + (I - J)^{-1} (T(Lambda) - Lambda): exact Newton for
-a linear net. The iteration is :func:`~adaptive_kernels.solvers.forward_backward.fixed_point_solve`:
-damped steps, Anderson-extrapolated from the last accepted iterates, each accepted only if Lambda
-stays positive definite (a finite Cholesky factor: the positivity guard) and the action S does not
-increase (T - Lambda is a descent direction of S: to first order dS = -(N/2) eta tr(R Sigma R Sigma),
-R = T - Lambda, and the Newton step is used only where it too descends; the residual itself may grow
-on the way, as the map expands along strongly learned directions in mean-field scaling); otherwise
-eta shrinks (backtracking). It stops when the stationarity residual max|Sigma T - I| is below ``tol``.
-THEORY.md's lesson -- the plain iteration, even damped by 0.5, loses positive definiteness at
-gamma = 2, P = 30 -- is what the guard and the backtracking are for.
-
-Measured (erf, d = 50, P = 1000, N = 1000, gamma = 2, kappa2 = 1e-2, 2-core CPU, `make bench`): 19
-evaluations with Newton steps (1.45 s after compilation), 37 without (2.3 s); each evaluation is one
-Cholesky of the P x P kernel, one inverse and one kernel pullback. L-BFGS over the Cholesky coordinates
-with a Newton-CG polish (``QuasiNewton``) took 13 s.
+Measured (erf, d = 50, P = 1000, N = 1000, gamma = 2, kappa2 = 1e-2, 2-core CPU, ``make bench``): 19 evaluations
+with Newton steps (1.45 s after compilation), 37 without (2.3 s); an evaluation is one Cholesky of the P x P
+kernel, one inverse and one kernel pullback. L-BFGS with a Newton-CG polish (``QuasiNewton``) took 13 s.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
 
-from adaptive_kernels.actions.base import EntropicAction, as_matrix
-from adaptive_kernels.solvers.base import check_tolerance, stationarity_tolerance
-from adaptive_kernels.solvers.forward_backward import ForwardBackward, StepInfo, fixed_point_solve
-
-
-def _inverse_spd(M):
-    """M^{-1} through a Cholesky factor: NaN when M is not positive definite."""
-    L = jnp.linalg.cholesky(M)
-    eye = jnp.eye(M.shape[0], dtype=M.dtype)
-    return jax.scipy.linalg.cho_solve((L, True), eye)
+from adaptive_kernels._validation import check_in_range
+from adaptive_kernels.actions.base import AbstractFixedPointProblem, StepInfo
+from adaptive_kernels.solvers.coordinates import check_steps, check_tolerance, stationarity_tolerance
+from adaptive_kernels.solvers.driver import AbstractRule
+from adaptive_kernels.solvers.solution import Status
 
 
-def _all_finite(tree):
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+# --- the step rules -------------------------------------------------------------------------------------------------
+class FixedPointState(eqx.Module):
+    x: object
+    Tx: object
+    info: StepInfo
+    eta: jnp.ndarray
+    X_hist: jnp.ndarray
+    G_hist: jnp.ndarray
+    count: jnp.ndarray
+    accepted: jnp.ndarray
+    status: jnp.ndarray
+    last_rejection: jnp.ndarray
 
 
-class FixedPoint(eqx.Module):
-    """Precision iteration Lambda <- a I + (2/N) dD/dSigma with Anderson acceleration, backtracking
-    and a positivity guard.
+def _norm(tree):
+    return jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(tree)))
+
+
+def _anderson(x, g, X_hist, G_hist, count, eta):
+    """Type-II Anderson candidate from flattened history rows (oldest first, ``count`` valid)."""
+    m = X_hist.shape[0]
+    valid = (jnp.arange(m - 1) >= m - count)[:, None]  # differences between valid consecutive rows
+    dX = jnp.where(valid, X_hist[1:] - X_hist[:-1], 0.0)
+    dG = jnp.where(valid, G_hist[1:] - G_hist[:-1], 0.0)
+    coef = jnp.linalg.lstsq(dG.T, g)[0]
+    return x + eta * g - (dX + eta * dG).T @ coef
+
+
+def _push(hist, row):
+    return jnp.concatenate([hist[1:], row[None]], axis=0)
+
+
+def _improves(new: StepInfo, old: StepInfo, res, old_res):
+    """Accept a trial point whose merit dropped by more than round-off, or stayed within round-off while the
+    residual |T(x) - x| dropped. The round-off of an action: a P x P log-determinant amplifies the kernel's
+    rounding by cond(K + kappa2) (measured ~4e-12 relative for a tanh kernel by 2-d quadrature at P = 40, with
+    two decades of stationarity residual to go), so no finer than 1e-10 relative."""
+    noise = jnp.maximum(64 * jnp.finfo(jnp.result_type(old.merit)).eps, 1e-10) * (1 + jnp.abs(old.merit))
+    return (new.merit < old.merit - noise) | ((new.merit <= old.merit + noise) & (res <= old_res))
+
+
+class FixedPoint(AbstractRule):
+    """x <- x + eta (T(x) - x) with Anderson acceleration, backtracking and a domain guard (module docstring).
 
     Attributes:
-        damping: the largest step eta in (0, 1] on the precision (1: the plain iteration).
-        tol: stationarity residual max|Sigma (aI + (2/N) dD/dSigma) - I| for SUCCESS (None: 1e-10 in
-            float64, 1.2e-4 in float32; ``solvers.base.stationarity_tolerance``).
+        damping: the largest step eta in (0, 1] (also the first tried; 1: the plain iteration).
+        tol: stationarity residual for SUCCESS (None: 1e-10 in float64, 1000 eps = 1.2e-4 in float32;
+            ``solvers.coordinates.stationarity_tolerance``). For a precision map: max|Sigma T - I|; for the
+            deep conjugate map: |T(x) - x| / |T(x)|.
         max_steps: iteration limit (evaluations of the map, rejected trial steps included).
-        anderson_memory: accepted iterates the Anderson extrapolation uses (0: plain damped iteration),
-            at most the number of free parameters sum_l n_l (n_l + 1)/2 (1 for a scalar: the secant
-            method). None (default): 0 with exact Newton steps (linear phi), 5 with approximate ones, 20
-            without. Measured at d = 50, P = 1000 (erf): without Newton steps 54 / 42 / 37 / 37 evaluations
-            with memory 5 / 10 / 20 / 30; with them 26 / 19 / 19 / 21 with memory 0 / 3 / 5 / 20. On linear
-            nets (exact Newton; 15 problems, d = 5-50, gamma = 1-2) memory 0 takes 2-6 evaluations, memory 5
-            3-14: a memory keeps secant information from far-away iterates. Over 35 small nonlinear problems
-            (erf, ReLU, GELU, tanh; gamma = 1-2; d = 5-20) memory 5 took 8-24 evaluations (502 in all)
-            where the plain iteration with memory 20 took 11-53 (866).
-            Kernel scaling (one scalar) at d = 8, P = 12: 9 evaluations with memory 1, 17 with 10.
-        newton: take Newton steps with the action's Jacobian model where it has one (else plain steps).
+        anderson_memory: accepted iterates the extrapolation uses (0: plain damped iteration), at most the number
+            of free parameters. None (default): 0 with an exact Newton model (linear phi), 5 with an approximate
+            one, 20 without. Measured at d = 50, P = 1000 (erf): without Newton steps 54 / 42 / 37 / 37 evaluations
+            with memory 5 / 10 / 20 / 30; with them 26 / 19 / 19 / 21 with memory 0 / 3 / 5 / 20. On linear nets
+            (exact Newton; 15 problems, d = 5-50, gamma = 1-2) memory 0 takes 2-6 evaluations, memory 5 3-14. Over 35
+            small nonlinear problems (erf, ReLU, GELU, tanh; gamma = 1-2; d = 5-20) memory 5 took 8-24 evaluations
+            (502 in all) where the plain iteration with memory 20 took 11-53 (866). Kernel scaling (one scalar) at
+            d = 8, P = 12: 9 evaluations with memory 1 (the secant method), 17 with 10.
+        min_damping: the iteration gives up (LINE_SEARCH_FAILED or LEFT_DOMAIN) when backtracking pushes eta below.
+        grow, shrink: factors applied to eta after an accepted / rejected step.
     """
 
     damping: float = eqx.field(static=True, default=1.0)
     tol: float | None = eqx.field(static=True, default=None)
     max_steps: int = eqx.field(static=True, default=1000)
     anderson_memory: int | None = eqx.field(static=True, default=None)
-    newton: bool = eqx.field(static=True, default=True)
+    min_damping: float = eqx.field(static=True, default=1e-7)
+    grow: float = eqx.field(static=True, default=1.5)
+    shrink: float = eqx.field(static=True, default=0.3)
+    uses_model: ClassVar[bool] = False
 
     def __check_init__(self):
         if not 0 < self.damping <= 1:
             raise ValueError(f"damping must lie in (0, 1], got {self.damping}")
         check_tolerance("tol", self.tol)
-        if not (isinstance(self.max_steps, int) and self.max_steps > 0):
-            raise ValueError(f"max_steps must be a positive integer, got {self.max_steps!r}")
-        if not (self.anderson_memory is None or (isinstance(self.anderson_memory, int) and self.anderson_memory >= 0)):
-            raise ValueError(f"anderson_memory must be None or a non-negative integer, got {self.anderson_memory!r}")
+        check_steps("max_steps", self.max_steps)
+        if self.anderson_memory is not None:
+            check_steps("anderson_memory", self.anderson_memory, minimum=0)
+        check_in_range("min_damping", self.min_damping, 0.0, 1.0)
+        check_in_range("shrink", self.shrink, 0.0, 1.0)
+        check_in_range("grow", self.grow, 1.0, 10.0)
 
-    def run(self, action: EntropicAction, init, args):
-        like = init
-        tol = stationarity_tolerance(self.tol, init)
+    def _map(self, problem: AbstractFixedPointProblem, x, args):
+        return problem.newton(x, args) if self.uses_model else problem(x, args)
 
-        def step(precision, args):
-            Sigma = jax.tree.map(_inverse_spd, precision)
-            value, targets, model = action.fixed_point_terms(
-                jax.tree.map(lambda S, x: S.reshape(jnp.shape(x)), Sigma, like), args
-            )
-            residual = jnp.max(jnp.stack([
-                jnp.max(jnp.abs(S @ T - jnp.eye(S.shape[0], dtype=S.dtype)))
-                for S, T in zip(jax.tree.leaves(Sigma), jax.tree.leaves(targets))
-            ]))
-            if newton:
-                targets = jax.tree.map(jnp.add, precision, model.newton_step(jax.tree.map(jnp.subtract, targets, precision)))
-            return targets, StepInfo(in_domain=_all_finite(Sigma), action=value, converged=residual <= tol)
+    def _memory(self, problem, x0, args) -> int:
+        kind = problem.model_kind(x0, args) if self.uses_model else None
+        memory = self.anderson_memory
+        if memory is None:
+            memory = {"exact": 0, "approximate": 5, None: 20}[kind]
+        return min(memory, ravel_pytree(x0)[0].size)
 
-        model = jax.eval_shape(lambda: action.fixed_point_terms(init, args)[2])
-        newton = self.newton and model is not None
-        default_memory = (0 if model.exact else 5) if newton else 20
-        memory = self.anderson_memory if self.anderson_memory is not None else default_memory
-        free = sum(n * (n + 1) // 2 for n in (as_matrix(x).shape[0] for x in jax.tree.leaves(init)))
-        iteration = ForwardBackward(damping=self.damping, max_steps=self.max_steps,
-                                    anderson_memory=min(memory, free), merit="action")
-        sol = fixed_point_solve(step, iteration, jax.tree.map(lambda x: _inverse_spd(as_matrix(x)), init), args)
-        Sigma = jax.tree.map(lambda P, x: _inverse_spd(P).reshape(jnp.shape(x)), sol.value, like)
-        return Sigma, sol.iterations, sol.status, {"accepted": sol.stats["accepted"]}
+    def _evaluate(self, problem, x, args):
+        Tx, info = self._map(problem, x, args)
+        Tx = jax.tree.map(lambda t, a: t.astype(a.dtype), Tx, x)  # a step may promote (float64 constants)
+        res = _norm(jax.tree.map(jnp.subtract, Tx, x))
+        ok = info.in_domain & jnp.isfinite(res) & jnp.isfinite(info.merit)
+        return Tx, info, res, ok
+
+    def init(self, problem, x0, args):
+        tol = stationarity_tolerance(self.tol, x0)
+        Tx, info, res, ok = self._evaluate(problem, x0, args)
+        flat = ravel_pytree(x0)[0]
+        rows = self._memory(problem, x0, args) + 1
+        status = jnp.where(ok, jnp.where(info.residual <= tol, Status.SUCCESS, Status.MAX_STEPS),
+                           jnp.where(info.in_domain, Status.NONFINITE, Status.LEFT_DOMAIN))
+        return FixedPointState(
+            x=x0, Tx=Tx, info=info, eta=jnp.asarray(self.damping, res.dtype),
+            X_hist=jnp.zeros((rows, flat.size), flat.dtype).at[-1].set(flat),
+            G_hist=jnp.zeros((rows, flat.size), flat.dtype).at[-1].set(ravel_pytree(Tx)[0] - flat),
+            count=jnp.asarray(1), accepted=jnp.asarray(0), status=jnp.asarray(status, jnp.int32),
+            last_rejection=jnp.asarray(Status.LINE_SEARCH_FAILED, jnp.int32),
+        )
+
+    def step(self, problem, s: FixedPointState, args):
+        tol = stationarity_tolerance(self.tol, s.x)
+        flat, unravel = ravel_pytree(s.x)
+        g = ravel_pytree(s.Tx)[0] - flat
+        if s.X_hist.shape[0] > 1:
+            x_new = unravel(_anderson(flat, g, s.X_hist, s.G_hist, s.count, s.eta))
+        else:
+            x_new = unravel(flat + s.eta * g)
+        Tx_new, info, res_new, ok = self._evaluate(problem, x_new, args)
+        old_res = _norm(jax.tree.map(jnp.subtract, s.Tx, s.x))
+        accept = ok & _improves(info, s.info, res_new, old_res)
+        eta = jnp.where(accept, jnp.minimum(s.eta * self.grow, self.damping), s.eta * self.shrink)
+        reason = jnp.where(info.in_domain, jnp.where(ok, Status.LINE_SEARCH_FAILED, Status.NONFINITE),
+                           Status.LEFT_DOMAIN)
+        last_rejection = jnp.where(accept, s.last_rejection, reason).astype(jnp.int32)
+        status = jnp.where(accept & (info.residual <= tol), Status.SUCCESS,
+                           jnp.where(eta < self.min_damping, last_rejection, Status.MAX_STEPS)).astype(jnp.int32)
+        pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, old)  # noqa: E731
+        flat_new = ravel_pytree(x_new)[0]
+        return FixedPointState(
+            x=pick(x_new, s.x), Tx=pick(Tx_new, s.Tx), info=pick(info, s.info), eta=eta,
+            X_hist=jnp.where(accept, _push(s.X_hist, flat_new), s.X_hist),
+            G_hist=jnp.where(accept, _push(s.G_hist, ravel_pytree(Tx_new)[0] - flat_new), s.G_hist),
+            count=jnp.where(accept, jnp.minimum(s.count + 1, s.X_hist.shape[0]), 1),
+            accepted=s.accepted + accept.astype(jnp.int32), status=status, last_rejection=last_rejection,
+        )
+
+    def terminate(self, problem, s: FixedPointState, args):
+        return s.status != Status.MAX_STEPS, s.status
+
+    def result(self, problem, s: FixedPointState, args):
+        return s.x, {"accepted": s.accepted, "damping": s.eta}
+
+
+class Newton(FixedPoint):
+    """:class:`FixedPoint` on the Newton-preconditioned map x + (I - J)^{-1}(T(x) - x), J the problem's Jacobian
+    model (where it has none: the plain map). The default solver of the two-layer theories."""
+
+    uses_model: ClassVar[bool] = True

@@ -1,15 +1,15 @@
-"""Derivatives of a minimiser through its stationarity condition (no unrolling).
+"""Derivatives of a fixed point through its defining equation (no unrolling of the iterations).
 
-At the minimum u*(theta) of f(u, theta), grad_u f(u*, theta) = 0, so by the implicit
-function theorem
+At a fixed point x*(theta) = T(x*(theta), theta), by the implicit function theorem
 
-    du*/dtheta . t = -H^{-1} (d grad_u f / dtheta) . t,     H = d^2 f/du^2 at u*
+    dx*/dtheta . t = (I - dT/dx)^{-1} (dT/dtheta . t)
 
-(Blondel et al. 2022, "Efficient and modular implicit differentiation"). The order
-parameters are taken in the unconstrained coordinates of ``solvers.base`` (Cholesky factor
-with log-diagonal), where H is positive definite at a strict minimum; the Hessian system is
-solved with lineax. The rule is a custom JVP, linear in the tangents, so reverse mode
-(``jax.grad``) works through lineax's transpose as well.
+(Blondel et al. 2022, "Efficient and modular implicit differentiation"; optimistix's ``ImplicitAdjoint``).
+Every form of every theory is a fixed point of a map (``solvers.fixed_point``): the precision map of a
+minimisation (where I - dT/dx is the Hessian of the action up to a change of coordinates) and the deep conjugate
+forward-backward map alike, so one rule serves them all. It is a custom JVP, linear in the tangents, so reverse
+mode (``jax.grad``) works through the transposed linear solve as well. The system is solved by
+``solvers.coordinates.solve_linear`` (dense for small order parameters, GMRES beyond).
 """
 
 from __future__ import annotations
@@ -17,56 +17,38 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 
-from adaptive_kernels.actions.base import EntropicAction
-from adaptive_kernels.solvers.base import from_unconstrained, hessian_solver, to_unconstrained
-
-
-def _objective(u, args, action, like):
-    _, precisions = action.prior(args)
-    return action(from_unconstrained(u, precisions, like), args)
+from adaptive_kernels.solvers.coordinates import data_size, solve_linear
 
 
 @eqx.filter_custom_jvp
-def _minimiser(u_star, args, *, action, like, linear_solver):
-    return u_star
+def _fixed_point(x_star, args, *, problem, linear_solver):
+    return x_star
 
 
-@_minimiser.def_jvp
-def _minimiser_jvp(primals, tangents, *, action, like, linear_solver):
-    u_star, args = primals
+@_fixed_point.def_jvp
+def _fixed_point_jvp(primals, tangents, *, problem, linear_solver):
+    x_star, args = primals
     _, t_args = tangents
     if t_args is None:
-        return u_star, jax.tree.map(jnp.zeros_like, u_star)
+        return x_star, jax.tree.map(jnp.zeros_like, x_star)
     diff_args, static_args = eqx.partition(args, eqx.is_inexact_array)
-    t_diff = jax.tree.map(
-        lambda a, t: None if a is None else (jnp.zeros_like(a) if t is None else t),
-        diff_args,
-        t_args,
-        is_leaf=lambda x: x is None,
-    )
+    t_diff = jax.tree.map(lambda a, t: None if a is None else (jnp.zeros_like(a) if t is None else t),
+                          diff_args, t_args, is_leaf=lambda x: x is None)
 
-    def gradient(u, a):
-        return jax.grad(_objective)(u, a, action, like)
+    def T(x, a):
+        return problem(x, eqx.combine(a, static_args))[0]
 
-    _, rhs = jax.jvp(lambda da: gradient(u_star, eqx.combine(da, static_args)), (diff_args,), (t_diff,))
-    hessian = lx.JacobianLinearOperator(
-        gradient, u_star, args, tags=(lx.symmetric_tag, lx.positive_semidefinite_tag)
-    )
-    t_u = lx.linear_solve(hessian, jax.tree.map(jnp.negative, rhs), linear_solver).value
-    return u_star, t_u
+    _, rhs = jax.jvp(lambda a: T(x_star, a), (diff_args,), (t_diff,))
+
+    def matvec(v):
+        return jax.tree.map(jnp.subtract, v, jax.jvp(lambda x: T(x, diff_args), (x_star,), (v,))[1])
+
+    return x_star, solve_linear(matvec, rhs, data_size(args), linear_solver)
 
 
-def implicit_minimiser(action: EntropicAction, Sigma, args, linear_solver=None):
-    """``Sigma`` (a minimiser of ``action(., args)``) with derivatives w.r.t. ``args`` from the IFT.
-
-    ``linear_solver`` defaults to ``solvers.base.hessian_solver``: a dense Cholesky solve of
-    the materialised Hessian for small order parameters, conjugate gradients for large ones.
-    """
-    _, precisions = action.prior(args)
-    u_star = to_unconstrained(jax.lax.stop_gradient(Sigma), jax.lax.stop_gradient(precisions))
-    linear_solver = hessian_solver(u_star, args, linear_solver)
-    like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), Sigma)
-    u = _minimiser(u_star, args, action=action, like=like, linear_solver=linear_solver)
-    return from_unconstrained(u, precisions, like)
+def implicit_fixed_point(problem, x_star, args, linear_solver=None):
+    """``x_star`` (a fixed point of ``problem``, an ``AbstractFixedPointProblem``) with derivatives with respect
+    to ``args`` from the implicit function theorem; ``linear_solver`` (lineax) for the system, default
+    ``solve_linear``'s choice."""
+    return _fixed_point(jax.lax.stop_gradient(x_star), args, problem=problem, linear_solver=linear_solver)

@@ -1,6 +1,7 @@
 """The result every saddle-point solver returns (optimistix-style: value, status, stats).
 
-A :class:`Solution` is a PyTree of arrays (vmappable, jit-returnable); ``theory`` is static.
+A :class:`Solution` is a PyTree of arrays (vmappable, jit-returnable); ``theory`` (the theory object that
+posed the problem, e.g. ``Adaptive()``) is static, so predictions dispatch on it rather than on strings.
 ``converged`` is true only when ``status == Status.SUCCESS``; a solver never marks a
 non-finite or out-of-domain point as converged.
 """
@@ -33,7 +34,7 @@ _MESSAGES = {
     Status.MAX_STEPS: "iteration limit reached before convergence",
     Status.NONFINITE: "non-finite action or iterate",
     Status.LEFT_DOMAIN: "iterate left the domain (positive definiteness) and backtracking failed",
-    Status.LINE_SEARCH_FAILED: "line search found no decrease of the action",
+    Status.LINE_SEARCH_FAILED: "line search found no decrease of the merit function (action, or residual for a saddle)",
 }
 
 
@@ -41,18 +42,18 @@ class Solution(eqx.Module):
     """A stationary point of an action.
 
     Attributes:
-        theory: which action was solved (``"gp"``, ``"scaling"``, ``"adaptive"``, ``"deep_adaptive"``...).
-        value: the order parameters at the solution (a PyTree: a scalar, Sigma, per-layer kernels...).
+        value: the order parameters at the solution, in the coordinates of the theory's action (a PyTree:
+            the scale s or scales u_l, Sigma or Sigma_l, whitened per-layer covariances Q_l, conjugate kernels).
         action: the action at ``value``.
         grad_norm: norm of the stationarity residual (gradient of the action) at ``value``.
         iterations: iterations taken.
         status: a :class:`Status` code (int array).
         domain_margin: smallest eigenvalue that must stay positive (Sigma, or
             I - (2/N) C^1/2 Kt C^1/2 for conjugate forms); NaN where not applicable.
-        stats: extra solver statistics (a dict of arrays).
+        stats: extra solver statistics (a dict of arrays): ``residual`` (the stationarity residual), ...
+        theory: the theory object (static); None for a solve of a bare action.
     """
 
-    theory: str = eqx.field(static=True)
     value: Any
     action: jnp.ndarray
     grad_norm: jnp.ndarray
@@ -60,6 +61,7 @@ class Solution(eqx.Module):
     status: jnp.ndarray
     domain_margin: jnp.ndarray
     stats: dict = eqx.field(default_factory=dict)
+    theory: Any = eqx.field(static=True, default=None)
 
     @property
     def converged(self):

@@ -1,0 +1,94 @@
+"""Predictions and observables of a solution (THEORY.md secs. 2, 6): the GP with the solution's output kernel.
+
+    f(x*) = K(x*, X) (K + kappa2)^{-1} y,   var f(x*) = K(x*, x*) - K(x*, X) (K + kappa2)^{-1} K(X, x*)
+
+(for the linear two-layer adaptive net the mean is c x*^T Sigma X^T t, t = (K_Sigma + kappa2)^{-1} y).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+
+from adaptive_kernels._validation import is_traced
+from adaptive_kernels.gp import posterior
+from adaptive_kernels.observables import eigenvalue_ratio, kernel_target_alignment, learnability, mse
+from adaptive_kernels.problem import Problem
+from adaptive_kernels.solvers.solution import Solution
+
+
+class Prediction(eqx.Module):
+    """GP predictions with the kernel of a solution.
+
+    Attributes:
+        mean_train: (P,) mean output on the training inputs.
+        mean_test: (P*,) mean output on the test inputs (None without test inputs).
+        var_test: (P*,) predictive variance there (None without test inputs).
+        kernel: (P, P) the solution's output kernel on the training inputs.
+    """
+
+    mean_train: jnp.ndarray
+    mean_test: jnp.ndarray | None
+    var_test: jnp.ndarray | None
+    kernel: jnp.ndarray
+
+
+def predict_problem(solution: Solution, problem: Problem, X_test=None) -> Prediction:
+    """:class:`Prediction` of ``solution`` (solved by its ``theory``) on ``problem`` and test inputs ``X_test``."""
+    theory = solution.theory
+    K, K_cross, diag = theory.output_kernels(solution.value, problem, X_test)
+    P = problem.P
+    if X_test is None:
+        return Prediction(posterior(K, problem.y, problem.kappa2, K).mean, None, None, K)
+    out = posterior(K, problem.y, problem.kappa2, jnp.concatenate([K, K_cross]),
+                    jnp.concatenate([jnp.diagonal(K), diag]))
+    return Prediction(out.mean[:P], out.mean[P:], out.variance[P:], K)
+
+
+def _python(value):
+    if value is None or isinstance(value, str) or is_traced(value):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_python(v) for v in value]
+    value = jnp.asarray(value)
+    if value.dtype == jnp.bool_:
+        return bool(value)
+    if jnp.issubdtype(value.dtype, jnp.integer):
+        return int(value)
+    return float(value)
+
+
+def observables(solution: Solution, problem: Problem, prediction: Prediction, y_test=None, w_star=None) -> dict:
+    """A flat dict of observables of a solution (THEORY.md sec. 6), Python scalars and per-layer lists.
+
+    Always: theory, converged, status, iterations, action, grad_norm, domain_margin, train_mse. With ``y_test``:
+    learnability, test_mse. Per layer (lists, first to last hidden layer): ``kernel_eigenvalue_ratio`` and
+    ``kernel_target_alignment`` of the layer's kernel K_l along y (1-d targets); ``eigenvalue_ratio`` of the layer's
+    input-space covariance along ``w_star`` (two-layer FCNs; deep linear nets), where the theory has one.
+    Scaling: ``scale`` (s, or the list of u_l).
+    """
+    theory = solution.theory
+    out = {
+        "theory": theory.name,
+        "converged": solution.converged,
+        "status": solution.status,
+        "iterations": solution.iterations,
+        "action": solution.action,
+        "grad_norm": solution.grad_norm,
+        "domain_margin": solution.domain_margin,
+        "train_mse": mse(prediction.mean_train, problem.y),
+    }
+    if theory.name == "scaling":
+        out["scale"] = solution.value
+    if y_test is not None and prediction.mean_test is not None:
+        out["learnability"] = learnability(prediction.mean_test, y_test)
+        out["test_mse"] = mse(prediction.mean_test, y_test)
+    y = problem.y
+    if y.ndim == 1 and problem.P >= 2:
+        kernels = theory.layer_kernels(solution.value, problem)
+        out["kernel_eigenvalue_ratio"] = [eigenvalue_ratio(K, y) for K in kernels]
+        out["kernel_target_alignment"] = [kernel_target_alignment(K, y) for K in kernels]
+    covariances = theory.input_covariances(solution.value, problem)
+    if w_star is not None and covariances is not None and problem.d >= 2:
+        out["eigenvalue_ratio"] = [eigenvalue_ratio(S, w_star) for S in covariances]
+    return {k: _python(v) for k, v in out.items()}

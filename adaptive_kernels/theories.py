@@ -1,0 +1,315 @@
+"""Theories: what is adapted, and how (THEORY.md secs. 2-5). Each is a small immutable object that provides
+
+    problem(problem)            -> (action, args): what the solvers solve (an EntropicAction or a fixed-point map)
+    init(problem, args)         -> initial order parameters
+    default_solver(problem)     -> the solver used when none is given
+    output_kernels(value, problem, X_test) -> K (P, P), K(X_test, X), diag K(X_test): the output kernel c K_L
+    layer_kernels(value, problem)          -> per-layer post-activation kernels K_1..K_L on the training inputs
+    input_covariances(value, problem)      -> per-layer input-space covariances (d x d) or None
+
+for every depth: a two-layer net is the L = 1 case.
+
+- :class:`NNGP`: no adaptation, the infinite-width kernel (sec. 2).
+- :class:`Scaling`: one scalar per layer rescales the NNGP kernel (sec. 3; exact mean output for linear nets).
+- :class:`Adaptive`: a matrix per layer (secs. 4-5). ``form``: ``"weight"`` -- the first-layer weight covariance
+  Sigma of a two-layer FCN or CNN with the Gaussian ansatz (any phi), or one d x d Sigma_l per layer of a deep
+  linear net; ``"kernel"`` -- per-layer P x P kernels of the Gaussian-equivalent (exact for linear phi) layer
+  CGF, the whitened primal (any depth, any P, N_l, d); ``"conjugate"`` -- the same saddle as the forward-backward
+  map on the conjugate kernels (with ``measure="second_order"``: Fischer et al.'s second-order cumulant CGF);
+  ``"auto"``: ``"weight"`` for one hidden layer, ``"kernel"`` for deeper nets.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from adaptive_kernels._validation import is_traced
+from adaptive_kernels.actions import deep
+from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_space
+from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
+from adaptive_kernels.gp import data_term
+from adaptive_kernels.problem import Problem
+from adaptive_kernels.solvers import FixedPoint, Newton
+
+FORMS = ("auto", "weight", "kernel", "conjugate")
+MEASURES = ("gaussian", "second_order")
+
+
+def has_bias(problem: Problem) -> bool:
+    """s_b2 > 0 (False while s_b2 is traced: checks of traced values are skipped)."""
+    return not is_traced(problem.s_b2) and float(problem.s_b2) != 0
+
+
+class AbstractTheory(eqx.Module):
+    """The interface every theory provides (see the module docstring)."""
+
+    name: ClassVar[str]
+
+    def check(self, problem: Problem) -> None:
+        """Raise a ValueError naming the option if this theory cannot describe ``problem``."""
+
+    @abc.abstractmethod
+    def problem(self, problem: Problem):
+        """(action, args) for the solvers, or None for a theory without order parameters."""
+
+    @abc.abstractmethod
+    def init(self, problem: Problem, args):
+        """Initial order parameters."""
+
+    def default_solver(self, problem: Problem):
+        return Newton()
+
+    @abc.abstractmethod
+    def output_kernels(self, value, problem: Problem, X_test=None):
+        """(K, K(X_test, X), diag K(X_test)) of the output kernel (the last two None without X_test)."""
+
+    @abc.abstractmethod
+    def layer_kernels(self, value, problem: Problem) -> tuple:
+        """Per-layer post-activation kernels K_1..K_L (P x P) on the training inputs."""
+
+    def input_covariances(self, value, problem: Problem):
+        """Per-layer input-space covariances Sigma_l (d x d), or None where the theory has none."""
+        return None
+
+    def check_value(self, value, problem: Problem, name: str = "value") -> None:
+        """Raise if ``value`` does not have the structure and shapes this theory's order parameters have on
+        ``problem`` (a solution of another problem, a wrong ``init``)."""
+        action, args = self.problem(problem)
+        want = jax.eval_shape(lambda: self.init(problem, args))
+        got_structure, want_structure = jax.tree.structure(value), jax.tree.structure(want)
+        shapes = [jnp.shape(x) for x in jax.tree.leaves(value)]
+        want_shapes = [x.shape for x in jax.tree.leaves(want)]
+        if got_structure != want_structure or shapes != want_shapes:
+            raise ValueError(f"{name}: order parameters of shapes {shapes} do not fit this {self.name} problem "
+                             f"(P = {problem.P}, d = {problem.d}, depth {problem.depth}), which needs {want_shapes}")
+
+
+def _nngp_blocks(problem: Problem, X_test, scale=1.0):
+    train = problem.nngp_kernel()
+    if X_test is None:
+        return scale * train.nngp, None, None
+    cross = problem.nngp_kernel(X_test, problem.X)
+    return scale * train.nngp, scale * cross.nngp, scale * cross.var1
+
+
+def _nngp_layer_kernels(problem: Problem, scales=None) -> tuple:
+    """K_phi(C_l^NNGP) per layer, times prod_{k<=l} u_k when scales are given."""
+    C = deep.input_covariance(problem, problem.X)
+    kernels = []
+    for layer in range(problem.depth):
+        K = deep.prior_kernel(problem, C)
+        C = deep.next_covariance(problem, K)
+        kernels.append(K if scales is None else jnp.prod(jnp.stack(scales[: layer + 1])) * K)
+    return tuple(kernels)
+
+
+class NNGP(AbstractTheory):
+    """The infinite-width (NNGP) kernel: no order parameters; its action is the data term D(K_NNGP)."""
+
+    name: ClassVar[str] = "gp"
+
+    def problem(self, problem):
+        return None
+
+    def init(self, problem, args):
+        return None
+
+    def action(self, problem: Problem):
+        return data_term(problem.nngp_kernel().nngp, problem.y, problem.kappa2)
+
+    def output_kernels(self, value, problem, X_test=None):
+        return _nngp_blocks(problem, X_test)
+
+    def layer_kernels(self, value, problem):
+        return _nngp_layer_kernels(problem)
+
+    def check_value(self, value, problem, name="value"):
+        if value is not None:
+            raise ValueError(f"{name}: the NNGP has no order parameters, got {type(value).__name__}")
+
+
+class Scaling(AbstractTheory):
+    """Kernel scaling: S(u) = sum_l (N_l/2)(u_l - log u_l) + D((prod u_l) K_NNGP) (``actions.scaling``)."""
+
+    name: ClassVar[str] = "scaling"
+
+    def problem(self, problem):
+        return ScalingAction(), scaled_kernel(problem)
+
+    def init(self, problem, args):
+        return scales_like(problem.widths, problem.X.dtype)
+
+    def _scales(self, value):
+        return tuple(jax.tree.leaves(value))
+
+    def output_kernels(self, value, problem, X_test=None):
+        return _nngp_blocks(problem, X_test, jnp.prod(jnp.stack(self._scales(value))))
+
+    def layer_kernels(self, value, problem):
+        return _nngp_layer_kernels(problem, self._scales(value))
+
+
+class Adaptive(AbstractTheory):
+    """Adaptive kernels: a matrix per layer (module docstring).
+
+    Attributes:
+        form: ``"auto"``, ``"weight"``, ``"kernel"`` or ``"conjugate"``.
+        space: for the two-layer weight form, where D is evaluated: ``"auto"``, ``"weight"`` (Woodbury, linear phi)
+            or ``"function"`` (P x P kernel).
+        measure: ``"gaussian"`` (the Gaussian ansatz / Gaussian-equivalent CGF; exact for linear phi) or
+            ``"second_order"`` (conjugate form only: the second-order cumulant CGF, Monte Carlo with
+            ``samples`` fixed draws from ``seed``).
+    """
+
+    name: ClassVar[str] = "adaptive"
+    form: str = eqx.field(static=True, default="auto")
+    space: str = eqx.field(static=True, default="auto")
+    measure: str = eqx.field(static=True, default="gaussian")
+    samples: int = eqx.field(static=True, default=20000)
+    seed: int = eqx.field(static=True, default=0)
+
+    def __check_init__(self):
+        if self.form not in FORMS:
+            raise ValueError(f"form must be one of {', '.join(FORMS)}, got {self.form!r}")
+        if self.measure not in MEASURES:
+            raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {self.measure!r}")
+        if self.measure == "second_order" and self.form != "conjugate":
+            raise ValueError("measure: 'second_order' needs form='conjugate'")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
+            raise ValueError(f"samples must be an integer >= 2, got {self.samples!r}")
+
+    def resolved_form(self, problem: Problem) -> str:
+        if self.form == "auto":
+            return "weight" if problem.depth == 1 else "kernel"
+        return self.form
+
+    def check(self, problem):
+        form = self.resolved_form(problem)
+        if problem.patches > 1 and form != "weight":
+            raise ValueError(f"form: a CNN has the 'weight' form only (its filter covariance), got {form!r}")
+        if form == "weight":
+            if problem.depth == 1:
+                if has_bias(problem):
+                    raise ValueError("arch: biases (s_b2 > 0) are not supported by the two-layer weight form; "
+                                     "use form='kernel'")
+                resolve_space(self.space, problem)
+            elif not problem.activation.is_linear:
+                raise ValueError(f"form: 'weight' for depth {problem.depth} needs a linear activation "
+                                 f"(one d x d Sigma_l per layer), got {problem.activation.name!r}")
+            elif has_bias(problem):
+                raise ValueError("form: 'weight' for deep nets needs s_b2 = 0")
+
+    def _draws(self, problem: Problem):
+        key = jax.random.PRNGKey(self.seed)
+        return tuple(jax.random.normal(jax.random.fold_in(key, layer), (self.samples, problem.P), problem.X.dtype)
+                     for layer in range(problem.depth))
+
+    def problem(self, problem):
+        form = self.resolved_form(problem)
+        if form == "weight":
+            if problem.depth == 1:
+                return TwoLayerAdaptiveAction(resolve_space(self.space, problem)), problem
+            return deep.InputSpaceAction(), problem
+        if form == "kernel":
+            return deep.WhitenedKernelAction(), problem
+        draws = self._draws(problem) if self.measure == "second_order" else None
+        return deep.ConjugateMap(draws), problem
+
+    def init(self, problem, args):
+        form = self.resolved_form(problem)
+        if form == "weight":
+            return problem.prior_covariance() if problem.depth == 1 else deep.InputSpaceAction().initial(problem)
+        if form == "kernel":
+            return deep.WhitenedKernelAction().initial(problem)
+        return tuple(jnp.zeros((problem.P, problem.P), problem.X.dtype) for _ in range(problem.depth))
+
+    def default_solver(self, problem):
+        return FixedPoint() if self.resolved_form(problem) == "conjugate" else Newton()
+
+    # --- kernels of a solution -----------------------------------------------------------------------------------
+    def _conjugates(self, value, problem: Problem):
+        if self.resolved_form(problem) == "kernel":
+            return deep.backward_conjugates(problem, deep.whitened_chain(problem, problem.X, value))
+        return value
+
+    def _joint_kernels(self, value, problem: Problem, X_test) -> tuple:
+        """Per-layer kernels on [X; X_test]: the test inputs are appended with zero conjugate kernel on their rows and
+        columns and the same forward pass is run (THEORY.md sec. 5)."""
+        conjugates = self._conjugates(value, problem)
+        X_all = problem.X if X_test is None else jnp.concatenate([problem.X, X_test])
+        P, P_all = problem.P, X_all.shape[0]
+        padded = tuple(jnp.zeros((P_all, P_all), K.dtype).at[:P, :P].set(K) for K in conjugates)
+        form_map = deep.ConjugateMap(self._extended_draws(problem, P_all) if self.measure == "second_order" else None)
+        return form_map.kernels(problem, X_all, padded)[0]
+
+    def _extended_draws(self, problem: Problem, P_all: int):
+        """Monte Carlo draws for appended test points: with the Cholesky factor of C in the (train, test) order, the
+        training block keeps its draws and its values."""
+        key = jax.random.PRNGKey(P_all)
+        return tuple(jnp.concatenate([z, jax.random.normal(jax.random.fold_in(key, i), (z.shape[0], P_all - problem.P),
+                                                           z.dtype)], axis=1)
+                     for i, z in enumerate(self._draws(problem)))
+
+    def output_kernels(self, value, problem, X_test=None):
+        form = self.resolved_form(problem)
+        if form == "weight" and problem.depth == 1:
+            train = problem.two_layer_kernel(value)
+            if X_test is None:
+                return train.nngp, None, None
+            cross = problem.two_layer_kernel(value, X_test, problem.X)
+            return train.nngp, cross.nngp, cross.var1
+        c = problem.readout_scale
+        if form == "weight":
+            X_all = problem.X if X_test is None else jnp.concatenate([problem.X, X_test])
+            K_all = c * X_all @ value[-1] @ X_all.T
+        else:
+            K_all = c * self._joint_kernels(value, problem, X_test)[-1]
+        P = problem.P
+        if X_test is None:
+            return K_all, None, None
+        return K_all[:P, :P], K_all[P:, :P], jnp.diagonal(K_all)[P:]
+
+    def layer_kernels(self, value, problem):
+        form = self.resolved_form(problem)
+        if form == "weight":
+            if problem.depth == 1:
+                return (problem.two_layer_kernel(value).nngp / problem.readout_scale,)
+            return tuple(problem.X @ S @ problem.X.T for S in value)
+        if form == "kernel":
+            return deep.whitened_chain(problem, problem.X, value)
+        return self._joint_kernels(value, problem, None)
+
+    def input_covariances(self, value, problem):
+        """Sigma (two-layer FCN, any phi), Sigma_l (deep linear, weight form), or for a linear net without bias in a
+        kernel form with P >= d: Sigma_l = X^+ K_l X^{+T} (K_l = X Sigma_l X^T determines it)."""
+        form = self.resolved_form(problem)
+        if problem.patches > 1:
+            return None
+        if form == "weight":
+            return (value,) if problem.depth == 1 else tuple(value)
+        if not problem.activation.is_linear or has_bias(problem) or problem.P < problem.d:
+            return None
+        pinv = jnp.linalg.pinv(problem.X)
+        return tuple(pinv @ K @ pinv.T for K in self.layer_kernels(value, problem))
+
+
+THEORIES = {"gp": NNGP, "nngp": NNGP, "scaling": Scaling, "adaptive": Adaptive}
+
+
+def get_theory(theory, **options) -> AbstractTheory:
+    """A theory object from a name in :data:`THEORIES` (``options`` passed to its constructor) or itself."""
+    if isinstance(theory, AbstractTheory):
+        if options:
+            raise TypeError(f"theory: options {', '.join(options)} go into the theory object, not beside it")
+        return theory
+    if isinstance(theory, str) and theory in THEORIES:
+        try:
+            return THEORIES[theory](**options)
+        except TypeError as err:
+            raise TypeError(f"theory {theory!r}: {err}") from None
+    raise ValueError(f"theory must be one of {', '.join(THEORIES)} or a theory object, got {theory!r}")
