@@ -345,12 +345,13 @@ _RUNNERS: dict[tuple, _Runner] = {}
 
 def solve_batch(task: Batch, devices: Sequence | None = None) -> list[list[dict]]:
     """Solve a :class:`Batch` on this process's devices: per chain, per step, a row dict of
-    Python scalars (observables, status, warm_start, wall_time, batch_size, d, P_test).
+    Python scalars (observables, status, warm_start, wall_time, batch_size, d, P_test, worker).
 
     With ``detect_branches`` each chain also runs backwards and the rows are merged
     (:func:`_merge_branches`). This is the function executors run on their workers.
     """
     devices = local_devices(devices)
+    worker = f"{HOST}:{os.getpid()}"
     cache_key = (task.theory, repr(task.options), task.batch, tuple(map(str, devices)))
     runner = _RUNNERS.get(cache_key)
     if runner is None:
@@ -364,7 +365,7 @@ def solve_batch(task: Batch, devices: Sequence | None = None) -> list[list[dict]
         merged = [[row for row, _ in fw] for fw in forward]
     for chain, rows in zip(regimes, merged):
         for regime, row in zip(chain, rows):
-            row.update(d=regime.data.d, P_test=regime.data.X_test.shape[0])
+            row.update(d=regime.data.d, P_test=regime.data.X_test.shape[0], worker=worker)
     return merged
 
 
@@ -519,7 +520,8 @@ def run_sweep(
     (with the input dimension ``d`` and test-set size ``P_test`` of the data actually drawn),
     the observables of ``adaptive_kernels.summarize``, ``status``, ``status_message``,
     ``converged``, ``iterations``, ``grad_norm``, ``action``, ``warm_start``,
-    ``wall_time`` (seconds per point, the batch's time shared out), ``batch_size``, ``run``
+    ``wall_time`` (seconds per point, the batch's time shared out), ``batch_size``, ``worker``
+    (``host:pid`` of the process that solved the point), ``run``
     (which invocation computed the row; this one's is ``table.attrs["run"]``); with
     ``detect_branches`` also ``branch``, ``multiple_branches``, ``branch_gap``,
     ``branch_action_gap``. ``table.attrs["solved"]``: how many points this invocation solved.
