@@ -186,7 +186,8 @@ P_test = 30
 
 [grid]
 theory = "gp"
-P = [7, 8]
+P = 8
+seed = [0, 1]
 width = 30
 gamma = [1.0, 2.0]
 kappa2 = [0.1, 0.2]

@@ -17,7 +17,8 @@ Where batches run:
 - in this process (default), on its ``jax.local_devices()``;
 - on an *executor* (``executor=``): anything with ``submit(fn, *args)`` returning a future
   with ``add_done_callback`` and ``result`` -- a ``concurrent.futures.ProcessPoolExecutor``,
-  a ``dask.distributed.Client`` (or ``client.get_executor()``), Ray's executor. A batch
+  a ``dask.distributed.Client`` (or ``client.get_executor()``); for Ray, an adapter whose
+  ``submit`` returns ``ray.remote(fn).remote(*args).future()``. A batch
   travels as a plain :class:`Batch` (points, data recipe, options); the worker rebuilds the
   arrays and runs :func:`solve_batch` on its own local devices. This process stays the only
   writer of the results store: it writes each batch's rows when its future completes, so
@@ -506,7 +507,7 @@ def run_sweep(
         executor: run batches on this executor instead of in this process: any object with
             ``submit(fn, *args)`` returning a future with ``add_done_callback`` and
             ``result`` (``concurrent.futures.ProcessPoolExecutor``, ``dask.distributed.Client``
-            or ``client.get_executor()``, Ray's executor). Workers must be able to import
+            or ``client.get_executor()``; Ray's ``ObjectRef.future()`` is such a future). Workers must be able to import
             adaptive_kernels. This process writes every row to ``out`` as its batch finishes.
         retries: with an executor, how often a failed batch (a killed worker, a broken
             connection) is submitted again before it is reported as failed.

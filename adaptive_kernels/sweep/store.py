@@ -220,7 +220,7 @@ class ResultStore:
         self.damaged = self.out.with_name(self.out.name + ".damaged")
         self.lock = _Lock(self.out.with_name(self.out.name + ".lock"))
         self.run_id: str | None = None
-        self._cache: dict[str, tuple[tuple, pd.DataFrame]] = {}  # file name -> (stat, rows)
+        self._cache: dict[str, tuple] = {}  # file name -> (stat, rows, keys)
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
@@ -368,7 +368,7 @@ class ResultStore:
         except DamagedTable as err:
             self._set_aside(path, stamp, str(err))
             return None
-        self._cache[str(path)] = (stamp, rows)
+        self._cache[str(path)] = (stamp, rows, frozenset(rows[KEY]))
         return rows
 
     def _set_aside(self, path: Path, stamp: tuple, why: str) -> None:
@@ -393,7 +393,12 @@ class ResultStore:
         return pd.concat(tables, ignore_index=True).drop_duplicates(KEY, keep="first")
 
     def finished_keys(self) -> set[str]:
-        return set(self.finished()[KEY])
+        """The keys of :meth:`finished` (from each file's cached key set: cheap to poll)."""
+        keys: set[str] = set()
+        for path in [self.out, *self._part_files()]:
+            if self._read(path) is not None:
+                keys |= self._cache[str(path)][2]
+        return keys
 
     def write_part(self, rows: pd.DataFrame) -> Path:
         """Save a finished batch as a new part file (atomically)."""
