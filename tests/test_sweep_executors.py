@@ -8,14 +8,17 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import dask
 import numpy as np
+import pandas as pd
 import pytest
 from dask.distributed import Client, LocalCluster
 
+from adaptive_kernels.cli import main as cli_main
 from adaptive_kernels.sweep import Sweep, SweepError, SweepWarning, TeacherData, grid, run_sweep
 from adaptive_kernels.sweep.store import ResultStore
 
@@ -136,6 +139,38 @@ def test_dask_local_cluster_matches_one_process(client, sweep, reference, tmp_pa
         _assert_same_table(table, reference)
         assert table.attrs["solved"] == 4
         assert {w[w.rindex(":"):] for w in table["worker"]} <= workers  # solved on the cluster
+
+
+CLI_CONFIG = """
+[data]
+d = 6
+P_test = 30
+
+[grid]
+theory = "scaling"
+P = 8
+width = 30
+gamma = [1.0, 2.0]
+kappa2 = [0.1, 0.2]
+
+[run]
+chunk_size = 2
+"""
+
+
+def test_cli_scheduler_option(client, reference, tmp_path, capsys, monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text(CLI_CONFIG)
+    out = tmp_path / "cli.parquet"
+    address = client.scheduler.address
+    assert cli_main(["sweep", str(config), "--out", str(out), "--no-progress", "--scheduler", address]) == 0
+    assert "4 points" in capsys.readouterr().out
+    table = pd.read_parquet(out)
+    _assert_same_table(table, reference)
+    assert not table["worker"].str.endswith(f":{os.getpid()}").any()
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)  # as if dask were not installed
+    assert cli_main(["sweep", str(config), "--out", str(out), "--scheduler", address]) == 2
+    assert "--scheduler needs dask.distributed: pip install 'adaptive_kernels[dask]'" in capsys.readouterr().err
 
 
 def test_dask_worker_killed_mid_batch_is_retried(client, reference, tmp_path):
