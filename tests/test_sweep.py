@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -65,20 +64,29 @@ def test_rows_equal_individual_solves(sweep, table):
             assert row[name] == pytest.approx(float(single[name]), rel=0, abs=1e-10), name
 
 
+def gp_closed_form(point: dict, recipe) -> dict:
+    """Learnability and test MSE of a linear net's NNGP, from numpy (float64).
+
+    Independent of the library's solvers: for a linear net the NNGP kernel is
+    c s_w2 x.x'/d with c = s_a2 N**(1-gamma) (THEORY.md sec. 3), and GP regression is a
+    linear solve.
+    """
+    data = build_regime(point, recipe).data
+    X, y, Xt, yt = (np.asarray(a) for a in (data.X, data.y, data.X_test, data.y_test))
+    c = point["s_a2"] * point["width"] ** (1 - point["gamma"]) * point["s_w2"]
+    K, Kx = c * X @ X.T / X.shape[1], c * Xt @ X.T / X.shape[1]
+    f = Kx @ np.linalg.solve(K + point["kappa2"] * np.eye(len(y)), y)
+    return {"learnability": f @ yt / (yt @ yt), "test_mse": np.mean((f - yt) ** 2)}
+
+
 def test_gp_rows_match_numpy_closed_form(sweep, table):
-    # Independent: for a linear net the NNGP kernel is c s_w2 x.x'/d with c = s_a2 N**(1-gamma)
-    # (THEORY.md sec. 3), and GP regression is a linear solve; numpy in float64.
     # Tolerance 1e-10: the same float64 linear algebra up to round-off (condition ~ 1e4).
     for point, (_, row) in zip(sweep.points, table.iterrows()):
         if point["theory"] != "gp":
             continue
-        data = build_regime(point, RECIPE).data
-        X, y, Xt, yt = (np.asarray(a) for a in (data.X, data.y, data.X_test, data.y_test))
-        c = point["s_a2"] * point["width"] ** (1 - point["gamma"])
-        K, Kx = c * X @ X.T / X.shape[1], c * Xt @ X.T / X.shape[1]
-        f = Kx @ np.linalg.solve(K + point["kappa2"] * np.eye(len(y)), y)
-        assert row["learnability"] == pytest.approx(f @ yt / (yt @ yt), abs=1e-10)
-        assert row["test_mse"] == pytest.approx(np.mean((f - yt) ** 2), abs=1e-10)
+        expected = gp_closed_form(point, RECIPE)
+        assert row["learnability"] == pytest.approx(expected["learnability"], abs=1e-10)
+        assert row["test_mse"] == pytest.approx(expected["test_mse"], abs=1e-10)
 
 
 def test_continuation_warm_starts_reach_the_cold_solutions(table):
@@ -311,7 +319,7 @@ def test_config_errors_on_combined_points_and_tables(tmp_path):
 def test_example_config_loads():
     sweep, options = load_config(ROOT / "examples" / "sweep_example.toml")
     assert len(sweep.points) == 3 * 4 * 2 and sweep.continuation == "P"
-    assert options == {"batch": True, "chunk_size": 256}
+    assert options == {"batch": True} and sweep.solver_options == {"solver": "fixed-point", "space": "auto"}
 
 
 def test_cli_sweep_and_plot_write_files(tmp_path, capsys):

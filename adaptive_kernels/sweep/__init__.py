@@ -3,15 +3,16 @@
     from adaptive_kernels.sweep import Sweep, TeacherData, grid, run_sweep
     sweep = Sweep(grid(P=[20, 40], gamma=[1.0, 2.0], width=100, kappa2=1e-2, theory="scaling"),
                   data=TeacherData("linear", d=10, P_test=200), continuation="P")
-    table = run_sweep(sweep, out="results.parquet", progress=True)
+    table = run_sweep(sweep, out="results.parquet", progress=True)   # executor=client: on a cluster
 
 See :func:`run_sweep` for the columns and :mod:`adaptive_kernels.sweep.config` for TOML files.
 """
 
 from adaptive_kernels.sweep.config import ConfigError, load_config
-from adaptive_kernels.sweep.engine import Regime, build_regime, run_sweep
+from adaptive_kernels.sweep.engine import Batch, PreflightError, Regime, SweepError, build_regime, run_sweep, solve_batch
 from adaptive_kernels.sweep.spec import (
     POINT_PARAMETERS,
+    SOLVER_OPTIONS,
     THEORIES,
     DigitsData,
     ParameterError,
@@ -19,15 +20,20 @@ from adaptive_kernels.sweep.spec import (
     TeacherData,
     grid,
 )
-from adaptive_kernels.sweep.store import read_table
+from adaptive_kernels.sweep.store import SweepWarning, read_table
 
 __all__ = [
+    "Batch",
     "ConfigError",
     "DigitsData",
     "POINT_PARAMETERS",
     "ParameterError",
+    "PreflightError",
     "Regime",
+    "SOLVER_OPTIONS",
     "Sweep",
+    "SweepError",
+    "SweepWarning",
     "TeacherData",
     "THEORIES",
     "build_regime",
@@ -35,4 +41,5 @@ __all__ = [
     "load_config",
     "read_table",
     "run_sweep",
+    "solve_batch",
 ]

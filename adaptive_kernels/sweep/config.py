@@ -26,9 +26,21 @@ as ``FILE:LINE: key: what is wrong``. Layout (see ``examples/sweep_example.toml`
     continuation = "P"        # warm-start along this axis
     detect_branches = false   # forward + backward pass, flag differing points
     batch = true              # vmap equal shapes, a chunk per device (false: one by one)
-    chunk_size = 256
+    chunk_size = 256          # most chains per vmapped batch (default 256; 16 with an executor)
 
-    [solver]                  # keyword options of adaptive_kernels.solve
+    [solver]                  # keyword options of adaptive_kernels.solve (spec.SOLVER_OPTIONS)
+    solver = "fixed-point"    # or "gradient"
+    space = "auto"            # "weight", "function"
+    implicit = true
+    # deep nets only: form = "primal" | "conjugate" | "input_space",
+    # cumulant = "gaussian" | "second_order", cumulant_samples = 20000
+
+Checks, in order: TOML syntax; table and key names; every value's type and range (point
+parameters against spec.POINT_PARAMETERS, solver options against spec.SOLVER_OPTIONS);
+the combined points (gamma or chi, required keys); then one point of each kind (theory,
+depth, activation) is traced through ``adaptive_kernels.solve`` without solving
+(``engine.preflight``), which reports the combinations the library rejects (e.g.
+``space = "weight"`` with an erf activation) at the [solver] line.
 """
 
 from __future__ import annotations
@@ -43,10 +55,12 @@ from adaptive_kernels.sweep.spec import (
     POINT_PARAMETERS,
     DigitsData,
     ParameterError,
+    SolverOptionError,
     Sweep,
     TeacherData,
     check_kind,
     check_parameter,
+    check_solver_option,
     grid,
     normalise_point,
 )
@@ -92,8 +106,8 @@ class _Locator:
         line = _line_of(self.text, table, key, index)
         where = f"{self.path}:{line}" if line is not None else str(self.path)
         name = key if key is not None else f"[{table}]"
-        if table == "points" and key is not None:
-            name = f"points[{index}].{key}"
+        if table == "points":
+            name = f"points[{index}]" + ("" if key is None else f".{key}")
         return ConfigError(f"{where}: {name}: {message}")
 
 
@@ -148,6 +162,8 @@ def _sweep(loc: _Locator, points: list, n_grid: int, recipe, run: dict, solver: 
         return Sweep(points, recipe, run.get("continuation"), run.get("detect_branches", False), solver)
     except ParameterError as err:
         message = str(err).split(": ", 1)[1]
+        if isinstance(err, SolverOptionError):
+            raise loc.error("solver", err.key, message) from None
         if err.key in ("continuation", "detect_branches"):
             raise loc.error("run", err.key, message) from None
         bad = _first_bad_point(points)
@@ -165,34 +181,30 @@ def _first_bad_point(points: list) -> int | None:
     return None
 
 
-def _solver_keywords(deep: bool) -> set[str]:
-    """Keyword options ``solve`` (and ``solve_deep`` for deep nets) accept from a config."""
-    import inspect
-
-    from adaptive_kernels.api import solve
-
-    functions = [solve]
-    if deep:
-        from adaptive_kernels.deep import solve_deep
-
-        functions.append(solve_deep)
-    names = set()
-    for function in functions:
-        for name, parameter in inspect.signature(function).parameters.items():
-            if parameter.kind == parameter.KEYWORD_ONLY or parameter.default is not parameter.empty:
-                names.add(name)
-    return names - {"theory", "init"}
-
-
-def _check_solver_options(loc: _Locator, solver: dict, grid_table: dict, point_tables: list) -> None:
-    depths = grid_table.get("depth", 1)
-    depths = (depths if isinstance(depths, list) else [depths]) + [t.get("depth", 1) for t in point_tables]
-    known = _solver_keywords(deep=any(isinstance(d, int) and d > 1 for d in depths))
+def _check_solver_options(loc: _Locator, solver: dict) -> None:
+    """Names, types and values of the [solver] table against spec.SOLVER_OPTIONS."""
     for key, value in solver.items():
-        if key not in known:
-            raise loc.error("solver", key, f"unknown option of adaptive_kernels.solve; known: {', '.join(sorted(known))}")
-        if isinstance(value, (dict, list)):
-            raise loc.error("solver", key, f"must be a string, number or boolean, got {value!r}")
+        try:
+            check_solver_option(key, value)
+        except ParameterError as err:
+            raise loc.error("solver", key, str(err).split(": ", 1)[1]) from None
+
+
+def _check_solvable(loc: _Locator, sweep: Sweep, n_grid: int, solver: dict) -> None:
+    """Combinations the library rejects (e.g. space = "weight" with erf), found by tracing one
+    point of each kind (engine.preflight), located at the [solver] key the message names, else
+    at the [solver] table, else at the point's table."""
+    from adaptive_kernels.sweep.engine import PreflightError, preflight
+
+    try:
+        preflight(sweep)
+    except PreflightError as err:
+        key = err.key if err.key in solver else None
+        if key is not None or solver:
+            raise loc.error("solver", key, err.message) from None
+        if err.index >= n_grid:
+            raise loc.error("points", None, err.message, index=err.index - n_grid) from None
+        raise loc.error("grid", None, err.message) from None
 
 
 def load_config(path: str | os.PathLike) -> tuple[Sweep, dict]:
@@ -227,7 +239,7 @@ def load_config(path: str | os.PathLike) -> tuple[Sweep, dict]:
                 raise loc.error("run", key, str(err).split(": ", 1)[1]) from None
     if "chunk_size" in run and run["chunk_size"] <= 0:
         raise loc.error("run", "chunk_size", f"must be a positive integer, got {run['chunk_size']}")
-    _check_solver_options(loc, solver, grid_table, point_tables)
+    _check_solver_options(loc, solver)
     continuation = run.get("continuation")
     if continuation is not None and continuation not in POINT_PARAMETERS:
         raise loc.error("run", "continuation", f"must name a point parameter, got {continuation!r}")
@@ -235,4 +247,5 @@ def load_config(path: str | os.PathLike) -> tuple[Sweep, dict]:
     points = _points(loc, grid_table, point_tables)
     n_grid = len(points) - len(point_tables)
     sweep = _sweep(loc, points, n_grid, recipe, run, solver)
-    return sweep, {"batch": run.get("batch", True), "chunk_size": run.get("chunk_size", 256)}
+    _check_solvable(loc, sweep, n_grid, solver)
+    return sweep, {key: run[key] for key in ("batch", "chunk_size") if key in run}

@@ -1,4 +1,4 @@
-"""Solving many regimes at once: vmap over points, shard over devices, continue along an axis.
+"""Solving many regimes at once: vmap over points, shard over devices or workers, continue along an axis.
 
 Points whose regimes have the same PyTree structure and array shapes (same theory, P,
 d, depth, widths, activation) form a batch that one jitted ``eqx.filter_vmap`` of the
@@ -8,13 +8,28 @@ same jitted solve is dispatched there. JAX dispatch is asynchronous, so the devi
 their chunks concurrently, and no device waits on another inside the solver loops: each
 runs its own vmapped while loops to its own stopping point. (A batch laid out over a
 ``jax.sharding.Mesh`` instead turns every loop's stopping test into a cross-device
-reduction; over forced host devices sharing a CPU's thread pool that deadlocked.) The
-devices are this process's (``jax.local_devices()``): one CPU, several GPUs of a host; in
-a multi-host JAX cluster each process takes one share of the sweep (``part``, by default
-``(jax.process_index(), jax.process_count())``) into a shared results store, and one
-unpartitioned run afterwards merges the shares without solving anything again.
+reduction; over forced host devices sharing a CPU's thread pool that deadlocked.)
 ``batch=False`` solves the same points one at a time (same jitted solver, unbatched), for
 comparison and benchmarks.
+
+Where batches run:
+
+- in this process (default), on its ``jax.local_devices()``;
+- on an *executor* (``executor=``): anything with ``submit(fn, *args)`` returning a future
+  with ``add_done_callback`` and ``result`` -- a ``concurrent.futures.ProcessPoolExecutor``,
+  a ``dask.distributed.Client`` (or ``client.get_executor()``); for Ray, an adapter whose
+  ``submit`` returns ``ray.remote(fn).remote(*args).future()``. A batch
+  travels as a plain :class:`Batch` (points, data recipe, options); the worker rebuilds the
+  arrays and runs :func:`solve_batch` on its own local devices. This process stays the only
+  writer of the results store: it writes each batch's rows when its future completes, so
+  the store is resumable exactly as in-process. A batch whose future fails (a killed worker,
+  a broken pool) is submitted again, at most ``retries`` times, then reported in one line;
+- in several independent processes (``part=(i, n)``, plain job arrays): each solves every
+  n-th chain into a shared store; an unpartitioned run afterwards merges the shares. In a
+  multi-host JAX cluster ``part`` defaults to ``(jax.process_index(), jax.process_count())``.
+
+Concurrent runs into one store cooperate (``store`` module): each claims a chain before
+solving it and leaves chains claimed by other live runs to them, waiting for their rows.
 
 Continuation: along an ordered axis (e.g. P) the solution of a point is the initial
 guess of the next (``init=`` of the solver) whenever the order parameters keep their
@@ -25,8 +40,13 @@ comparing reveals points with more than one solution branch (hysteresis).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import itertools
+import json
 import math
 import os
+import queue
 import time
 import warnings
 from typing import Any, Callable, Sequence
@@ -43,8 +63,8 @@ from adaptive_kernels.architectures import FCN
 from adaptive_kernels.data import Dataset
 from adaptive_kernels.solvers import QuasiNewton
 from adaptive_kernels.solvers.solution import Status
-from adaptive_kernels.sweep.spec import POINT_PARAMETERS, Sweep, axis_value
-from adaptive_kernels.sweep.store import KEY, ResultStore
+from adaptive_kernels.sweep.spec import POINT_PARAMETERS, SOLVER_OPTIONS, Sweep, axis_value
+from adaptive_kernels.sweep.store import KEY, HOST, ResultStore, SweepWarning, _one_line
 
 BRANCH_RTOL = 1e-6  # order parameters of two passes differing by more than this: two branches
 
@@ -86,10 +106,16 @@ _solve_one = eqx.filter_jit(_solve_point)
 VMAP_SAFE_SOLVER = QuasiNewton(linear_solver=lx.CG(rtol=1e-8, atol=0.0, max_steps=200))
 
 
+def _vmap_options(theory: str, depth: int, options: dict) -> dict:
+    """The options a vmapped batch solves with: deep points without a chosen solver get VMAP_SAFE_SOLVER."""
+    if theory != "gp" and "solver" not in options and depth > 1:
+        return {**options, "solver": VMAP_SAFE_SOLVER}
+    return options
+
+
 @eqx.filter_jit
 def _solve_stacked(regimes: Regime, inits, theory: str, options: dict):
-    if theory != "gp" and "solver" not in options and regimes.arch.depth > 1:
-        options = {**options, "solver": VMAP_SAFE_SOLVER}
+    options = _vmap_options(theory, regimes.arch.depth, options)
     return eqx.filter_vmap(_solve_point, in_axes=(0, 0, None, None))(regimes, inits, theory, options)
 
 
@@ -238,21 +264,206 @@ def _merge_branches(forward: tuple, backward: tuple) -> dict:
     return row
 
 
-def _batches(sweep: Sweep, chains: list[list[int]], regimes: dict, chunk_size: int):
-    """Chains grouped by their sequence of shape signatures, in chunks of at most chunk_size."""
-    groups: dict[tuple, list[list[int]]] = {}
-    for chain in chains:
-        sig = tuple(shape_signature(regimes[i], sweep.points[i]["theory"]) for i in chain)
-        groups.setdefault(sig, []).append(chain)
-    for group in groups.values():
-        for start in range(0, len(group), chunk_size):
-            yield group[start : start + chunk_size]
-
-
 def _parameter_columns(point: dict) -> dict:
     """Every point parameter in POINT_PARAMETERS order, gamma and chi both resolved."""
     resolved = {**point, "gamma": axis_value(point, "gamma"), "chi": axis_value(point, "chi")}
     return {name: resolved[name] for name in POINT_PARAMETERS}
+
+
+# ------------------------------------------------------------------------------ preflight
+
+
+class PreflightError(ValueError):
+    """The library rejects a point with the sweep's options (found before anything is solved).
+
+    ``index``: the point; ``key``: the solver option the library's message names, if any.
+    """
+
+    def __init__(self, index: int, point: dict, err: Exception):
+        self.index = index
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = text.replace("=", " ").replace(":", " ").split()[0]
+        self.key = first if first in SOLVER_OPTIONS else None
+        where = ", ".join(f"{k}={point[k]!r}" for k in ("theory", "depth", "activation"))
+        self.message = f"point {index} ({where}): {text}"
+        super().__init__(f"{self.message}; nothing was solved")
+
+
+_PREFLIGHT_PASSED: set = set()
+
+
+def preflight(sweep: Sweep, batch: bool = True) -> None:
+    """Trace one point of each kind (theory, depth, activation, gamma or chi) through
+    ``solve`` + ``summarize`` with the sweep's options, without solving
+    (``eqx.filter_eval_shape``): every error the library raises while setting a problem up
+    (``space="weight"`` with erf, a deep-only ``form`` that does not fit the solver, ...)
+    surfaces here as a :class:`PreflightError` before any batch runs. Passed kinds are
+    remembered for the process."""
+    first: dict[tuple, int] = {}
+    for i, point in enumerate(sweep.points):
+        first.setdefault((point["theory"], point["depth"], point["activation"], "chi" in point), i)
+    for kind, i in first.items():
+        token = (kind, json.dumps(sweep.data.describe(), default=repr), repr(sweep.options), batch)
+        if token in _PREFLIGHT_PASSED:
+            continue
+        point = sweep.points[i]
+        regime = build_regime(point, sweep.data)
+        options = sweep.solver_options
+        if batch:
+            options = _vmap_options(point["theory"], point["depth"], options)
+        try:
+            eqx.filter_eval_shape(_solve_point, regime, None, point["theory"], options)
+        except (ValueError, TypeError) as err:
+            raise PreflightError(i, point, err) from err
+        _PREFLIGHT_PASSED.add(token)
+
+
+# ------------------------------------------------------------------------------ batches
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """One unit of work: equally shaped continuation chains of one theory, as plain data.
+
+    ``chains``: tuples of normalised point dicts, each in continuation order. A Batch pickles
+    to any executor's workers, which rebuild the arrays (:func:`build_regime`) and run
+    :func:`solve_batch`. ``attempt`` numbers resubmissions, so that a retry is a new task for
+    executors that cache results by their arguments (dask's ``pure`` tasks).
+    """
+
+    theory: str
+    chains: tuple
+    data: Any
+    continuation: str | None
+    detect_branches: bool
+    options: tuple
+    batch: bool
+    attempt: int = 0
+
+
+_RUNNERS: dict[tuple, _Runner] = {}
+
+
+def solve_batch(task: Batch, devices: Sequence | None = None) -> list[list[dict]]:
+    """Solve a :class:`Batch` on this process's devices: per chain, per step, a row dict of
+    Python scalars (observables, status, warm_start, wall_time, batch_size, d, P_test, worker).
+
+    With ``detect_branches`` each chain also runs backwards and the rows are merged
+    (:func:`_merge_branches`). This is the function executors run on their workers.
+    """
+    devices = local_devices(devices)
+    worker = f"{HOST}:{os.getpid()}"
+    cache_key = (task.theory, repr(task.options), task.batch, tuple(map(str, devices)))
+    runner = _RUNNERS.get(cache_key)
+    if runner is None:
+        runner = _RUNNERS[cache_key] = _Runner(task.theory, dict(task.options), task.batch, devices)
+    regimes = [[build_regime(point, task.data) for point in chain] for chain in task.chains]
+    forward = _run_chains(runner, regimes, task.continuation)
+    if task.detect_branches:
+        backward = _run_chains(runner, [chain[::-1] for chain in regimes], task.continuation)
+        merged = [[_merge_branches(f, b) for f, b in zip(fw, bw[::-1])] for fw, bw in zip(forward, backward)]
+    else:
+        merged = [[row for row, _ in fw] for fw in forward]
+    for chain, rows in zip(regimes, merged):
+        for regime, row in zip(chain, rows):
+            row.update(d=regime.data.d, P_test=regime.data.X_test.shape[0], worker=worker)
+    return merged
+
+
+class SweepError(RuntimeError):
+    """Batches that failed on every attempt; the points stored before are kept."""
+
+
+class _Dispatcher:
+    """Runs batches in this process or on an executor and retries failed ones.
+
+    ``submit`` starts a batch; ``next`` returns the next finished one as (chains, rows), or
+    None if the wait timed out or a batch failed (resubmitted, or recorded in ``failures``
+    after ``retries`` resubmissions). In this process a batch runs inside ``submit`` and an
+    exception propagates with its traceback (nothing to retry: it would fail again).
+    """
+
+    def __init__(self, executor, devices, retries: int):
+        self.executor, self.devices, self.retries = executor, devices, retries
+        self.results: queue.Queue = queue.Queue()
+        self.in_flight: dict[int, tuple[Batch, list]] = {}
+        self.futures: dict[int, Any] = {}
+        self.failures: list[tuple[list, str]] = []
+        self._ids = itertools.count()
+
+    def busy(self) -> int:
+        return len(self.in_flight)
+
+    def submit(self, task: Batch, chains: list) -> None:
+        bid = next(self._ids)
+        self.in_flight[bid] = (task, chains)
+        if self.executor is None:
+            self.results.put((bid, solve_batch(task, self.devices), None))
+            return
+        try:
+            future = self.executor.submit(solve_batch, task)
+        except Exception as err:  # e.g. a broken process pool refuses new work
+            self.results.put((bid, None, err))
+            return
+        self.futures[bid] = future
+        future.add_done_callback(lambda f, bid=bid: self.results.put((bid, f, None)))
+
+    def next(self, timeout: float):
+        try:
+            bid, outcome, error = self.results.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        task, chains = self.in_flight.pop(bid)
+        self.futures.pop(bid, None)
+        if error is None and self.executor is not None:
+            try:
+                outcome = outcome.result()
+            except Exception as err:  # a killed worker, a lost connection, an error in the batch
+                error = err
+        if error is None:
+            return chains, outcome
+        what = f"batch of {sum(map(len, chains))} points ({_describe(task)})"
+        if task.attempt < self.retries:
+            warnings.warn(f"{what} failed on attempt {task.attempt + 1} of {self.retries + 1} "
+                          f"({_one_line(error)}); submitting it again", SweepWarning, stacklevel=3)
+            self.submit(dataclasses.replace(task, attempt=task.attempt + 1), chains)
+        else:
+            message = f"{what} failed {task.attempt + 1} times, last: {_one_line(error)}"
+            warnings.warn(message, SweepWarning, stacklevel=3)
+            self.failures.append((chains, message))
+        return None
+
+    def cancel(self) -> None:
+        for future in self.futures.values():
+            future.cancel()
+
+
+def _describe(task: Batch) -> str:
+    points = [point for chain in task.chains for point in chain]
+    values = lambda key: sorted({point[key] for point in points})  # noqa: E731
+    return f"theory {task.theory}, P {values('P')}, width {values('width')}"
+
+
+def _executor_slots(executor) -> int:
+    """How many batches an executor runs at once, as far as it tells (else 8)."""
+    workers = getattr(executor, "_max_workers", None)  # concurrent.futures pools
+    if isinstance(workers, int):
+        return workers
+    client = getattr(executor, "_client", executor)  # dask's ClientExecutor wraps a Client
+    nthreads = getattr(client, "nthreads", None)
+    if callable(nthreads):
+        try:
+            return max(1, sum(nthreads().values()))
+        except Exception:  # not a dask client after all
+            pass
+    return 8
+
+
+POLL_S = 0.5  # how often a run waiting on chains claimed by other runs looks at the store
+
+
+def _chain_id(chain_keys: list[str]) -> str:
+    return hashlib.sha256("|".join(chain_keys).encode()).hexdigest()[:24]
 
 
 def run_sweep(
@@ -260,9 +471,11 @@ def run_sweep(
     out: str | os.PathLike | None = None,
     *,
     batch: bool = True,
-    chunk_size: int = 256,
+    chunk_size: int | None = None,
     devices: Sequence | None = None,
     part: tuple[int, int] | None = None,
+    executor=None,
+    retries: int = 2,
     progress: bool | Callable = False,
 ) -> pd.DataFrame:
     """Solve every point of ``sweep``: a tidy table, one row per point, in the sweep's order.
@@ -270,85 +483,189 @@ def run_sweep(
     Args:
         sweep: the points, data recipe, continuation axis and solver options.
         out: results file (``.parquet``, or ``.csv``). Finished batches are saved as they
-            complete in ``<out>.parts/``; a re-run skips points already there or in ``out``;
-            at the end the table of exactly this sweep's points is written to ``out`` (rows
-            of other sweeps found there are not carried over). ``None``: nothing is written.
-        batch: vmap points of equal shapes, one chunk per device of ``devices`` (True), or
-            solve them one by one (False).
-        chunk_size: most chains solved in one vmapped call (bounds memory).
+            complete in ``<out>.parts/``; a re-run skips points already there or in ``out``
+            and re-solves the points of part files (or an ``out``) that cannot be read,
+            after moving them to ``<out>.damaged/`` with a one-line warning. At the end the
+            table of exactly this sweep's points is written to ``out`` (rows of other sweeps
+            found there are not carried over). Several runs may write into one ``out`` at
+            once: they share the work chain by chain (``store`` module). ``None``: nothing
+            is written.
+        batch: vmap points of equal shapes, one chunk per device (True), or solve them one
+            by one (False).
+        chunk_size: most chains solved in one vmapped call (bounds memory; default 256,
+            16 with an executor so that batches spread over its workers).
         devices: JAX devices of this process to spread batches over (default:
-            ``jax.local_devices()``).
+            ``jax.local_devices()``); not with ``executor`` (workers use their own).
         part: ``(i, n)``: solve only share i of n (every n-th continuation chain, starting
             at the i-th; shares are disjoint and cover the sweep) into the store of ``out``,
-            and return that share's rows without consolidating. Run the n shares on n hosts
-            (or processes) with the same ``out`` on a shared file system, then
-            ``run_sweep(sweep, out)`` once: it finds every point finished and writes the
-            table. Default: ``(jax.process_index(), jax.process_count())``, i.e. the whole
-            sweep in a single process and one share per process in a multi-host cluster.
+            and return that share's rows without consolidating: for plain job arrays. Run the
+            n shares (e.g. one per host or array task) with the same ``out`` on a shared
+            file system, then ``run_sweep(sweep, out)`` once: it finds every point finished
+            and writes the table. Default: ``(jax.process_index(), jax.process_count())``,
+            i.e. the whole sweep in a single process and one share per process in a
+            multi-host cluster.
+        executor: run batches on this executor instead of in this process: any object with
+            ``submit(fn, *args)`` returning a future with ``add_done_callback`` and
+            ``result`` (``concurrent.futures.ProcessPoolExecutor``, ``dask.distributed.Client``
+            or ``client.get_executor()``; Ray's ``ObjectRef.future()`` is such a future). Workers must be able to import
+            adaptive_kernels. This process writes every row to ``out`` as its batch finishes.
+        retries: with an executor, how often a failed batch (a killed worker, a broken
+            connection) is submitted again before it is reported as failed.
         progress: show a tqdm progress bar (or pass a tqdm-like class).
+
+    Raises:
+        SweepError: some batches failed on every attempt (after the others were solved and
+            stored; a re-run solves the missing points).
 
     Columns: ``key``, every parameter (gamma and chi both, resolved), the data recipe
     (with the input dimension ``d`` and test-set size ``P_test`` of the data actually drawn),
     the observables of ``adaptive_kernels.summarize``, ``status``, ``status_message``,
     ``converged``, ``iterations``, ``grad_norm``, ``action``, ``warm_start``,
-    ``wall_time`` (seconds per point, the batch's time shared out), ``batch_size``, ``run``
-    (which invocation computed the row; this one's is ``table.attrs["run"]``); with ``detect_branches`` also ``branch``,
-    ``multiple_branches``, ``branch_gap``, ``branch_action_gap``.
+    ``wall_time`` (seconds per point, the batch's time shared out), ``batch_size``, ``worker``
+    (``host:pid`` of the process that solved the point), ``run``
+    (which invocation computed the row; this one's is ``table.attrs["run"]``); with
+    ``detect_branches`` also ``branch``, ``multiple_branches``, ``branch_gap``,
+    ``branch_action_gap``. ``table.attrs["solved"]``: how many points this invocation solved.
     """
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise TypeError(f"executor must have a submit(fn, *args) method (concurrent.futures.Executor, "
+                        f"dask.distributed.Client, ...), got {type(executor).__name__}")
+    if executor is not None and devices is not None:
+        raise ValueError("devices: not with an executor (each worker uses its own jax.local_devices())")
+    if chunk_size is None:
+        chunk_size = 256 if executor is None else 16
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    devices = local_devices(devices)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+    devices = local_devices(devices) if executor is None else None
     share, shares = _check_part((jax.process_index(), jax.process_count()) if part is None else part)
     if shares > 1 and out is None:
         raise ValueError("part: a share of a sweep needs out= (the store the shares are merged from)")
+    preflight(sweep, batch)
     keys = sweep.keys()
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{HOST}-{os.getpid()}-{os.urandom(3).hex()}"
     store = ResultStore(out) if out is not None else None
-    done = set(store.finished()[KEY]) if store is not None else set()
     if store is not None:
-        store.start({"data": sweep.data.describe(), "continuation": sweep.continuation,
-                     "options": sweep.solver_options, "keys": keys}, clean=shares == 1)
-    mine = [c for k, c in enumerate(sweep.chains()) if k % shares == share]
-    chains = [c for c in mine if any(keys[i] not in done for i in c)]
-    todo = sorted(i for c in chains for i in c if keys[i] not in done)
-    regimes = {i: build_regime(sweep.points[i], sweep.data) for c in chains for i in c}
-    recipe = sweep.data.describe()
-    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-    runners: dict[str, _Runner] = {}
-    rows: dict[str, dict] = {}
-
-    bar = _progress_bar(progress, len(todo))
+        store.register(run_id, {"data": sweep.data.describe(), "continuation": sweep.continuation,
+                                "options": sweep.solver_options, "keys": keys})
+    dispatcher = _Dispatcher(executor, devices, retries)
+    finished = False
     try:
-        for group in _batches(sweep, chains, regimes, chunk_size):
-            theory = sweep.points[group[0][0]]["theory"]
-            runner = runners.setdefault(theory, _Runner(theory, sweep.solver_options, batch, devices))
-            forward = _run_chains(runner, [[regimes[i] for i in c] for c in group], sweep.continuation)
-            if sweep.detect_branches:
-                backward = _run_chains(runner, [[regimes[i] for i in c[::-1]] for c in group], sweep.continuation)
-                merged = [[_merge_branches(f, b) for f, b in zip(fw, bw[::-1])] for fw, bw in zip(forward, backward)]
-            else:
-                merged = [[row for row, _ in fw] for fw in forward]
-            new = {}
-            for chain, chain_rows in zip(group, merged):
-                for i, row in zip(chain, chain_rows):
-                    if keys[i] not in done:
-                        data = regimes[i].data
-                        new[keys[i]] = {KEY: keys[i], **_parameter_columns(sweep.points[i]), **recipe,
-                                        "d": data.d, "P_test": data.X_test.shape[0], **row, "run": run_id}
-            if store is not None and new:
-                store.write_part(pd.DataFrame(list(new.values())))
-            rows.update(new)
-            bar.update(len(new))
+        mine = [c for k, c in enumerate(sweep.chains()) if k % shares == share]
+        rows = _solve_chains(sweep, keys, mine, store, dispatcher, chunk_size, batch, run_id,
+                             1 if executor is None else 2 * _executor_slots(executor), progress)
+        if dispatcher.failures:
+            failed = sum(len(c) for chains, _ in dispatcher.failures for c in chains)
+            raise SweepError(f"{failed} points in {len(dispatcher.failures)} batches were not solved "
+                             f"({dispatcher.failures[-1][1]}); the points stored are kept: run again to solve them")
+        if shares > 1:
+            ordered = list(dict.fromkeys(keys[i] for c in mine for i in c))
+            table = store.finished().set_index(KEY, drop=False).loc[ordered].reset_index(drop=True)
+        else:
+            ordered = list(dict.fromkeys(keys))
+            table = store.consolidate(ordered) if store is not None else pd.DataFrame([rows[k] for k in ordered])
+            finished = True
+    finally:
+        dispatcher.cancel()
+        if store is not None:
+            store.unregister(cleanup=finished)
+    table.attrs["run"] = run_id
+    table.attrs["solved"] = int(len(rows))
+    return table
+
+
+def _solve_chains(sweep, keys, chains, store, dispatcher, chunk_size, batch, run_id, window, progress) -> dict:
+    """Claim, dispatch and store the chains not finished yet; wait for those other runs hold.
+
+    Returns the rows this run solved, by key.
+    """
+    done = store.finished_keys() if store is not None else set()
+    chains = [c for c in chains if any(keys[i] not in done for i in c)]
+    todo = {keys[i] for c in chains for i in c} - done
+    groups: dict[tuple, list[list[int]]] = {}  # shape signatures along the chain -> chains
+    signature_of = {}
+    for chain in chains:
+        sig = tuple(shape_signature(build_regime(sweep.points[i], sweep.data), sweep.points[i]["theory"]) for i in chain)
+        signature_of[id(chain)] = sig
+        groups.setdefault(sig, []).append(chain)
+    others: list[list[int]] = []  # claimed by another live run
+    recipe = sweep.data.describe()
+    rows: dict[str, dict] = {}
+    bar = _progress_bar(progress, len(todo))
+    counted: set[str] = set()
+
+    def count(new_keys):
+        fresh = (set(new_keys) & todo) - counted
+        counted.update(fresh)
+        bar.update(len(fresh))
+
+    def take() -> list[list[int]] | None:
+        for sig in list(groups):
+            taken = []
+            while groups[sig] and len(taken) < chunk_size:
+                chain = groups[sig].pop(0)
+                chain_keys = [keys[i] for i in chain]
+                if all(k in done for k in chain_keys):
+                    continue
+                if store is None or store.claim(_chain_id(chain_keys)):
+                    taken.append(chain)
+                else:
+                    others.append(chain)
+            if not groups[sig]:
+                del groups[sig]
+            if taken:
+                return taken
+        return None
+
+    try:
+        while True:
+            while dispatcher.busy() < window and (taken := take()) is not None:
+                task = Batch(sweep.points[taken[0][0]]["theory"],
+                             tuple(tuple(sweep.points[i] for i in c) for c in taken), sweep.data,
+                             sweep.continuation, sweep.detect_branches, sweep.options, batch)
+                dispatcher.submit(task, taken)
+            if dispatcher.busy():
+                result = dispatcher.next(timeout=POLL_S)
+                if result is not None:
+                    new = _new_rows(sweep, keys, *result, done, recipe, run_id)
+                    if store is not None and new:
+                        store.write_part(pd.DataFrame(list(new.values())))
+                    rows.update(new)
+                    done.update(new)
+                    count(new)
+                continue
+            if not others:
+                break
+            time.sleep(POLL_S)  # chains held by other runs: look again for their rows or their death
+            done |= store.finished_keys()
+            count(done)
+            waiting, others[:] = list(others), []
+            for chain in waiting:
+                chain_keys = [keys[i] for i in chain]
+                if all(k in done for k in chain_keys):
+                    continue
+                if store.claim(_chain_id(chain_keys)):
+                    groups.setdefault(signature_of[id(chain)], []).append(chain)
+                else:
+                    others.append(chain)
     finally:
         bar.close()
-    if shares > 1:
-        ordered = list(dict.fromkeys(keys[i] for c in mine for i in c))
-        table = store.finished().set_index(KEY, drop=False).loc[ordered].reset_index(drop=True)
-        table.attrs["run"] = run_id
-        return table
-    ordered = list(dict.fromkeys(keys))
-    table = store.consolidate(ordered) if store is not None else pd.DataFrame([rows[k] for k in ordered])
-    table.attrs["run"] = run_id
-    return table
+    return rows
+
+
+def _new_rows(sweep, keys, chains, results, done, recipe, run_id) -> dict:
+    """Table rows of a finished batch's points not stored yet, by key."""
+    new = {}
+    for chain, chain_rows in zip(chains, results):
+        for i, row in zip(chain, chain_rows):
+            if keys[i] in done:
+                continue
+            row = dict(row)
+            measured = {"d": row.pop("d"), "P_test": row.pop("P_test")}
+            new[keys[i]] = {KEY: keys[i], **_parameter_columns(sweep.points[i]), **recipe, **measured, **row,
+                            "run": run_id}
+    return new
 
 
 def _check_part(part) -> tuple[int, int]:

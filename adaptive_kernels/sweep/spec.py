@@ -20,7 +20,7 @@ import itertools
 import json
 import math
 import numbers
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from adaptive_kernels.activations import ACTIVATIONS
 from adaptive_kernels.architectures import GAMMA_RANGE
@@ -50,6 +50,78 @@ class ParameterError(ValueError):
     def __init__(self, key: str, message: str):
         super().__init__(f"{key}: {message}")
         self.key = key
+
+
+class SolverOptionError(ParameterError):
+    """A bad solver option (``[solver]`` table of a config; ``options=`` of a Sweep)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverOption:
+    """What a sweep accepts for one keyword option of ``adaptive_kernels.solve``.
+
+    kind: ``"choice"`` (one of ``choices``; a solver object with ``run()`` too if ``objects``),
+    ``"bool"``, ``"positive_int"`` or ``"object"`` (a Python object, e.g. a lineax solver:
+    Python API only, a config file cannot spell it). ``deep``: only for depth > 1
+    (``adaptive_kernels.deep.solve_deep``; ``solve`` rejects it for two-layer nets).
+    """
+
+    kind: str
+    choices: tuple[str, ...] = ()
+    objects: bool = False
+    deep: bool = False
+
+
+# The one place the sweep package lists the solver options and their allowed values
+# (adaptive_kernels.api.solve and adaptive_kernels.deep.solve_deep). A config file and
+# Sweep(options=...) are checked against it before anything is solved.
+SOLVER_OPTIONS: dict[str, SolverOption] = {
+    "solver": SolverOption("choice", ("fixed-point", "gradient"), objects=True),
+    "space": SolverOption("choice", ("auto", "weight", "function")),
+    "implicit": SolverOption("bool"),
+    "linear_solver": SolverOption("object"),
+    "form": SolverOption("choice", ("primal", "conjugate", "input_space"), deep=True),
+    "cumulant": SolverOption("choice", ("gaussian", "second_order"), deep=True),
+    "cumulant_samples": SolverOption("positive_int", deep=True),
+    "key": SolverOption("object", deep=True),
+}
+
+
+def check_solver_option(key: str, value):
+    """Name, type and value of one solver option against :data:`SOLVER_OPTIONS`."""
+    if key not in SOLVER_OPTIONS:
+        raise SolverOptionError(key, f"unknown option of adaptive_kernels.solve; known: {', '.join(SOLVER_OPTIONS)}")
+    spec = SOLVER_OPTIONS[key]
+    primitive = isinstance(value, (str, numbers.Number, bool, list, dict, tuple)) or value is None
+    if spec.kind == "choice":
+        if isinstance(value, str) and value in spec.choices:
+            return value
+        if spec.objects and not primitive and callable(getattr(value, "run", None)):
+            return value
+        extra = " or a solver object" if spec.objects else ""
+        raise SolverOptionError(key, f"must be one of {', '.join(map(repr, spec.choices))}{extra}, got {value!r}")
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise SolverOptionError(key, f"must be true or false, got {value!r}")
+        return value
+    if spec.kind == "positive_int":
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+            raise SolverOptionError(key, f"must be a positive integer, got {value!r}")
+        return int(value)
+    if primitive:
+        raise SolverOptionError(key, f"must be a Python object (Python API only, e.g. Sweep(options=...)), got {value!r}")
+    return value
+
+
+def check_solver_options(options: Mapping[str, Any], points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Every option checked by :func:`check_solver_option`; deep-only options need every point deep."""
+    checked = {key: check_solver_option(key, value) for key, value in options.items()}
+    for key in checked:
+        if SOLVER_OPTIONS[key].deep:
+            shallow = next((i for i, p in enumerate(points) if p["depth"] == 1), None)
+            if shallow is not None:
+                raise SolverOptionError(key, f"applies to deep nets (depth > 1) only; point {shallow} has depth 1")
+    return checked
 
 
 def check_kind(key: str, value, kind: str):
@@ -266,7 +338,8 @@ class Sweep:
         object.__setattr__(self, "data", TeacherData() if data is None else data)
         object.__setattr__(self, "continuation", continuation)
         object.__setattr__(self, "detect_branches", bool(detect_branches))
-        object.__setattr__(self, "options", tuple(sorted((options or {}).items())))
+        options = check_solver_options(options or {}, points)
+        object.__setattr__(self, "options", tuple(sorted(options.items())))
 
     @property
     def solver_options(self) -> dict[str, Any]:

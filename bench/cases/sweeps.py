@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -106,6 +107,11 @@ def sweep_worker(kind: str, cfg: Config) -> dict:
             raise RuntimeError(f"multi-device worker needs 2 devices, has {len(devices)}")
         modes = {"vmap batch, 1 forced host device": (sweep, dict(devices=devices[:1])),
                  "vmap batch, 2 forced host devices": (sweep, dict(devices=devices[:2]))}
+    return {"modes": _time_modes(modes, cfg)}
+
+
+def _time_modes(modes: dict, cfg: Config) -> list[dict]:
+    """Time each ``name -> (sweep, run_sweep options)``; check each table against the first's."""
     results, reference = [], None
     for name, (which, options) in modes.items():
         timing, table = time_calls(lambda: run_sweep(which, **options), repeats=cfg.repeats)
@@ -114,4 +120,35 @@ def sweep_worker(kind: str, cfg: Config) -> dict:
         results.append({"name": name, "compile": timing.compile_s, "median": timing.median,
                         "repeats": timing.repeats, "iterations_mean": float(table["iterations"].mean()),
                         "iterations_max": int(table["iterations"].max()), "same": same, "detail": detail})
+    return results
+
+
+def _warm_worker(sweep: Sweep) -> None:
+    """Compile, on a worker, the vmapped solves its batches of 16 chains use."""
+    run_sweep(sweep, chunk_size=16)
+
+
+def local_cluster_worker(cfg: Config, workers: int = 2) -> dict:
+    """The vmapped sweep in this process vs on a dask ``LocalCluster`` of ``workers`` worker
+    processes (``run_sweep(executor=client)``: batches of 16 chains spread over the workers,
+    rows written by this process), in the form of :func:`sweep_worker`'s result.
+
+    Which worker gets which batch is the scheduler's choice, so every worker is warmed up
+    first (``client.run``: each compiles the sweep's batches); the cluster's compile column
+    is that warm-up's wall time. Not wired into ``bench/run.py`` yet: as a third kind of
+    ``--sweep-worker`` ("local-cluster") it gives the 64-point LocalCluster row.
+    """
+    from dask.distributed import Client, LocalCluster
+
+    sweep = _sweep(cfg.sweep_points)
+    env = {"PYTHONPATH": str(REPO), "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      env=env) as cluster, Client(cluster) as client:
+        start = time.perf_counter()
+        client.run(_warm_worker, sweep)
+        warm_up = time.perf_counter() - start
+        modes = {"vmap batch, this process": (sweep, {}),
+                 f"dask LocalCluster, {workers} worker processes": (sweep, {"executor": client})}
+        results = _time_modes(modes, cfg)
+    results[1]["compile"] = warm_up
     return {"modes": results}
