@@ -20,14 +20,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import adaptive_kernels as ak  # noqa: E402
 from adaptive_kernels.data import teacher_dataset  # noqa: E402
-from adaptive_kernels.deep import layer_kernels, solve_deep  # noqa: E402
 
 
 def alignments(arch, data, kappa2, theory):
-    sol = solve_deep(arch, data, kappa2, theory)
+    sol = ak.solve(arch, data, kappa2, theory)
     if not bool(sol.converged):
         raise RuntimeError(f"{theory} solve did not converge: {sol.message}")
-    return [float(ak.kernel_target_alignment(K, data.y)) for K in layer_kernels(sol, arch, data.X)]
+    return ak.summarize(sol, arch, data, kappa2)["kernel_target_alignment"]
 
 
 def main(argv=None):

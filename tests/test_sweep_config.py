@@ -6,8 +6,8 @@ import inspect
 
 import pytest
 
-from adaptive_kernels import api, deep
-from adaptive_kernels.actions import SPACES
+from adaptive_kernels import api, theories
+from adaptive_kernels.actions.adaptive import SPACES
 from adaptive_kernels.cli import main as cli_main
 from adaptive_kernels.solvers import QuasiNewton
 from adaptive_kernels.sweep import (
@@ -58,12 +58,12 @@ def _error_for(tmp_path, text: str) -> str:
         ('solver = "fixed-point"', "solver = 3", "solver: must be one of 'fixed-point', 'gradient' or a solver object, got 3"),
         ('space = "auto"', 'space = "foo"', "space: must be one of 'auto', 'weight', 'function', got 'foo'"),
         ("implicit = true", 'linear_solver = "cg"', "linear_solver: must be a Python object (Python API only"),
-        ("implicit = true", "maxiter = 10", "maxiter: unknown option of adaptive_kernels.solve; known: solver, space,"),
-        ("implicit = true", "cumulant_samples = 0", "cumulant_samples: must be a positive integer, got 0"),
-        ("implicit = true", 'form = "primal"', "form: applies to deep nets (depth > 1) only; point 0 has depth 1"),
+        ("implicit = true", "maxiter = 10", "maxiter: unknown option of adaptive_kernels.solve; known: solver, implicit,"),
+        ("implicit = true", "samples = 0", "samples: must be a positive integer, got 0"),
+        ("implicit = true", 'form = "primal"', "form: must be one of 'auto', 'weight', 'kernel', 'conjugate', got 'primal'"),
         # combinations the library rejects, found by tracing one point of each kind (no solve)
         ('space = "auto"', 'space = "weight"',
-         "space: point 0 (theory='scaling', depth=1, activation='erf'): space='weight' needs a linear activation"),
+         "space: point 1 (theory='adaptive', depth=1, activation='erf'): space='weight' needs a linear activation"),
     ],
 )
 def test_solver_option_errors_name_file_line_and_key(tmp_path, line, replacement, message):
@@ -111,12 +111,10 @@ def test_python_api_checks_options_too(tmp_path):
 def test_solver_options_match_the_library():
     # The sweep's table of options against the library's own signatures and registries: it
     # fails when they drift apart (a renamed keyword, a new solver name).
-    two_layer = inspect.signature(api.solve).parameters
-    deep_only = inspect.signature(deep.solve_deep).parameters
-    for name, option in SOLVER_OPTIONS.items():
-        assert name in (deep_only if option.deep else two_layer), name
-        assert option.deep == (name not in two_layer), name
+    keywords = set(inspect.signature(api.solve).parameters) | set(inspect.signature(theories.Adaptive).parameters)
+    for name in SOLVER_OPTIONS:
+        assert name in keywords, name
     assert set(SOLVER_OPTIONS["solver"].choices) == set(api.SOLVERS)
     assert set(SOLVER_OPTIONS["space"].choices) == set(SPACES)
-    assert set(SOLVER_OPTIONS["form"].choices) == set(deep.FORMS)
-    assert set(SOLVER_OPTIONS["cumulant"].choices) == set(deep.CUMULANTS)
+    assert set(SOLVER_OPTIONS["form"].choices) == set(theories.FORMS)
+    assert set(SOLVER_OPTIONS["measure"].choices) == set(theories.MEASURES)

@@ -35,7 +35,7 @@ def run(args) -> int:
         sol = ak.solve(arch, data, kappa2, theory=theory)
         row = ak.summarize(sol, arch, data, kappa2)
         dt = time.perf_counter() - t0
-        ratio = row.get("eigenvalue_ratio", 1.0)
+        ratio = row.get("eigenvalue_ratio", [1.0])[0]  # first (only) hidden layer
         print(f"{theory:<10}{str(row['converged']):>10}{row['iterations']:>7}{row['learnability']:>14.4f}"
               f"{row['test_mse']:>11.4f}{ratio:>12.3f}{dt:>10.2f}")
         if not row["converged"]:

@@ -54,14 +54,13 @@ from typing import Any, Callable, Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 import numpy as np
 import pandas as pd
 
 from adaptive_kernels.api import solve, summarize
+from adaptive_kernels.theories import THEORIES
 from adaptive_kernels.architectures import FCN
 from adaptive_kernels.data import Dataset
-from adaptive_kernels.solvers import QuasiNewton
 from adaptive_kernels.solvers.solution import Status
 from adaptive_kernels.sweep.spec import POINT_PARAMETERS, SOLVER_OPTIONS, Sweep, axis_value
 from adaptive_kernels.sweep.store import KEY, HOST, ResultStore, SweepWarning, _one_line
@@ -87,10 +86,17 @@ def build_regime(point: dict, recipe) -> Regime:
     return Regime(arch, data, jnp.asarray(point["kappa2"], dtype=data.X.dtype))
 
 
+def _options_for(theory: str, options: dict) -> dict:
+    """The sweep's options that apply to ``theory``: the solver's, and the theory's own (a sweep over several
+    theories gives ``space``/``form``/``measure`` to the adaptive points only)."""
+    own = {field.name for field in dataclasses.fields(THEORIES[theory])}
+    return {k: v for k, v in options.items() if k in ("solver", "implicit", "linear_solver") or k in own}
+
+
 def _solve_point(regime: Regime, init, theory: str, options: dict):
     """``adaptive_kernels.solve`` then ``summarize`` for one point: (order parameters, scalars)."""
     arch, data, kappa2 = regime.arch, regime.data, regime.kappa2
-    solution = solve(arch, data, kappa2, theory=theory, init=init, **options)
+    solution = solve(arch, data, kappa2, theory=theory, init=init, **_options_for(theory, options))
     scalars = summarize(solution, arch, data, kappa2)
     del scalars["theory"]  # a string; the table has it as a parameter column
     return solution.value, scalars
@@ -99,23 +105,8 @@ def _solve_point(regime: Regime, init, theory: str, options: dict):
 _solve_one = eqx.filter_jit(_solve_point)
 
 
-# Under vmap, quasi-Newton's Newton steps on a materialised (dense) Hessian deadlocked XLA's
-# CPU runtime (jaxlib 0.10.2, >= ~6 adaptive points, even on one device: every thread idle).
-# Two-layer points use the default FixedPoint (no Hessian; 64 points: same table as the loop
-# to 1e-12). Deep points (whose default is quasi-Newton) get matrix-free CG Newton steps.
-VMAP_SAFE_SOLVER = QuasiNewton(linear_solver=lx.CG(rtol=1e-8, atol=0.0, max_steps=200))
-
-
-def _vmap_options(theory: str, depth: int, options: dict) -> dict:
-    """The options a vmapped batch solves with: deep points without a chosen solver get VMAP_SAFE_SOLVER."""
-    if theory != "gp" and "solver" not in options and depth > 1:
-        return {**options, "solver": VMAP_SAFE_SOLVER}
-    return options
-
-
 @eqx.filter_jit
 def _solve_stacked(regimes: Regime, inits, theory: str, options: dict):
-    options = _vmap_options(theory, regimes.arch.depth, options)
     return eqx.filter_vmap(_solve_point, in_axes=(0, 0, None, None))(regimes, inits, theory, options)
 
 
@@ -195,10 +186,15 @@ class _Runner:
 
 
 def _python_scalars(scalars: dict) -> dict:
+    """Table columns of one point's observables: per-layer lists (``eigenvalue_ratio``, ...) become the columns
+    ``name_1`` .. ``name_L`` (first hidden layer first)."""
     out = {}
     for name, x in scalars.items():
-        x = np.asarray(x)
-        out[name] = x.item() if x.size == 1 else x.tolist()
+        if isinstance(x, (list, tuple)):
+            out.update({f"{name}_{layer}": np.asarray(v).item() for layer, v in enumerate(x, start=1)})
+        else:
+            x = np.asarray(x)
+            out[name] = x.item() if x.size == 1 else x.tolist()
     return out
 
 
@@ -296,7 +292,7 @@ def preflight(sweep: Sweep, batch: bool = True) -> None:
     """Trace one point of each kind (theory, depth, activation, gamma or chi) through
     ``solve`` + ``summarize`` with the sweep's options, without solving
     (``eqx.filter_eval_shape``): every error the library raises while setting a problem up
-    (``space="weight"`` with erf, a deep-only ``form`` that does not fit the solver, ...)
+    (``space="weight"`` with erf, ``form="weight"`` for a deep erf net, ...)
     surfaces here as a :class:`PreflightError` before any batch runs. Passed kinds are
     remembered for the process."""
     first: dict[tuple, int] = {}
@@ -308,11 +304,8 @@ def preflight(sweep: Sweep, batch: bool = True) -> None:
             continue
         point = sweep.points[i]
         regime = build_regime(point, sweep.data)
-        options = sweep.solver_options
-        if batch:
-            options = _vmap_options(point["theory"], point["depth"], options)
         try:
-            eqx.filter_eval_shape(_solve_point, regime, None, point["theory"], options)
+            eqx.filter_eval_shape(_solve_point, regime, None, point["theory"], sweep.solver_options)
         except (ValueError, TypeError) as err:
             raise PreflightError(i, point, err) from err
         _PREFLIGHT_PASSED.add(token)

@@ -22,8 +22,12 @@ import math
 import numbers
 from typing import Any, Mapping, Sequence
 
+from adaptive_kernels.actions.adaptive import SPACES
 from adaptive_kernels.activations import ACTIVATIONS
+from adaptive_kernels.api import SOLVERS
 from adaptive_kernels.architectures import GAMMA_RANGE
+from adaptive_kernels.solvers import AbstractRule, QuasiNewton
+from adaptive_kernels.theories import FORMS, MEASURES
 
 THEORIES = ("gp", "scaling", "adaptive")
 
@@ -60,30 +64,27 @@ class SolverOptionError(ParameterError):
 class SolverOption:
     """What a sweep accepts for one keyword option of ``adaptive_kernels.solve``.
 
-    kind: ``"choice"`` (one of ``choices``; a solver object with ``run()`` too if ``objects``),
-    ``"bool"``, ``"positive_int"`` or ``"object"`` (a Python object, e.g. a lineax solver:
-    Python API only, a config file cannot spell it). ``deep``: only for depth > 1
-    (``adaptive_kernels.deep.solve_deep``; ``solve`` rejects it for two-layer nets).
+    kind: ``"choice"`` (one of ``choices``; a solver object too if ``objects``), ``"bool"``, ``"positive_int"``
+    or ``"object"`` (a Python object, e.g. a lineax solver: Python API only, a config file cannot spell it).
     """
 
     kind: str
     choices: tuple[str, ...] = ()
     objects: bool = False
-    deep: bool = False
 
 
-# The one place the sweep package lists the solver options and their allowed values
-# (adaptive_kernels.api.solve and adaptive_kernels.deep.solve_deep). A config file and
+# The one place the sweep package lists the keyword options of adaptive_kernels.solve, their allowed values taken
+# from the library's own registries (solver names; the adaptive theory's space, form and measure). A config file and
 # Sweep(options=...) are checked against it before anything is solved.
 SOLVER_OPTIONS: dict[str, SolverOption] = {
-    "solver": SolverOption("choice", ("fixed-point", "gradient"), objects=True),
-    "space": SolverOption("choice", ("auto", "weight", "function")),
+    "solver": SolverOption("choice", tuple(SOLVERS), objects=True),
     "implicit": SolverOption("bool"),
     "linear_solver": SolverOption("object"),
-    "form": SolverOption("choice", ("primal", "conjugate", "input_space"), deep=True),
-    "cumulant": SolverOption("choice", ("gaussian", "second_order"), deep=True),
-    "cumulant_samples": SolverOption("positive_int", deep=True),
-    "key": SolverOption("object", deep=True),
+    "space": SolverOption("choice", SPACES),
+    "form": SolverOption("choice", FORMS),
+    "measure": SolverOption("choice", MEASURES),
+    "samples": SolverOption("positive_int"),
+    "seed": SolverOption("positive_int"),
 }
 
 
@@ -96,7 +97,7 @@ def check_solver_option(key: str, value):
     if spec.kind == "choice":
         if isinstance(value, str) and value in spec.choices:
             return value
-        if spec.objects and not primitive and callable(getattr(value, "run", None)):
+        if spec.objects and isinstance(value, (AbstractRule, QuasiNewton)):
             return value
         extra = " or a solver object" if spec.objects else ""
         raise SolverOptionError(key, f"must be one of {', '.join(map(repr, spec.choices))}{extra}, got {value!r}")
@@ -114,14 +115,8 @@ def check_solver_option(key: str, value):
 
 
 def check_solver_options(options: Mapping[str, Any], points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Every option checked by :func:`check_solver_option`; deep-only options need every point deep."""
-    checked = {key: check_solver_option(key, value) for key, value in options.items()}
-    for key in checked:
-        if SOLVER_OPTIONS[key].deep:
-            shallow = next((i for i, p in enumerate(points) if p["depth"] == 1), None)
-            if shallow is not None:
-                raise SolverOptionError(key, f"applies to deep nets (depth > 1) only; point {shallow} has depth 1")
-    return checked
+    """Every option checked by :func:`check_solver_option`."""
+    return {key: check_solver_option(key, value) for key, value in options.items()}
 
 
 def check_kind(key: str, value, kind: str):
