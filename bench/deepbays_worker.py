@@ -8,9 +8,9 @@ imports JAX and ``adaptive_kernels``, ``deepbays`` mode imports torch and deepba
 (a dict, see ``bench/cases/deepbays.py``) names a data file (X, y, X_test) and the network in
 our conventions; the deepbays mode maps them onto deepbays' (the case's docstring has the
 mapping). A job's result: wall times of the solve (``first``: the first call, compile or
-warm-up included; ``runs``: the later calls), CPU time / wall time over the later calls (1.0
-for one busy thread), the order parameters, the mean test output (not timed) and a
-converged flag.
+warm-up included; ``runs``: the later calls), the CPU time of each later call (this process,
+all threads: equal to the wall time for one thread that never waits for a core), the order
+parameters, the mean test output (not timed) and a converged flag.
 
 deepbays is imported module by module (the kernels its ``deepbays/kernels/__init__.py``
 re-exports, and the ``deepbays.rkgp`` theory files) under an empty parent package: its
@@ -39,19 +39,19 @@ def _cpu_seconds() -> float:
 
 
 def _timed(fn, repeats: int, warmup: bool):
-    """(first call's wall time or None, later wall times, CPU/wall over them, last result)."""
+    """(first call's wall time or None, later wall times, their CPU times, last result)."""
     first = None
     if warmup:
         start = time.perf_counter()
         fn()
         first = time.perf_counter() - start
-    runs, cpu, out = [], 0.0, None
+    runs, cpu, out = [], [], None
     for _ in range(repeats):
         cpu0, start = _cpu_seconds(), time.perf_counter()
         out = fn()
         runs.append(time.perf_counter() - start)
-        cpu += _cpu_seconds() - cpu0
-    return first, runs, cpu / sum(runs), out
+        cpu.append(_cpu_seconds() - cpu0)
+    return first, runs, cpu, out
 
 
 # ------------------------------------------------------------------------------------- library
@@ -71,7 +71,7 @@ def run_library(jobs: list) -> dict:
             K = jax.block_until_ready(ak.nngp(arch, data.X))
             eigh = jax.jit(jnp.linalg.eigh).lower(K).compile()
             _, runs, cpu, _ = _timed(lambda: jax.block_until_ready(eigh(K)), job["repeats"], warmup=True)
-            results[job["id"]] = {"runs": runs, "cpu_per_wall": cpu}
+            results[job["id"]] = {"runs": runs, "cpu": cpu}
             continue
 
         def solve():
@@ -79,7 +79,7 @@ def run_library(jobs: list) -> dict:
 
         first, runs, cpu, sol = _timed(solve, job["repeats"], warmup=True)
         mean = np.asarray(ak.predict(sol, arch, data, job["kappa2"]).mean_test)
-        results[job["id"]] = {"first": first, "runs": runs, "cpu_per_wall": cpu, "mean_test": mean.tolist(),
+        results[job["id"]] = {"first": first, "runs": runs, "cpu": cpu, "mean_test": mean.tolist(),
                               "order_parameters": np.atleast_1d(np.asarray(sol.value)).tolist(),
                               "converged": bool(sol.converged), "iterations": int(sol.iterations)}
     return results
@@ -95,6 +95,9 @@ def load_deepbays(src: str | None):
     import importlib.util
     import types
 
+    for name in list(sys.modules):  # a previous load's stand-in packages
+        if name == "deepbays" or name.startswith("deepbays."):
+            del sys.modules[name]
     if src:
         root = Path(src) / "deepbays"
         commit = subprocess.run(["git", "-C", src, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
@@ -109,9 +112,6 @@ def load_deepbays(src: str | None):
         dist = distribution("deepbays")
         origin = json.loads(dist.read_text("direct_url.json") or "{}").get("url")  # set for a local-path install
         label = dist.version + (f" from {origin}" if origin else "")
-    for name in list(sys.modules):
-        if name == "deepbays" or name.startswith("deepbays."):
-            del sys.modules[name]
 
     def package(name, path):
         module = types.ModuleType(name)
@@ -184,7 +184,7 @@ def run_deepbays(jobs: list, src: str | None) -> dict:
             results[job["id"]] = {"failed": f"{type(err).__name__}: {err}"}
             continue
         mean = np.asarray(model.predict(X_test), dtype=np.float64).reshape(-1)
-        results[job["id"]] = {"first": first, "runs": runs, "cpu_per_wall": cpu, "mean_test": mean.tolist(),
+        results[job["id"]] = {"first": first, "runs": runs, "cpu": cpu, "mean_test": mean.tolist(),
                               "order_parameters": np.atleast_1d(np.asarray(model.optQ, dtype=np.float64)).tolist(),
                               "converged": None if getattr(model, "converged", None) is None else bool(model.converged)}
     return results

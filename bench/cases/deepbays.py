@@ -50,8 +50,10 @@ measured at d=10, P=40.) Its deep rows are therefore not timed.
 Timing: one thread each, each side in its own subprocess (``bench/deepbays_worker.py``): the
 library with ``ADAPTIVE_KERNELS_THREADS=1`` (one XLA thread, one OpenBLAS thread), deepbays in
 ``bench/.venv-deepbays`` (``make bench-deepbays``: torch's CPU build) with
-``torch.set_num_threads(1)`` and one-thread OpenBLAS/OpenMP; the CPU time / wall time of the
-timed calls is reported (1.0 = one busy thread). Ours: ``adaptive_kernels.solve(arch, data,
+``torch.set_num_threads(1)`` and one-thread OpenBLAS/OpenMP. Ratios are taken between CPU
+times (process, all threads): for one thread that is the wall time the call would take on a
+core of its own, and unlike wall time it does not grow with other processes' load on a shared
+machine (wall times are reported too; where they exceed the CPU times the process waited). Ours: ``adaptive_kernels.solve(arch, data,
 kappa2, theory="scaling")`` after one warm-up call (the compile); deepbays: model construction
 + ``preprocess`` (kernel, eigendecomposition) + ``optimize``, after one warm-up call for
 P <= 1000. Not timed: prediction. Reference: one ``jnp.linalg.eigh`` of the P x P NNGP kernel,
@@ -142,7 +144,8 @@ def _eigh_job(job: dict) -> dict:
 
 
 def _median(result: dict) -> float:
-    return statistics.median(result["runs"])
+    """Median CPU time of the timed calls: the comparison's unit (below)."""
+    return statistics.median(result["cpu"])
 
 
 def _cell(result: dict | None) -> str:
@@ -153,8 +156,8 @@ def _cell(result: dict | None) -> str:
     if "failed" in result:
         return f"fails: {result['failed'][:120]}"
     if result.get("converged") is False:
-        return f"{seconds(_median(result))}, says not converged (Q = {result['order_parameters']})"
-    return f"{seconds(_median(result))} (n={len(result['runs'])}, cpu/wall {result['cpu_per_wall']:.2f})"
+        return f"CPU {seconds(_median(result))}, says not converged (Q = {result['order_parameters']})"
+    return f"CPU {seconds(_median(result))} (wall {seconds(statistics.median(result['runs']))}, n={len(result['runs'])})"
 
 
 def _compare(sec: Section, job: dict, ours: dict, theirs: dict | None, label: str):
@@ -218,7 +221,9 @@ def deepbays_baseline(cfg: Config) -> Section:
         "lambda_L = N^(gamma-1)/s_a2, Q_l = u_l). Ours: `adaptive_kernels.solve(..., theory='scaling')` with "
         "`ADAPTIVE_KERNELS_THREADS=1`; deepbays: model + `preprocess` + `optimize` (FC_1HL; deep: the current "
         "source's FC_deep_vanilla), `torch.set_num_threads(1)`, one-thread OpenBLAS. *eigh*: one `jnp.linalg.eigh` of the P x P NNGP "
-        "kernel on one thread. cpu/wall = CPU time / wall time of the timed calls; first call = compile + run; "
+        "kernel on one thread. Times: median CPU time of the timed calls (process, all threads), the unit of every "
+        "ratio here: on one thread it is the wall time the call takes on a core of its own, whereas the wall time "
+        "(in brackets) also counts the waits for a core on a shared machine; first call (ours) = compile + run, wall. "
         "speed-up = deepbays time / ours. "
         "n/a: not comparable (0.1.11 has no linear kernel, and its deep class puts Q_l inside the layer maps, "
         "another theory for erf). deepbays' current source is timed when DEEPBAYS_SRC names its tree. Targets (issue 19): one hidden "
