@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test bench bench-quick clean
+.PHONY: demo test bench bench-quick bench-deepbays clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
@@ -26,6 +26,23 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --quick
+
+# The deepbays baseline of bench/cases/deepbays.py, in its own environment (never in .venv): torch's CPU
+# build, then deepbays (without its declared torchvision: the benchmark imports only deepbays' kernel and
+# theory modules) from PyPI, or from a local source tree: make bench-deepbays DEEPBAYS_SRC=/path/to/deepbays.
+# Where PyPI's torch is a CUDA build, point TORCH_PIP_ARGS at torch's CPU wheel index (--index-url ...).
+DEEPBAYS_VENV  := bench/.venv-deepbays
+DEEPBAYS       ?= deepbays==0.1.11
+DEEPBAYS_SRC   ?=
+TORCH          ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+
+bench-deepbays:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
+	$(PYTHON) -m venv $(DEEPBAYS_VENV)
+	$(DEEPBAYS_VENV)/bin/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)" numpy scipy
+	$(DEEPBAYS_VENV)/bin/python -m pip install --quiet --no-deps --force-reinstall $(if $(DEEPBAYS_SRC),"$(DEEPBAYS_SRC)","$(DEEPBAYS)")
+	$(DEEPBAYS_VENV)/bin/python -c "import torch; assert torch.version.cuda is None, 'torch is a CUDA build'; print('deepbays env: torch', torch.__version__)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -11,11 +11,37 @@ float64 by default. Like NetKet, it enables JAX's 64-bit mode when it is importe
 With x64 enabled, float32 still works where asked for: the library keeps the dtype of
 the arrays it is given (``X.astype(jnp.float32)`` gives a float32 solve).
 ``adaptive_kernels.precision()`` reports the mode in force.
+
+Threading policy (:func:`_apply_default_threads`, run when this module is imported, which
+``adaptive_kernels/__init__.py`` does before anything else). A JAX solve on a CPU uses two
+thread pools: XLA's CPU client (dots, fusions), sized once when JAX's backend starts from
+``PJRT_NPROC`` (else ``NPROC``, else every core in the affinity mask), and scipy's OpenBLAS
+(LAPACK: Cholesky, eigh, triangular solves), sized when it is loaded from
+``OPENBLAS_NUM_THREADS``. Both spin while waiting for work, so on a loaded or shared machine
+(another process busy on the cores they want) a multi-threaded solve can run many times
+slower than a single-threaded one (issue 19: 14x on a loaded 2-core machine). The library
+therefore asks for ``DEFAULT_THREADS`` threads in each pool, *unless the user has chosen*:
+
+- ``ADAPTIVE_KERNELS_THREADS=n`` (a positive integer) asks for n threads in both pools;
+  ``ADAPTIVE_KERNELS_THREADS=default`` keeps JAX's and OpenBLAS's own defaults (all cores);
+  empty counts as unset;
+- ``PJRT_NPROC`` / ``NPROC`` set, or (without ``ADAPTIVE_KERNELS_THREADS``) ``XLA_FLAGS`` set:
+  XLA's pool is left alone; ``OPENBLAS_NUM_THREADS`` / ``GOTO_NUM_THREADS`` /
+  ``OMP_NUM_THREADS`` set: OpenBLAS is left alone. The user's own variables are never changed.
+
+The policy works by setting those environment variables for this process (children inherit
+them), so it can only act before the pools exist: if JAX's backend is already initialised
+(a JAX computation ran before ``import adaptive_kernels``), XLA's pool keeps the size it
+started with, and if ``scipy.linalg`` was already imported, OpenBLAS keeps its size; the
+policy then leaves that pool alone (with a warning if ``ADAPTIVE_KERNELS_THREADS`` asked
+for it). :func:`threads` reports what is in force.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 
 import jax
 
@@ -28,16 +54,84 @@ def _apply_default_precision() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
+DEFAULT_THREADS = 1
+"""Threads per pool (XLA's CPU client, OpenBLAS) when the user has not chosen: see the module
+docstring and ``bench/threads.py`` for the measurements behind it."""
+
+_XLA_VARIABLES = ("PJRT_NPROC", "NPROC")
+_BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+_THREADS_VARIABLE = "ADAPTIVE_KERNELS_THREADS"
+_threads_applied: dict[str, str] = {}
+
+
+def _requested_threads() -> int | None:
+    """The thread count ``ADAPTIVE_KERNELS_THREADS`` asks for: None for ``default``; raises on nonsense."""
+    value = os.environ[_THREADS_VARIABLE].strip().lower()
+    if value == "default":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"{_THREADS_VARIABLE} must be a positive integer or 'default', got {os.environ[_THREADS_VARIABLE]!r}")
+    return count
+
+
+def _jax_backend_started() -> bool:
+    """Whether JAX's backends (and so XLA's CPU thread pool) exist already. Private JAX API: if it
+    moves, assume not (setting the variables too late is harmless, they are then ignored)."""
+    try:
+        from jax._src import xla_bridge
+
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):
+        return False
+
+
+def _apply_default_threads() -> None:
+    """Size XLA's CPU pool and OpenBLAS's pool before they start, unless the user chose (module docstring)."""
+    _threads_applied.clear()
+    explicit = os.environ.get(_THREADS_VARIABLE, "").strip() != ""
+    count = _requested_threads() if explicit else DEFAULT_THREADS
+    if count is None:
+        return
+    pools = (
+        ("xla", "PJRT_NPROC", _XLA_VARIABLES + (() if explicit else ("XLA_FLAGS",)), _jax_backend_started(),
+         "JAX's backend is already initialised"),
+        ("openblas", "OPENBLAS_NUM_THREADS", _BLAS_VARIABLES, any(m.startswith("scipy.linalg") for m in sys.modules),
+         "scipy.linalg (and its OpenBLAS) is already loaded"),
+    )
+    for pool, variable, user_variables, started, why in pools:
+        if any(name in os.environ for name in user_variables):
+            continue
+        if started:
+            if explicit:
+                warnings.warn(f"{_THREADS_VARIABLE}={count} cannot size the {pool} thread pool: {why}; set it before "
+                              "anything imports JAX computations or scipy.linalg", RuntimeWarning, stacklevel=3)
+            continue
+        os.environ[variable] = str(count)
+        _threads_applied[pool] = variable
+
+
+def threads() -> dict:
+    """The CPU threading in force: for ``"xla"`` and ``"openblas"``, the variable that sizes the pool
+    and its value (``"all cores"`` when none does), and who set it (``"adaptive_kernels"`` or ``"user"``).
+    Valid for XLA once JAX's backend has started and for OpenBLAS once scipy.linalg is loaded."""
+    out = {}
+    for pool, names in (("xla", _XLA_VARIABLES), ("openblas", _BLAS_VARIABLES)):
+        name = next((n for n in names if n in os.environ), None)
+        if name is None:
+            out[pool] = {"threads": "all cores", "set_by": "default"}
+        else:
+            out[pool] = {"threads": os.environ[name], "variable": name,
+                         "set_by": "adaptive_kernels" if _threads_applied.get(pool) == name else "user"}
+    return out
+
+
 def precision() -> str:
     """The floating-point precision JAX uses by default now: ``'float64'`` or ``'float32'``."""
     return "float64" if jax.config.jax_enable_x64 else "float32"
-
-
-def default_float():
-    """The default floating dtype in force (float64 when x64 is enabled)."""
-    import jax.numpy as jnp
-
-    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
 
 
 def cast_floating(tree, dtype):
@@ -53,3 +147,9 @@ def cast_floating(tree, dtype):
         return x.astype(dtype) if eqx.is_inexact_array(x) and jnp.issubdtype(dtype, jnp.floating) else x
 
     return jax.tree_util.tree_map(cast, tree)
+
+
+# Before any JAX computation can start XLA's CPU client: adaptive_kernels/__init__.py imports this
+# module first. (The float64 policy is applied from __init__; this one must also cover code that
+# imports a submodule directly.)
+_apply_default_threads()

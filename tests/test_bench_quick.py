@@ -26,3 +26,15 @@ def test_tiny_benchmark_cases_pass_their_answer_checks(case):
     assert not failed, failed
     text = render([section], TINY, {"CPU": "test"}, 1.0, ("0", "0"), "")
     assert section.title in text and "FAILED" not in text
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parent.parent / "bench" / ".venv-deepbays" / "bin" / "python").exists(),
+                    reason="needs the deepbays benchmark environment (make bench-deepbays)")
+def test_tiny_deepbays_case_agrees_with_deepbays():
+    """Our kernel scaling and deepbays' (independent code, other conventions: bench/cases/deepbays.py) give the
+    same mean test output at priors away from 1 and gamma = 1.5, so the convention map is right. deepbays 0.1.11
+    runs the one-hidden-layer erf net; with DEEPBAYS_SRC its current source runs linear and deep nets too."""
+    (section,) = run_cases(TINY, only=["deepbays"])
+    assert section.rows and section.checks, "deepbays: nothing was compared"
+    failed = [f"{c.what}: {c.detail}" for c in section.checks if not c.passed]
+    assert not failed, failed

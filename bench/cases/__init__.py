@@ -3,7 +3,8 @@ checks made before its times were reported). Sizes come from a :class:`Config`
 (``FULL`` for ``make bench``, ``QUICK`` for ``--quick`` and the test).
 
 One module per topic: ``sampling`` (theory vs HMC), ``solvers`` (vs scipy, size scaling,
-deep iterations, issue-4 target), ``sweeps`` (batch vs loop, devices); ``common`` the rest.
+deep iterations, issue-4 target), ``sweeps`` (batch vs loop, devices), ``deepbays`` (kernel
+scaling vs deepbays, in its own environment: ``make bench-deepbays``); ``common`` the rest.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from bench.cases.common import FULL, QUICK, TINY, Check, Config, Section, log
+from bench.cases.deepbays import deepbays_baseline
 from bench.cases.sampling import theory_vs_sampling
 from bench.cases.solvers import deep_forward_backward, scaling_with_size, solvers_vs_scipy, target
 from bench.cases.sweeps import sweep_worker, sweeps
@@ -22,6 +24,7 @@ CASES: dict[str, Callable[[Config], Section]] = {
     "deep": deep_forward_backward,
     "sweep": sweeps,
     "target": target,
+    "deepbays": deepbays_baseline,
 }
 """name -> case; ``bench/run.py --only NAME`` runs a subset."""
 
