@@ -5,7 +5,7 @@ Importing the package enables JAX's float64 mode unless the user chose otherwise
 (``JAX_ENABLE_X64`` in the environment, or ``ADAPTIVE_KERNELS_X64=0``): see ``_config``.
 """
 
-from adaptive_kernels._config import _apply_default_precision, precision
+from adaptive_kernels._config import _apply_default_precision, precision, threads
 
 _apply_default_precision()
 
@@ -84,5 +84,6 @@ __all__ = [
     "sphere_spectrum",
     "summarize",
     "teacher_dataset",
+    "threads",
     "wilsonian_rg",
 ]

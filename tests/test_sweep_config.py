@@ -118,3 +118,67 @@ def test_solver_options_match_the_library():
     assert set(SOLVER_OPTIONS["space"].choices) == set(SPACES)
     assert set(SOLVER_OPTIONS["form"].choices) == set(theories.FORMS)
     assert set(SOLVER_OPTIONS["measure"].choices) == set(theories.MEASURES)
+
+
+# --- point and table mistakes -----------------------------------------------------------------------------------
+POINT_TABLES_GOOD = """[data]
+teacher = "cubic"
+d = 8
+
+[grid]
+theory = ["gp", "scaling"]
+P = [10, 20]
+width = 50
+gamma = [1.0, 2.0]
+kappa2 = 0.01
+
+[run]
+continuation = "P"
+"""
+
+
+@pytest.mark.parametrize(
+    "bad_line, key, message",
+    [
+        ('gamma = [1.0, 2.0]', "gamma", "must lie in [0.0, 3.0], got 3.5"),
+        ("kappa2 = 0.01", "kappa2", "must be positive, got -0.01"),
+        ("width = 50", "width", "must be a positive integer, got 0"),
+        ("P = [10, 20]", "P", "must be an integer"),
+        ("width = 50", "wdth", "unknown parameter"),
+        ('teacher = "cubic"', "teacher", "unknown teacher 'quartic'"),
+        ("d = 8", "P_tset", "unknown key"),
+        ('continuation = "P"', "continuation", "must name a point parameter"),
+        ('continuation = "P"', "batch", "must be true or false"),
+    ],
+)
+def test_config_errors_name_key_and_line(tmp_path, bad_line, key, message):
+    replacement = {
+        "gamma": "gamma = [1.0, 3.5]",
+        "kappa2": "kappa2 = -0.01",
+        "width": "width = 0",
+        "P": 'P = [10, 20.5]',
+        "wdth": "wdth = 50",
+        "teacher": 'teacher = "quartic"',
+        "P_tset": "P_tset = 100",
+        "continuation": 'continuation = "depthh"',
+        "batch": 'batch = "yes"',
+    }[key]
+    text = POINT_TABLES_GOOD.replace(bad_line, replacement)
+    line = text.splitlines().index(replacement) + 1
+    error = _error_for(tmp_path, text)
+    assert f"bad.toml:{line}: {key}: " in error and message in error, error
+
+
+def test_config_errors_on_combined_points_and_tables(tmp_path):
+    both = POINT_TABLES_GOOD.replace("gamma = [1.0, 2.0]", "gamma = [1.0, 2.0]\nchi = 2.0")
+    assert f"bad.toml:{both.splitlines().index('chi = 2.0') + 1}: chi: give gamma or chi" in _error_for(tmp_path, both)
+    missing = POINT_TABLES_GOOD.replace("kappa2 = 0.01\n", "")
+    assert f"bad.toml:{missing.splitlines().index('[grid]') + 1}: kappa2: is required" in _error_for(tmp_path, missing)
+    extra = POINT_TABLES_GOOD + "\n[solvers]\nmax_steps = 10\n"
+    assert f"bad.toml:{extra.splitlines().index('[solvers]') + 1}: [solvers]: unknown table" in _error_for(
+        tmp_path, extra
+    )
+    point = POINT_TABLES_GOOD + '\n[[points]]\ntheory = "gp"\nP = 5\nwidth = 10\nkappa2 = 0.0\n'
+    line = point.splitlines().index("kappa2 = 0.0") + 1
+    assert f"bad.toml:{line}: points[0].kappa2: must be positive" in _error_for(tmp_path, point)
+    assert "not valid TOML" in _error_for(tmp_path, POINT_TABLES_GOOD + "\nP = = 3\n")
