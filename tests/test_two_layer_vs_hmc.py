@@ -53,7 +53,7 @@ def compare(data):
                       for name in ("adaptive", "gp")}
             print(f"gamma={gamma} N={N}: L HMC {est.learnability} adaptive {theory['adaptive']['learnability']:.4f} "
                   f"NNGP {theory['gp']['learnability']:.4f}; ratio HMC {est.eigenvalue_ratio[0]} "
-                  f"adaptive {theory['adaptive']['eigenvalue_ratio']:.3f}")
+                  f"adaptive {theory['adaptive']['eigenvalue_ratio'][0]:.3f}")
             assert theory["adaptive"]["converged"]
             cache[gamma, N] = est, theory["adaptive"], theory["gp"]
         return cache[gamma, N]
