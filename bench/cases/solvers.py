@@ -8,11 +8,9 @@ import jax
 import numpy as np
 
 import adaptive_kernels as ak
-from adaptive_kernels.actions import two_layer_problem
 from adaptive_kernels.api import solve_problem
-from adaptive_kernels.deep import predict_deep, solve_deep
 from adaptive_kernels.solvers import FixedPoint, Status
-from adaptive_kernels.solvers.forward_backward import ForwardBackward
+from adaptive_kernels.theories import get_theory
 
 from bench import baselines
 from bench.timing import Timing, time_calls, time_jitted
@@ -50,9 +48,9 @@ def solvers_vs_scipy(cfg: Config) -> Section:
                 continue  # the small linear case stands for it
             teacher = "linear" if activation == "linear" else "cubic"
             arch, data = _erf_problem(d, N, P, 2.0, 1000, activation, teacher)
-            problem = two_layer_problem(arch, data, KAPPA2)
+            problem = ak.make_problem(arch, data, KAPPA2)
             log(f"ours vs scipy: {theory} {activation} d={d} N={N} P={P}")
-            ours, sol = time_jitted(solve_problem, problem, theory, repeats=cfg.repeats)
+            ours, sol = time_jitted(solve_problem, problem, get_theory(theory), repeats=cfg.repeats)
             L_ours = ak.summarize(sol, arch, data, KAPPA2)["learnability"]
             X, y, Xt, yt = (np.asarray(a) for a in (data.X, data.y, data.X_test, data.y_test))
             c = float(arch.readout_scale)
@@ -109,54 +107,55 @@ def scaling_with_size(cfg: Config) -> Section:
     for theory, sizes in (("scaling", cfg.scaling_P), ("adaptive", cfg.adaptive_P)):
         for P in sizes:
             arch, data = _erf_problem(d, N, P, P_test=10)
-            problem = two_layer_problem(arch, data, KAPPA2)
+            problem = ak.make_problem(arch, data, KAPPA2)
             repeats = cfg.repeats if P <= 1000 else 1
             log(f"scaling: {theory} erf d={d} P={P}")
-            timing, sol = time_jitted(solve_problem, problem, theory, repeats=repeats)
+            timing, sol = time_jitted(solve_problem, problem, get_theory(theory), repeats=repeats)
             _size_row(sec, f"{theory} (erf, function space)", f"P={P}", P, timing, sol, cholesky(P))
     for dim in cfg.linear_d:
         arch, data = _erf_problem(dim, N, cfg.linear_P, activation="linear", teacher="linear", P_test=10)
-        problem = two_layer_problem(arch, data, KAPPA2)
+        problem = ak.make_problem(arch, data, KAPPA2)
         log(f"scaling: adaptive linear weight space d={dim} P={cfg.linear_P}")
-        timing, sol = time_jitted(solve_problem, problem, "adaptive", repeats=cfg.repeats)
+        timing, sol = time_jitted(solve_problem, problem, ak.Adaptive(), repeats=cfg.repeats)
         _size_row(sec, "adaptive (linear, weight space)", f"d={dim}, P={cfg.linear_P}", dim, timing, sol,
                   cholesky(dim))
     return sec
 
 
-# --------------------------------------------------------------------------- deep forward-backward
+# --------------------------------------------------------------------------- deep solver
 def deep_forward_backward(cfg: Config) -> Section:
-    """Time per forward-backward iteration vs depth L and P (conjugate form, erf, gamma = 1)."""
+    """Time per iteration of the deep default solver vs depth L and P, checked against the forward-backward
+    (conjugate) form of the same saddle."""
     sec = Section(
-        "Deep forward-backward iteration: time per iteration vs L and P",
-        "`solve_deep(..., solver=ForwardBackward())` (conjugate form, Gaussian-equivalent erf layers, "
-        "d=20, N_l=200, gamma=1, kappa2=1e-2, linear teacher). Per iteration = run time / iterations "
-        "(rejected trial steps count). Check: SUCCESS, and for P <= "
-        f"{cfg.deep_check_max_P} the mean output agrees with the primal form solved by L-BFGS (a different "
-        "formulation of the same saddle) to 1e-5 in learnability (only there: the primal L-BFGS + Newton-CG solve "
-        "takes ~45 s at L=2, P=100 and ~5 min at L=4, P=200 on this machine).",
-        ["L", "P", "compile", "run (median)", "iterations", "per iteration", "check"],
+        "Deep adaptive solve: time per iteration vs L and P",
+        "`ak.solve(arch, data, kappa2, Adaptive(form='kernel'))`, the default for L >= 2 (Newton steps on the "
+        "whitened per-layer kernels Q_l, Gaussian-equivalent erf layers; at L=1 the same form, not the weight form), d=20, N_l=200, gamma=1, kappa2=1e-2, linear teacher. Per "
+        "iteration = run time / iterations (rejected trial steps count). Check: SUCCESS, and for P <= "
+        f"{cfg.deep_check_max_P} the mean output agrees with the forward-backward iteration on the conjugate form "
+        "(`Adaptive(form='conjugate')`, `FixedPoint`; a different formulation of the same saddle) to 1e-6 in "
+        "learnability.",
+        ["L", "P", "run (median)", "iterations", "per iteration", "check"],
     )
     points = [(L, cfg.deep_depth_P) for L in cfg.deep_depths]
     points += [(2, P) for P in cfg.deep_P if (2, P) not in points]
     for L, P in points:
         data = ak.teacher_dataset(jax.random.PRNGKey(0), P, 20, "linear", P_test=200)
         arch = ak.FCN(20, (200,) * L, "erf", 1.0, 1.0, gamma=1.0)
-        log(f"deep forward-backward: L={L} P={P}")
-        fb = ForwardBackward()
-        timing, sol = time_calls(lambda: solve_deep(arch, data, KAPPA2, "adaptive", fb),
+        log(f"deep solve: L={L} P={P}")
+        timing, sol = time_calls(lambda: ak.solve(arch, data, KAPPA2, ak.Adaptive(form="kernel")),
                                  repeats=cfg.repeats if P <= 400 else 1)
         ok, detail = _converged(sol), f"status {Status(int(sol.status)).name}"
         if P <= cfg.deep_check_max_P:
-            primal = solve_deep(arch, data, KAPPA2, "adaptive")
-            L_fb = predict_deep(sol, arch, data, KAPPA2).mean_test
-            L_pr = predict_deep(primal, arch, data, KAPPA2).mean_test
-            diff = abs(float(ak.learnability(L_fb, data.y_test) - ak.learnability(L_pr, data.y_test)))
-            ok &= diff <= 1e-5
-            detail += f"; |L_fb - L_primal| = {diff:.1e} <= 1e-5"
-        detail = sec.check(f"deep forward-backward L={L} P={P}", ok, detail)
+            fb = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate"), FixedPoint())
+            learn = [float(ak.learnability(ak.predict(s, arch, data, KAPPA2).mean_test, data.y_test))
+                     for s in (sol, fb)]
+            diff = abs(learn[0] - learn[1])
+            ok &= _converged(fb) and diff <= 1e-6
+            detail += (f"; forward-backward {Status(int(fb.status)).name}, "
+                       f"|L_default - L_forward_backward| = {diff:.1e} <= 1e-6")
+        detail = sec.check(f"deep solve L={L} P={P}", ok, detail)
         iterations = int(sol.iterations)
-        sec.rows.append([str(L), str(P), seconds(timing.compile_s), _run_time(timing), str(iterations),
+        sec.rows.append([str(L), str(P), _run_time(timing), str(iterations),
                          seconds(timing.median / max(iterations, 1)), detail])
     return sec
 
@@ -170,7 +169,7 @@ def target(cfg: Config) -> Section:
         "`solve_problem(problem, 'adaptive', solver)` compiled ahead of time; run = the compiled call, to a "
         "stationarity residual of 1e-10. Rows: the default solver of `ak.solve` (FixedPoint: precision iteration "
         "with Newton steps from the Gaussian-equivalent Jacobian model, Anderson-accelerated), the same without "
-        "the Newton model (`FixedPoint(newton=False)`), and L-BFGS over the Cholesky factor with a Newton-CG "
+        "the Newton model (`FixedPoint()`), and L-BFGS over the Cholesky factor with a Newton-CG "
         "polish (QuasiNewton with CG Hessian solves). Iterations: evaluations of the stationarity map (FixedPoint) or "
         "quasi-Newton + Newton steps. Check: SUCCESS (the residual is a certificate of stationarity independent "
         "of the iterations) and both solvers give the same action (relative 1e-10).",
@@ -178,14 +177,14 @@ def target(cfg: Config) -> Section:
          "meets < 2 s", "check"],
     )
     arch, data = _erf_problem(d, N, P, P_test=1000)
-    problem = two_layer_problem(arch, data, KAPPA2)
+    problem = ak.make_problem(arch, data, KAPPA2)
     chol = _cholesky_time(P)
     actions = []
     for label, solver in (("default: FixedPoint (Newton + Anderson)", None),
-                          ("FixedPoint(newton=False) (Anderson)", FixedPoint(newton=False)),
+                          ("FixedPoint() (no Newton model; Anderson)", FixedPoint()),
                           ("QuasiNewton: L-BFGS + Newton-CG", FUNCTION_SPACE_SOLVER)):
         log(f"issue-4 target: adaptive erf d={d} N={N} P={P}, {label}")
-        timing, sol = time_jitted(solve_problem, problem, "adaptive", solver, repeats=1 if P >= 1000 else cfg.repeats)
+        timing, sol = time_jitted(solve_problem, problem, ak.Adaptive(), solver, repeats=1 if P >= 1000 else cfg.repeats)
         learn = ak.summarize(sol, arch, data, KAPPA2)["learnability"]
         actions.append(float(sol.action))
         ok = _converged(sol) and abs(actions[-1] - actions[0]) <= 1e-10 * abs(actions[0])
