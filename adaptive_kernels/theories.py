@@ -134,7 +134,9 @@ class NNGP(AbstractTheory):
 
 
 class Scaling(AbstractTheory):
-    """Kernel scaling: S(u) = sum_l (N_l/2)(u_l - log u_l) + D((prod u_l) K_NNGP) (``actions.scaling``)."""
+    """Kernel scaling: S(u) = sum_l (N_l/2)(u_l - log u_l) + D((prod u_l) K_NNGP) (``actions.scaling``): one
+    eigendecomposition of K_NNGP (an SVD of its P x d factor for linear nets without bias, d < P), then O(P) per
+    evaluation of the action, its gradient and the exact Newton step on the L scales."""
 
     name: ClassVar[str] = "scaling"
 
