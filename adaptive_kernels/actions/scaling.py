@@ -12,9 +12,10 @@ kernel is the heuristic of Pacelli et al.). Stationarity: 1/u_l = 1 + (2/N_l) dD
 The order parameters are a scalar for one hidden layer and a tuple of L scalars otherwise.
 
 Only the scalar s = prod_l u_l multiplies a fixed kernel, so the kernel is diagonalised once,
-K = U diag(lam) U^T (an eigendecomposition, or for a linear net without bias and d < P the SVD of its
-P x d factor Z, K = Z Z^T, with the P - d zero eigenvalues lumped), and with w_i = |(U^T y)_i|^2 (summed over
-the m outputs) every evaluation costs O(P) (as in deepbays' ``FC_1HL``, Pacelli et al. 2023):
+K = U diag(lam) U^T (an eigendecomposition, or for a linear net, whose kernel alpha X X^T + beta is
+Z Z^T with Z = [sqrt(alpha) X, sqrt(beta) 1], the SVD of that P x (d + 1) factor when d + 1 < P, with the
+zero eigenvalues lumped), and with w_i = |(U^T y)_i|^2 (summed over the m outputs) every evaluation costs O(P)
+(as in deepbays' ``FC_1HL``, Pacelli et al. 2023):
 
     D(s K) = (1/2) sum_i w_i / (s lam_i + kappa2) + (m/2) sum_i log(s lam_i + kappa2),
     d^n/ds^n d^j/dkappa2^j D = (1/2) (-1)^q q! sum_i w_i lam_i^n g_i^-(q+1)
@@ -22,9 +23,9 @@ the m outputs) every evaluation costs O(P) (as in deepbays' ``FC_1HL``, Pacelli 
 
 (the log term of q = 0 aside). Derivatives with respect to the kernel and the targets are never taken through the
 eigenvectors (undefined where eigenvalues coincide, as the P - d zero eigenvalues of a linear kernel do): they come
-from the same derivative written with one Cholesky factor (``gp.quadratic_and_logdet_factored``, or Woodbury
-for the factor), which runs only when something differentiates with respect to K or y (implicit derivatives
-of a solution, the gradient of its action).
+from the same derivative written with one Cholesky factor of s K + kappa2 (``gp.quadratic_and_logdet_factored``),
+which runs only when something differentiates with respect to K or y (implicit derivatives of a solution, the
+gradient of its action); a solve without derivatives never forms it.
 """
 
 from __future__ import annotations
@@ -36,9 +37,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from adaptive_kernels._validation import is_traced
 from adaptive_kernels.actions.base import EntropicAction
-from adaptive_kernels.gp import data_term_low_rank, outputs, quadratic_and_logdet_factored
+from adaptive_kernels.gp import outputs, quadratic_and_logdet_factored
 from adaptive_kernels.problem import Problem
 
 
@@ -51,12 +51,12 @@ class Spectrum(eqx.Module):
     multiplicities: jnp.ndarray
 
 
-def kernel_spectrum(kernel, y, low_rank: bool) -> Spectrum:
-    """The :class:`Spectrum` of K (P x P), or of K = Z Z^T from its factor Z (P x r, ``low_rank``), by one
+def kernel_spectrum(kernel, y, factor: bool) -> Spectrum:
+    """The :class:`Spectrum` of K (P x P), or of K = Z Z^T from its factor Z (P x r, ``factor``), by one
     eigendecomposition (SVD of Z). Constants: no derivatives flow through it (module docstring)."""
     kernel, y = jax.lax.stop_gradient(kernel), jax.lax.stop_gradient(y)
     Y = y.reshape(y.shape[0], -1)
-    if low_rank:
+    if factor:
         U, sigma, _ = jnp.linalg.svd(kernel, full_matrices=False)
         Z = U.T @ Y
         rest = jnp.sum((Y - U @ Z) ** 2)  # the targets' part in the null space of K
@@ -80,20 +80,18 @@ def _spectral_derivative(spectrum: Spectrum, s, kappa2, m: int, n: int, j: int):
     return quadratic + 0.5 * m * (-1) ** (q - 1) * math.factorial(q - 1) * jnp.sum(mult * lam_n / g**q)
 
 
-def _direct_data_term(s, kappa2, kernel, y, low_rank: bool):
-    """D(s K) through one Cholesky factor of s K + kappa2 (Woodbury for a factor), differentiable by JAX in every
-    argument: the reference the spectral form's kernel and target derivatives are taken from."""
-    if low_rank:
-        return data_term_low_rank(jnp.sqrt(s) * kernel, y, kappa2)[0]
+def _direct_data_term(s, kappa2, kernel, y):
+    """D(s K) through one Cholesky factor of s K + kappa2, differentiable by JAX in every argument: the reference
+    the spectral form's kernel and target derivatives are taken from."""
     A = s * kernel + kappa2 * jnp.eye(kernel.shape[0], dtype=kernel.dtype)
     quadratic, logdet = quadratic_and_logdet_factored(A, y)[0]
     return 0.5 * quadratic + 0.5 * outputs(y) * logdet
 
 
-def _direct_derivative(s, kappa2, kernel, y, n: int, j: int, low_rank: bool):
+def _direct_derivative(s, kappa2, kernel, y, n: int, j: int):
     """d^n/ds^n d^j/dkappa2^j of :func:`_direct_data_term` (nested forward derivatives)."""
     def f(s_, k_):
-        return _direct_data_term(s_, k_, kernel, y, low_rank)
+        return _direct_data_term(s_, k_, kernel, y)
 
     for _ in range(n):
         f = (lambda g: lambda s_, k_: jax.jvp(lambda t: g(t, k_), (s_,), (jnp.ones_like(s_),))[1])(f)
@@ -103,7 +101,7 @@ def _direct_derivative(s, kappa2, kernel, y, n: int, j: int, low_rank: bool):
 
 
 @eqx.filter_custom_jvp
-def scaled_data_term(s, kappa2, kernel, y, spectrum, *, orders, low_rank):
+def scaled_data_term(s, kappa2, kernel, y, spectrum, *, orders):
     """d^n/ds^n d^j/dkappa2^j D(s K), (n, j) = ``orders``, in O(P) from ``spectrum`` (the :class:`Spectrum` of
     ``kernel`` and ``y``; a constant). Derivatives: in s and kappa2 the next orders (O(P) each); in the kernel
     and y those of :func:`_direct_derivative` (one Cholesky factor), so derivatives of every order are exact."""
@@ -111,59 +109,58 @@ def scaled_data_term(s, kappa2, kernel, y, spectrum, *, orders, low_rank):
 
 
 @scaled_data_term.def_jvp
-def _scaled_data_term_jvp(primals, tangents, *, orders, low_rank):
+def _scaled_data_term_jvp(primals, tangents, *, orders):
     s, kappa2, kernel, y, spectrum = primals
     t_s, t_kappa2, t_kernel, t_y, _ = tangents  # the spectrum is a constant
     n, j = orders
-    value = scaled_data_term(s, kappa2, kernel, y, spectrum, orders=orders, low_rank=low_rank)
+    value = scaled_data_term(s, kappa2, kernel, y, spectrum, orders=orders)
     tangent = jnp.zeros_like(value)
     if t_s is not None:
-        tangent = tangent + scaled_data_term(s, kappa2, kernel, y, spectrum, orders=(n + 1, j), low_rank=low_rank) * t_s
+        tangent = tangent + scaled_data_term(s, kappa2, kernel, y, spectrum, orders=(n + 1, j)) * t_s
     if t_kappa2 is not None:
-        tangent = tangent + scaled_data_term(s, kappa2, kernel, y, spectrum, orders=(n, j + 1),
-                                             low_rank=low_rank) * t_kappa2
+        tangent = tangent + scaled_data_term(s, kappa2, kernel, y, spectrum, orders=(n, j + 1)) * t_kappa2
     if t_kernel is not None or t_y is not None:
         t_kernel = jnp.zeros_like(kernel) if t_kernel is None else t_kernel
         t_y = jnp.zeros_like(y) if t_y is None else t_y
-        tangent = tangent + jax.jvp(lambda K, Y: _direct_derivative(s, kappa2, K, Y, n, j, low_rank),
+        tangent = tangent + jax.jvp(lambda K, Y: _direct_derivative(s, kappa2, K, Y, n, j),
                                     (kernel, y), (t_kernel, t_y))[1]
     return value, tangent
 
 
 class ScaledKernel(eqx.Module):
-    """The fixed kernel of kernel scaling and the numbers its action needs.
+    """The fixed kernel K (P x P) of kernel scaling, its :class:`Spectrum` and the rest of the action's inputs.
 
-    ``kernel``: the NNGP output kernel K (P x P), or, when ``low_rank``, a factor Z (P x r, K = Z Z^T: a linear
-    net without bias and d < P). ``spectrum``: its :class:`Spectrum` (computed here when not given).
+    Built from K, or (``low_rank``) from a factor Z (P x r) of K = Z Z^T, whose SVD gives the spectrum;
+    ``spectrum``, when given, is used as it is (:func:`scaled_kernel` passes the one of a factor beside K).
     """
 
     kernel: jnp.ndarray
     y: jnp.ndarray
     kappa2: jnp.ndarray
     widths: jnp.ndarray
-    low_rank: bool = eqx.field(static=True)
     spectrum: Spectrum
 
-    def __init__(self, kernel, y, kappa2, widths, low_rank: bool, spectrum: Spectrum | None = None):
-        self.kernel, self.y, self.kappa2, self.widths, self.low_rank = kernel, y, kappa2, widths, low_rank
+    def __init__(self, kernel, y, kappa2, widths, low_rank: bool = False, spectrum: Spectrum | None = None):
         self.spectrum = kernel_spectrum(kernel, y, low_rank) if spectrum is None else spectrum
-
-
-def _has_bias(problem: Problem) -> bool:
-    return is_traced(problem.s_b2) or float(problem.s_b2) != 0
+        self.kernel = kernel @ kernel.T if low_rank else kernel
+        self.y, self.kappa2, self.widths = y, kappa2, widths
 
 
 def scaled_kernel(problem: Problem) -> ScaledKernel:
-    """The NNGP kernel of ``problem`` and its spectrum. A linear net without bias and d < P has K = alpha X X^T
-    (every layer map is linear in the input Gram matrix), kept as its factor Z = sqrt(alpha) X with alpha =
-    K(e_1, e_1), whose SVD (P d^2) replaces the P x P eigendecomposition."""
-    low_rank = problem.activation.is_linear and not _has_bias(problem) and problem.d < problem.P
-    if low_rank:
-        alpha = problem.nngp_kernel(jnp.eye(1, problem.d, dtype=problem.X.dtype)).nngp[0, 0]
-        kernel = jnp.sqrt(alpha) * problem.X
-    else:
-        kernel = problem.nngp_kernel().nngp
-    return ScaledKernel(kernel, problem.y, problem.kappa2, problem.widths, low_rank)
+    """The NNGP kernel of ``problem`` and its spectrum. A linear net (FCN of any depth or CNN) has
+    K(x, x') = alpha x.x' + beta (every layer map is affine in the input Gram matrix), with beta = K(0, 0) and
+    alpha = K(e_1, e_1) - beta: for d + 1 < P the SVD of its factor [sqrt(alpha) X, sqrt(beta) 1] (P (d + 1)^2)
+    replaces the P x P eigendecomposition."""
+    K = problem.nngp_kernel().nngp
+    spectrum = None
+    if problem.activation.is_linear and problem.d + 1 < problem.P:
+        probes = problem.nngp_kernel(jnp.eye(2, problem.d, k=-1, dtype=problem.X.dtype)).nngp  # x = 0 and e_1
+        beta = probes[0, 0]
+        alpha = probes[1, 1] - beta
+        ones = jnp.ones((problem.P, 1), problem.X.dtype)
+        factor = jnp.concatenate([jnp.sqrt(alpha) * problem.X, jnp.sqrt(beta) * ones], axis=1)
+        spectrum = kernel_spectrum(factor, problem.y, factor=True)
+    return ScaledKernel(K, problem.y, problem.kappa2, problem.widths, spectrum=spectrum)
 
 
 def scales_like(widths, dtype):
@@ -194,8 +191,7 @@ class ScalingAction(EntropicAction):
 
     def data_term(self, scales, args: ScaledKernel):
         s = jnp.prod(jnp.stack(jax.tree.leaves(scales)))
-        return scaled_data_term(s, args.kappa2, args.kernel, args.y, args.spectrum, orders=(0, 0),
-                                low_rank=args.low_rank)
+        return scaled_data_term(s, args.kappa2, args.kernel, args.y, args.spectrum, orders=(0, 0))
 
     def linearised_data_term(self, scales, args: ScaledKernel):
         """(D, dD/du, the exact Newton model :class:`ScalarNewtonModel`), all O(P)."""
