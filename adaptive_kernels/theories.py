@@ -253,8 +253,9 @@ class Adaptive(AbstractTheory):
         P, P_all = problem.P, X_all.shape[0]
         padded = tuple(jnp.zeros((P_all, P_all), K.dtype).at[:P, :P].set(K) for K in conjugates)
         cgf = self._cgf(problem)
-        form_map = deep.ConjugateMap(None if cgf is None else cgf.extended(P, P_all))
-        return form_map.kernels(problem, X_all, padded)[0]
+        if cgf is None:
+            return deep.ConjugateMap().kernels(problem, X_all, padded)[0]
+        return deep.extended_kernels(problem, X_all, padded, cgf)
 
     def output_kernels(self, value, problem, X_test=None):
         form = self.resolved_form(problem)

@@ -35,10 +35,11 @@ def _in_domain_conjugate(problem, C, scale):
     return scale * problem.widths[0] / 2 * Kt / top
 
 
-def test_linear_cgf_and_kernel_match_closed_form():
+def test_linear_cgf_and_kernel_match_closed_form_with_error_falling_as_inverse_sqrt_samples():
     """Linear phi, first layer: the importance-sampling W(Kt | C) and K = dW/dKt within 4 of their Monte Carlo
     standard errors (over 8 keys) of -(N/2) log det(I - (2/N) Kt C) and C (I - (2/N) Kt C)^{-1}; the adapted proposal
-    is the exact tilted Gaussian here, so the weights are nearly uniform (ESS > 90% of S)."""
+    is the exact tilted Gaussian here, so the weights are nearly uniform (ESS > 90% of S). The spread of W over the
+    keys falls by 2 (within [1.5, 2.7]) when S grows 4-fold."""
     problem = _linear_problem()
     C = problem.s_w2 * problem.X @ problem.X.T / problem.d
     Kt = _in_domain_conjugate(problem, C, 0.6)
@@ -46,54 +47,39 @@ def test_linear_cgf_and_kernel_match_closed_form():
     W_exact = -0.5 * N * jnp.linalg.slogdet(eye - 2 / N * Kt @ C)[1]
     K_exact = C @ jnp.linalg.inv(eye - 2 / N * Kt @ C)
 
-    @jax.jit
-    def estimate(key):
-        z = jax.random.normal(key, (4000, problem.d + 1))
+    def estimate(key, S):
+        z = jax.random.normal(key, (S, problem.d + 1))
         L = exact.adapt_proposal(problem, Kt, C, 0, jax.random.normal(jax.random.fold_in(key, 1), z.shape))
         cgf = exact.ExactCGF((z,), (L,))
-        return jax.value_and_grad(cgf, argnums=1)(problem, Kt, C, 0, problem.X) + (cgf.ess(problem, Kt, C, 0,
-                                                                                             problem.X),)
+        W, K = jax.value_and_grad(cgf, argnums=1)(problem, Kt, C, 0, problem.X)
+        return W, K, cgf.ess(problem, Kt, C, 0, problem.X)
 
-    Ws, Ks, ess = (np.array(a) for a in jax.vmap(estimate)(jax.random.split(jax.random.PRNGKey(0), 8)))
-    assert abs(Ws.mean() - W_exact) < 4 * Ws.std(ddof=1) / np.sqrt(8) + 1e-9
-    np.testing.assert_array_less(np.abs(Ks.mean(0) - K_exact), 4 * Ks.std(0, ddof=1) / np.sqrt(8) + 1e-9)
-    assert min(ess) > 0.9 * 4000
-
-
-def test_monte_carlo_error_falls_as_inverse_sqrt_samples():
-    """The spread of the estimated W over 16 keys (prior proposal, erf) falls by 2 (within [1.5, 2.7]) when S grows
-    4-fold."""
-    problem = make_problem(ak.FCN(8, 50, "erf"), ak.teacher_dataset(jax.random.PRNGKey(3), 5, 8, P_test=10), 1e-2)
-    C = problem.s_w2 * problem.X @ problem.X.T / problem.d
-    Kt = _in_domain_conjugate(problem, C, 0.6)
-    eye = jnp.eye(problem.d + 1)
-
-    def spread(S):
-        W = jax.vmap(lambda key: exact.ExactCGF((jax.random.normal(key, (S, problem.d + 1)),), (eye,))(
-            problem, Kt, C, 0, problem.X))(jax.random.split(jax.random.PRNGKey(0), 16))
-        return np.std(np.asarray(W), ddof=1)
-
-    assert 1.5 < spread(1000) / spread(4000) < 2.7
+    keys = jax.random.split(jax.random.PRNGKey(0), 8)
+    Ws, Ks, ess = (np.array(a) for a in jax.jit(jax.vmap(lambda k: estimate(k, 4000)))(keys))
+    assert abs(Ws.mean() - W_exact) < 4 * Ws.std(ddof=1) / np.sqrt(8)
+    np.testing.assert_array_less(np.abs(Ks.mean(0) - K_exact), 4 * Ks.std(0, ddof=1) / np.sqrt(8) + 1e-12)
+    assert ess.min() > 0.9 * 4000
+    W_small = np.array(jax.jit(jax.vmap(lambda k: estimate(k, 1000)[0]))(keys))
+    assert 1.5 < W_small.std(ddof=1) / Ws.std(ddof=1) < 2.7
 
 
 def test_linear_net_solution_equals_gaussian_within_monte_carlo_error():
-    """Deep linear net (two hidden layers, gamma = 2): the exact-measure solve reproduces the Gaussian (exact for
-    linear phi) conjugate solution's learnability and per-layer kernel ratios within 4 standard errors over 3 keys
-    (plus 1e-3 relative on the ratios)."""
+    """Deep linear net (two hidden layers, gamma = 2): the exact-measure solve reproduces the conjugate kernels Kt_l
+    of the Gaussian solution (exact for linear phi) in Frobenius norm within 4 standard errors over 2 keys plus 1% of
+    |Kt_l|, with nearly uniform weights (ESS > 50% of S)."""
     data = ak.teacher_dataset(jax.random.PRNGKey(5), 6, 8, P_test=50)  # P <= d: every C_l full rank
     arch = ak.FCN(8, (40, 40), "linear", gamma=2.0)
-    gauss = ak.summarize(ak.solve(arch, data, 1e-2, Adaptive(form="conjugate")), arch, data, 1e-2)
+    gauss = ak.solve(arch, data, 1e-2, Adaptive(form="conjugate"))
     runs = []
-    for seed in range(3):
+    for seed in range(2):
         sol = ak.solve(arch, data, 1e-2, Adaptive(form="conjugate", measure="exact", samples=4000, seed=seed))
         assert bool(sol.converged), sol.message
         assert sol.stats["ess"].shape == (2,) and float(jnp.min(sol.stats["ess"])) > 0.5 * 4000
-        runs.append(ak.summarize(sol, arch, data, 1e-2))
-    L = np.array([r["learnability"] for r in runs])
-    assert abs(L.mean() - gauss["learnability"]) < 4 * L.std(ddof=1) / np.sqrt(3) + 1e-4
-    R = np.array([r["kernel_eigenvalue_ratio"] for r in runs])
-    np.testing.assert_array_less(np.abs(R.mean(0) - gauss["kernel_eigenvalue_ratio"]),
-                                 4 * R.std(0, ddof=1) / np.sqrt(3) + 1e-3 * np.abs(R.mean(0)))
+        runs.append(sol.value)
+    for layer, Kt in enumerate(gauss.value):
+        estimates = np.array([run[layer] for run in runs])
+        se = np.sqrt(np.sum(estimates.var(0, ddof=1)) / 2)  # of the mean's Frobenius norm
+        assert np.linalg.norm(estimates.mean(0) - Kt) < 4 * se + 0.01 * np.linalg.norm(Kt), (layer, se)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +115,7 @@ def test_exact_measure_samples_and_bad_options(small_case):
     """The tilted single-neuron measure is available (weights summing to 1, its second moment = the reported Sigma)
     and bad options raise errors that name the parameter."""
     case, arch, data = small_case
-    sol = ak.solve(arch, data, case["kappa2"], Adaptive(form="conjugate", measure="exact", samples=2000))
+    sol = ak.solve(arch, data, case["kappa2"], Adaptive(form="conjugate", measure="exact", samples=10000))  # cached
     (first,) = ak.exact_measure(sol, arch, data, case["kappa2"])
     w, omega = first["w"], first["weights"]
     np.testing.assert_allclose(float(jnp.sum(omega)), 1.0, rtol=1e-12)

@@ -236,6 +236,13 @@ def sampled_forward(problem: Problem, X, conjugates, cgf) -> tuple:
     return tuple(kernels), total, tuple(covariances)
 
 
+@eqx.filter_jit
+def extended_kernels(problem: Problem, X_all, conjugates, cgf) -> tuple:
+    """Per-layer kernels of a sampled CGF on X_all = [X; X_test] (``conjugates`` padded with zero rows and columns
+    for the appended test points; ``cgf.extended``)."""
+    return sampled_forward(problem, X_all, conjugates, cgf.extended(problem.P, X_all.shape[0]))[0]
+
+
 # --- the forms -----------------------------------------------------------------------------------------------------
 def whitened_chain(problem: Problem, X, covariances) -> tuple:
     """Kernels K_l = B_l Q_l B_l^T of the whitened primal form (``covariances`` = (Q_1..Q_L)) on inputs X."""

@@ -142,10 +142,9 @@ def adapt_proposal(problem: Problem, Kt, C, layer: int, z, rounds: int = ADAPT_R
     """L_q adapted to the tilted measure of one layer at (Kt, C): moment matching along t Kt, t = 1/R, ..., 1, then
     once more at t = 1, starting from the prior."""
     B = layer_factor(problem, C, layer, problem.X)
-    L_q = jnp.eye(B.shape[1], dtype=B.dtype)
-    for t in [(k + 1) / rounds for k in range(rounds)] + [1.0]:
-        L_q = moment_matched_proposal(problem, t * Kt, B, z, L_q, problem.widths[layer])
-    return L_q
+    tilts = jnp.minimum(jnp.arange(1, rounds + 2, dtype=B.dtype) / rounds, 1.0)
+    step = lambda L_q, t: (moment_matched_proposal(problem, t * Kt, B, z, L_q, problem.widths[layer]), None)  # noqa: E731
+    return jax.lax.scan(step, jnp.eye(B.shape[1], dtype=B.dtype), tilts)[0]
 
 
 @eqx.filter_jit
@@ -190,6 +189,7 @@ def tilted_measures(cgf: ExactCGF, problem: Problem, conjugates) -> list:
     return [cgf.tilted(problem, Kt, C, layer, problem.X) for layer, (Kt, C) in enumerate(zip(conjugates, covariances))]
 
 
+@eqx.filter_jit
 def first_layer_covariance(cgf: ExactCGF, problem: Problem, conjugates):
     """Sigma = E_tilted[w w^T] (d x d) of the first layer's weights under the exact measure."""
     u, omega, _ = tilted_measures(cgf, problem, conjugates[:1])[0]
