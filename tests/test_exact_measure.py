@@ -16,6 +16,7 @@ import pytest
 
 import adaptive_kernels as ak
 from adaptive_kernels.actions import exact
+from adaptive_kernels.actions.deep import ConjugateMap
 from adaptive_kernels.problem import make_problem
 from adaptive_kernels.theories import Adaptive
 
@@ -61,6 +62,18 @@ def test_linear_cgf_and_kernel_match_closed_form_with_error_falling_as_inverse_s
     assert ess.min() > 0.9 * 4000
     W_small = np.array(jax.jit(jax.vmap(lambda k: estimate(k, 1000)[0]))(keys))
     assert 1.5 < W_small.std(ddof=1) / Ws.std(ddof=1) < 2.7
+
+
+def test_degenerate_weights_leave_the_domain():
+    """A tilt far stronger than the proposal covers (prior proposal, Kt = 200 y y^T on an erf layer of width 5): the
+    ESS falls below 1% of S, so the conjugate map reports the point outside its domain (margin < 0) and the solvers
+    backtrack from it; a mild tilt stays inside."""
+    problem = make_problem(ak.FCN(8, 5, "erf"), ak.teacher_dataset(jax.random.PRNGKey(3), 5, 8, P_test=10), 1e-2)
+    cgf = exact.ExactCGF((jax.random.normal(jax.random.PRNGKey(0), (2000, problem.d + 1)),), (jnp.eye(problem.d + 1),))
+    check = jax.jit(lambda Kt: ConjugateMap(cgf).kernels(problem, problem.X, (Kt,))[2:])
+    for scale, inside in ((200.0, False), (0.5, True)):
+        in_domain, margin = check(scale * jnp.outer(problem.y, problem.y))
+        assert bool(in_domain) == inside and bool(margin > 0) == inside, (scale, float(margin))
 
 
 def test_linear_net_solution_equals_gaussian_within_monte_carlo_error():
