@@ -9,6 +9,7 @@ from adaptive_kernels._config import _apply_default_precision, precision, thread
 
 _apply_default_precision()
 
+from adaptive_kernels.actions.exact import exact_error_bars, exact_measure  # noqa: E402
 from adaptive_kernels.activations import ACTIVATIONS, AbstractActivation, get_activation  # noqa: E402
 from adaptive_kernels.api import layer_kernels, predict, solve, summarize  # noqa: E402
 from adaptive_kernels.architectures import CNN, FCN  # noqa: E402
@@ -46,6 +47,8 @@ __all__ = [
     "Adaptive",
     "CNN",
     "Dataset",
+    "exact_error_bars",
+    "exact_measure",
     "FCN",
     "FixedPoint",
     "NNGP",

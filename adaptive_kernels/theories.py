@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_kernels._validation import is_traced
-from adaptive_kernels.actions import deep
+from adaptive_kernels.actions import deep, exact
 from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_space
 from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
 from adaptive_kernels.gp import data_term
@@ -37,7 +37,7 @@ from adaptive_kernels.problem import Problem
 from adaptive_kernels.solvers import FixedPoint, Newton
 
 FORMS = ("auto", "weight", "kernel", "conjugate")
-MEASURES = ("gaussian", "second_order")
+MEASURES = ("gaussian", "second_order", "exact")
 
 
 def has_bias(problem: Problem) -> bool:
@@ -165,7 +165,8 @@ class Adaptive(AbstractTheory):
             or ``"function"`` (P x P kernel).
         measure: ``"gaussian"`` (the Gaussian ansatz / Gaussian-equivalent CGF; exact for linear phi) or
             ``"second_order"`` (conjugate form only: the second-order cumulant CGF, Monte Carlo with
-            ``samples`` fixed draws from ``seed``).
+            ``samples`` fixed draws from ``seed``) or ``"exact"`` (conjugate form, FCNs: the exact large-width
+            layer CGF by importance sampling, ``samples`` fixed draws per layer from ``seed``; ``actions.exact``).
     """
 
     name: ClassVar[str] = "adaptive"
@@ -180,8 +181,8 @@ class Adaptive(AbstractTheory):
             raise ValueError(f"form must be one of {', '.join(FORMS)}, got {self.form!r}")
         if self.measure not in MEASURES:
             raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {self.measure!r}")
-        if self.measure == "second_order" and self.form != "conjugate":
-            raise ValueError("measure: 'second_order' needs form='conjugate'")
+        if self.measure != "gaussian" and self.form != "conjugate":
+            raise ValueError(f"measure: {self.measure!r} needs form='conjugate'")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
             raise ValueError(f"samples must be an integer >= 2, got {self.samples!r}")
 
@@ -206,10 +207,16 @@ class Adaptive(AbstractTheory):
             elif has_bias(problem):
                 raise ValueError("form: 'weight' for deep nets needs s_b2 = 0")
 
-    def _draws(self, problem: Problem):
-        key = jax.random.PRNGKey(self.seed)
-        return tuple(jax.random.normal(jax.random.fold_in(key, layer), (self.samples, problem.P), problem.X.dtype)
-                     for layer in range(problem.depth))
+    def _cgf(self, problem: Problem):
+        """The layer CGF of the conjugate form: None (Gaussian-equivalent) or a sampled one with fixed draws."""
+        if self.measure == "exact":
+            return exact.exact_cgf(problem, self.samples, self.seed)
+        if self.measure == "second_order":
+            key = jax.random.PRNGKey(self.seed)
+            return deep.SecondOrderCGF(tuple(
+                jax.random.normal(jax.random.fold_in(key, layer), (self.samples, problem.P), problem.X.dtype)
+                for layer in range(problem.depth)))
+        return None
 
     def problem(self, problem):
         form = self.resolved_form(problem)
@@ -219,8 +226,7 @@ class Adaptive(AbstractTheory):
             return deep.InputSpaceAction(), problem
         if form == "kernel":
             return deep.WhitenedKernelAction(), problem
-        draws = self._draws(problem) if self.measure == "second_order" else None
-        return deep.ConjugateMap(draws), problem
+        return deep.ConjugateMap(self._cgf(problem)), problem
 
     def init(self, problem, args):
         form = self.resolved_form(problem)
@@ -228,6 +234,8 @@ class Adaptive(AbstractTheory):
             return problem.prior_covariance() if problem.depth == 1 else deep.InputSpaceAction().initial(problem)
         if form == "kernel":
             return deep.WhitenedKernelAction().initial(problem)
+        if self.measure == "exact":  # the Gaussian-equivalent saddle, where the proposals are adapted
+            return exact.gaussian_anchor(problem)[0]
         return tuple(jnp.zeros((problem.P, problem.P), problem.X.dtype) for _ in range(problem.depth))
 
     def default_solver(self, problem):
@@ -246,16 +254,10 @@ class Adaptive(AbstractTheory):
         X_all = problem.X if X_test is None else jnp.concatenate([problem.X, X_test])
         P, P_all = problem.P, X_all.shape[0]
         padded = tuple(jnp.zeros((P_all, P_all), K.dtype).at[:P, :P].set(K) for K in conjugates)
-        form_map = deep.ConjugateMap(self._extended_draws(problem, P_all) if self.measure == "second_order" else None)
-        return form_map.kernels(problem, X_all, padded)[0]
-
-    def _extended_draws(self, problem: Problem, P_all: int):
-        """Monte Carlo draws for appended test points: with the Cholesky factor of C in the (train, test) order, the
-        training block keeps its draws and its values."""
-        key = jax.random.PRNGKey(P_all)
-        return tuple(jnp.concatenate([z, jax.random.normal(jax.random.fold_in(key, i), (z.shape[0], P_all - problem.P),
-                                                           z.dtype)], axis=1)
-                     for i, z in enumerate(self._draws(problem)))
+        cgf = self._cgf(problem)
+        if cgf is None:
+            return deep.ConjugateMap().kernels(problem, X_all, padded)[0]
+        return deep.extended_kernels(problem, X_all, padded, cgf)
 
     def output_kernels(self, value, problem, X_test=None):
         form = self.resolved_form(problem)
@@ -287,13 +289,16 @@ class Adaptive(AbstractTheory):
         return self._joint_kernels(value, problem, None)
 
     def input_covariances(self, value, problem):
-        """Sigma (two-layer FCN, any phi), Sigma_l (deep linear, weight form), or for a linear net without bias in a
-        kernel form with P >= d: Sigma_l = X^+ K_l X^{+T} (K_l = X Sigma_l X^T determines it)."""
+        """Sigma (two-layer FCN, any phi), Sigma_l (deep linear, weight form), the first layer's E_tilted[w w^T]
+        (exact measure, any depth), or for a linear net without bias in a kernel form with P >= d:
+        Sigma_l = X^+ K_l X^{+T} (K_l = X Sigma_l X^T determines it)."""
         form = self.resolved_form(problem)
         if problem.patches > 1:
             return None
         if form == "weight":
             return (value,) if problem.depth == 1 else tuple(value)
+        if self.measure == "exact":  # the first layer's E_tilted[w w^T]
+            return (exact.first_layer_covariance(self._cgf(problem), problem, value),)
         if not problem.activation.is_linear or has_bias(problem) or problem.P < problem.d:
             return None
         pinv = jnp.linalg.pinv(problem.X)
