@@ -73,7 +73,8 @@ class KrylovPrecisionModel(eqx.Module):
     def solve(self, R):
         """(:meth:`newton_step`, the number of products with J it took)."""
         inner = lambda A, B: _inner(A, B, self.Sigma, self.weights)  # noqa: E731
-        stationarity = jnp.max(  # max |Sigma T - I|, the precision map's residualjnp.stack([jnp.max(jnp.abs(S @ r)) for S, r in
+        # max |Sigma T - I|, the precision map's residual
+        stationarity = jnp.max(jnp.stack([jnp.max(jnp.abs(S @ r)) for S, r in
                                           zip(jax.tree.leaves(self.Sigma), jax.tree.leaves(R))]))
         rr0 = inner(R, R)
         tol2 = jnp.minimum(self.rtol, jnp.sqrt(stationarity)) ** 2 * rr0
