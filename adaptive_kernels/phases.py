@@ -338,14 +338,17 @@ def _step_change(theory, problem, a, b) -> float:
 
 
 def trace(theory, family: Callable, values, init, solver=None, *, label: str = "branch", max_change: float = 0.5,
-          halvings: int = 4, integer: bool = False, rtol: float = 1e-7) -> tuple[list[BranchPoint], Fold | None]:
+          halvings: int = 4, integer: bool = False, same: float = 1e-4, rtol: float = 1e-7) -> tuple[list[BranchPoint], Fold | None]:
     """Follow one branch along ``values`` (monotone) from ``init`` (order parameters near the branch at
     ``values[0]``), warm-starting each solve from the previous point.
 
-    A step is accepted when the solve converges and the order parameters move by at most ``max_change`` in the
-    unconstrained coordinates (:func:`_step_change`); otherwise the step is halved (at most ``halvings`` times; for
-    an ``integer`` parameter down to 1). A step that still fails at the smallest size brackets a fold: a smooth
-    branch moves less at a smaller step, a branch that has ended does not. Returns (points, Fold or None).
+    A step is accepted when the solve converges and either the order parameters move by at most ``max_change`` in
+    the unconstrained coordinates (:func:`_step_change`) or the move is reversible: the solve back at the previous
+    value, warm-started from the new point, returns to the branch's last point (within ``same``,
+    :func:`distance`) -- a branch moving fast, or a discrete step of P. Past a fold the back-solve stays on the
+    other branch; the step is then halved (at most ``halvings`` times; for an ``integer`` parameter down to 1) and
+    a step that still fails at the smallest size brackets the fold.
+    Returns (points, Fold or None).
     """
     solver = QuasiNewton() if solver is None else resolve_solver(solver)
     values = [float(v) for v in values]
@@ -365,6 +368,12 @@ def trace(theory, family: Callable, values, init, solver=None, *, label: str = "
         points.append(BranchPoint(p, StationaryPoint(solution, float(solution.action) - inst.offset, kind, index,
                                                      eigenvalues, (label,)), grid))
 
+    def _returns(p, value):
+        """Whether the solve at p warm-started from ``value`` comes back to the branch's last point: a large but
+        reversible change is the branch moving fast (or a discrete step of P); past a fold it does not come back."""
+        back = solve_at(p, value)[1]
+        return bool(back.converged) and distance(back.value, points[-1].point.value) < same
+
     accept(values[0], inst, solution, True)
     for target in values[1:]:
         p = points[-1].parameter
@@ -374,7 +383,8 @@ def trace(theory, family: Callable, values, init, solver=None, *, label: str = "
             trial = p + step
             inst, solution = solve_at(trial, points[-1].point.value)
             ok = bool(solution.converged)
-            if ok and _step_change(theory, inst.problem, solution.value, points[-1].point.value) <= max_change:
+            if ok and (_step_change(theory, inst.problem, solution.value, points[-1].point.value) <= max_change
+                       or _returns(p, solution.value)):
                 accept(trial, inst, solution, trial == target)
                 p = trial
                 step = target - p
@@ -438,6 +448,26 @@ class Branches:
                                   "bracket": (p0, p1)})
         return found
 
+    def summary(self):
+        """pandas DataFrame, one row per grid value: ``minima`` (distinct minima found there), ``metastable``
+        (more than one), ``posterior`` (the branch holding the lowest-action minimum), its ``action`` and its
+        observables."""
+        import pandas as pd
+
+        rows = []
+        for p in sorted({bp.parameter for points in self.branches.values() for bp in points if bp.grid}):
+            here = [(name, bp.point, obs) for name, points in self.branches.items()
+                    for bp, obs in zip(points, self.observations[name]) if bp.grid and bp.parameter == p]
+            distinct = []
+            for entry in sorted(here, key=lambda e: e[1].action):
+                if all(distance(entry[1].value, other[1].value) >= self.same for other in distinct):
+                    distinct.append(entry)
+            minima = [e for e in distinct if e[1].kind == "minimum"]
+            name, point, obs = (minima or distinct)[0]
+            rows.append({self.parameter: p, "minima": len(minima), "metastable": len(minima) > 1, "posterior": name,
+                         "action": point.action, **obs})
+        return pd.DataFrame(rows)
+
     def window(self) -> tuple[float, float] | None:
         """(lower, upper) fold estimates bracketing the metastable window: the smallest and the largest fold of the
         up and down sweeps; None unless both directions lost a branch."""
@@ -464,7 +494,7 @@ def continue_branches(theory, family: Callable, values, starts: Callable, *, par
         traced = []
         for label, init in starts(first).items():
             name = f"{direction}:{label}"
-            points, fold = trace(theory, family, sweep, init, solver, label=name, **trace_options)
+            points, fold = trace(theory, family, sweep, init, solver, label=name, same=same, **trace_options)
             if points and any(distance(points[0].point.value, other) < same for other in traced):
                 continue
             if points:
@@ -582,6 +612,12 @@ def continuation(arch, data, kappa2, parameter, values, theory="adaptive", *, st
     theory = get_theory(theory, **theory_options)
     problem = make_problem(arch, data, kappa2)
     theory.check(problem)
+    return _continue(theory, problem, data, parameter, values, starts=starts, ratios=ratios, directions=directions,
+                     solver=solver, observe=observe, same=same, max_change=max_change, halvings=halvings)
+
+
+def _continue(theory, problem, data, parameter, values, *, starts, ratios, directions, solver, observe, same,
+              max_change, halvings) -> Branches:
     family, integer = _family(problem, data, theory, parameter, values)
     if starts is None:
         def starts(inst):
@@ -593,3 +629,99 @@ def continuation(arch, data, kappa2, parameter, values, theory="adaptive", *, st
     return continue_branches(theory, family, values, starts, parameter=name, directions=directions,
                              observe=_observer(data) if observe is None else observe, solver=solver, same=same,
                              max_change=max_change, halvings=halvings, integer=integer)
+
+
+# --- phase diagrams and plots -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PhaseDiagram:
+    """:func:`phase_diagram`'s result: ``grid`` (one row per (first, second) value: minima, metastable, posterior
+    branch, its action and observables: :meth:`Branches.summary`) and ``lines`` (per second value: the transition
+    and the folds bounding the metastable window along the first parameter; NaN where none was found)."""
+
+    first: str
+    second: str
+    grid: object
+    lines: object
+    branches: dict
+
+
+def phase_diagram(arch, data, kappa2, first, second, theory="adaptive", **options) -> PhaseDiagram:
+    """Branches along ``first = (parameter, values)`` (as for :func:`continuation`) for every value of ``second =
+    (name, values)`` (``"P"``, ``"N"``, ``"gamma"``, ``"kappa2"``, ``"s_w2"`` or ``"s_a2"``, set on the problem by
+    :func:`with_parameter`). ``options``: those of :func:`continuation` (``starts``, ``ratios``, ``solver``...).
+
+    Example::
+
+        diagram = ak.phases.phase_diagram(arch, data, 0.1, ("P", range(40, 161, 10)), ("gamma", [1.5, 1.75, 2.0]))
+        ak.phases.plot_phase_diagram(diagram, "eigenvalue_ratio_1")
+    """
+    import pandas as pd
+
+    (name1, values1), (name2, values2) = first, second
+    theory = get_theory(theory)
+    problem = make_problem(arch, data, kappa2)
+    theory.check(problem)
+    defaults = dict(starts=None, ratios=(30.0,), directions=("up", "down"), solver=None, observe=None, same=1e-4,
+                    max_change=0.5, halvings=4)
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise TypeError(f"phase_diagram: unknown options {', '.join(sorted(unknown))}")
+    defaults.update(options)
+    grids, lines, traced = [], [], {}
+    for v2 in values2:
+        base = with_parameter(problem, name2, v2).report
+        branches = _continue(theory, base, data, name1, values1, **defaults)
+        traced[v2] = branches
+        table = branches.summary()
+        table.insert(1, name2, v2)
+        grids.append(table)
+        crossings = branches.transitions()
+        window = branches.window()
+        lines.append({name2: v2, "transition": crossings[0]["parameter"] if crossings else np.nan,
+                      "lower_fold": window[0] if window else np.nan, "upper_fold": window[1] if window else np.nan})
+    return PhaseDiagram(name1 if isinstance(name1, str) else "parameter", name2, pd.concat(grids, ignore_index=True),
+                        pd.DataFrame(lines), traced)
+
+
+def plot_branches(branches: Branches, column: str = "action", ax=None):
+    """Each branch's ``column`` against the parameter (for ``"action"``: minus the lowest action found at each grid
+    value, i.e. the free-energy gap), folds as crosses, transitions as dashed lines. Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    ax = plt.gca() if ax is None else ax
+    table = branches.table()
+    if column == "action":
+        table = table[table.grid].copy()
+        table["action"] -= table.groupby(branches.parameter)["action"].transform("min")
+    for name, rows in table.groupby("branch", sort=False):
+        rows = rows.sort_values(branches.parameter)
+        ax.plot(rows[branches.parameter], rows[column], "o-" if name.startswith("up") else "s--", ms=3, label=name)
+        fold = branches.folds.get(name)
+        if fold is not None and fold.last != fold.next:
+            ax.plot(rows[branches.parameter].iloc[-1] if name.startswith("up") else rows[branches.parameter].iloc[0],
+                    rows[column].iloc[-1] if name.startswith("up") else rows[column].iloc[0], "kx", ms=9)
+    for crossing in branches.transitions():
+        ax.axvline(crossing["parameter"], color="gray", ls=":", lw=1)
+    ax.set(xlabel=branches.parameter, ylabel=column if column != "action" else "action - lowest action")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_phase_diagram(diagram: PhaseDiagram, column: str, ax=None):
+    """The posterior branch's ``column`` over the two parameters (colour), metastable points circled, and the
+    transition and fold lines. Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    ax = plt.gca() if ax is None else ax
+    grid, lines = diagram.grid, diagram.lines
+    points = ax.scatter(grid[diagram.first], grid[diagram.second], c=grid[column], s=60, cmap="viridis")
+    meta = grid[grid.metastable]
+    ax.scatter(meta[diagram.first], meta[diagram.second], s=140, facecolors="none", edgecolors="r",
+               label="two minima (metastable)")
+    ax.plot(lines.transition, lines[diagram.second], "k-", label="transition (actions cross)")
+    ax.plot(lines.lower_fold, lines[diagram.second], "r:", label="folds")
+    ax.plot(lines.upper_fold, lines[diagram.second], "r:")
+    plt.colorbar(points, ax=ax, label=column)
+    ax.set(xlabel=diagram.first, ylabel=diagram.second)
+    ax.legend(fontsize=8)
+    return ax
