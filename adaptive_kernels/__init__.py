@@ -34,6 +34,7 @@ from adaptive_kernels.observables import (  # noqa: E402
     mse,
     spectrum,
 )
+from adaptive_kernels.phases import continuation, stationary_points  # noqa: E402
 from adaptive_kernels.prediction import Prediction  # noqa: E402
 from adaptive_kernels.problem import Problem, make_problem  # noqa: E402
 from adaptive_kernels.solvers import FixedPoint, Newton, QuasiNewton, Solution, Status  # noqa: E402
@@ -61,6 +62,7 @@ __all__ = [
     "GPPrediction",
     "Prediction",
     "Spectrum",
+    "continuation",
     "eigenlearning",
     "eigenvalue_ratio",
     "empirical_learning_curve",
@@ -84,6 +86,7 @@ __all__ = [
     "predict_learning_curve",
     "solve",
     "spectrum",
+    "stationary_points",
     "sphere_spectrum",
     "summarize",
     "teacher_dataset",
