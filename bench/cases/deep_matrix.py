@@ -76,7 +76,7 @@ def deep_matrix(cfg: Config) -> Section:
                 for gamma in gammas:
                     arch, data = _problem(activation, depth, gamma, P)
                     log(f"deep matrix: {activation} P={P} L={depth} gamma={gamma}")
-                    ak.solve(arch, data, KAPPA2, "adaptive")  # compile (shared by the gammas of one shape)
+                    jax.block_until_ready(ak.solve(arch, data, KAPPA2, "adaptive"))  # compile (shared by the gammas)
                     sol, wall, cpu = _timed_solve(arch, data, "adaptive")
                     fb = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate"))
                     agreement, ok = "-", bool(sol.converged)
