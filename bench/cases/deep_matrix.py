@@ -7,8 +7,9 @@ forward-backward iteration on the conjugate form (``Adaptive(form="conjugate")``
 NNGP; where both converge their output kernels must agree to 1e-8 relative. The target row: L = 4, P = 1000,
 erf, gamma = 2, at most 10 s after compilation, its time per iteration in P x P Cholesky factorisations per layer.
 
-The full matrix takes hours on a shared 2-core machine; ``DEEP_MATRIX_P`` and ``DEEP_MATRIX_DEPTHS``
-(comma-separated) restrict it, ``DEEP_MATRIX_TARGET=0`` skips the target row.
+The full matrix takes hours on a shared 2-core machine; ``DEEP_MATRIX_P``, ``DEEP_MATRIX_DEPTHS``,
+``DEEP_MATRIX_GAMMAS`` and ``DEEP_MATRIX_ACTIVATIONS`` (comma-separated) restrict it, ``DEEP_MATRIX_TARGET=0`` skips
+the target row.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ SIZES = {"full": ((100, 400), (2, 3, 4, 6, 8), (4, 1000)), "quick": ((100,), (2,
 """cfg.name -> (P values, depths, target (L, P) or None)."""
 
 
-def _env_ints(name, default):
+def _env(name, default, kind=int):
     value = os.environ.get(name)
-    return tuple(int(v) for v in value.split(",")) if value else default
+    return tuple(kind(v) for v in value.split(",")) if value else default
 
 
 def _problem(activation, depth, gamma, P):
@@ -56,7 +57,8 @@ def _status(sol) -> str:
 
 def deep_matrix(cfg: Config) -> Section:
     Ps, depths, target = SIZES[cfg.name]
-    Ps, depths = _env_ints("DEEP_MATRIX_P", Ps), _env_ints("DEEP_MATRIX_DEPTHS", depths)
+    Ps, depths = _env("DEEP_MATRIX_P", Ps), _env("DEEP_MATRIX_DEPTHS", depths)
+    gammas, activations = _env("DEEP_MATRIX_GAMMAS", GAMMAS, float), _env("DEEP_MATRIX_ACTIVATIONS", ACTIVATIONS, str)
     sec = Section(
         "Deep solver convergence matrix (d=20, N_l=200, kappa2=1e-2)",
         "Default: `ak.solve(arch, data, 1e-2, 'adaptive')` (Newton-Krylov steps on the whitened kernels Q_l, "
@@ -68,13 +70,13 @@ def deep_matrix(cfg: Config) -> Section:
          "agreement", "check"],
     )
     iterations = {}
-    for activation in ACTIVATIONS:
+    for activation in activations:
         for P in Ps:
             for depth in depths:
-                for gamma in GAMMAS:
+                for gamma in gammas:
                     arch, data = _problem(activation, depth, gamma, P)
                     log(f"deep matrix: {activation} P={P} L={depth} gamma={gamma}")
-                    ak.solve(arch, data, KAPPA2, "adaptive")  # compile (shared by the gammas of one shape)
+                    jax.block_until_ready(ak.solve(arch, data, KAPPA2, "adaptive"))  # compile (shared by the gammas)
                     sol, wall, cpu = _timed_solve(arch, data, "adaptive")
                     fb = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate"))
                     agreement, ok = "-", bool(sol.converged)
@@ -85,6 +87,7 @@ def deep_matrix(cfg: Config) -> Section:
                         agreement, ok = f"{diff:.1e}", ok and diff <= 1e-8
                     detail = sec.check(f"{activation} P={P} L={depth} gamma={gamma}", ok,
                                        f"default {_status(sol)}, forward-backward {_status(fb)}, agreement {agreement}")
+                    log(f"  -> {detail}; {int(sol.iterations)} iterations, {wall:.2f} s wall, {cpu:.2f} s CPU")
                     iterations[activation, P, gamma, depth] = int(sol.iterations)
                     sec.rows.append([activation, str(P), str(depth), f"{gamma:g}", _status(sol), str(int(sol.iterations)),
                                      seconds(wall), seconds(cpu), _status(fb), str(int(fb.iterations)), agreement,
