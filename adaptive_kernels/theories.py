@@ -15,7 +15,8 @@ for every depth: a two-layer net is the L = 1 case.
   Sigma of a two-layer FCN or CNN with the Gaussian ansatz (any phi), or one d x d Sigma_l per layer of a deep
   linear net; ``"kernel"`` -- per-layer P x P kernels of the Gaussian-equivalent (exact for linear phi) layer
   CGF, the whitened primal (any depth, any P, N_l, d); ``"conjugate"`` -- the same saddle as the forward-backward
-  map on the conjugate kernels (with ``measure="second_order"``: Fischer et al.'s second-order cumulant CGF);
+  map on the conjugate kernels (with ``measure="second_order"``: Fischer et al.'s second-order cumulant CGF; with
+  ``measure="exact"``: the exact layer CGF by Monte Carlo, THEORY.md sec. 9);
   ``"auto"``: ``"weight"`` for one hidden layer, ``"kernel"`` for deeper nets.
 """
 
@@ -166,7 +167,9 @@ class Adaptive(AbstractTheory):
         measure: ``"gaussian"`` (the Gaussian ansatz / Gaussian-equivalent CGF; exact for linear phi) or
             ``"second_order"`` (conjugate form only: the second-order cumulant CGF, Monte Carlo with
             ``samples`` fixed draws from ``seed``) or ``"exact"`` (conjugate form, FCNs: the exact large-width
-            layer CGF by importance sampling, ``samples`` fixed draws per layer from ``seed``; ``actions.exact``).
+            layer CGF by importance sampling, ``samples`` fixed draws per layer from ``seed``; ``actions.exact``:
+            ``Solution.stats["ess"]`` per layer, and the domain margin min ESS/S - 0.01, so degenerate weights
+            give status LEFT_DOMAIN).
     """
 
     name: ClassVar[str] = "adaptive"

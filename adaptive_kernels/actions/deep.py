@@ -28,9 +28,10 @@ Three forms of the same saddle, each a problem for the shared solvers:
   N(0, G_l)) + D(K_L), the deep kernel machine objective (Yang et al. 2023), in whitened coordinates
   K_l = B_l Q_l B_l^T: an entropic action over the Q_l, finite for singular G_l and any P, N_l, d;
 - :class:`ConjugateMap`: the forward-backward equations as a fixed-point map on the conjugates {Kt_l}
-  (a saddle: the merit is the residual); with ``second_order=True`` the layer CGF is the cumulant expansion to
-  second order in Kt (Fischer et al.), W_l ~ tr(Kt G_l) + (1/(2 N_l)) Var_{h ~ N(0, C_l)}[phi(h)^T Kt phi(h)],
-  the variance estimated by Monte Carlo with fixed draws (a smooth function of Kt and C);
+  (a saddle: the merit is the residual); with a sampled layer CGF (fixed Monte Carlo draws: a smooth function of
+  Kt and C) instead of the Gaussian-equivalent one: :class:`SecondOrderCGF`, the cumulant expansion to second order
+  in Kt (Fischer et al.), W_l ~ tr(Kt G_l) + (1/(2 N_l)) Var_{h ~ N(0, C_l)}[phi(h)^T Kt phi(h)], or
+  ``actions.exact.ExactCGF``, the exact W_l by importance sampling (THEORY.md sec. 9);
 - :class:`InputSpaceAction` (linear nets without bias): one d x d Sigma_l per layer,
   sum_l N_l KL(N(0, Sigma_l) || N(0, s_w2 Sigma_{l-1})) + D(X Sigma_L X^T); for L = 1 the two-layer S(Sigma).
 """

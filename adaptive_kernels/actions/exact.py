@@ -86,17 +86,21 @@ class ExactCGF(eqx.Module):
     draws: tuple
     proposals: tuple
 
+    def _log_weights(self, problem: Problem, Kt, C, layer: int, X):
+        """(log(w_s exp(q_s / N)), u, B) of one layer."""
+        u, log_w = proposal_points(self.draws[layer], self.proposals[layer])
+        B = layer_factor(problem, C, layer, X)
+        return tilt_log_weights(problem, Kt, B, u, log_w, problem.widths[layer]), u, B
+
     def __call__(self, problem: Problem, Kt, C, layer: int, X):
         """W_l(Kt | C) ~ N log (1/S) sum_s w_s exp(q_s / N)."""
-        u, log_w = proposal_points(self.draws[layer], self.proposals[layer])
-        logits = tilt_log_weights(problem, Kt, layer_factor(problem, C, layer, X), u, log_w, problem.widths[layer])
+        logits = self._log_weights(problem, Kt, C, layer, X)[0]
         return problem.widths[layer] * (jax.nn.logsumexp(logits) - jnp.log(logits.shape[0]))
 
     def tilted(self, problem: Problem, Kt, C, layer: int, X):
         """(u (S, r), omega (S,), B): the points, their self-normalised tilted weights and the factor (h = B u)."""
-        u, log_w = proposal_points(self.draws[layer], self.proposals[layer])
-        B = layer_factor(problem, C, layer, X)
-        return u, jax.nn.softmax(tilt_log_weights(problem, Kt, B, u, log_w, problem.widths[layer])), B
+        logits, u, B = self._log_weights(problem, Kt, C, layer, X)
+        return u, jax.nn.softmax(logits), B
 
     def ess(self, problem: Problem, Kt, C, layer: int, X):
         """Effective sample size 1 / sum omega_s^2 of the self-normalised tilted weights."""
@@ -143,7 +147,10 @@ def adapt_proposal(problem: Problem, Kt, C, layer: int, z, rounds: int = ADAPT_R
     once more at t = 1, starting from the prior."""
     B = layer_factor(problem, C, layer, problem.X)
     tilts = jnp.minimum(jnp.arange(1, rounds + 2, dtype=B.dtype) / rounds, 1.0)
-    step = lambda L_q, t: (moment_matched_proposal(problem, t * Kt, B, z, L_q, problem.widths[layer]), None)  # noqa: E731
+
+    def step(L_q, t):
+        return moment_matched_proposal(problem, t * Kt, B, z, L_q, problem.widths[layer]), None
+
     return jax.lax.scan(step, jnp.eye(B.shape[1], dtype=B.dtype), tilts)[0]
 
 
