@@ -546,9 +546,10 @@ def with_parameter(problem: Problem, name: str, value, pad_to: int | None = None
     return Instance(out, out)
 
 
-def _observer(data):
+def _observer(data, extra=None):
     """observe(solution, instance): the observables of ``adaptive_kernels.prediction.observables`` on the reported
-    problem and the data's test set, flattened (per-layer lists -> name_1..name_L), numbers only."""
+    problem and the data's test set, flattened (per-layer lists -> name_1..name_L), numbers only, and the columns
+    of ``extra(solution, instance)``."""
     X_test = None if data.X_test is None else jnp.asarray(data.X_test)
 
     def observe(solution, inst):
@@ -562,7 +563,7 @@ def _observer(data):
             for i, v in enumerate(value if isinstance(value, list) else [value]):
                 if isinstance(v, (int, float)):
                     flat[f"{key}_{i + 1}" if isinstance(value, list) else key] = v
-        return flat
+        return flat if extra is None else {**flat, **extra(solution, inst)}
 
     return observe
 
@@ -597,8 +598,9 @@ def continuation(arch, data, kappa2, parameter, values, theory="adaptive", *, st
         starts: None (:func:`default_starts` with ``ratios``: the prior and teacher-aligned states) or a callable
             problem -> {label: order parameters}.
         directions: which sweeps to run.
-        observe: (solution, instance) -> dict of extra columns; default: learnability, MSEs, eigenvalue ratio along
-            ``data.w_star``, kernel alignments (``adaptive_kernels.prediction.observables``) on ``data``'s test set.
+        observe: (solution, instance) -> dict of extra columns (``instance.report``: the problem at that value),
+            added to the defaults: learnability, MSEs, eigenvalue ratio along ``data.w_star``, kernel alignments
+            (``adaptive_kernels.prediction.observables``) on ``data``'s test set.
         solver, same: see :func:`find_stationary_points`; max_change, halvings: see :func:`trace`.
 
     Returns:
@@ -627,7 +629,7 @@ def _continue(theory, problem, data, parameter, values, *, starts, ratios, direc
         starts = lambda inst: user_starts(inst.problem)  # noqa: E731
     name = parameter if isinstance(parameter, str) else getattr(parameter, "__name__", "parameter")
     return continue_branches(theory, family, values, starts, parameter=name, directions=directions,
-                             observe=_observer(data) if observe is None else observe, solver=solver, same=same,
+                             observe=_observer(data, observe), solver=solver, same=same,
                              max_change=max_change, halvings=halvings, integer=integer)
 
 
