@@ -427,18 +427,19 @@ class Branches:
         return pd.DataFrame(rows)
 
     def _shared(self, a: str, b: str):
-        """(parameter, S_a - S_b) at the grid values where both branches have distinct points."""
-        pa = {bp.parameter: bp.point for bp in self.branches[a] if bp.grid}
+        """(parameter, S_a - S_b), ascending, at the values where both branches have distinct points."""
+        pa = {bp.parameter: bp.point for bp in self.branches[a]}
         out = []
         for bp in self.branches[b]:
             other = pa.get(bp.parameter)
-            if bp.grid and other is not None and distance(other.value, bp.point.value) >= self.same:
+            if other is not None and distance(other.value, bp.point.value) >= self.same:
                 out.append((bp.parameter, other.action - bp.point.action))
-        return out
+        return sorted(out)
 
     def transitions(self) -> list[dict]:
         """Crossings of two distinct branches' actions: {branches, parameter (linear interpolation of the action
-        difference between the bracketing grid values), bracket}. The posterior switches branch there."""
+        difference between the bracketing values where both were solved), bracket}. The posterior switches branch
+        there."""
         found = []
         for a, b in itertools.combinations(self.branches, 2):
             shared = self._shared(a, b)
@@ -468,14 +469,43 @@ class Branches:
                          "action": point.action, **obs})
         return pd.DataFrame(rows)
 
-    def window(self) -> tuple[float, float] | None:
-        """(lower, upper) fold estimates bracketing the metastable window: the smallest and the largest fold of the
-        up and down sweeps; None unless both directions lost a branch."""
-        up = [f.estimate for n, f in self.folds.items() if f is not None and n.startswith("up:") and f.last != f.next]
-        down = [f.estimate for n, f in self.folds.items() if f is not None and n.startswith("down:") and f.last != f.next]
-        if not up or not down:
+    def window(self) -> tuple[float | None, float | None] | None:
+        """(lower, upper) fold estimates bounding the metastable window: the smallest fold of the down sweeps and
+        the largest of the up sweeps (None for a side whose sweeps lost no branch inside the grid; None if neither
+        did)."""
+        def estimates(prefix):
+            return [f.estimate for n, f in self.folds.items()
+                    if f is not None and n.startswith(prefix) and f.last != f.next]
+
+        up, down = estimates("up:"), estimates("down:")
+        if not up and not down:
             return None
-        return min(down), max(up)
+        return (min(down) if down else None), (max(up) if up else None)
+
+
+def _fill(theory, at, branches: dict, solver, max_change: float, rtol: float):
+    """Solve every branch at the parameter values other branches visited inside its own range (the points that
+    step halving added near a fold), warm-started from its nearest point, so that branches' actions can be compared
+    there (:meth:`Branches.transitions`); a solve that does not converge or moves by more than ``max_change`` is
+    skipped. Added points are off the grid."""
+    solver = QuasiNewton() if solver is None else resolve_solver(solver)
+    visited = sorted({bp.parameter for points in branches.values() for bp in points})
+    for name, points in branches.items():
+        have = {bp.parameter for bp in points}
+        if not have:
+            continue
+        for p in visited:
+            if not min(have) < p < max(have) or p in have:
+                continue
+            nearest = min(points, key=lambda bp: abs(bp.parameter - p)).point
+            inst = at(p)
+            solution = solve_problem(inst.problem, theory, solver, init=nearest.value, implicit=False)
+            if bool(solution.converged) and _step_change(theory, inst.problem, solution.value,
+                                                         nearest.value) <= max_change:
+                kind, index, eigenvalues = describe(theory, inst.problem, solution, rtol)
+                points.append(BranchPoint(p, StationaryPoint(solution, float(solution.action) - inst.offset, kind,
+                                                             index, eigenvalues, (name,)), False))
+        points.sort(key=lambda bp: bp.parameter, reverse=name.startswith("down"))
 
 
 def continue_branches(theory, family: Callable, values, starts: Callable, *, parameter: str = "parameter",
@@ -487,12 +517,13 @@ def continue_branches(theory, family: Callable, values, starts: Callable, *, par
     starts that reach the same point there are traced once. ``observe(solution, instance) -> dict`` adds columns.
     """
     values = sorted(float(v) for v in values)
-    branches, folds, observations = {}, {}, {}
+    integer = trace_options.get("integer", False)
+    at = (lambda v: family(int(round(v)))) if integer else family
+    branches, folds = {}, {}
     for direction in directions:
         sweep = values if direction == "up" else values[::-1]
-        first = family(int(round(sweep[0])) if trace_options.get("integer") else sweep[0])
         traced = []
-        for label, init in starts(first).items():
+        for label, init in starts(at(sweep[0])).items():
             name = f"{direction}:{label}"
             points, fold = trace(theory, family, sweep, init, solver, label=name, same=same, **trace_options)
             if points and any(distance(points[0].point.value, other) < same for other in traced):
@@ -500,11 +531,9 @@ def continue_branches(theory, family: Callable, values, starts: Callable, *, par
             if points:
                 traced.append(points[0].point.value)
             branches[name], folds[name] = points, fold
-            observations[name] = [
-                {} if observe is None else observe(bp.point.solution,
-                                                   family(int(round(bp.parameter)) if trace_options.get("integer")
-                                                          else bp.parameter))
-                for bp in points]
+    _fill(theory, at, branches, solver, trace_options.get("max_change", 0.5), trace_options.get("rtol", 1e-7))
+    observations = {name: [{} if observe is None else observe(bp.point.solution, at(bp.parameter)) for bp in points]
+                    for name, points in branches.items()}
     return Branches(parameter, branches, folds, observations, same)
 
 
@@ -546,9 +575,10 @@ def with_parameter(problem: Problem, name: str, value, pad_to: int | None = None
     return Instance(out, out)
 
 
-def _observer(data):
+def _observer(data, extra=None):
     """observe(solution, instance): the observables of ``adaptive_kernels.prediction.observables`` on the reported
-    problem and the data's test set, flattened (per-layer lists -> name_1..name_L), numbers only."""
+    problem and the data's test set, flattened (per-layer lists -> name_1..name_L), numbers only, and the columns
+    of ``extra(solution, instance)``."""
     X_test = None if data.X_test is None else jnp.asarray(data.X_test)
 
     def observe(solution, inst):
@@ -562,7 +592,7 @@ def _observer(data):
             for i, v in enumerate(value if isinstance(value, list) else [value]):
                 if isinstance(v, (int, float)):
                     flat[f"{key}_{i + 1}" if isinstance(value, list) else key] = v
-        return flat
+        return flat if extra is None else {**flat, **extra(solution, inst)}
 
     return observe
 
@@ -597,8 +627,9 @@ def continuation(arch, data, kappa2, parameter, values, theory="adaptive", *, st
         starts: None (:func:`default_starts` with ``ratios``: the prior and teacher-aligned states) or a callable
             problem -> {label: order parameters}.
         directions: which sweeps to run.
-        observe: (solution, instance) -> dict of extra columns; default: learnability, MSEs, eigenvalue ratio along
-            ``data.w_star``, kernel alignments (``adaptive_kernels.prediction.observables``) on ``data``'s test set.
+        observe: (solution, instance) -> dict of extra columns (``instance.report``: the problem at that value),
+            added to the defaults: learnability, MSEs, eigenvalue ratio along ``data.w_star``, kernel alignments
+            (``adaptive_kernels.prediction.observables``) on ``data``'s test set.
         solver, same: see :func:`find_stationary_points`; max_change, halvings: see :func:`trace`.
 
     Returns:
@@ -627,7 +658,7 @@ def _continue(theory, problem, data, parameter, values, *, starts, ratios, direc
         starts = lambda inst: user_starts(inst.problem)  # noqa: E731
     name = parameter if isinstance(parameter, str) else getattr(parameter, "__name__", "parameter")
     return continue_branches(theory, family, values, starts, parameter=name, directions=directions,
-                             observe=_observer(data) if observe is None else observe, solver=solver, same=same,
+                             observe=_observer(data, observe), solver=solver, same=same,
                              max_change=max_change, halvings=halvings, integer=integer)
 
 
@@ -678,7 +709,8 @@ def phase_diagram(arch, data, kappa2, first, second, theory="adaptive", **option
         crossings = branches.transitions()
         window = branches.window()
         lines.append({name2: v2, "transition": crossings[0]["parameter"] if crossings else np.nan,
-                      "lower_fold": window[0] if window else np.nan, "upper_fold": window[1] if window else np.nan})
+                      **{key: np.nan if window is None or window[i] is None else window[i]
+                         for i, key in enumerate(("lower_fold", "upper_fold"))}})
     return PhaseDiagram(name1 if isinstance(name1, str) else "parameter", name2, pd.concat(grids, ignore_index=True),
                         pd.DataFrame(lines), traced)
 

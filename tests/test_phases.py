@@ -137,6 +137,24 @@ def test_continuation_brackets_the_folds_and_finds_the_crossing_where_the_closed
     last_up = table[table.direction == "up"].iloc[-1]
     u_last = roots(last_up.t)[-1]
     assert last_up.min_eigenvalue == pytest.approx(4 * B * (3 * u_last**2 - 1), rel=1e-6)
+    # two minima exactly where |t| < t_fold; the posterior's branch is the well the tilt favours
+    summary = branches.summary()
+    np.testing.assert_array_equal(summary.minima, np.where(np.abs(summary.t) < T_FOLD, 2, 1))
+    favoured = np.where(summary.t > 0, "down:left", up.branch)
+    inside = np.abs(summary.t) < T_FOLD
+    np.testing.assert_array_equal(summary.posterior[inside], favoured[inside])
+
+
+def test_plots_draw_every_branch():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from adaptive_kernels.phases import plot_branches
+
+    branches = continue_branches(WellTheory(), lambda t: Instance(args_at(t), args_at(t)), np.linspace(-2, 2, 5),
+                                 lambda inst: {"left": state(-1.2), "right": state(1.2)}, parameter="t", halvings=1)
+    ax = plot_branches(branches, "action")
+    assert len(ax.get_legend().get_texts()) == len(branches.branches)
 
 
 def test_padded_subsets_change_the_action_by_a_constant_only():
