@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_kernels._validation import is_traced
-from adaptive_kernels.actions import deep
+from adaptive_kernels.actions import deep, one_loop
 from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_space
 from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
 from adaptive_kernels.gp import data_term
@@ -75,6 +75,11 @@ class AbstractTheory(eqx.Module):
     def input_covariances(self, value, problem: Problem):
         """Per-layer input-space covariances Sigma_l (d x d), or None where the theory has none."""
         return None
+
+    def mean(self, fn, value, problem: Problem):
+        """(E[fn], Var[fn] or None) of an observable fn(order parameters) over their posterior: at the saddle
+        (fn(value), None)."""
+        return fn(value), None
 
     def check_value(self, value, problem: Problem, name: str = "value") -> None:
         """Raise if ``value`` does not have the structure and shapes this theory's order parameters have on
@@ -133,12 +138,43 @@ class NNGP(AbstractTheory):
             raise ValueError(f"{name}: the NNGP has no order parameters, got {type(value).__name__}")
 
 
-class Scaling(AbstractTheory):
-    """Kernel scaling: S(u) = sum_l (N_l/2)(u_l - log u_l) + D((prod u_l) K_NNGP) (``actions.scaling``)."""
+class AbstractLoopTheory(AbstractTheory):
+    """A theory with an action to minimise; ``loops=1`` minimises its one-loop effective action instead and corrects
+    the observables' means (``actions.one_loop``, THEORY.md sec. 10)."""
 
-    name: ClassVar[str] = "scaling"
+    loops: eqx.AbstractVar[int]
+
+    def __check_init__(self):
+        one_loop.check_loops(self.loops)
+
+    @abc.abstractmethod
+    def saddle_problem(self, problem: Problem):
+        """(action, args) of the saddle."""
 
     def problem(self, problem):
+        action, args = self.saddle_problem(problem)
+        return one_loop.with_loops(action, self.loops), args
+
+    def check(self, problem):
+        if self.loops:
+            action, args = self.problem(problem)
+            one_loop.check_widths(action, self.init(problem, args), args)
+
+    def mean(self, fn, value, problem):
+        if not self.loops:
+            return super().mean(fn, value, problem)
+        action, args = self.problem(problem)
+        return one_loop.moments(action, value, args, fn)
+
+
+class Scaling(AbstractLoopTheory):
+    """Kernel scaling: S(u) = sum_l (N_l/2)(u_l - log u_l) + D((prod u_l) K_NNGP) (``actions.scaling``).
+    ``loops``: 0 (the saddle) or 1 (one-loop corrections)."""
+
+    name: ClassVar[str] = "scaling"
+    loops: int = eqx.field(static=True, default=0)
+
+    def saddle_problem(self, problem):
         return ScalingAction(), scaled_kernel(problem)
 
     def init(self, problem, args):
@@ -154,7 +190,7 @@ class Scaling(AbstractTheory):
         return _nngp_layer_kernels(problem, self._scales(value))
 
 
-class Adaptive(AbstractTheory):
+class Adaptive(AbstractLoopTheory):
     """Adaptive kernels: a matrix per layer (module docstring).
 
     Attributes:
@@ -164,6 +200,7 @@ class Adaptive(AbstractTheory):
         measure: ``"gaussian"`` (the Gaussian ansatz / Gaussian-equivalent CGF; exact for linear phi) or
             ``"second_order"`` (conjugate form only: the second-order cumulant CGF, Monte Carlo with
             ``samples`` fixed draws from ``seed``).
+        loops: 0 (the saddle) or 1 (one-loop corrections; forms ``"weight"`` and ``"kernel"``).
     """
 
     name: ClassVar[str] = "adaptive"
@@ -172,6 +209,7 @@ class Adaptive(AbstractTheory):
     measure: str = eqx.field(static=True, default="gaussian")
     samples: int = eqx.field(static=True, default=20000)
     seed: int = eqx.field(static=True, default=0)
+    loops: int = eqx.field(static=True, default=0)
 
     def __check_init__(self):
         if self.form not in FORMS:
@@ -203,13 +241,14 @@ class Adaptive(AbstractTheory):
                                  f"(one d x d Sigma_l per layer), got {problem.activation.name!r}")
             elif has_bias(problem):
                 raise ValueError("form: 'weight' for deep nets needs s_b2 = 0")
+        super().check(problem)
 
     def _draws(self, problem: Problem):
         key = jax.random.PRNGKey(self.seed)
         return tuple(jax.random.normal(jax.random.fold_in(key, layer), (self.samples, problem.P), problem.X.dtype)
                      for layer in range(problem.depth))
 
-    def problem(self, problem):
+    def saddle_problem(self, problem):
         form = self.resolved_form(problem)
         if form == "weight":
             if problem.depth == 1:

@@ -2,7 +2,7 @@
 
     adaptive-kernels solve --data DATA.npz --theory adaptive --activation erf --width 200 \\
         --gamma 2 --kappa2 0.01 --sigma-w2 1 --sigma-a2 1 [--patches S --channels C] \\
-        [--depth L] [--form auto|weight|kernel|conjugate] [--solver fixed-point|gradient] --json
+        [--depth L] [--form auto|weight|kernel|conjugate] [--solver fixed-point|gradient] [--loops 1] --json
 
 DATA.npz holds X (P, d) and y (P,), optionally X_test, y_test and w_star. With --json the
 result is one JSON object (theory, converged, status, iterations, action, mean_output_test,
@@ -44,6 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--form", choices=FORMS, default="auto",
                    help="adaptive theory: weight (Sigma per layer), kernel (P x P per layer), conjugate (forward-backward)")
     p.add_argument("--solver", choices=tuple(SOLVERS), default=None, help="default: the library's for the theory")
+    p.add_argument("--loops", type=int, choices=(0, 1), default=0,
+                   help="scaling / adaptive: 1 adds the one-loop finite-width corrections (posterior means)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -90,6 +92,10 @@ def run(args) -> int:
     arch = build_arch(args, data.d)
     start = time.perf_counter()
     options = {"form": args.form} if args.theory == "adaptive" else {}
+    if args.loops:
+        if args.theory == "gp":
+            raise UsageError("--loops: the NNGP has no order parameters to correct; use --theory scaling or adaptive")
+        options["loops"] = args.loops
     solution = jax.block_until_ready(solve(arch, data, args.kappa2, args.theory, args.solver, **options))
     wall = time.perf_counter() - start
     prediction = predict(solution, arch, data, args.kappa2)
