@@ -3,7 +3,7 @@
     adaptive-kernels solve --data DATA.npz --theory adaptive --activation erf --width 200 \\
         --gamma 2 --kappa2 0.01 --sigma-w2 1 --sigma-a2 1 [--patches S --channels C] \\
         [--depth L] [--form auto|weight|kernel|conjugate] [--measure gaussian|second_order|exact] \\
-        [--solver fixed-point|gradient] --json
+        [--solver fixed-point|gradient] [--loops 1] --json
 
 DATA.npz holds X (P, d) and y (P,), optionally X_test, y_test and w_star. With --json the
 result is one JSON object (theory, converged, status, iterations, action, mean_output_test,
@@ -47,6 +47,8 @@ def register(subparsers) -> None:
     p.add_argument("--measure", choices=MEASURES, default="gaussian",
                    help="adaptive theory: the layer measure (exact: Monte Carlo, implies --form conjugate)")
     p.add_argument("--solver", choices=tuple(SOLVERS), default=None, help="default: the library's for the theory")
+    p.add_argument("--loops", type=int, choices=(0, 1), default=0,
+                   help="scaling / adaptive: 1 adds the one-loop finite-width corrections (posterior means)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -96,6 +98,10 @@ def run(args) -> int:
     if args.theory == "adaptive":
         form = "conjugate" if args.measure != "gaussian" and args.form == "auto" else args.form
         options = {"form": form, "measure": args.measure}
+    if args.loops:
+        if args.theory == "gp":
+            raise UsageError("--loops: the NNGP has no order parameters to correct; use --theory scaling or adaptive")
+        options["loops"] = args.loops
     solution = jax.block_until_ready(solve(arch, data, args.kappa2, args.theory, args.solver, **options))
     wall = time.perf_counter() - start
     prediction = predict(solution, arch, data, args.kappa2)
