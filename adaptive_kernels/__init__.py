@@ -9,6 +9,7 @@ from adaptive_kernels._config import _apply_default_precision, precision, thread
 
 _apply_default_precision()
 
+from adaptive_kernels._validation import PrecisionWarning  # noqa: E402
 from adaptive_kernels.activations import ACTIVATIONS, AbstractActivation, get_activation  # noqa: E402
 from adaptive_kernels.api import layer_kernels, predict, solve, summarize  # noqa: E402
 from adaptive_kernels.architectures import CNN, FCN  # noqa: E402
@@ -57,6 +58,7 @@ __all__ = [
     "Status",
     "GPPrediction",
     "Prediction",
+    "PrecisionWarning",
     "Spectrum",
     "eigenlearning",
     "eigenvalue_ratio",
