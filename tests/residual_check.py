@@ -23,9 +23,10 @@ def float64_data(data: ak.Dataset) -> ak.Dataset:
 
 def action_gradient_residual(solution, arch, data, kappa2):
     problem = ak.make_problem(arch, float64_data(data), kappa2)
-    action, args = solution.theory.problem(problem)
-    if not isinstance(action, EntropicAction):
+    posed = solution.theory.problem(problem)  # None for the NNGP
+    if posed is None or not isinstance(posed[0], EntropicAction):
         return None
+    action, args = posed
     value = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), solution.value)
     grads = jax.grad(action)(value, args)
     weights, _ = action.prior(args)

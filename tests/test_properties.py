@@ -30,7 +30,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SPECIAL = [np.nan, np.inf, -np.inf, 1e300, -1e300, 1e-300, 0.0, -1.0, 1e30]
 DTYPES = [np.float64, np.float32, np.float16, np.int64, np.complex128, np.bool_]
-PARAMETERS = {"X", "y", "X_test", "y_test", "w_star", "K", "K_cross", "K_test_diag", "kappa2", "data", "data.X",
+PARAMETERS = {"X", "X1", "X2", "y", "X_test", "y_test", "w_star", "K", "K_cross", "K_test_diag", "kappa2", "data", "data.X",
               "data.y", "s_w2", "s_a2", "s_b2", "gamma", "widths", "d", "solution", "init", "arch", "activation"}
 MESSAGES_WITHOUT_A_LEADING_NAME = ("the pre-activation variance", "the output kernel's scale")
 
