@@ -15,7 +15,8 @@ for every depth: a two-layer net is the L = 1 case.
   Sigma of a two-layer FCN or CNN with the Gaussian ansatz (any phi), or one d x d Sigma_l per layer of a deep
   linear net; ``"kernel"`` -- per-layer P x P kernels of the Gaussian-equivalent (exact for linear phi) layer
   CGF, the whitened primal (any depth, any P, N_l, d); ``"conjugate"`` -- the same saddle as the forward-backward
-  map on the conjugate kernels (with ``measure="second_order"``: Fischer et al.'s second-order cumulant CGF);
+  map on the conjugate kernels (with ``measure="second_order"``: Fischer et al.'s second-order cumulant CGF; with
+  ``measure="exact"``: the exact layer CGF by Monte Carlo, THEORY.md sec. 9);
   ``"auto"``: ``"weight"`` for one hidden layer, ``"kernel"`` for deeper nets.
 """
 
@@ -29,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_kernels._validation import is_traced
-from adaptive_kernels.actions import deep
+from adaptive_kernels.actions import deep, exact, one_loop
 from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_space
 from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
 from adaptive_kernels.gp import data_term
@@ -37,7 +38,7 @@ from adaptive_kernels.problem import Problem
 from adaptive_kernels.solvers import FixedPoint, Newton
 
 FORMS = ("auto", "weight", "kernel", "conjugate")
-MEASURES = ("gaussian", "second_order")
+MEASURES = ("gaussian", "second_order", "exact")
 
 
 def has_bias(problem: Problem) -> bool:
@@ -75,6 +76,11 @@ class AbstractTheory(eqx.Module):
     def input_covariances(self, value, problem: Problem):
         """Per-layer input-space covariances Sigma_l (d x d), or None where the theory has none."""
         return None
+
+    def mean(self, fn, value, problem: Problem):
+        """(E[fn], Var[fn] or None) of an observable fn(order parameters) over their posterior: at the saddle
+        (fn(value), None)."""
+        return fn(value), None
 
     def check_value(self, value, problem: Problem, name: str = "value") -> None:
         """Raise if ``value`` does not have the structure and shapes this theory's order parameters have on
@@ -133,12 +139,45 @@ class NNGP(AbstractTheory):
             raise ValueError(f"{name}: the NNGP has no order parameters, got {type(value).__name__}")
 
 
-class Scaling(AbstractTheory):
-    """Kernel scaling: S(u) = sum_l (N_l/2)(u_l - log u_l) + D((prod u_l) K_NNGP) (``actions.scaling``)."""
+class AbstractLoopTheory(AbstractTheory):
+    """A theory with an action to minimise; ``loops=1`` minimises its one-loop effective action instead and corrects
+    the observables' means (``actions.one_loop``, THEORY.md sec. 10)."""
 
-    name: ClassVar[str] = "scaling"
+    loops: eqx.AbstractVar[int]
+
+    def __check_init__(self):
+        one_loop.check_loops(self.loops)
+
+    @abc.abstractmethod
+    def saddle_problem(self, problem: Problem):
+        """(action, args) of the saddle."""
 
     def problem(self, problem):
+        action, args = self.saddle_problem(problem)
+        return one_loop.with_loops(action, self.loops), args
+
+    def check(self, problem):
+        if self.loops:
+            action, args = self.problem(problem)
+            one_loop.check_widths(action, self.init(problem, args), args)
+
+    def mean(self, fn, value, problem):
+        if not self.loops:
+            return super().mean(fn, value, problem)
+        action, args = self.problem(problem)
+        return one_loop.moments(action, value, args, fn)
+
+
+class Scaling(AbstractLoopTheory):
+    """Kernel scaling: S(u) = sum_l (N_l/2)(u_l - log u_l) + D((prod u_l) K_NNGP) (``actions.scaling``): one
+    eigendecomposition of K_NNGP (an SVD of its P x d factor for linear nets without bias, d < P), then O(P) per
+    evaluation of the action, its gradient and the exact Newton step on the L scales.
+    ``loops``: 0 (the saddle) or 1 (one-loop corrections)."""
+
+    name: ClassVar[str] = "scaling"
+    loops: int = eqx.field(static=True, default=0)
+
+    def saddle_problem(self, problem):
         return ScalingAction(), scaled_kernel(problem)
 
     def init(self, problem, args):
@@ -154,7 +193,7 @@ class Scaling(AbstractTheory):
         return _nngp_layer_kernels(problem, self._scales(value))
 
 
-class Adaptive(AbstractTheory):
+class Adaptive(AbstractLoopTheory):
     """Adaptive kernels: a matrix per layer (module docstring).
 
     Attributes:
@@ -163,7 +202,11 @@ class Adaptive(AbstractTheory):
             or ``"function"`` (P x P kernel).
         measure: ``"gaussian"`` (the Gaussian ansatz / Gaussian-equivalent CGF; exact for linear phi) or
             ``"second_order"`` (conjugate form only: the second-order cumulant CGF, Monte Carlo with
-            ``samples`` fixed draws from ``seed``).
+            ``samples`` fixed draws from ``seed``) or ``"exact"`` (conjugate form, FCNs: the exact large-width
+            layer CGF by importance sampling, ``samples`` fixed draws per layer from ``seed``; ``actions.exact``:
+            ``Solution.stats["ess"]`` per layer, and the domain margin min ESS/S - 0.01, so degenerate weights
+            give status LEFT_DOMAIN).
+        loops: 0 (the saddle) or 1 (one-loop corrections; forms ``"weight"`` and ``"kernel"``).
     """
 
     name: ClassVar[str] = "adaptive"
@@ -172,14 +215,15 @@ class Adaptive(AbstractTheory):
     measure: str = eqx.field(static=True, default="gaussian")
     samples: int = eqx.field(static=True, default=20000)
     seed: int = eqx.field(static=True, default=0)
+    loops: int = eqx.field(static=True, default=0)
 
     def __check_init__(self):
         if self.form not in FORMS:
             raise ValueError(f"form must be one of {', '.join(FORMS)}, got {self.form!r}")
         if self.measure not in MEASURES:
             raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {self.measure!r}")
-        if self.measure == "second_order" and self.form != "conjugate":
-            raise ValueError("measure: 'second_order' needs form='conjugate'")
+        if self.measure != "gaussian" and self.form != "conjugate":
+            raise ValueError(f"measure: {self.measure!r} needs form='conjugate'")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
             raise ValueError(f"samples must be an integer >= 2, got {self.samples!r}")
 
@@ -203,13 +247,20 @@ class Adaptive(AbstractTheory):
                                  f"(one d x d Sigma_l per layer), got {problem.activation.name!r}")
             elif has_bias(problem):
                 raise ValueError("form: 'weight' for deep nets needs s_b2 = 0")
+        super().check(problem)
 
-    def _draws(self, problem: Problem):
-        key = jax.random.PRNGKey(self.seed)
-        return tuple(jax.random.normal(jax.random.fold_in(key, layer), (self.samples, problem.P), problem.X.dtype)
-                     for layer in range(problem.depth))
+    def _cgf(self, problem: Problem):
+        """The layer CGF of the conjugate form: None (Gaussian-equivalent) or a sampled one with fixed draws."""
+        if self.measure == "exact":
+            return exact.exact_cgf(problem, self.samples, self.seed)
+        if self.measure == "second_order":
+            key = jax.random.PRNGKey(self.seed)
+            return deep.SecondOrderCGF(tuple(
+                jax.random.normal(jax.random.fold_in(key, layer), (self.samples, problem.P), problem.X.dtype)
+                for layer in range(problem.depth)))
+        return None
 
-    def problem(self, problem):
+    def saddle_problem(self, problem):
         form = self.resolved_form(problem)
         if form == "weight":
             if problem.depth == 1:
@@ -217,8 +268,7 @@ class Adaptive(AbstractTheory):
             return deep.InputSpaceAction(), problem
         if form == "kernel":
             return deep.WhitenedKernelAction(), problem
-        draws = self._draws(problem) if self.measure == "second_order" else None
-        return deep.ConjugateMap(draws), problem
+        return deep.ConjugateMap(self._cgf(problem)), problem
 
     def init(self, problem, args):
         form = self.resolved_form(problem)
@@ -226,6 +276,8 @@ class Adaptive(AbstractTheory):
             return problem.prior_covariance() if problem.depth == 1 else deep.InputSpaceAction().initial(problem)
         if form == "kernel":
             return deep.WhitenedKernelAction().initial(problem)
+        if self.measure == "exact":  # the Gaussian-equivalent saddle, where the proposals are adapted
+            return exact.gaussian_anchor(problem)[0]
         return tuple(jnp.zeros((problem.P, problem.P), problem.X.dtype) for _ in range(problem.depth))
 
     def default_solver(self, problem):
@@ -244,16 +296,10 @@ class Adaptive(AbstractTheory):
         X_all = problem.X if X_test is None else jnp.concatenate([problem.X, X_test])
         P, P_all = problem.P, X_all.shape[0]
         padded = tuple(jnp.zeros((P_all, P_all), K.dtype).at[:P, :P].set(K) for K in conjugates)
-        form_map = deep.ConjugateMap(self._extended_draws(problem, P_all) if self.measure == "second_order" else None)
-        return form_map.kernels(problem, X_all, padded)[0]
-
-    def _extended_draws(self, problem: Problem, P_all: int):
-        """Monte Carlo draws for appended test points: with the Cholesky factor of C in the (train, test) order, the
-        training block keeps its draws and its values."""
-        key = jax.random.PRNGKey(P_all)
-        return tuple(jnp.concatenate([z, jax.random.normal(jax.random.fold_in(key, i), (z.shape[0], P_all - problem.P),
-                                                           z.dtype)], axis=1)
-                     for i, z in enumerate(self._draws(problem)))
+        cgf = self._cgf(problem)
+        if cgf is None:
+            return deep.ConjugateMap().kernels(problem, X_all, padded)[0]
+        return deep.extended_kernels(problem, X_all, padded, cgf)
 
     def output_kernels(self, value, problem, X_test=None):
         form = self.resolved_form(problem)
@@ -285,13 +331,16 @@ class Adaptive(AbstractTheory):
         return self._joint_kernels(value, problem, None)
 
     def input_covariances(self, value, problem):
-        """Sigma (two-layer FCN, any phi), Sigma_l (deep linear, weight form), or for a linear net without bias in a
-        kernel form with P >= d: Sigma_l = X^+ K_l X^{+T} (K_l = X Sigma_l X^T determines it)."""
+        """Sigma (two-layer FCN, any phi), Sigma_l (deep linear, weight form), the first layer's E_tilted[w w^T]
+        (exact measure, any depth), or for a linear net without bias in a kernel form with P >= d:
+        Sigma_l = X^+ K_l X^{+T} (K_l = X Sigma_l X^T determines it)."""
         form = self.resolved_form(problem)
         if problem.patches > 1:
             return None
         if form == "weight":
             return (value,) if problem.depth == 1 else tuple(value)
+        if self.measure == "exact":  # the first layer's E_tilted[w w^T]
+            return (exact.first_layer_covariance(self._cgf(problem), problem, value),)
         if not problem.activation.is_linear or has_bias(problem) or problem.P < problem.d:
             return None
         pinv = jnp.linalg.pinv(problem.X)

@@ -143,6 +143,10 @@ class AbstractFixedPointProblem(eqx.Module):
     def report(self, x, args):
         """(action, stationarity residual, gradient norm, domain margin) at x, for the :class:`Solution`."""
 
+    def stats(self, x, args) -> dict:
+        """Statistics of the problem at x for ``Solution.stats`` (a dict of arrays; default none)."""
+        return {}
+
     def model(self, x, args):
         """A Jacobian model of T at x with ``newton_step(R)`` solving (I - J) delta = R, or None."""
         return None

@@ -28,9 +28,10 @@ Three forms of the same saddle, each a problem for the shared solvers:
   N(0, G_l)) + D(K_L), the deep kernel machine objective (Yang et al. 2023), in whitened coordinates
   K_l = B_l Q_l B_l^T: an entropic action over the Q_l, finite for singular G_l and any P, N_l, d;
 - :class:`ConjugateMap`: the forward-backward equations as a fixed-point map on the conjugates {Kt_l}
-  (a saddle: the merit is the residual); with ``second_order=True`` the layer CGF is the cumulant expansion to
-  second order in Kt (Fischer et al.), W_l ~ tr(Kt G_l) + (1/(2 N_l)) Var_{h ~ N(0, C_l)}[phi(h)^T Kt phi(h)],
-  the variance estimated by Monte Carlo with fixed draws (a smooth function of Kt and C);
+  (a saddle: the merit is the residual); with a sampled layer CGF (fixed Monte Carlo draws: a smooth function of
+  Kt and C) instead of the Gaussian-equivalent one: :class:`SecondOrderCGF`, the cumulant expansion to second order
+  in Kt (Fischer et al.), W_l ~ tr(Kt G_l) + (1/(2 N_l)) Var_{h ~ N(0, C_l)}[phi(h)^T Kt phi(h)], or
+  ``actions.exact.ExactCGF``, the exact W_l by importance sampling (THEORY.md sec. 9);
 - :class:`InputSpaceAction` (linear nets without bias): one d x d Sigma_l per layer,
   sum_l N_l KL(N(0, Sigma_l) || N(0, s_w2 Sigma_{l-1})) + D(X Sigma_L X^T); for L = 1 the two-layer S(Sigma).
 """
@@ -43,6 +44,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
 from adaptive_kernels.actions.base import EntropicAction
+from adaptive_kernels.actions.krylov import krylov_linearisation
 from adaptive_kernels.gp import data_term, data_term_with_gradient, logdet_from_cholesky
 from adaptive_kernels.kernels import kernel_matrix
 from adaptive_kernels.problem import Problem
@@ -195,14 +197,52 @@ def second_order_cgf(problem: Problem, Kt, C, N, draws):
     return jnp.sum(Kt * prior_kernel(problem, C)) + jnp.var(q) / (2.0 * N)
 
 
-def second_order_forward(problem: Problem, X, conjugates, draws) -> list:
-    """Kernels K_l = dW2_l/dKt_l of the second-order cumulant action, layer by layer."""
-    C = input_covariance(problem, X)
-    kernels = []
-    for layer, (Kt, z) in enumerate(zip(conjugates, draws)):
-        kernels.append(symmetrize(jax.grad(second_order_cgf, argnums=1)(problem, Kt, C, problem.widths[layer], z)))
+def extended_draws(z, P: int, P_all: int, layer: int):
+    """Standard normal draws z (S, P) of a layer whose h = z B^T, B = chol(C), extended to P_all = P + m points (test
+    points appended): with the Cholesky factor of C in the (train, test) order the training block keeps its draws
+    and its values; the new columns are fixed draws too (key P_all, layer)."""
+    key = jax.random.fold_in(jax.random.PRNGKey(P_all), layer)
+    return jnp.concatenate([z, jax.random.normal(key, (z.shape[0], P_all - P), z.dtype)], axis=1)
+
+
+class SecondOrderCGF(eqx.Module):
+    """The layer CGF W_l(Kt | C) = :func:`second_order_cgf` with fixed draws, one (S, P) array per layer."""
+
+    draws: tuple
+
+    def __call__(self, problem: Problem, Kt, C, layer: int, X):
+        return second_order_cgf(problem, Kt, C, problem.widths[layer], self.draws[layer])
+
+    def extended(self, P: int, P_all: int):
+        """The CGF on P_all = P + m points (test points appended; :func:`extended_draws`)."""
+        return SecondOrderCGF(tuple(extended_draws(z, P, P_all, layer) for layer, z in enumerate(self.draws)))
+
+    def stats(self, problem: Problem, X, conjugates, covariances) -> dict:
+        return {}
+
+    def margin(self, problem: Problem, X, conjugates, covariances):
+        """No domain check beyond finiteness: NaN."""
+        return jnp.asarray(jnp.nan, X.dtype)
+
+
+def sampled_forward(problem: Problem, X, conjugates, cgf) -> tuple:
+    """(kernels K_l = dW_l/dKt_l, sum_l [tr(Kt_l K_l) - W_l], covariances C_l) of a sampled layer CGF ``cgf``
+    (``cgf(problem, Kt, C, layer, X)``: :class:`SecondOrderCGF`, ``actions.exact.ExactCGF``), layer by layer."""
+    C, kernels, covariances, total = input_covariance(problem, X), [], [], 0.0
+    for layer, Kt in enumerate(conjugates):
+        W, K = jax.value_and_grad(cgf, argnums=1)(problem, Kt, C, layer, X)
+        covariances.append(C)
+        kernels.append(symmetrize(K))
+        total = total + jnp.sum(Kt * kernels[-1]) - W
         C = next_covariance(problem, kernels[-1])
-    return kernels
+    return tuple(kernels), total, tuple(covariances)
+
+
+@eqx.filter_jit
+def extended_kernels(problem: Problem, X_all, conjugates, cgf) -> tuple:
+    """Per-layer kernels of a sampled CGF on X_all = [X; X_test] (``conjugates`` padded with zero rows and columns
+    for the appended test points; ``cgf.extended``)."""
+    return sampled_forward(problem, X_all, conjugates, cgf.extended(problem.P, X_all.shape[0]))[0]
 
 
 # --- the forms -----------------------------------------------------------------------------------------------------
@@ -230,6 +270,10 @@ class WhitenedKernelAction(EntropicAction):
     def prior(self, problem: Problem):
         one = jnp.ones((), problem.X.dtype)
         return tuple(problem.widths[i] for i in range(problem.depth)), tuple(one for _ in range(problem.depth))
+
+    def linearised_data_term(self, covariances, problem: Problem):
+        """(D, dD/dQ, the exact Jacobian model of the precision map): Newton-Krylov steps (``actions.krylov``)."""
+        return krylov_linearisation(self, covariances, problem)
 
     def initial(self, problem: Problem) -> tuple:
         """Q_l = I (the NNGP)."""
@@ -271,11 +315,11 @@ class ConjugateMap(AbstractFixedPointProblem):
 
     T({Kt}): the forward pass for the kernels, then Kt_L = -dD/dK_L and Kt_l = dW_{l+1}/dK_l. A saddle, so the
     merit a step must not increase is the residual |T(x) - x|; the stationarity residual is |T(x) - x| / |T(x)|.
-    ``draws`` (one (S, P) array per layer): the second-order cumulant CGF with these fixed Monte Carlo draws
-    instead of the Gaussian-equivalent one.
+    ``cgf``: None (the Gaussian-equivalent CGF) or a sampled layer CGF with fixed Monte Carlo draws,
+    ``cgf(problem, Kt, C, layer, X)`` (:class:`SecondOrderCGF`; ``actions.exact.ExactCGF``, the exact one).
     """
 
-    draws: tuple | None = None
+    cgf: eqx.Module | None = None
 
     def start(self, value, args):
         return value
@@ -285,27 +329,23 @@ class ConjugateMap(AbstractFixedPointProblem):
 
     def kernels(self, problem: Problem, X, conjugates):
         """(per-layer kernels on X, sum_l [tr(Kt_l K_l) - W_l], in_domain, margin) of the forward pass."""
-        if self.draws is None:
+        if self.cgf is None:
             terms = gaussian_forward(problem, X, conjugates)
             kernels = tuple(t.kernel for t in terms)
             cgf = sum(jnp.sum(Kt * t.kernel) - t.cgf for Kt, t in zip(conjugates, terms))
             in_domain = jnp.all(jnp.stack([t.in_domain for t in terms]))
             return kernels, cgf, in_domain, jnp.min(jnp.stack([domain_margin(t) for t in terms]))
-        kernels = tuple(second_order_forward(problem, X, conjugates, self.draws))
-        C, cgf = input_covariance(problem, X), 0.0
-        for layer, (K, Kt, z) in enumerate(zip(kernels, conjugates, self.draws)):
-            cgf = cgf + jnp.sum(Kt * K) - second_order_cgf(problem, Kt, C, problem.widths[layer], z)
-            C = next_covariance(problem, K)
-        in_domain = jnp.all(jnp.stack([jnp.all(jnp.isfinite(K)) for K in kernels]))
-        return kernels, cgf, in_domain, jnp.asarray(jnp.nan, X.dtype)
+        kernels, cgf, covariances = sampled_forward(problem, X, conjugates, self.cgf)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(K)) for K in kernels]))
+        margin = self.cgf.margin(problem, X, conjugates, covariances)
+        return kernels, cgf, finite & ~(margin <= 0), margin
 
     def _backward(self, problem: Problem, kernels, conjugates):
-        if self.draws is None:
+        if self.cgf is None:
             return backward_conjugates(problem, kernels)
         new = [output_terms(kernels[-1], problem)[1]]
         for layer in range(problem.depth - 2, -1, -1):
-            N, z = problem.widths[layer + 1], self.draws[layer + 1]
-            _, vjp = jax.vjp(lambda K: second_order_cgf(problem, new[0], next_covariance(problem, K), N, z),
+            _, vjp = jax.vjp(lambda K: self.cgf(problem, new[0], next_covariance(problem, K), layer + 1, problem.X),
                              kernels[layer])
             new.insert(0, symmetrize(vjp(jnp.ones((), kernels[layer].dtype))[0]))
         return tuple(new)
@@ -325,3 +365,10 @@ class ConjugateMap(AbstractFixedPointProblem):
     def report(self, conjugates, problem: Problem):
         _, info, margin = self._evaluate(conjugates, problem)
         return info.action, info.residual, info.merit, margin
+
+    def stats(self, conjugates, problem: Problem) -> dict:
+        """The sampled CGF's statistics at the solution (the exact measure's effective sample sizes)."""
+        if self.cgf is None:
+            return {}
+        _, _, covariances = sampled_forward(problem, problem.X, conjugates, self.cgf)
+        return self.cgf.stats(problem, problem.X, conjugates, covariances)

@@ -2,7 +2,8 @@
 
     adaptive-kernels solve --data DATA.npz --theory adaptive --activation erf --width 200 \\
         --gamma 2 --kappa2 0.01 --sigma-w2 1 --sigma-a2 1 [--patches S --channels C] \\
-        [--depth L] [--form auto|weight|kernel|conjugate] [--solver fixed-point|gradient] --json
+        [--depth L] [--form auto|weight|kernel|conjugate] [--measure gaussian|second_order|exact] \\
+        [--solver fixed-point|gradient] [--loops 1] --json
 
 DATA.npz holds X (P, d) and y (P,), optionally X_test, y_test and w_star. With --json the
 result is one JSON object (theory, converged, status, iterations, action, mean_output_test,
@@ -23,7 +24,7 @@ import numpy as np
 
 from adaptive_kernels.api import SOLVERS
 from adaptive_kernels.cli import UsageError
-from adaptive_kernels.theories import FORMS
+from adaptive_kernels.theories import FORMS, MEASURES
 
 ARRAYS = ("X", "y", "X_test", "y_test", "w_star")
 FLAGS = {"kappa2": "--kappa2", "s_w2": "--sigma-w2", "s_a2": "--sigma-a2", "gamma": "--gamma", "widths": "--width",
@@ -52,7 +53,11 @@ def register(subparsers) -> None:
     p.add_argument("--sigma-a2", type=float, default=1.0)
     p.add_argument("--form", choices=FORMS, default="auto",
                    help="adaptive theory: weight (Sigma per layer), kernel (P x P per layer), conjugate (forward-backward)")
+    p.add_argument("--measure", choices=MEASURES, default="gaussian",
+                   help="adaptive theory: the layer measure (exact: Monte Carlo, implies --form conjugate)")
     p.add_argument("--solver", choices=tuple(SOLVERS), default=None, help="default: the library's for the theory")
+    p.add_argument("--loops", type=int, choices=(0, 1), default=0,
+                   help="scaling / adaptive: 1 adds the one-loop finite-width corrections (posterior means)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -113,7 +118,14 @@ def _solve(args, data) -> int:
 
     arch = build_arch(args, data.d)
     start = time.perf_counter()
-    options = {"form": args.form} if args.theory == "adaptive" else {}
+    options = {}
+    if args.theory == "adaptive":
+        form = "conjugate" if args.measure != "gaussian" and args.form == "auto" else args.form
+        options = {"form": form, "measure": args.measure}
+    if args.loops:
+        if args.theory == "gp":
+            raise UsageError("--loops: the NNGP has no order parameters to correct; use --theory scaling or adaptive")
+        options["loops"] = args.loops
     solution = jax.block_until_ready(solve(arch, data, args.kappa2, args.theory, args.solver, **options))
     wall = time.perf_counter() - start
     prediction = predict(solution, arch, data, args.kappa2)
@@ -121,6 +133,8 @@ def _solve(args, data) -> int:
     out["status_code"], out["status"] = out["status"], solution.message
     if prediction.mean_test is not None:
         out["mean_output_test"] = np.asarray(prediction.mean_test).tolist()
+    if "ess" in solution.stats:  # the exact measure's effective sample size per layer
+        out["ess"] = np.asarray(solution.stats["ess"]).tolist()
     out["wall_time_s"] = wall
     if args.json:
         print(json.dumps(out))

@@ -79,6 +79,6 @@ def stationary_point(action, solver, init, args, *, implicit: bool = True, linea
         iterations=jnp.asarray(result.steps),
         status=jnp.asarray(status, dtype=jnp.int32),
         domain_margin=margin,
-        stats={"residual": residual, **result.stats},
+        stats={"residual": residual, **result.stats, **_stop_gradient(problem.stats(x, args))},
         theory=theory,
     )

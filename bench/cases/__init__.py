@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable
 
 from bench.cases.common import FULL, QUICK, TINY, Check, Config, Section, log
+from bench.cases.deep_matrix import deep_matrix
 from bench.cases.deepbays import deepbays_baseline
 from bench.cases.memory import memory
 from bench.cases.sampling import theory_vs_sampling
@@ -26,6 +27,7 @@ CASES: dict[str, Callable[[Config], Section]] = {
     "sweep": sweeps,
     "target": target,
     "deepbays": deepbays_baseline,
+    "deep-matrix": deep_matrix,
     "memory": memory,
 }
 """name -> case; ``bench/run.py --only NAME`` runs a subset."""

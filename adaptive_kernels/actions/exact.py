@@ -1,0 +1,292 @@
+"""The exact large-width measure of each layer, by Monte Carlo (THEORY.md sec. 9; issue 15).
+
+At large width with P/N_l fixed the per-layer saddle is exact with the exact cumulant generating function
+(Fischer, Lindner, Dahmen, Ringel, Kraemer & Helias, ICML 2024)
+
+    W_l(Kt | C_l) = N_l log E_{h ~ N(0, C_l)} exp(phi(h)^T Kt phi(h) / N_l),
+
+whose derivative K_l = dW_l/dKt = E_tilted[phi(h) phi(h)^T] averages over the tilted measure
+p(h) ∝ N(h; 0, C_l) exp(phi(h)^T Kt phi(h) / N_l). For a two-layer net this is the non-Gaussian single-neuron
+density rho(w) ∝ prior(w) exp((c/(2N)) phi(Xw)^T (t t^T - A) phi(Xw)) of THEORY.md sec. 4 (Lauditi, Bordelon &
+Pehlevan 2025); the Gaussian ansatz and the Gaussian-equivalent map approximate it (exact for linear phi only).
+
+Estimator (a sample-average approximation with common random numbers). Write h = B u with C = B B^T and u ~ N(0, I_r):
+the first layer uses B = [sqrt(s_w2/d) X, sqrt(s_b2) 1] (u: the neuron's weights and bias at unit prior variance,
+any P), deeper layers B = chol(C). The u_s are S fixed points from a defensive mixture proposal
+q(u) = alpha N(0, I) + (1 - alpha) N(0, Sigma_q) (stratified: the first alpha S from the prior, the rest
+u = z L_q^T, Sigma_q = L_q L_q^T; Hesterberg 1995), so
+
+    W ~ N log (1/S) sum_s w_s exp(q_s / N),   w_s = N(u_s; 0, I) / q(u_s),   q_s = phi(B u_s)^T Kt phi(B u_s)
+    K = dW/dKt = sum_s omega_s phi_s phi_s^T,  omega_s ∝ w_s exp(q_s / N)  (self-normalised),  ESS = 1/sum omega_s^2.
+
+The points u_s depend on neither Kt nor C, so W is a deterministic smooth function of (Kt, C) for fixed draws:
+the conjugate forward-backward map (``actions.deep.ConjugateMap``), its solvers and implicit differentiation use it
+unchanged. The weights w_s are bounded by 1/alpha, so the estimator has finite variance for any Sigma_q.
+
+Sigma_q is adapted to the tilted measure at an anchor (the Gaussian-equivalent solution's conjugates and
+covariances): moment matching Sigma_q <- E_tilted[u u^T] (restricted to the row space of B, where the tilt acts)
+along a tempering path t Kt, t = 1/R, ..., 1 (:func:`adapt_proposal`). The mean-field measure can be bimodal along
+the teacher; its moment-matched Gaussian is wide along that direction and covers both modes.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from adaptive_kernels.actions.deep import (ConjugateMap, extended_draws, input_covariance, jittered_cholesky,
+                                          next_covariance, sampled_forward, symmetrize)
+from adaptive_kernels.problem import Problem
+
+DEFENSIVE = 0.1  # alpha, the prior's share of the mixture proposal
+ADAPT_ROUNDS = 4  # R, tempering steps of the proposal's adaptation
+ESS_FLOOR = 0.01  # ESS / S below which the estimate is called degenerate (outside the conjugate map's domain)
+
+
+def layer_factor(problem: Problem, C, layer: int, X):
+    """B with h = B u, C = B B^T: the first layer's weight-space factor [sqrt(s_w2/d) X, sqrt(s_b2) 1] (its
+    columns do not depend on P: test points append rows), deeper layers the Cholesky factor of C."""
+    if layer > 0:
+        return jittered_cholesky(C)
+    ones = jnp.ones((X.shape[0], 1), X.dtype)
+    return jnp.concatenate([jnp.sqrt(problem.s_w2 / problem.d) * X, jnp.sqrt(problem.s_b2) * ones], axis=1)
+
+
+def factor_rank(problem: Problem, layer: int) -> int:
+    """Columns of :func:`layer_factor` on the training inputs."""
+    return problem.d + 1 if layer == 0 else problem.P
+
+
+def proposal_points(z, L_q, defensive: float = DEFENSIVE):
+    """(u, log w): the mixture proposal's points from standard normal draws z (S, r) -- the first alpha S rows
+    from the prior, the rest u = z L_q^T -- and their log importance weights log N(u; 0, I) - log q(u)."""
+    n_prior = int(round(defensive * z.shape[0]))
+    u = jnp.concatenate([z[:n_prior], z[n_prior:] @ L_q.T])
+    log_prior = -0.5 * jnp.sum(u**2, axis=1)
+    v = jax.scipy.linalg.solve_triangular(L_q, u.T, lower=True).T
+    log_q = -0.5 * jnp.sum(v**2, axis=1) - jnp.sum(jnp.log(jnp.diagonal(L_q)))
+    log_mix = jnp.logaddexp(jnp.log(defensive) + log_prior, jnp.log1p(-defensive) + log_q)
+    return u, log_prior - log_mix
+
+
+def tilt_log_weights(problem: Problem, Kt, B, u, log_w, N):
+    """log(w_s exp(q_s / N)), q_s = phi(B u_s)^T Kt phi(B u_s): the unnormalised log weights of the tilted measure."""
+    phi = problem.activation(u @ B.T)
+    return log_w + jnp.sum((phi @ Kt) * phi, axis=1) / N
+
+
+class ExactCGF(eqx.Module):
+    """The exact layer CGF W_l(Kt | C) by importance sampling with fixed draws (module docstring).
+
+    draws: one (S, r_l) array of standard normals per layer.  proposals: lower Cholesky factors L_q (r_l, r_l)
+    of the proposal covariances in u-coordinates (the identity: sampling from the prior).
+    """
+
+    draws: tuple
+    proposals: tuple
+
+    def _log_weights(self, problem: Problem, Kt, C, layer: int, X):
+        """(log(w_s exp(q_s / N)), u, B) of one layer."""
+        u, log_w = proposal_points(self.draws[layer], self.proposals[layer])
+        B = layer_factor(problem, C, layer, X)
+        return tilt_log_weights(problem, Kt, B, u, log_w, problem.widths[layer]), u, B
+
+    def __call__(self, problem: Problem, Kt, C, layer: int, X):
+        """W_l(Kt | C) ~ N log (1/S) sum_s w_s exp(q_s / N)."""
+        logits = self._log_weights(problem, Kt, C, layer, X)[0]
+        return problem.widths[layer] * (jax.nn.logsumexp(logits) - jnp.log(logits.shape[0]))
+
+    def tilted(self, problem: Problem, Kt, C, layer: int, X):
+        """(u (S, r), omega (S,), B): the points, their self-normalised tilted weights and the factor (h = B u)."""
+        logits, u, B = self._log_weights(problem, Kt, C, layer, X)
+        return u, jax.nn.softmax(logits), B
+
+    def ess(self, problem: Problem, Kt, C, layer: int, X):
+        """Effective sample size 1 / sum omega_s^2 of the self-normalised tilted weights."""
+        return 1.0 / jnp.sum(self.tilted(problem, Kt, C, layer, X)[1] ** 2)
+
+    def stats(self, problem: Problem, X, conjugates, covariances) -> dict:
+        """``ess``: per layer (L,); ``samples``: S."""
+        ess = jnp.stack([self.ess(problem, Kt, C, layer, X)
+                         for layer, (Kt, C) in enumerate(zip(conjugates, covariances))])
+        return {"ess": ess, "samples": jnp.asarray(self.draws[0].shape[0])}
+
+    def margin(self, problem: Problem, X, conjugates, covariances):
+        """min_l ESS_l / S - ESS_FLOOR: the conjugate map's domain margin. Where the weights degenerate the estimate
+        is unreliable, so the solvers backtrack there, and a solution there has status LEFT_DOMAIN."""
+        return jnp.min(self.stats(problem, X, conjugates, covariances)["ess"]) / self.draws[0].shape[0] - ESS_FLOOR
+
+    def extended(self, P: int, P_all: int):
+        """The CGF on P_all = P + m points (test points appended with zero conjugate rows): the first layer's factor
+        is unchanged; deeper layers get new draw columns (:func:`actions.deep.extended_draws`) on which the tilt
+        does not act, so their proposal is the prior there (L_q padded with the identity)."""
+        draws, proposals = [self.draws[0]], [self.proposals[0]]
+        for layer in range(1, len(self.draws)):
+            draws.append(extended_draws(self.draws[layer], P, P_all, layer))
+            L = self.proposals[layer]
+            proposals.append(jax.scipy.linalg.block_diag(L, jnp.eye(P_all - P, dtype=L.dtype)))
+        return ExactCGF(tuple(draws), tuple(proposals))
+
+
+def moment_matched_proposal(problem: Problem, Kt, B, z, L_q, N, floor: float = 0.05):
+    """Cholesky factor of Sigma_q = I + Pi (E_tilted[u u^T] - I) Pi, the tilted second moment estimated with the
+    proposal L_q and restricted to the row space of B (Pi = B^+ B: the tilt does not act elsewhere), its
+    eigenvalues floored at ``floor`` (a guard against a degenerate estimate)."""
+    u, log_w = proposal_points(z, L_q)
+    omega = jax.nn.softmax(tilt_log_weights(problem, Kt, B, u, log_w, N))
+    M = (u * omega[:, None]).T @ u
+    Pi = symmetrize(jnp.linalg.pinv(B) @ B)
+    eye = jnp.eye(B.shape[1], dtype=B.dtype)
+    evals, evecs = jnp.linalg.eigh(symmetrize(eye + Pi @ (M - eye) @ Pi))
+    return jnp.linalg.cholesky(symmetrize((evecs * jnp.maximum(evals, floor)) @ evecs.T))
+
+
+def adapt_proposal(problem: Problem, Kt, C, layer: int, z, rounds: int = ADAPT_ROUNDS):
+    """L_q adapted to the tilted measure of one layer at (Kt, C): moment matching along t Kt, t = 1/R, ..., 1, then
+    once more at t = 1, starting from the prior."""
+    B = layer_factor(problem, C, layer, problem.X)
+    tilts = jnp.minimum(jnp.arange(1, rounds + 2, dtype=B.dtype) / rounds, 1.0)
+
+    def step(L_q, t):
+        return moment_matched_proposal(problem, t * Kt, B, z, L_q, problem.widths[layer]), None
+
+    return jax.lax.scan(step, jnp.eye(B.shape[1], dtype=B.dtype), tilts)[0]
+
+
+@eqx.filter_jit
+def gaussian_anchor(problem: Problem):
+    """(conjugates, covariances C_l) of the Gaussian-equivalent saddle (the conjugate map, FixedPoint), where the
+    proposals are adapted; where that solve fails (non-finite), Kt = 0: the prior."""
+    from adaptive_kernels.solvers import FixedPoint, stationary_point
+
+    zeros = tuple(jnp.zeros((problem.P, problem.P), problem.X.dtype) for _ in range(problem.depth))
+    sol = stationary_point(ConjugateMap(), FixedPoint(), zeros, problem, implicit=False)
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(Kt)) for Kt in sol.value]))
+    conjugates = tuple(jnp.where(ok, Kt, 0.0) for Kt in sol.value)
+    kernels = ConjugateMap().kernels(problem, problem.X, conjugates)[0]
+    covariances = [input_covariance(problem, problem.X)] + [next_covariance(problem, K) for K in kernels[:-1]]
+    return jax.lax.stop_gradient(conjugates), jax.lax.stop_gradient(tuple(covariances))
+
+
+def exact_cgf(problem: Problem, samples: int, seed: int) -> ExactCGF:
+    """The exact-measure CGF of every layer: ``samples`` draws per layer from ``seed`` (fold_in layer), proposals
+    adapted at the Gaussian anchor with separate draws (fold_in depth + layer)."""
+    return _exact_cgf(problem, samples, jax.random.PRNGKey(seed))
+
+
+@eqx.filter_jit
+def _exact_cgf(problem: Problem, samples: int, key) -> ExactCGF:
+    dtype = problem.X.dtype
+    draws = tuple(jax.random.normal(jax.random.fold_in(key, layer), (samples, factor_rank(problem, layer)), dtype)
+                  for layer in range(problem.depth))
+    conjugates, covariances = gaussian_anchor(problem)
+    proposals = tuple(
+        adapt_proposal(problem, conjugates[layer], covariances[layer], layer,
+                       jax.random.normal(jax.random.fold_in(key, problem.depth + layer), draws[layer].shape, dtype))
+        for layer in range(problem.depth))
+    return ExactCGF(draws, jax.lax.stop_gradient(proposals))
+
+
+def tilted_measures(cgf: ExactCGF, problem: Problem, conjugates) -> list:
+    """Per layer (u, omega, B) of the tilted measures at the conjugates ``conjugates`` on the training inputs:
+    E_tilted[f(h)] ~ sum_s omega_s f(B u_s); for the first layer u = (w sqrt(d/s_w2), b/sqrt(s_b2)), the neuron's
+    weights and bias (the single-neuron density of a two-layer net)."""
+    covariances = sampled_forward(problem, problem.X, conjugates, cgf)[2]
+    return [cgf.tilted(problem, Kt, C, layer, problem.X) for layer, (Kt, C) in enumerate(zip(conjugates, covariances))]
+
+
+@eqx.filter_jit
+def first_layer_covariance(cgf: ExactCGF, problem: Problem, conjugates):
+    """Sigma = E_tilted[w w^T] (d x d) of the first layer's weights under the exact measure."""
+    u, omega, _ = tilted_measures(cgf, problem, conjugates[:1])[0]
+    w = u[:, : problem.d]
+    return (problem.s_w2 / problem.d) * (w * omega[:, None]).T @ w
+
+
+# --- user-level helpers (``ak.exact_error_bars``, ``ak.exact_measure``) -------------------------------------------
+def _check_exact(solution):
+    theory = getattr(solution, "theory", None)
+    if getattr(theory, "measure", None) != "exact":
+        raise ValueError("solution: needs a solve with Adaptive(form='conjugate', measure='exact')")
+
+
+def exact_measure(solution, arch, data, kappa2) -> list:
+    """The sampled tilted measure of every layer at an exact-measure solution (THEORY.md sec. 9): per layer a dict
+    with ``preactivations`` h_s (S, P) on the training inputs, ``weights`` omega_s (S,; self-normalised, summing to
+    1) and ``ess``; for the first layer also ``w`` (S, d), the neuron's input weights (the single-neuron density of a
+    two-layer net), e.g. ``np.histogram(w @ w_star, weights=omega)`` for the overlap with the teacher."""
+    from adaptive_kernels.problem import make_problem
+
+    _check_exact(solution)
+    problem = make_problem(arch, data, kappa2)
+    solution.theory.check(problem)
+    solution.theory.check_value(solution.value, problem, "solution")
+    out = []
+    for layer, (u, omega, B) in enumerate(tilted_measures(solution.theory._cgf(problem), problem, solution.value)):
+        entry = {"preactivations": u @ B.T, "weights": omega, "ess": 1.0 / jnp.sum(omega**2)}
+        if layer == 0:
+            entry["w"] = jnp.sqrt(problem.s_w2 / problem.d) * u[:, : problem.d]
+        out.append(entry)
+    return out
+
+
+def _mean_and_se(values):
+    """(mean, standard error over seeds) of a list of equal-shaped numbers / lists (None stays None)."""
+    import numpy as np
+
+    if any(v is None for v in values):
+        return None
+    a = np.asarray(values, dtype=float)
+    return a.mean(axis=0).tolist(), (a.std(axis=0, ddof=1) / np.sqrt(len(values))).tolist()
+
+
+def exact_error_bars(arch, data, kappa2, *, seeds: int = 4, samples: int = 20000, target: float | None = None,
+                     observable: str = "learnability", max_samples: int = 1_000_000, solver=None) -> dict:
+    """Monte Carlo error bars of the exact measure's observables from independent keys.
+
+    Solves ``Adaptive(form="conjugate", measure="exact", samples=S, seed=k)`` for k = 0..seeds-1 and returns, for
+    every numeric observable of ``summarize`` (learnability, test_mse, per-layer ratios, ...), (mean over seeds,
+    standard error of that mean), plus ``samples`` (S per seed), ``ess`` (per layer, the smallest over seeds) and
+    ``converged`` (all seeds). With ``target``: S is raised to ~S (se / target)^2 (the error of a sample average
+    falls as 1/sqrt(S)) until the standard error of ``observable`` is at most ``target``, or warns at
+    ``max_samples``. Warns where the importance weights degenerate (ESS < 1% of S) or a solve did not converge.
+    """
+    import math
+    import warnings
+
+    import numpy as np
+
+    from adaptive_kernels.api import solve, summarize
+    from adaptive_kernels.theories import Adaptive
+
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 2:
+        raise ValueError(f"seeds must be an integer >= 2 (a standard error needs two keys), got {seeds!r}")
+    if target is not None and not target > 0:
+        raise ValueError(f"target must be a positive standard error, got {target!r}")
+    while True:
+        summaries, ess = [], []
+        for seed in range(seeds):
+            sol = solve(arch, data, kappa2, Adaptive(form="conjugate", measure="exact", samples=samples, seed=seed),
+                        solver)
+            summaries.append(summarize(sol, arch, data, kappa2))
+            ess.append(np.asarray(sol.stats["ess"]))
+        out = {key: _mean_and_se([s[key] for s in summaries]) for key, value in summaries[0].items()
+               if isinstance(value, (float, list)) and key not in ("status",)}
+        out.update(samples=samples, ess=np.min(ess, axis=0).tolist(), converged=all(s["converged"] for s in summaries))
+        if observable not in out or out[observable] is None:
+            raise ValueError(f"observable: {observable!r} is not among the observables {', '.join(out)}")
+        se = float(np.max(out[observable][1]))
+        if target is None or se <= target:
+            break
+        if samples >= max_samples:
+            warnings.warn(f"exact_error_bars: standard error {se:.2g} of {observable} above target {target:.2g} at "
+                          f"max_samples = {max_samples}", stacklevel=2)
+            break
+        samples = min(max_samples, math.ceil(1.2 * samples * (se / target) ** 2))
+    if min(out["ess"]) < ESS_FLOOR * samples:
+        warnings.warn(f"exact measure: importance weights degenerate (ESS {min(out['ess']):.0f} of {samples} samples);"
+                      " the estimates are unreliable -- more samples or a better proposal are needed", stacklevel=2)
+    if not out["converged"]:
+        warnings.warn("exact measure: a solve did not converge (see the status of the solutions)", stacklevel=2)
+    return out
