@@ -102,9 +102,12 @@ def _check_solves(solution: Solution, problem: Problem) -> None:
     """Raise if ``solution`` is not a stationary point of ``problem`` as far as it was one of its own: its stationarity
     residual recomputed here must not exceed max(100 x the residual the solver reported, sqrt(eps)). Order parameters
     whose shapes do not depend on P (Sigma is d x d, scales are scalars) would otherwise give numbers for data,
-    kappa2 or an architecture they were not solved with. Skipped under jit/vmap and for the NNGP."""
+    kappa2 or an architecture they were not solved with. Skipped under jit/vmap, for the NNGP and for a solution whose
+    own residual is not finite."""
     residual = solution.stats.get("residual")
     if solution.value is None or residual is None or is_traced((solution.value, residual, problem)) or jnp.ndim(residual):
+        return
+    if not jnp.isfinite(residual):  # a non-finite solution has no residual to compare with; its status says so
         return
     action, args = solution.theory.problem(problem)
     fixed_point = as_fixed_point_problem(action, solution.value)

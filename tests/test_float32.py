@@ -10,6 +10,9 @@ import adaptive_kernels as ak
 from residual_check import action_gradient_residual
 
 KAPPA2 = 1e-2
+POINTS = 16
+"""Quadrature nodes per dimension in the solves (the default 64 only costs time here: float32 and float64 use the
+same rule, and the kernel test keeps the default)."""
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def test_quadrature_kernel_keeps_float32_and_is_exactly_symmetric(activation, da
 
 @pytest.mark.parametrize("theory", ["gp", "scaling", "adaptive"])
 def test_predict_and_summarize_in_float32(theory, data32, data64):
-    arch = ak.FCN(5, 50, "tanh", gamma=2.0)
+    arch = ak.FCN(5, 50, ak.get_activation("tanh", POINTS), gamma=2.0)
     sol32 = ak.solve(arch, data32, KAPPA2, theory)
     prediction = ak.predict(sol32, arch, data32, KAPPA2)
     summary = ak.summarize(sol32, arch, data32, KAPPA2, prediction)
@@ -51,7 +54,7 @@ def test_predict_and_summarize_in_float32(theory, data32, data64):
 
 def test_float32_softplus_solve_stops_like_float64(data32, data64):
     # the trial's float32 softplus solve ran 1000 iterations (732 s); the float32 stopping rule is 1000 eps
-    arch = ak.FCN(5, 50, "softplus", gamma=2.0)
+    arch = ak.FCN(5, 50, ak.get_activation("softplus", POINTS), gamma=2.0)
     sol32 = ak.solve(arch, data32, KAPPA2)
     sol64 = ak.solve(arch, data64, KAPPA2)
     assert bool(sol32.converged) and bool(sol64.converged)

@@ -145,3 +145,15 @@ def test_huge_width_gives_the_nngp_and_a_lost_kernel_warns():
     # gamma = 2: c = 1/N = 1e-30, the kernel is below the round-off of kappa2
     with pytest.warns(ak.PrecisionWarning, match="kappa2 = 0.1 is more than 1/eps"):
         ak.solve(ak.FCN(3, 10**30, "erf", gamma=2.0), data, 0.1)
+
+
+def test_cli_with_one_training_point_gives_a_result_without_the_kernel_ratio(tmp_path, capsys):
+    import json
+
+    from adaptive_kernels.cli import main
+
+    path = tmp_path / "one.npz"
+    np.savez(path, X=X[:1], y=X[:1, 0], w_star=np.eye(3)[0])
+    assert main(["solve", "--data", str(path), "--width", "20", "--kappa2", "0.1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["converged"] is True and "kernel_eigenvalue_ratio" not in out and len(out["eigenvalue_ratio"]) == 1

@@ -12,12 +12,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from bench.cases.common import Config, Section, log
 from bench.timing import REPO
 
 LIMIT_GB = 3.0
 """The address-space limit of every run (JAX reserves virtual memory: a trivial solve needs ~1.5 GB of it)."""
+
+PARALLEL = 3
+"""Worker processes at a time (each is measured on its own: peak RSS and CPU time are per process)."""
 
 
 def _sizes(cfg: Config) -> list[tuple[str, int, int, tuple[str, ...]]]:
@@ -29,10 +33,14 @@ def _sizes(cfg: Config) -> list[tuple[str, int, int, tuple[str, ...]]]:
     return [("deep", 10, 2, ("default", "gradient")), ("two-layer", 20, 1, ("default", "gradient"))]
 
 
-def run_worker(limit_gb: float, case: str, P: int, depth: int, solvers, timeout: float = 1800) -> tuple[list, str]:
+def run_worker(limit_gb: float, case: str, P: int, depth: int, solvers, timeout: float = 2400) -> tuple[list, str]:
     """Rows (dicts) printed by ``bench/memory_worker.py``, and its stderr's last line if it failed."""
     cmd = [sys.executable, str(REPO / "bench" / "memory_worker.py"), str(limit_gb), case, str(P), str(depth), *solvers]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    except subprocess.TimeoutExpired as err:
+        rows = [json.loads(line) for line in (err.stdout or b"").decode().splitlines() if line.startswith("{")]
+        return rows, f"timed out after {timeout:.0f} s"
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     failure = "" if result.returncode == 0 else (result.stderr.strip().splitlines() or ["(no output)"])[-1]
     return rows, failure
@@ -41,7 +49,7 @@ def run_worker(limit_gb: float, case: str, P: int, depth: int, solvers, timeout:
 def memory(cfg: Config) -> Section:
     sec = Section(
         "Peak memory of a solve against P and depth (tanh, Gauss-Hermite quadrature, gamma = 2)",
-        f"Each group of rows is one fresh process under RLIMIT_AS = {LIMIT_GB:g} GB (`bench/memory_worker.py`); peak RSS "
+        f"Each group of rows is one fresh process (three at a time) under RLIMIT_AS = {LIMIT_GB:g} GB (`bench/memory_worker.py`); peak RSS "
         "is the process's maximum so far (so a row includes the rows above it in its group; the JAX runtime alone is "
         "~450 MB). deep: d = 12, N_l = 20, kappa2 = 1e-2; two-layer: d = 10, N = 200. Solvers: default = Newton (the "
         "theory's, also `\"fixed-point\"`), gradient = QuasiNewton (L-BFGS + dense Newton polish), qn-cg = QuasiNewton "
@@ -49,9 +57,11 @@ def memory(cfg: Config) -> Section:
         "converged status or an honest non-convergence status.",
         ["case", "P", "depth L", "solver", "status", "iterations", "residual", "peak RSS", "CPU", "check"],
     )
-    for case, P, depth, solvers in _sizes(cfg):
-        log(f"memory: {case} P={P} L={depth} {' '.join(solvers)}")
-        rows, failure = run_worker(LIMIT_GB, case, P, depth, solvers)
+    groups = _sizes(cfg)
+    log("memory: " + "; ".join(f"{case} P={P} L={depth} {' '.join(solvers)}" for case, P, depth, solvers in groups))
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        results = list(pool.map(lambda group: run_worker(LIMIT_GB, *group), groups))
+    for (case, P, depth, solvers), (rows, failure) in zip(groups, results):
         for spec in solvers:
             row = next((r for r in rows if r["solver"] == spec), None)
             if row is None:
