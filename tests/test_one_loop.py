@@ -7,6 +7,8 @@
   again); its eigenvalue ratio along the teacher against the library's exact Gibbs sampler.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,3 +119,24 @@ def test_loops_errors(data):
         ak.solve(arch, data, KAPPA2, "adaptive", loops=1)
     with pytest.raises(ValueError, match="loops: the one-loop correction needs an action"):
         ak.solve(ak.FCN(D, 50, "linear"), data, KAPPA2, "adaptive", form="conjugate", loops=1)
+
+
+def test_cli_loops_flag(data, tmp_path, capsys):
+    # `adaptive-kernels solve --loops 1` reports the one-loop learnability (that of ak.solve(..., loops=1)),
+    # not the saddle's; --loops with the NNGP is a usage error.
+    from adaptive_kernels.cli import main
+
+    path = tmp_path / "data.npz"
+    np.savez(path, **{k: np.asarray(getattr(data, k)) for k in ("X", "y", "X_test", "y_test")})
+    argv = ["solve", "--data", str(path), "--theory", "scaling", "--width", "20", "--kappa2", str(KAPPA2), "--json"]
+    outs = []
+    for loops in ("0", "1"):
+        assert main(argv + ["--loops", loops]) == 0
+        outs.append(json.loads(capsys.readouterr().out)["learnability"])
+    arch = ak.FCN(D, 20, "linear")
+    expected = [ak.summarize(ak.solve(arch, data, KAPPA2, "scaling", loops=k), arch, data, KAPPA2)["learnability"]
+                for k in (0, 1)]
+    np.testing.assert_allclose(outs, expected, rtol=1e-10)
+    assert abs(outs[1] - outs[0]) > 1e-5
+    assert main(["solve", "--data", str(path), "--theory", "gp", "--width", "20", "--kappa2", "0.01",
+                 "--loops", "1"]) == 2
