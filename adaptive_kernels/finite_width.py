@@ -35,9 +35,12 @@ from adaptive_kernels.kernels import kernel_matrix
 
 
 def fourth_moments(activation, C, nodes: int = 32):
-    """E[phi(h_a) phi(h_b) phi(h_c) phi(h_e)] (P, P, P, P) and E[phi_a phi_b] (P, P) for h ~ N(0, C), C (P x P),
-    by Gauss-Hermite quadrature with ``nodes`` points per dimension."""
+    """E[phi(h_a) phi(h_b) phi(h_c) phi(h_e)] (P, P, P, P) and E[phi_a phi_b] (P, P) for h ~ N(0, C), C (P x P):
+    Isserlis' theorem for a linear phi (any P), else Gauss-Hermite quadrature with ``nodes`` points per
+    dimension (P <= 4)."""
     P = C.shape[0]
+    if activation.is_linear:
+        return _pairings(C), C
     x, w = np.polynomial.hermite_e.hermegauss(nodes)  # weight exp(-u^2/2)
     w = w / w.sum()
     grids = np.meshgrid(*([x] * P), indexing="ij")
@@ -51,8 +54,14 @@ def fourth_moments(activation, C, nodes: int = 32):
     return E4, (weights @ pairs).reshape(P, P)
 
 
+def _pairings(K):
+    """K_ab K_ce + K_ac K_be + K_ae K_bc."""
+    return (jnp.einsum("ab,ce->abce", K, K) + jnp.einsum("ac,be->abce", K, K) + jnp.einsum("ae,bc->abce", K, K))
+
+
 def four_point(arch: FCN, X, nodes: int = 32):
-    """Connected 4-point function G4c[a, b, c, e] of the prior's outputs on the rows of X (P <= 4 inputs) for an
+    """Connected 4-point function G4c[a, b, c, e] of the prior's outputs on the rows of X (P <= 4 inputs unless
+    phi is linear) for an
     FCN of any depth and activation (module docstring): exact for one hidden layer, leading order in 1/N beyond.
     Returns (G4c (P, P, P, P), the NNGP output kernel (P, P))."""
     if not isinstance(arch, FCN):
@@ -60,7 +69,7 @@ def four_point(arch: FCN, X, nodes: int = 32):
     X = jnp.asarray(X, jnp.result_type(float))
     if X.ndim != 2 or X.shape[1] != arch.d:
         raise ValueError(f"X must have shape (P, {arch.d}), got {X.shape}")
-    if not 1 <= X.shape[0] <= 4:
+    if not arch.activation.is_linear and not 1 <= X.shape[0] <= 4:
         raise ValueError(f"X: the quadrature is over the P-dimensional Gaussian; give 1 to 4 inputs, got {X.shape[0]}")
     P = X.shape[0]
     C = arch.s_w2 * X @ X.T / arch.d + arch.s_b2
@@ -75,3 +84,31 @@ def four_point(arch: FCN, X, nodes: int = 32):
         C = scale * G + (0.0 if last else arch.s_b2)
     G4c = cov + jnp.transpose(cov, (0, 2, 1, 3)) + jnp.transpose(cov, (0, 3, 2, 1))
     return G4c, C
+
+
+def quartic_posterior_mean(arch: FCN, data, kappa2, X_test=None):
+    """The GP posterior mean on X_test plus its first-order (1/N) correction from the prior's 4-point function.
+
+    The finite-width prior of the outputs f on the joint points (training and test) is, to O(1/N), the Edgeworth
+    series p(f) = N(f; 0, K)[1 + A(f)], A = (1/24) G4c_ijkl He_ijkl(f), with the Hermite tensor of u = K^-1 f,
+    He_ijkl = u_i u_j u_k u_l - (6 terms K^-1_ij u_k u_l) + (3 terms K^-1_ij K^-1_kl) (McCullagh, "Tensor
+    methods in statistics", ch. 5). Under the Gaussian likelihood the posterior mean is then
+    E[f*] = m* + Cov_GP-post(f*, A) + O(1/N^2), and by Stein's lemma with the GP posterior N(m, S) of the joint f,
+    mu = K^-1 m, Omega = K^-1 S K^-1:
+
+        dE[f*] = (S K^-1)_{*b} [ (1/6) G4c_bjkl mu_j mu_k mu_l + (1/2) G4c_bjkl (Omega - K^-1)_jk mu_l ].
+
+    Returns (GP mean, corrected mean) on X_test (default ``data.X_test``). Needs an invertible joint NNGP kernel
+    (e.g. P + P* <= d for a linear net)."""
+    X_test = data.X_test if X_test is None else X_test
+    X_all = jnp.concatenate([jnp.asarray(data.X), jnp.asarray(X_test)])
+    P = data.X.shape[0]
+    G4c, K = four_point(arch, X_all)
+    y = jnp.asarray(data.y, K.dtype)
+    Ktr = K[:P, :P] + kappa2 * jnp.eye(P, dtype=K.dtype)
+    m = K[:, :P] @ jnp.linalg.solve(Ktr, y)
+    S = K - K[:, :P] @ jnp.linalg.solve(Ktr, K[:P, :])
+    B = jnp.linalg.inv(K)
+    mu, Omega = B @ m, B @ S @ B
+    dA = (jnp.einsum("bjkl,j,k,l->b", G4c, mu, mu, mu) / 6 + jnp.einsum("bjkl,jk,l->b", G4c, Omega - B, mu) / 2)
+    return m[P:], m[P:] + (S @ B @ dA)[P:]
