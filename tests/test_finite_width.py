@@ -6,6 +6,7 @@ import pytest
 
 import adaptive_kernels as ak
 from adaptive_kernels.finite_width import four_point, quartic_posterior_mean
+from test_one_loop import exact_scaling_means  # the exact posterior of the readout scale, by quadrature
 
 ACTS = {"linear": lambda h: h, "relu": lambda h: np.maximum(h, 0.0),
         "erf": lambda h: __import__("scipy.special", fromlist=["erf"]).erf(h)}
@@ -64,23 +65,6 @@ def test_two_hidden_layers_leading_order():
     assert np.all(np.abs(theory - mc) < 3.5 * se + 0.1 * np.abs(theory))
 
 
-def exact_mean_output(data, N, kappa2):
-    """E[f(X_test) | y] of a linear two-layer net (gamma = 1) by quadrature over the exact posterior of the
-    readout scale s ~ chi2_N / N (f | s is a GP with kernel s X X^T / d)."""
-    X, y, Xt = (np.asarray(a, np.float64) for a in (data.X, data.y, data.X_test))
-    d, P = X.shape[1], X.shape[0]
-    K, Kc = X @ X.T / d, Xt @ X.T / d
-    s = np.linspace(1e-3, 4.0, 8001)
-    logp, means = [], []
-    for si in s:
-        A = si * K + kappa2 * np.eye(P)
-        t = np.linalg.solve(A, y)
-        logp.append((N / 2 - 1) * np.log(si) - N * si / 2 - 0.5 * y @ t - 0.5 * np.linalg.slogdet(A)[1])
-        means.append(si * Kc @ t)
-    w = np.exp(np.array(logp) - max(logp))
-    return (w / w.sum()) @ np.array(means)
-
-
 def test_quartic_posterior_correction_is_the_one_loop_result():
     # Linear net, d = 10, P = 6 training and 3 test points, kappa2 = 0.1, gamma = 1: the GP mean is off by O(1/N),
     # the quartic-corrected mean by O(1/N^2) (measured: 1.6e-4, 3.8e-5, 9.2e-6, 2.3e-6 at
@@ -91,7 +75,7 @@ def test_quartic_posterior_correction_is_the_one_loop_result():
     for N in (100, 400):
         arch = ak.FCN(10, N, "linear", gamma=1.0)
         gp, quartic = (np.asarray(v) for v in quartic_posterior_mean(arch, data, 0.1))
-        exact = exact_mean_output(data, N, 0.1)
+        exact = exact_scaling_means(data, N, 1.0, kappa2=0.1, s_max=4.0)[1]
         loop = np.asarray(ak.predict(ak.solve(arch, data, 0.1, "scaling", loops=1), arch, data, 0.1).mean_test)
         errors.append([np.abs(v - exact).max() for v in (gp, quartic)] + [np.abs(quartic - loop).max()])
     (gp100, q100, ql100), (gp400, q400, ql400) = errors
