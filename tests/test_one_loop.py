@@ -7,6 +7,8 @@
   again); its eigenvalue ratio along the teacher against the library's exact Gibbs sampler.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,21 +28,29 @@ def data():
     return ak.teacher_dataset(jax.random.PRNGKey(0), P, D, P_test=50)
 
 
-def exact_scaling_means(data, N, gamma):
-    """(E[s], learnability of E[f(X_test)]) over the exact posterior of s, by quadrature on a fine grid."""
-    X, y, Xt, yt = (np.asarray(a, np.float64) for a in (data.X, data.y, data.X_test, data.y_test))
+def exact_scaling_means(data, N, gamma, kappa2=KAPPA2, s_max=12.0):
+    """(E[s], E[f(X_test)]) over the exact posterior of s of a linear two-layer net (f | s is a GP with kernel
+    s c X X^T / d, s ~ chi2_N / N), by quadrature on a fine grid."""
+    X, y, Xt = (np.asarray(a, np.float64) for a in (data.X, data.y, data.X_test))
+    d, P = X.shape[1], X.shape[0]
     c = N ** (1 - gamma)
-    K, Kc = c * X @ X.T / D, c * Xt @ X.T / D
-    s = np.linspace(1e-3, 12.0, 6001)
-    logp, learn = [], []
+    K, Kc = c * X @ X.T / d, c * Xt @ X.T / d
+    s = np.linspace(1e-3, s_max, 8001)
+    logp, means = [], []
     for si in s:
-        A = si * K + KAPPA2 * np.eye(P)
+        A = si * K + kappa2 * np.eye(P)
         t = np.linalg.solve(A, y)
         logp.append((N / 2 - 1) * np.log(si) - N * si / 2 - 0.5 * y @ t - 0.5 * np.linalg.slogdet(A)[1])
-        learn.append(si * (Kc @ t) @ yt / (yt @ yt))
+        means.append(si * Kc @ t)
     w = np.exp(np.array(logp) - max(logp))
     w /= w.sum()
-    return float(w @ s), float(w @ np.array(learn))
+    return float(w @ s), w @ np.array(means)
+
+
+def exact_learnability(data, N, gamma):
+    mean_s, f = exact_scaling_means(data, N, gamma)
+    yt = np.asarray(data.y_test)
+    return mean_s, float(f @ yt / (yt @ yt))
 
 
 def test_scaling_one_loop_converges_as_one_over_n_squared(data):
@@ -52,7 +62,7 @@ def test_scaling_one_loop_converges_as_one_over_n_squared(data):
     errors = {0: [], 1: []}
     for N in widths:
         arch = ak.FCN(D, int(N), "linear", gamma=1.0)
-        mean_s, learn = exact_scaling_means(data, N, 1.0)
+        mean_s, learn = exact_learnability(data, N, 1.0)
         for loops in (0, 1):
             sol = ak.solve(arch, data, KAPPA2, "scaling", loops=loops)
             assert bool(sol.converged), sol.message
@@ -71,7 +81,7 @@ def test_two_layer_one_loop_mean_output_and_ratio(data):
     # Sigma = W^T W / N) against exact Gibbs: within 1% where the saddle is 2.8% low.
     N, gamma = 30, 1.5
     arch = ak.FCN(D, N, "linear", gamma=gamma)
-    _, learn = exact_scaling_means(data, N, gamma)
+    _, learn = exact_learnability(data, N, gamma)
     est = sample_posterior(arch, data, KAPPA2, method="gibbs", num_chains=4, num_samples=1500, num_warmup=200,
                            key=jax.random.PRNGKey(1))
     ratio = float(est.eigenvalue_ratio[0].mean)
@@ -117,3 +127,24 @@ def test_loops_errors(data):
         ak.solve(arch, data, KAPPA2, "adaptive", loops=1)
     with pytest.raises(ValueError, match="loops: the one-loop correction needs an action"):
         ak.solve(ak.FCN(D, 50, "linear"), data, KAPPA2, "adaptive", form="conjugate", loops=1)
+
+
+def test_cli_loops_flag(data, tmp_path, capsys):
+    # `adaptive-kernels solve --loops 1` reports the one-loop learnability (that of ak.solve(..., loops=1)),
+    # not the saddle's; --loops with the NNGP is a usage error.
+    from adaptive_kernels.cli import main
+
+    path = tmp_path / "data.npz"
+    np.savez(path, **{k: np.asarray(getattr(data, k)) for k in ("X", "y", "X_test", "y_test")})
+    argv = ["solve", "--data", str(path), "--theory", "scaling", "--width", "20", "--kappa2", str(KAPPA2), "--json"]
+    outs = []
+    for loops in ("0", "1"):
+        assert main(argv + ["--loops", loops]) == 0
+        outs.append(json.loads(capsys.readouterr().out)["learnability"])
+    arch = ak.FCN(D, 20, "linear")
+    expected = [ak.summarize(ak.solve(arch, data, KAPPA2, "scaling", loops=k), arch, data, KAPPA2)["learnability"]
+                for k in (0, 1)]
+    np.testing.assert_allclose(outs, expected, rtol=1e-10)
+    assert abs(outs[1] - outs[0]) > 1e-5
+    assert main(["solve", "--data", str(path), "--theory", "gp", "--width", "20", "--kappa2", "0.01",
+                 "--loops", "1"]) == 2
