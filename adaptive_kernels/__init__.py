@@ -10,6 +10,7 @@ from adaptive_kernels._config import _apply_default_precision, precision, thread
 _apply_default_precision()
 
 from adaptive_kernels.actions.exact import exact_error_bars, exact_measure  # noqa: E402
+from adaptive_kernels._validation import PrecisionWarning  # noqa: E402
 from adaptive_kernels.activations import ACTIVATIONS, AbstractActivation, get_activation  # noqa: E402
 from adaptive_kernels.api import layer_kernels, predict, solve, summarize  # noqa: E402
 from adaptive_kernels.architectures import CNN, FCN  # noqa: E402
@@ -34,6 +35,7 @@ from adaptive_kernels.observables import (  # noqa: E402
     mse,
     spectrum,
 )
+from adaptive_kernels.phases import continuation, stationary_points  # noqa: E402
 from adaptive_kernels.prediction import Prediction  # noqa: E402
 from adaptive_kernels.problem import Problem, make_problem  # noqa: E402
 from adaptive_kernels.solvers import FixedPoint, Newton, QuasiNewton, Solution, Status  # noqa: E402
@@ -60,7 +62,9 @@ __all__ = [
     "Status",
     "GPPrediction",
     "Prediction",
+    "PrecisionWarning",
     "Spectrum",
+    "continuation",
     "eigenlearning",
     "eigenvalue_ratio",
     "empirical_learning_curve",
@@ -84,6 +88,7 @@ __all__ = [
     "predict_learning_curve",
     "solve",
     "spectrum",
+    "stationary_points",
     "sphere_spectrum",
     "summarize",
     "teacher_dataset",

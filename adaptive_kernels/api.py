@@ -15,10 +15,11 @@ from __future__ import annotations
 import equinox as eqx
 import jax.numpy as jnp
 
-from adaptive_kernels._validation import check_array
+from adaptive_kernels._validation import check_array, is_traced
 from adaptive_kernels.prediction import Prediction, observables, predict_problem
 from adaptive_kernels.problem import Problem, make_problem
 from adaptive_kernels.solvers import AbstractRule, Newton, QuasiNewton, Solution, Status, stationary_point
+from adaptive_kernels.solvers.stationary import as_fixed_point_problem
 from adaptive_kernels.theories import NNGP, AbstractTheory, get_theory
 
 SOLVERS = {"fixed-point": Newton, "gradient": QuasiNewton}
@@ -93,7 +94,25 @@ def _checked(solution: Solution, arch, data, kappa2) -> Problem:
     problem = make_problem(arch, data, kappa2)
     solution.theory.check(problem)
     solution.theory.check_value(solution.value, problem, "solution")
+    _check_solves(solution, problem)
     return problem
+
+
+def _check_solves(solution: Solution, problem: Problem) -> None:
+    """Raise if ``solution`` is not a stationary point of ``problem`` as far as it was one of its own: its stationarity
+    residual recomputed here must not exceed max(100 x the residual the solver reported, sqrt(eps)). Order parameters
+    whose shapes do not depend on P (Sigma is d x d, scales are scalars) would otherwise give numbers for data,
+    kappa2 or an architecture they were not solved with. Skipped under jit/vmap and for the NNGP."""
+    residual = solution.stats.get("residual")
+    if solution.value is None or residual is None or is_traced((solution.value, residual, problem)) or jnp.ndim(residual):
+        return
+    action, args = solution.theory.problem(problem)
+    fixed_point = as_fixed_point_problem(action, solution.value)
+    recomputed = float(fixed_point.report(fixed_point.start(solution.value, args), args)[1])
+    eps = float(jnp.finfo(problem.X.dtype).eps)
+    if not recomputed <= max(100 * float(residual), eps**0.5):
+        raise ValueError(f"solution: not a stationary point of this problem (residual {recomputed:.2e}; its solver "
+                         f"reported {float(residual):.2e}): it was solved with other data, kappa2 or architecture")
 
 
 def predict(solution: Solution, arch, data, kappa2, X_test=None) -> Prediction:

@@ -87,12 +87,12 @@ class AbstractArchitecture(eqx.Module):
     @property
     def readout_scale(self):
         """c = s_a2 * N_L**(1 - gamma): the readout's weight in the output kernel."""
-        return readout_scale(self.s_a2, self.width, self.gamma)
+        return readout_scale(self.s_a2, float(self.width), self.gamma)  # a float: ints beyond int64 (10**30) too
 
     @property
     def chi(self):
         """chi = N_L**(gamma - 1), the review's way of writing the readout scaling."""
-        return self.width ** (self.gamma - 1.0)
+        return float(self.width) ** (self.gamma - 1.0)
 
     def split_patches(self, X):
         """(P, d) inputs -> (S, P, n) patches x_s (the patch axis first, as ``kernels`` expects)."""

@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from adaptive_kernels._validation import check_array, check_positive, check_psd, is_traced
+from adaptive_kernels._validation import (
+    check_array, check_finite_result, check_magnitude, check_positive, check_psd, is_traced,
+)
 
 
 class GPPrediction(eqx.Module):
@@ -137,15 +139,22 @@ def _factor(K, kappa2):
 
 def _check(K, y, kappa2):
     check_positive("kappa2", kappa2)
-    K = check_array("K", K, ndim=2)
+    K = check_array("K", K, ndim=2, floating=True)
     if K.shape[0] != K.shape[1]:
         raise ValueError(f"K must be square, got shape {K.shape}")
     y = check_array("y", y)
     if y.ndim not in (1, 2) or y.shape[0] != K.shape[0]:
         raise ValueError(f"y must have shape ({K.shape[0]},) or ({K.shape[0]}, K) to match K, got {y.shape}")
     if not is_traced(K):
+        check_magnitude("K", K)
+        check_magnitude("y", y, K.dtype)
         check_psd("K", K)
     return K, y
+
+
+def _singular(K, kappa2) -> str:
+    return (f"K + kappa2 I is numerically singular: kappa2 = {float(kappa2):.3g} is below the round-off of K "
+            f"(largest entry {float(jnp.max(jnp.abs(K))):.3g}, {K.dtype}); raise kappa2")
 
 
 def gp_predict(K, y, kappa2, K_cross=None, K_test_diag=None) -> GPPrediction:
@@ -160,13 +169,19 @@ def gp_predict(K, y, kappa2, K_cross=None, K_test_diag=None) -> GPPrediction:
     K, y = _check(K, y, kappa2)
     if K_cross is None:
         K_cross, K_test_diag = K, jnp.diagonal(K)
-    K_cross = check_array("K_cross", K_cross, ndim=2, shape=(None, K.shape[0]))
+    K_cross = check_array("K_cross", K_cross, ndim=2, shape=(None, K.shape[0]), floating=True)
     if K_test_diag is not None:
-        K_test_diag = check_array("K_test_diag", K_test_diag, ndim=1, shape=(K_cross.shape[0],))
-    return posterior(K, y, kappa2, K_cross, K_test_diag)
+        K_test_diag = check_array("K_test_diag", K_test_diag, ndim=1, shape=(K_cross.shape[0],), floating=True)
+    for name, block in (("K_cross", K_cross), ("K_test_diag", K_test_diag)):
+        check_magnitude(name, block, K.dtype)
+    out = posterior(K, y, kappa2, K_cross, K_test_diag)
+    check_finite_result("kappa2", out, _singular(K, kappa2))
+    return out
 
 
 def log_marginal_likelihood(K, y, kappa2):
     """log N(y | 0, K + kappa2 I), summed over output columns if y is (P, K)."""
     K, y = _check(K, y, kappa2)
-    return -data_term(K, y, kappa2) - 0.5 * outputs(y) * K.shape[0] * jnp.log(2 * jnp.pi)
+    out = -data_term(K, y, kappa2) - 0.5 * outputs(y) * K.shape[0] * jnp.log(2 * jnp.pi)
+    check_finite_result("kappa2", out, _singular(K, kappa2))
+    return out

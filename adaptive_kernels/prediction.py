@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
+from jax.tree_util import Partial
 
 from adaptive_kernels._validation import is_traced
 from adaptive_kernels.gp import posterior
@@ -33,16 +34,28 @@ class Prediction(eqx.Module):
     kernel: jnp.ndarray
 
 
-def predict_problem(solution: Solution, problem: Problem, X_test=None) -> Prediction:
-    """:class:`Prediction` of ``solution`` (solved by its ``theory``) on ``problem`` and test inputs ``X_test``."""
-    theory = solution.theory
-    K, K_cross, diag = theory.output_kernels(solution.value, problem, X_test)
+def _gp_prediction(theory, value, problem: Problem, X_test) -> Prediction:
+    K, K_cross, diag = theory.output_kernels(value, problem, X_test)
     P = problem.P
     if X_test is None:
         return Prediction(posterior(K, problem.y, problem.kappa2, K).mean, None, None, K)
     out = posterior(K, problem.y, problem.kappa2, jnp.concatenate([K, K_cross]),
                     jnp.concatenate([jnp.diagonal(K), diag]))
     return Prediction(out.mean[:P], out.mean[P:], out.variance[P:], K)
+
+
+def predict_problem(solution: Solution, problem: Problem, X_test=None) -> Prediction:
+    """:class:`Prediction` of ``solution`` (solved by its ``theory``) on ``problem`` and test inputs ``X_test``.
+
+    A one-loop theory (``loops=1``) averages the GP prediction over the order parameters' posterior: the means
+    (and the kernel) get (1/2) tr(H^-1 Hess), the test variance also the variance of the mean over the order
+    parameters (``actions.one_loop.moments``)."""
+    theory = solution.theory
+    fn = Partial(_gp_prediction, theory, problem=problem, X_test=X_test)
+    prediction, spread = theory.mean(fn, solution.value, problem)
+    if spread is not None and prediction.var_test is not None:
+        prediction = eqx.tree_at(lambda p: p.var_test, prediction, prediction.var_test + spread.mean_test)
+    return prediction
 
 
 def _python(value):
@@ -85,10 +98,13 @@ def observables(solution: Solution, problem: Problem, prediction: Prediction, y_
         out["test_mse"] = mse(prediction.mean_test, y_test)
     y = problem.y
     if y.ndim == 1 and problem.P >= 2:
-        kernels = theory.layer_kernels(solution.value, problem)
+        kernels = theory.mean(Partial(type(theory).layer_kernels, theory, problem=problem), solution.value, problem)[0]
         out["kernel_eigenvalue_ratio"] = [eigenvalue_ratio(K, y) for K in kernels]
         out["kernel_target_alignment"] = [kernel_target_alignment(K, y) for K in kernels]
     covariances = theory.input_covariances(solution.value, problem)
+    if covariances is not None:  # their posterior means
+        covariances = theory.mean(Partial(type(theory).input_covariances, theory, problem=problem), solution.value,
+                                  problem)[0]
     if w_star is not None and covariances is not None and problem.d >= 2:
         out["eigenvalue_ratio"] = [eigenvalue_ratio(S, w_star) for S in covariances]
     return {k: _python(v) for k, v in out.items()}

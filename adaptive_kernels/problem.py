@@ -20,9 +20,10 @@ from __future__ import annotations
 import equinox as eqx
 import jax.numpy as jnp
 
-from adaptive_kernels._validation import check_array, check_positive, is_traced
+from adaptive_kernels._validation import check_array, check_positive, check_scales, check_widths, is_traced
 from adaptive_kernels.activations import AbstractActivation
 from adaptive_kernels.architectures import CNN, FCN, readout_scale
+from adaptive_kernels.data import Dataset
 from adaptive_kernels.gp import outputs
 from adaptive_kernels.kernels import Kernel, input_kernel, network_layers, serial, split_patches
 
@@ -117,10 +118,13 @@ class Problem(eqx.Module):
 def make_problem(arch: FCN | CNN, data, kappa2) -> Problem:
     """The :class:`Problem` of ``arch`` (an FCN of any depth or a CNN) on ``data`` (a Dataset) with noise kappa2.
 
-    Every float leaf takes the data's float type (float32 data give a float32 problem).
+    Every float leaf takes the data's float type (float32 data give a float32 problem). The input contract
+    (``_validation``: real, non-empty, finite arrays; numbers within the float type's range) is checked here.
     """
     if not isinstance(arch, (FCN, CNN)):
         raise TypeError(f"arch must be an FCN or CNN, got {type(arch).__name__}")
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data must be a Dataset, got {type(data).__name__}")
     check_positive("kappa2", kappa2)
     X = check_array("data.X", data.X, ndim=2, shape=(None, arch.d))
     y = check_array("data.y", data.y)
@@ -131,7 +135,7 @@ def make_problem(arch: FCN | CNN, data, kappa2) -> Problem:
     def leaf(v):
         return v if is_traced(v) else jnp.asarray(v, dtype=dtype)
 
-    return Problem(
+    problem = Problem(
         X=X,
         y=y.astype(dtype),
         kappa2=leaf(kappa2),
@@ -139,7 +143,9 @@ def make_problem(arch: FCN | CNN, data, kappa2) -> Problem:
         s_a2=leaf(arch.s_a2),
         s_b2=leaf(arch.s_b2),
         gamma=leaf(arch.gamma),
-        widths=jnp.asarray([float(w) for w in arch.widths], dtype=dtype),
+        widths=jnp.asarray(check_widths(arch.widths, dtype), dtype=dtype),
         activation=arch.activation,
         patches=arch.patches,
     )
+    check_scales(problem)
+    return problem

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_kernels._validation import is_traced
-from adaptive_kernels.actions import deep, exact
+from adaptive_kernels.actions import deep, exact, one_loop
 from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_space
 from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
 from adaptive_kernels.gp import data_term
@@ -76,6 +76,11 @@ class AbstractTheory(eqx.Module):
     def input_covariances(self, value, problem: Problem):
         """Per-layer input-space covariances Sigma_l (d x d), or None where the theory has none."""
         return None
+
+    def mean(self, fn, value, problem: Problem):
+        """(E[fn], Var[fn] or None) of an observable fn(order parameters) over their posterior: at the saddle
+        (fn(value), None)."""
+        return fn(value), None
 
     def check_value(self, value, problem: Problem, name: str = "value") -> None:
         """Raise if ``value`` does not have the structure and shapes this theory's order parameters have on
@@ -134,12 +139,45 @@ class NNGP(AbstractTheory):
             raise ValueError(f"{name}: the NNGP has no order parameters, got {type(value).__name__}")
 
 
-class Scaling(AbstractTheory):
-    """Kernel scaling: S(u) = sum_l (N_l/2)(u_l - log u_l) + D((prod u_l) K_NNGP) (``actions.scaling``)."""
+class AbstractLoopTheory(AbstractTheory):
+    """A theory with an action to minimise; ``loops=1`` minimises its one-loop effective action instead and corrects
+    the observables' means (``actions.one_loop``, THEORY.md sec. 10)."""
 
-    name: ClassVar[str] = "scaling"
+    loops: eqx.AbstractVar[int]
+
+    def __check_init__(self):
+        one_loop.check_loops(self.loops)
+
+    @abc.abstractmethod
+    def saddle_problem(self, problem: Problem):
+        """(action, args) of the saddle."""
 
     def problem(self, problem):
+        action, args = self.saddle_problem(problem)
+        return one_loop.with_loops(action, self.loops), args
+
+    def check(self, problem):
+        if self.loops:
+            action, args = self.problem(problem)
+            one_loop.check_widths(action, self.init(problem, args), args)
+
+    def mean(self, fn, value, problem):
+        if not self.loops:
+            return super().mean(fn, value, problem)
+        action, args = self.problem(problem)
+        return one_loop.moments(action, value, args, fn)
+
+
+class Scaling(AbstractLoopTheory):
+    """Kernel scaling: S(u) = sum_l (N_l/2)(u_l - log u_l) + D((prod u_l) K_NNGP) (``actions.scaling``): one
+    eigendecomposition of K_NNGP (an SVD of its P x d factor for linear nets without bias, d < P), then O(P) per
+    evaluation of the action, its gradient and the exact Newton step on the L scales.
+    ``loops``: 0 (the saddle) or 1 (one-loop corrections)."""
+
+    name: ClassVar[str] = "scaling"
+    loops: int = eqx.field(static=True, default=0)
+
+    def saddle_problem(self, problem):
         return ScalingAction(), scaled_kernel(problem)
 
     def init(self, problem, args):
@@ -155,7 +193,7 @@ class Scaling(AbstractTheory):
         return _nngp_layer_kernels(problem, self._scales(value))
 
 
-class Adaptive(AbstractTheory):
+class Adaptive(AbstractLoopTheory):
     """Adaptive kernels: a matrix per layer (module docstring).
 
     Attributes:
@@ -168,6 +206,7 @@ class Adaptive(AbstractTheory):
             layer CGF by importance sampling, ``samples`` fixed draws per layer from ``seed``; ``actions.exact``:
             ``Solution.stats["ess"]`` per layer, and the domain margin min ESS/S - 0.01, so degenerate weights
             give status LEFT_DOMAIN).
+        loops: 0 (the saddle) or 1 (one-loop corrections; forms ``"weight"`` and ``"kernel"``).
     """
 
     name: ClassVar[str] = "adaptive"
@@ -176,6 +215,7 @@ class Adaptive(AbstractTheory):
     measure: str = eqx.field(static=True, default="gaussian")
     samples: int = eqx.field(static=True, default=20000)
     seed: int = eqx.field(static=True, default=0)
+    loops: int = eqx.field(static=True, default=0)
 
     def __check_init__(self):
         if self.form not in FORMS:
@@ -207,6 +247,7 @@ class Adaptive(AbstractTheory):
                                  f"(one d x d Sigma_l per layer), got {problem.activation.name!r}")
             elif has_bias(problem):
                 raise ValueError("form: 'weight' for deep nets needs s_b2 = 0")
+        super().check(problem)
 
     def _cgf(self, problem: Problem):
         """The layer CGF of the conjugate form: None (Gaussian-equivalent) or a sampled one with fixed draws."""
@@ -219,7 +260,7 @@ class Adaptive(AbstractTheory):
                 for layer in range(problem.depth)))
         return None
 
-    def problem(self, problem):
+    def saddle_problem(self, problem):
         form = self.resolved_form(problem)
         if form == "weight":
             if problem.depth == 1:

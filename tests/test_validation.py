@@ -80,3 +80,68 @@ def test_teacher_and_digits_arguments():
         ak.teacher_dataset(jax.random.PRNGKey(0), 10, 3, teacher="quartic")
     with pytest.raises(ValueError, match="classes must be two or more distinct digits"):
         ak.load_digits_regression((3, 3))
+
+
+# --- issue 18: every case of the trial, through the API -------------------------------------------------------------
+LINEAR = ak.FCN(3, 20, "linear")
+DATA = ak.Dataset(X=X, y=X[:, 0])
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: ak.Dataset(X=X, y=X[:, 0] + 1j), TypeError, "y must be real, got complex"),
+        (lambda: ak.Dataset(X=X, y=np.zeros((6, 0))), ValueError, r"y must not be empty, got shape \(6, 0\)"),
+        (lambda: ak.Dataset(X=np.zeros((6, 0)), y=y), ValueError, r"X must not be empty, got shape \(6, 0\)"),
+        (lambda: ak.Dataset(X=np.zeros((0, 3)), y=np.zeros(0)), ValueError, r"X must not be empty"),
+        (lambda: ak.Dataset(X=X.astype(str), y=y), TypeError, "X must be a numeric array"),
+        (lambda: ak.Dataset(X=X, y=y > 0), TypeError, "y must be a numeric array, got dtype bool"),
+        (lambda: ak.gp_predict(np.eye(6) + 0j, y, 0.1), TypeError, "K must be real"),
+        (lambda: ak.gp_predict(np.eye(6, dtype=int), y, 0.1), TypeError, "K must be a floating-point array"),
+        (lambda: ak.gp_predict(np.ones((6, 6)), y, 1e-300), ValueError, "kappa2: K [+] kappa2 I is numerically singular"),
+        (lambda: ak.solve(LINEAR, DATA, 1e300), ValueError, "kappa2 = 1e[+]300 is outside the range float64 can square"),
+        (lambda: ak.solve(ak.FCN(3, 20, s_w2=1e300), DATA, 0.1), ValueError, "pre-activation variance of hidden layer 1"),
+        (lambda: ak.solve(ak.FCN(3, 20, "tanh", s_w2=1e300), DATA, 0.1), ValueError, r"s_w2 \|x\|\^2/d"),
+        (lambda: ak.solve(LINEAR, ak.Dataset(X=X, y=1e200 * y), 0.1), ValueError, "data.y: values up to"),
+        (lambda: ak.solve(LINEAR, DATA, 0.1, init=jnp.eye(4)), ValueError, r"init: order parameters of shapes \[\(4, 4\)\]"),
+        (lambda: ak.solve(LINEAR, (X, y), 0.1), TypeError, "data must be a Dataset"),
+    ],
+)
+def test_silent_wrong_answers_and_obscure_failures_now_raise(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_a_solution_used_with_other_data_is_rejected():
+    # Sigma is d x d whatever P is, so shapes cannot tell; its stationarity residual on the other problem can.
+    sol = ak.solve(LINEAR, DATA, 0.1)
+    other = ak.Dataset(X=X[:4], y=X[:4, 0])
+    with pytest.raises(ValueError, match="solution: not a stationary point of this problem"):
+        ak.summarize(sol, LINEAR, other, 0.1)
+    with pytest.raises(ValueError, match="solution: not a stationary point"):
+        ak.predict(sol, LINEAR, DATA, 0.5)  # another kappa2
+    with pytest.raises(ValueError, match=r"solution: order parameters of shapes \[\(3, 3\)\]"):
+        ak.predict(sol, ak.FCN(4, 20), ak.Dataset(X=np.ones((6, 4)), y=y), 0.1)
+    assert ak.summarize(sol, LINEAR, DATA, 0.1)["converged"] is True  # its own problem passes
+
+
+def test_float16_is_computed_in_float32_with_a_warning():
+    with pytest.warns(ak.PrecisionWarning, match="float16 data: JAX has no float16 linear algebra"):
+        data = ak.Dataset(X=X.astype(np.float16), y=X[:, 0].astype(np.float16))
+        sol = ak.solve(LINEAR, data, 0.1)
+    assert sol.value.dtype == jnp.float32 and bool(sol.converged)
+    reference = ak.solve(LINEAR, ak.Dataset(X=np.asarray(data.X, float), y=np.asarray(data.y, float)), 0.1)
+    np.testing.assert_allclose(sol.value, reference.value, rtol=1e-3)
+
+
+def test_huge_width_gives_the_nngp_and_a_lost_kernel_warns():
+    # gamma = 1: the corrections ~1/N = 1e-30 are below round-off, the answer is the NNGP's (closed form, gp_predict)
+    Xt = X[:3] + 0.1
+    data = ak.Dataset(X=X, y=X[:, 0], X_test=Xt)
+    arch = ak.FCN(3, 10**30, "erf")
+    mean = ak.predict(ak.solve(arch, data, 0.1), arch, data, 0.1).mean_test
+    reference = ak.gp_predict(np.asarray(ak.nngp(arch, X)), data.y, 0.1, np.asarray(ak.nngp(arch, Xt, X))).mean
+    np.testing.assert_allclose(mean, reference, rtol=1e-12, atol=1e-14)
+    # gamma = 2: c = 1/N = 1e-30, the kernel is below the round-off of kappa2
+    with pytest.warns(ak.PrecisionWarning, match="kappa2 = 0.1 is more than 1/eps"):
+        ak.solve(ak.FCN(3, 10**30, "erf", gamma=2.0), data, 0.1)

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
 from adaptive_kernels.actions.base import EntropicAction
+from adaptive_kernels.actions.krylov import krylov_linearisation
 from adaptive_kernels.gp import data_term, data_term_with_gradient, logdet_from_cholesky
 from adaptive_kernels.kernels import kernel_matrix
 from adaptive_kernels.problem import Problem
@@ -269,6 +270,10 @@ class WhitenedKernelAction(EntropicAction):
     def prior(self, problem: Problem):
         one = jnp.ones((), problem.X.dtype)
         return tuple(problem.widths[i] for i in range(problem.depth)), tuple(one for _ in range(problem.depth))
+
+    def linearised_data_term(self, covariances, problem: Problem):
+        """(D, dD/dQ, the exact Jacobian model of the precision map): Newton-Krylov steps (``actions.krylov``)."""
+        return krylov_linearisation(self, covariances, problem)
 
     def initial(self, problem: Problem) -> tuple:
         """Q_l = I (the NNGP)."""

@@ -3,7 +3,7 @@
     adaptive-kernels solve --data DATA.npz --theory adaptive --activation erf --width 200 \\
         --gamma 2 --kappa2 0.01 --sigma-w2 1 --sigma-a2 1 [--patches S --channels C] \\
         [--depth L] [--form auto|weight|kernel|conjugate] [--measure gaussian|second_order|exact] \\
-        [--solver fixed-point|gradient] --json
+        [--solver fixed-point|gradient] [--loops 1] --json
 
 DATA.npz holds X (P, d) and y (P,), optionally X_test, y_test and w_star. With --json the
 result is one JSON object (theory, converged, status, iterations, action, mean_output_test,
@@ -27,6 +27,15 @@ from adaptive_kernels.cli import UsageError
 from adaptive_kernels.theories import FORMS, MEASURES
 
 ARRAYS = ("X", "y", "X_test", "y_test", "w_star")
+FLAGS = {"kappa2": "--kappa2", "s_w2": "--sigma-w2", "s_a2": "--sigma-a2", "gamma": "--gamma", "widths": "--width",
+         "activation": "--activation", "data.X": "--data", "data.y": "--data", "X_test": "--data"}
+"""The option behind a library parameter, for error messages that start with the parameter's name."""
+
+
+def _with_flag(err: Exception) -> str:
+    message = str(err)
+    name = message.split(" ", 1)[0].split("[", 1)[0].rstrip(":")
+    return f"{FLAGS[name]}: {message}" if name in FLAGS else message
 
 
 def register(subparsers) -> None:
@@ -47,6 +56,8 @@ def register(subparsers) -> None:
     p.add_argument("--measure", choices=MEASURES, default="gaussian",
                    help="adaptive theory: the layer measure (exact: Monte Carlo, implies --form conjugate)")
     p.add_argument("--solver", choices=tuple(SOLVERS), default=None, help="default: the library's for the theory")
+    p.add_argument("--loops", type=int, choices=(0, 1), default=0,
+                   help="scaling / adaptive: 1 adds the one-loop finite-width corrections (posterior means)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -56,13 +67,17 @@ def load_data(path: str):
     from adaptive_kernels.data import Dataset
 
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: np.asarray(f[k]) for k in ARRAYS if k in f.files}
-            missing = [k for k in ("X", "y") if k not in f.files]
+        loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise UsageError(f"--data: no such file {path!r}") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise UsageError(f"--data: cannot read {path!r} as .npz ({err})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise UsageError(f"--data: {path!r} holds one array (.npy), not an .npz with X and y "
+                         "(write it with numpy.savez(path, X=X, y=y))")
+    with loaded as f:
+        arrays = {k: np.asarray(f[k]) for k in ARRAYS if k in f.files}
+        missing = [k for k in ("X", "y") if k not in f.files]
     if missing:
         raise UsageError(f"--data: {path!r} lacks the array(s) {', '.join(missing)}")
     try:
@@ -74,6 +89,10 @@ def load_data(path: str):
 def build_arch(args, d: int):
     from adaptive_kernels.architectures import CNN, FCN
 
+    for flag in ("width", "depth", "patches", "channels"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag} must be a positive integer, got {value}")
     common = dict(activation=args.activation, s_w2=args.sigma_w2, s_a2=args.sigma_a2, gamma=args.gamma)
     if args.patches is not None or args.channels is not None:
         if args.patches is None or args.channels is None:
@@ -87,15 +106,26 @@ def build_arch(args, d: int):
 
 
 def run(args) -> int:
+    data = load_data(args.data)
+    try:
+        return _solve(args, data)
+    except (ValueError, TypeError) as err:
+        raise UsageError(_with_flag(err)) from None
+
+
+def _solve(args, data) -> int:
     from adaptive_kernels.api import predict, solve, summarize
 
-    data = load_data(args.data)
     arch = build_arch(args, data.d)
     start = time.perf_counter()
     options = {}
     if args.theory == "adaptive":
         form = "conjugate" if args.measure != "gaussian" and args.form == "auto" else args.form
         options = {"form": form, "measure": args.measure}
+    if args.loops:
+        if args.theory == "gp":
+            raise UsageError("--loops: the NNGP has no order parameters to correct; use --theory scaling or adaptive")
+        options["loops"] = args.loops
     solution = jax.block_until_ready(solve(arch, data, args.kappa2, args.theory, args.solver, **options))
     wall = time.perf_counter() - start
     prediction = predict(solution, arch, data, args.kappa2)

@@ -32,8 +32,8 @@ as ``FILE:LINE: key: what is wrong``. Layout (see ``examples/sweep_example.toml`
     solver = "fixed-point"    # or "gradient"
     space = "auto"            # "weight", "function"
     implicit = true
-    # deep nets only: form = "primal" | "conjugate" | "input_space",
-    # cumulant = "gaussian" | "second_order", cumulant_samples = 20000
+    # adaptive theory: form = "auto" | "weight" | "kernel" | "conjugate",
+    # measure = "gaussian" | "second_order" (form = "conjugate"), samples = 20000, seed = 0
 
 Checks, in order: TOML syntax; table and key names; every value's type and range (point
 parameters against spec.POINT_PARAMETERS, solver options against spec.SOLVER_OPTIONS);

@@ -85,6 +85,7 @@ SOLVER_OPTIONS: dict[str, SolverOption] = {
     "measure": SolverOption("choice", MEASURES),
     "samples": SolverOption("positive_int"),
     "seed": SolverOption("positive_int"),
+    "loops": SolverOption("choice", (0, 1)),
 }
 
 
@@ -95,7 +96,7 @@ def check_solver_option(key: str, value):
     spec = SOLVER_OPTIONS[key]
     primitive = isinstance(value, (str, numbers.Number, bool, list, dict, tuple)) or value is None
     if spec.kind == "choice":
-        if isinstance(value, str) and value in spec.choices:
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and value in spec.choices:
             return value
         if spec.objects and isinstance(value, (AbstractRule, QuasiNewton)):
             return value

@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Callable
 
 from bench.cases.common import FULL, QUICK, TINY, Check, Config, Section, log
+from bench.cases.deep_matrix import deep_matrix
 from bench.cases.deepbays import deepbays_baseline
+from bench.cases.memory import memory
 from bench.cases.sampling import theory_vs_sampling
 from bench.cases.solvers import deep_forward_backward, scaling_with_size, solvers_vs_scipy, target
 from bench.cases.sweeps import sweep_worker, sweeps
@@ -25,6 +27,8 @@ CASES: dict[str, Callable[[Config], Section]] = {
     "sweep": sweeps,
     "target": target,
     "deepbays": deepbays_baseline,
+    "deep-matrix": deep_matrix,
+    "memory": memory,
 }
 """name -> case; ``bench/run.py --only NAME`` runs a subset."""
 

@@ -1,0 +1,111 @@
+"""Newton-Krylov steps for the precision map of any entropic action (THEORY.md secs. 4-5; ``actions.base``).
+
+The precision map of S(Sigma) = sum_l (N_l/2)[a_l tr Sigma_l - log det Sigma_l] + D(Sigma) is
+T(Lambda)_l = a_l I + (2/N_l) sym dD/dSigma_l at Sigma = Lambda^{-1}. Its exact Jacobian,
+
+    J[dLambda]_l = (2/N_l) sym H_D[dSigma]_l,   dSigma_k = -Sigma_k dLambda_k Sigma_k,
+
+(H_D the Hessian of D, all layers coupled) comes from one linearisation of dD/dSigma (``jax.linearize``: the
+factorisations of the evaluation are reused; a product with J is one forward-over-reverse pass of triangular
+solves and products, no new Cholesky factor). (I - J) is self-adjoint and, where S is convex, positive definite
+in the metric <A, B> = sum_l (N_l/2) tr(Sigma_l A_l Sigma_l B_l): <A, (I - J) A> is the Hessian of S along
+dSigma = -Sigma A Sigma. Solving (I - J) delta = R = T(Lambda) - Lambda by conjugate gradients in that metric is
+therefore Newton-CG on S with the entropy's Hessian as preconditioner (in the Lambda coordinates the preconditioned
+operator is I - J, whose spectrum is 1 plus the data term's few large modes -- the mean-field ones along the
+target; measured: eigenvalues of J in [-2.1, 0.4] for an erf net with L = 2, gamma = 2, P = 20). The solve is
+truncated (Steihaug): it stops at a relative residual eta = min(``rtol``, sqrt(stationarity residual)) -- an
+inexact Newton step with a superlinear forcing term -- and at negative curvature, returning the last iterate,
+which is a descent direction of S (the first iterate is a positive multiple of R, the fixed-point step).
+
+Measured (erf, d = 20, N_l = 200, P = 100, gamma = 2, kappa2 = 1e-2; CPU seconds after compilation on the shared
+2-core machine): L = 2 / 4 / 8 took 17 / 30 / 45 evaluations (0.8 / 4.9 / 22 s) where the Anderson-accelerated
+precision iteration without this model took 97 / 256 / 663 (0.6 / 3.9 / 27 s). A product with J costs about one
+evaluation of the map. Forcing term min(0.1, residual) instead: 16 / 28 / 44 evaluations, 1.1 / 4.9 / 23 s; CG
+capped at 10 products with Anderson on top: 27 / 38 evaluations at L = 2 / 4, failed at L = 8.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+
+def _inner(A, B, Sigma, weights):
+    """<A, B> = sum_l (N_l/2) tr(Sigma_l A_l Sigma_l B_l) over PyTrees of matrices."""
+    terms = jax.tree.map(lambda a, b, S, w: 0.5 * w * jnp.sum((S @ a @ S) * b), A, B, Sigma, weights)
+    return sum(jax.tree.leaves(terms))
+
+
+def _axpy(alpha, x, y):
+    return jax.tree.map(lambda a, b: alpha * a + b, x, y)
+
+
+class KrylovPrecisionModel(eqx.Module):
+    """The exact Jacobian of the precision map (module docstring); ``newton_step`` by truncated CG.
+
+    Attributes:
+        Sigma: the covariances (a PyTree of matrices) the map was linearised at.
+        weights: N_l per leaf (the action's prior weights).
+        grad_jvp: the linearisation dSigma -> d(dD/dSigma) (a ``jax.tree_util.Partial``).
+        rtol: the largest relative residual a step is solved to.
+        max_steps: products with J per step at most.
+        exact: True (J is the Jacobian of the map itself), so the Newton rule takes plain damped Newton steps.
+    """
+
+    Sigma: object
+    weights: object
+    grad_jvp: object
+    rtol: float = eqx.field(static=True, default=0.1)
+    max_steps: int = eqx.field(static=True, default=100)
+    exact: bool = eqx.field(static=True, default=True)
+
+    def operator(self, delta):
+        """(I - J) delta."""
+        dG = self.grad_jvp(jax.tree.map(lambda S, x: -S @ x @ S, self.Sigma, delta))
+        return jax.tree.map(lambda x, g, w: x - (g + g.T) / w, delta, dG, self.weights)
+
+    def newton_step(self, R):
+        """delta with (I - J) delta = R to the forcing tolerance (module docstring); R where the first direction
+        already has non-positive curvature."""
+        return self.solve(R)[0]
+
+    def solve(self, R):
+        """(:meth:`newton_step`, the number of products with J it took)."""
+        inner = lambda A, B: _inner(A, B, self.Sigma, self.weights)  # noqa: E731
+        # max |Sigma T - I|, the precision map's residual
+        stationarity = jnp.max(jnp.stack([jnp.max(jnp.abs(S @ r)) for S, r in
+                                          zip(jax.tree.leaves(self.Sigma), jax.tree.leaves(R))]))
+        rr0 = inner(R, R)
+        tol2 = jnp.minimum(self.rtol, jnp.sqrt(stationarity)) ** 2 * rr0
+        zero = jax.tree.map(jnp.zeros_like, R)
+
+        def cond(carry):
+            _, r, _, rr, k, stop = carry
+            return ~stop & (k < self.max_steps) & (rr > tol2)
+
+        def body(carry):
+            x, r, p, rr, k, _ = carry
+            Ap = self.operator(p)
+            curvature = inner(p, Ap)
+            negative = ~(curvature > 0)
+            alpha = jnp.where(negative, 0.0, rr / jnp.where(negative, 1.0, curvature))
+            x_new = _axpy(alpha, p, x)
+            r_new = _axpy(-alpha, Ap, r)
+            rr_new = inner(r_new, r_new)
+            p_new = _axpy(rr_new / rr, p, r_new)
+            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(negative, b, a), new, old)  # noqa: E731
+            return keep(x_new, x), keep(r_new, r), keep(p_new, p), jnp.where(negative, rr, rr_new), k + 1, negative
+
+        x, *_ , k, _ = jax.lax.while_loop(cond, body, (zero, R, R, rr0, jnp.asarray(0), jnp.asarray(False)))
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(x)]))
+        use_R = (inner(x, x) == 0) | ~finite
+        return jax.tree.map(lambda a, b: jnp.where(use_R, b, 0.5 * (a + a.T)), x, R), k
+
+
+def krylov_linearisation(action, Sigma, args, rtol: float = 0.1, max_steps: int = 100):
+    """(D, dD/dSigma, :class:`KrylovPrecisionModel`) of ``action`` at Sigma from one linearised evaluation."""
+    (value, grads), jvp = jax.linearize(lambda S: jax.value_and_grad(action.data_term)(S, args), Sigma)
+    weights, _ = action.prior(args)
+    grad_jvp = jax.tree_util.Partial(lambda f, t: f(t)[1], jvp)
+    return value, grads, KrylovPrecisionModel(Sigma, weights, grad_jvp, rtol, max_steps)

@@ -1,0 +1,332 @@
+"""One-loop finite-width corrections around the saddle (THEORY.md sec. 10).
+
+With the exact Wishart exponents the order parameters q (one n_l x n_l covariance Sigma_l per leaf of an
+:class:`~adaptive_kernels.actions.base.EntropicAction`, n_l = 1 for a kernel-scaling factor) have the density
+exp(-S_ex(q)) in the Lebesgue measure of their independent entries, with
+
+    S_ex = sum_l [(N_l a_l/2) tr Sigma_l - ((N_l - n_l - 1)/2) log det Sigma_l] + D(Sigma)
+
+(N_l Sigma_l ~ Wishart_{n_l}(N_l, I/a_l) under the prior; D the action's ``data_term``, the couplings of deep
+input-space layers included). For a linear two-layer net Sigma = W^T W / N and S_ex is exact; kernel scaling:
+s = |a|^2 N^gamma/(s_a2 N) ~ chi2_N/N, n = 1; deep linear nets in whitened coordinates: N_l Q_l ~
+Wishart(N_l, I) independently per layer (``deep.WhitenedKernelAction``); in input-space coordinates
+(``deep.InputSpaceAction``) N_l Sigma_l | Sigma_{l-1} ~ Wishart_d(N_l, s_w2 Sigma_{l-1}), whose normaliser
+det(s_w2 Sigma_{l-1})^{-N_l/2} is the coupling's log det term with weight N_l (not N_l - d - 1: that is the
+Jacobian of the change of coordinates Q_l -> Sigma_l, det(s_w2 Sigma_{l-1})^{(d+1)/2}).
+
+The one-loop effective action (the Laplace expansion of the posterior to next order; e.g. Zinn-Justin,
+"Quantum field theory and critical phenomena", ch. 6)
+
+    Gamma(q) = S_ex(q) + (1/2) log det Hess_q S_ex(q)
+
+has its minimiser at the posterior mean E[q] + O(1/N^2) (its stationarity condition reproduces the O(1/N) shift
+-(1/2) H^-1 S''' H^-1 of the mean from the mode), and an observable O(q) has the mean
+E[O] = O(q_Gamma) + (1/2) tr(H^-1 Hess O) + O(1/N^2), its variance over q Var[O] = grad O^T H^-1 grad O.
+
+Coordinates in which the Hessian is well conditioned: with Sigma_l = F_l F_l^T (Cholesky) write
+dSigma_l = sqrt(2/(N_l - n_l - 1)) F_l V_l F_l^T, V_l symmetric with orthonormal coordinates v (Frobenius
+metric). There the Hessian of the exact entropy is the identity, so Hess_v S_ex = I + M with M the Hessian of D
+along those directions, and the Jacobian of q -> v, det(F_l)^{n_l + 1} per leaf, cancels the exponent shift:
+
+    Gamma(Sigma) = S(Sigma) + (1/2) log det(I + M(Sigma)) + const,
+
+S the large-N action (exponents N_l) itself. :class:`OneLoopAction` is this Gamma as an EntropicAction (same
+entropy, data term D + (1/2) log det(I + M)), so every solver of the saddle also minimises Gamma.
+
+Estimators of (1/2) log det(I + M), its gradient and the observable traces, each with pairs (w_i, z_i) such that
+sum_i c w_i z_i^T = (I + M)^{-1}:
+
+- :class:`Dense` (default up to ``DENSE_LIMIT`` independent entries): M from m Hessian-vector products,
+  Cholesky I + M = L L^T, w_i = z_i = rows of L^{-1};
+- :class:`Stochastic` (matrix-free, larger q, e.g. d x d with d = 100, m = 5050): Rademacher probes z_i,
+  w_i = (I + M)^{-1} z_i by conjugate gradients (lineax), c = 1/k (Hutchinson); the log det by stochastic
+  Lanczos quadrature (Ubaru, Chen & Saad 2017) with the same probes. Fixed probes (``seed``) keep Gamma a
+  deterministic smooth function of q (a sample-average approximation), so the solvers apply unchanged.
+
+The gradient of (1/2) log det(I + M(Sigma)) is (1/2) d/dSigma sum_i c w_i^T M(Sigma) z_i with the pairs held
+fixed (a custom JVP), third derivatives of D taken forward-over-reverse in chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import lineax as lx
+
+from adaptive_kernels.actions.base import EntropicAction, as_matrix
+
+DENSE_LIMIT = 2000
+"""Largest number of independent entries of q for which :func:`estimator_for` picks :class:`Dense`."""
+
+
+# --- coordinates ---------------------------------------------------------------------------------------------
+def _sizes(Sigma) -> list[int]:
+    return [as_matrix(S).shape[0] for S in jax.tree.leaves(Sigma)]
+
+
+def coordinate_count(Sigma) -> int:
+    """m = sum_l n_l (n_l + 1)/2, the independent entries of the order parameters."""
+    return sum(n * (n + 1) // 2 for n in _sizes(Sigma))
+
+
+def _symmetric(v, n):
+    """The symmetric n x n matrix with orthonormal coordinates v: diagonal entries, off-diagonal ones / sqrt 2."""
+    rows, cols = jnp.triu_indices(n)
+    scale = jnp.where(rows == cols, 1.0, 1.0 / math.sqrt(2.0)).astype(v.dtype)
+    M = jnp.zeros((n, n), v.dtype).at[rows, cols].set(v * scale)
+    return M + jnp.triu(M, 1).T
+
+
+def loop_weights(action: EntropicAction, Sigma, args) -> list:
+    """The exact Wishart exponents N_l - n_l - 1 per leaf."""
+    weights, _ = action.prior(args)
+    return [w - n - 1 for w, n in zip(jax.tree.leaves(weights), _sizes(Sigma))]
+
+
+def check_widths(action: EntropicAction, Sigma, args) -> None:
+    """Raise unless every N_l > n_l + 1 (the exact Wishart density of an n x n covariance of N vectors)."""
+    weights, _ = action.prior(args)
+    for layer, (w, n) in enumerate(zip(jax.tree.leaves(weights), _sizes(Sigma))):
+        if not isinstance(w, jax.core.Tracer) and float(w) <= n + 1:
+            raise ValueError(f"loops: the one-loop correction needs the width N_{layer + 1} = {float(w):g} > n + 1 "
+                             f"= {n + 1} (its order parameter is {n} x {n}); use loops=0 or a wider layer")
+
+
+def embedding(action: EntropicAction, Sigma, args):
+    """v (m,) -> dSigma (Sigma's structure): dSigma_l = sqrt(2/(N_l - n_l - 1)) F_l V_l F_l^T (module docstring)."""
+    leaves, treedef = jax.tree.flatten(Sigma)
+    sizes = _sizes(Sigma)
+    factors = [jnp.linalg.cholesky(0.5 * (as_matrix(S) + as_matrix(S).T)) for S in leaves]
+    scales = [jnp.sqrt(2.0 / w) for w in loop_weights(action, Sigma, args)]
+    splits = [n * (n + 1) // 2 for n in sizes]
+
+    def embed(v):
+        out, start = [], 0
+        for S, n, size, F, c in zip(leaves, sizes, splits, factors, scales):
+            V = _symmetric(v[start:start + size], n)
+            out.append((c * F @ V @ F.T).reshape(jnp.shape(S)))
+            start += size
+        return jax.tree.unflatten(treedef, out)
+
+    return embed
+
+
+def _shifted(Sigma, dSigma):
+    return jax.tree.map(jnp.add, Sigma, dSigma)
+
+
+def _curvature(action: EntropicAction, Sigma, args):
+    """v -> M v, M the Hessian of D at Sigma along the embedding (forward over reverse)."""
+    embed = embedding(action, Sigma, args)
+    m = coordinate_count(Sigma)
+    dtype = jax.tree.leaves(Sigma)[0].dtype
+
+    def grad_phi(v):
+        return jax.grad(lambda u: action.data_term(_shifted(Sigma, embed(u)), args))(v)
+
+    return lambda v: jax.jvp(grad_phi, (jnp.zeros(m, dtype),), (v,))[1]
+
+
+# --- estimators ----------------------------------------------------------------------------------------------
+class Dense(eqx.Module):
+    """Exact: I + M from m Hessian-vector products (``chunk`` at a time), its Cholesky factor."""
+
+    chunk: int = eqx.field(static=True, default=64)
+
+    def pairs(self, curvature, m, dtype):
+        """((1/2) log det(I + M), W, Z, c) with sum_i c w_i z_i^T = (I + M)^{-1}."""
+        eye = jnp.eye(m, dtype=dtype)
+        A = eye + _rows(curvature, eye, self.chunk)
+        L = jnp.linalg.cholesky(0.5 * (A + A.T))
+        U = jsl.solve_triangular(L, eye, lower=True)  # (I + M)^{-1} = U^T U
+        return jnp.sum(jnp.log(jnp.diagonal(L))), U, U, jnp.ones((), dtype)
+
+
+def lanczos_log_quadrature(matvec, z, steps: int):
+    """z^T log(A) z by ``steps`` Lanczos steps from z (full reorthogonalisation): |z|^2 sum_j tau_j^2 log theta_j
+    with theta_j, tau_j the Ritz values and first components of the eigenvectors of the tridiagonal matrix (Golub &
+    Meurant's Gauss quadrature; Ubaru, Chen & Saad 2017)."""
+    norm = jnp.linalg.norm(z)
+    Q = jnp.zeros((steps + 1, z.shape[0]), z.dtype).at[0].set(z / norm)
+
+    def body(j, carry):
+        Q, alpha, beta = carry
+        v = matvec(Q[j]) - jnp.where(j > 0, beta[j - 1], 0.0) * Q[jnp.maximum(j - 1, 0)]
+        alpha = alpha.at[j].set(Q[j] @ v)
+        v = v - alpha[j] * Q[j]
+        mask = (jnp.arange(steps + 1) <= j).astype(z.dtype)
+        v = v - (mask[:, None] * Q).T @ ((mask[:, None] * Q) @ v)  # reorthogonalise
+        b = jnp.linalg.norm(v)
+        beta = beta.at[j].set(b)
+        Q = Q.at[j + 1].set(jnp.where(b > 0, v / jnp.where(b > 0, b, 1.0), 0.0))
+        return Q, alpha, beta
+
+    zeros = jnp.zeros(steps, z.dtype)
+    _, alpha, beta = jax.lax.fori_loop(0, steps, body, (Q, zeros, zeros))
+    T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
+    theta, S = jnp.linalg.eigh(T)
+    return norm**2 * jnp.sum(S[0] ** 2 * jnp.log(theta))
+
+
+class Stochastic(eqx.Module):
+    """Matrix-free: ``probes`` Rademacher vectors (fixed by ``seed``), CG solves (lineax, relative tolerance
+    ``rtol``) and ``lanczos_steps`` steps of stochastic Lanczos quadrature for the log det."""
+
+    probes: int = eqx.field(static=True, default=32)
+    lanczos_steps: int = eqx.field(static=True, default=30)
+    seed: int = eqx.field(static=True, default=0)
+    rtol: float = eqx.field(static=True, default=1e-8)
+    max_steps: int = eqx.field(static=True, default=1000)
+
+    def pairs(self, curvature, m, dtype):
+        Z = jax.random.rademacher(jax.random.PRNGKey(self.seed), (self.probes, m)).astype(dtype)
+
+        def matvec(v):
+            return v + curvature(v)
+
+        operator = lx.FunctionLinearOperator(matvec, jax.ShapeDtypeStruct((m,), dtype),
+                                             tags=(lx.symmetric_tag, lx.positive_semidefinite_tag))
+        cg = lx.CG(rtol=self.rtol, atol=self.rtol, max_steps=self.max_steps)
+        W = jax.vmap(lambda z: lx.linear_solve(operator, z, cg, throw=False).value)(Z)
+        steps = min(self.lanczos_steps, m - 1)
+        logdet = jnp.mean(jax.vmap(lambda z: lanczos_log_quadrature(matvec, z, steps))(Z))
+        return 0.5 * logdet, W, Z, jnp.asarray(1.0 / self.probes, dtype)
+
+
+def estimator_for(Sigma, estimator=None):
+    """``estimator``, or :class:`Dense` up to :data:`DENSE_LIMIT` independent entries, :class:`Stochastic` beyond."""
+    if estimator is not None:
+        return estimator
+    return Dense() if coordinate_count(Sigma) <= DENSE_LIMIT else Stochastic()
+
+
+def _rows(fn, rows, chunk):
+    """fn over the rows of ``rows`` (a PyTree), vectorised ``chunk`` rows at a time."""
+    if jax.tree.leaves(rows)[0].shape[0] <= chunk:
+        return jax.vmap(fn)(rows)
+    return jax.lax.map(fn, rows, batch_size=chunk)
+
+
+def _pair_sum(fn, W, Z, chunk):
+    """sum_i fn(w_i, z_i) over the rows of W, Z, ``chunk`` rows at a time (fn returns a PyTree)."""
+    per_pair = _rows(lambda wz: fn(*wz), (W, Z), chunk)
+    return jax.tree.map(lambda x: jnp.sum(x, axis=0), per_pair)
+
+
+def _mixed_curvature(action, Sigma, args, w, z):
+    """w^T M(Sigma, args) z, differentiable in Sigma (through D and the embedding) and in args."""
+    return w @ _curvature(action, Sigma, args)(z)
+
+
+# --- the correction as a function with its own derivative ---------------------------------------------------------
+@eqx.filter_custom_jvp
+def half_logdet(Sigma, args, *, action, estimator):
+    """(1/2) log det(I + M(Sigma)) (module docstring)."""
+    m = coordinate_count(Sigma)
+    dtype = jax.tree.leaves(Sigma)[0].dtype
+    return estimator.pairs(_curvature(action, Sigma, args), m, dtype)[0]
+
+
+@half_logdet.def_jvp
+def _half_logdet_jvp(primals, tangents, *, action, estimator):
+    Sigma, args = primals
+    t_Sigma, t_args = tangents
+    m = coordinate_count(Sigma)
+    dtype = jax.tree.leaves(Sigma)[0].dtype
+    value, W, Z, c = estimator.pairs(_curvature(action, Sigma, args), m, dtype)
+    W, Z = jax.lax.stop_gradient((W, Z))
+    chunk = 16
+    tangent = jnp.zeros((), dtype)
+    if t_Sigma is not None:
+        grad = _pair_sum(lambda w, z: jax.grad(lambda S: _mixed_curvature(action, S, args, w, z))(Sigma), W, Z, chunk)
+        tangent = tangent + 0.5 * c * sum(jnp.sum(g * t) for g, t in zip(jax.tree.leaves(grad),
+                                                                          jax.tree.leaves(t_Sigma)))
+    if t_args is not None:
+        diff, static = eqx.partition(args, eqx.is_inexact_array)
+        t_diff = jax.tree.map(lambda a, t: None if a is None else (jnp.zeros_like(a) if t is None else t),
+                              diff, t_args, is_leaf=lambda x: x is None)
+
+        def along_args(w, z):
+            return jax.jvp(lambda a: _mixed_curvature(action, Sigma, eqx.combine(a, static), w, z), (diff,),
+                           (t_diff,))[1]
+
+        tangent = tangent + 0.5 * c * _pair_sum(along_args, W, Z, chunk)
+    return value, tangent
+
+
+class OneLoopAction(EntropicAction):
+    """Gamma = S + (1/2) log det(I + M) of a saddle action ``base`` (module docstring): the same entropy, the data
+    term D + (1/2) log det(I + M). ``estimator``: :class:`Dense`, :class:`Stochastic` or None (by size,
+    :func:`estimator_for`)."""
+
+    base: EntropicAction
+    estimator: Dense | Stochastic | None = None
+
+    def correction(self, Sigma, args):
+        """(1/2) log det(I + M(Sigma))."""
+        return half_logdet(Sigma, args, action=self.base, estimator=estimator_for(Sigma, self.estimator))
+
+    def data_term(self, Sigma, args):
+        return self.base.data_term(Sigma, args) + self.correction(Sigma, args)
+
+    def prior(self, args):
+        return self.base.prior(args)
+
+    def linearised_data_term(self, Sigma, args):
+        """The base's (D, dD/dSigma, Newton model) plus the correction and its gradient; the model (the base's, a
+        model of the saddle's Jacobian) is then approximate."""
+        value, grads, model = self.base.linearised_data_term(Sigma, args)
+        extra, extra_grads = jax.value_and_grad(self.correction)(Sigma, args)
+        if model is not None:
+            model = dataclasses.replace(model, exact=False)
+        return value + extra, jax.tree.map(jnp.add, grads, extra_grads), model
+
+
+def with_loops(action, loops: int):
+    """``action`` itself (loops = 0) or its :class:`OneLoopAction` (loops = 1)."""
+    if loops == 0:
+        return action
+    if not isinstance(action, EntropicAction):
+        raise ValueError("loops: the one-loop correction needs an action to minimise (forms 'weight' and 'kernel', "
+                         f"kernel scaling), not the saddle map {type(action).__name__} (form='conjugate')")
+    return OneLoopAction(action)
+
+
+def check_loops(loops) -> None:
+    if isinstance(loops, bool) or loops not in (0, 1):
+        raise ValueError(f"loops must be 0 (the saddle) or 1 (one-loop corrections), got {loops!r}")
+
+
+# --- observables ----------------------------------------------------------------------------------------------
+@eqx.filter_jit
+def moments(action: OneLoopAction, Sigma, args, fn):
+    """(E[fn], Var[fn]) over the order parameters' posterior at one loop, for a PyTree-valued ``fn(Sigma)``:
+
+        E[fn] = fn(Sigma_Gamma) + (1/2) tr((I + M)^{-1} Hess_v fn),   Var[fn] = diag(J (I + M)^{-1} J^T),
+
+    J = d fn / dv, in the coordinates v of :func:`embedding` (Sigma = ``Sigma``, the minimiser of Gamma). Compiled
+    once per ``fn``: pass a ``jax.tree_util.Partial`` of a module-level function for repeated calls."""
+    base = action.base
+    embed = embedding(base, Sigma, args)
+    m = coordinate_count(Sigma)
+    dtype = jax.tree.leaves(Sigma)[0].dtype
+    estimator = estimator_for(Sigma, action.estimator)
+    _, W, Z, c = estimator.pairs(_curvature(base, Sigma, args), m, dtype)
+    zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
+
+    def along(w, z):
+        def first(s):
+            return jax.jvp(lambda t: fn(_shifted(Sigma, embed(s * w + t * z))), (zero,), (one,))[1]
+
+        dz, second = jax.jvp(first, (zero,), (one,))
+        dw = jax.jvp(lambda t: fn(_shifted(Sigma, embed(t * w))), (zero,), (one,))[1]
+        return second, jax.tree.map(jnp.multiply, dw, dz)
+
+    second, spread = _pair_sum(along, W, Z, 16)
+    mean = jax.tree.map(lambda f, h: f + 0.5 * c * h, fn(Sigma), second)
+    return mean, jax.tree.map(lambda x: c * x, spread)

@@ -1,0 +1,759 @@
+"""Phase structure of the saddle-point equations: several stationary points, their stability, branches under a
+changing parameter, folds, hysteresis and first-order transitions (issue 17; Rubin, Seroussi & Ringel,
+"Grokking as a first order phase transition in two layer networks", arXiv 2310.03789).
+
+An adaptive theory's action S(q) (THEORY.md secs. 3-5: S = sum_l (N_l/2)[a_l tr Sigma_l - log det Sigma_l] + D)
+can have several minima. At large width the posterior concentrates on the *lowest* one (the free energy is
+min S + O(log N)); the others are metastable states, and which one is lowest can change abruptly with P, N,
+gamma, kappa2, ... -- a first-order transition: the order parameter (e.g. the weights' variance along the teacher
+w*, the learnability of a teacher component) jumps where two branches' actions cross (the Maxwell point), and
+each branch survives past it up to a fold (saddle-node) where it merges with the saddle between them (the
+spinodal). Between the two folds both minima exist (the metastable window); a sweep up and a sweep down stay on
+different branches there (hysteresis).
+
+- :func:`stationary_points`: solve from the prior, from teacher-aligned states (:func:`aligned_state`) and from
+  user states; keep the distinct converged points; classify each by the inertia of the Hessian of S in the
+  solvers' unconstrained coordinates (``solvers.coordinates``: Sigma = L L^T / a, log-diagonal L) -- at a
+  stationary point the inertia does not depend on the coordinates (Sylvester's law: H -> J^T H J); report each
+  one's action and mark the lowest minimum as the posterior's branch.
+- :func:`continuation`: follow branches along a parameter ("P" by nested subsets of the data, "N", "gamma",
+  "kappa2", "s_w2", "s_a2", or any family of problems) in both directions with warm starts; step halving
+  brackets each fold (a branch is lost when, even at the smallest step, the warm-started solve does not converge
+  or jumps); the transition is where two distinct branches' actions cross. :func:`phase_diagram` repeats this
+  over a second parameter; :func:`plot_branches` and :func:`plot_phase_diagram` draw them (matplotlib).
+
+The core (:func:`find_stationary_points`, :func:`trace`) works on any theory object and any family of problems
+(the tests use a scalar action whose stationary points are closed-form); the facades take an architecture, data
+and kappa2 like :func:`adaptive_kernels.solve`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from adaptive_kernels.actions import deep
+from adaptive_kernels.actions.base import EntropicAction
+from adaptive_kernels.api import resolve_solver, solve_problem
+from adaptive_kernels.gp import data_term
+from adaptive_kernels.prediction import observables, predict_problem
+from adaptive_kernels.problem import Problem, make_problem
+from adaptive_kernels.solvers import QuasiNewton, Solution
+from adaptive_kernels.solvers.coordinates import from_unconstrained, to_unconstrained
+from adaptive_kernels.theories import Adaptive, Scaling, get_theory
+
+KINDS = ("minimum", "saddle", "maximum", "degenerate", "unclassified")
+
+HESSIAN_LIMIT = 3000
+"""Largest number of unconstrained coordinates for which the dense Hessian is built (beyond: unclassified)."""
+
+PROBLEM_PARAMETERS = ("N", "gamma", "kappa2", "s_w2", "s_a2")
+"""Parameters :func:`continuation` varies by name on the :class:`Problem` (besides ``"P"``)."""
+
+
+# --- Hessian and classification ---------------------------------------------------------------------------------
+def _entropic(theory, problem):
+    action, args = theory.problem(problem)
+    if not isinstance(action, EntropicAction):
+        raise ValueError(f"theory: {type(action).__name__} is a fixed-point map without an action to classify its "
+                         "points by; use an action form (e.g. Adaptive(form='kernel') instead of 'conjugate')")
+    return action, args
+
+
+def unconstrained_coordinates(action: EntropicAction, value, args):
+    """The flat unconstrained coordinates u of ``value`` (``solvers.coordinates.to_unconstrained``: L = chol(a
+    Sigma) with log-diagonal, per leaf) and the map u -> S(Sigma(u))."""
+    precisions = action.prior(args)[1]
+    flat, unravel = ravel_pytree(to_unconstrained(value, precisions))
+
+    def objective(v):
+        return action(from_unconstrained(unravel(v), precisions, value), args)
+
+    return flat, objective
+
+
+@eqx.filter_jit
+def hessian_eigenvalues(action: EntropicAction, value, args):
+    """Ascending eigenvalues of the Hessian d^2 S / du du^T at ``value`` in the unconstrained coordinates u."""
+    flat, objective = unconstrained_coordinates(action, value, args)
+    H = jax.hessian(objective)(flat)
+    return jnp.linalg.eigvalsh(0.5 * (H + H.T))
+
+
+def classify(eigenvalues, rtol: float = 1e-7) -> tuple[str, int]:
+    """(kind, index) from the Hessian's eigenvalues: index = number of negative eigenvalues; kind ``"minimum"``
+    (index 0), ``"maximum"`` (all negative), ``"saddle"``, or ``"degenerate"`` when an eigenvalue is within
+    ``rtol`` times the largest |eigenvalue| of zero (a fold or a symmetry: inertia undecided)."""
+    e = np.asarray(eigenvalues, dtype=float)
+    index = int(np.sum(e < 0))
+    if np.any(np.abs(e) <= rtol * np.max(np.abs(e))):
+        return "degenerate", index
+    if index == 0:
+        return "minimum", 0
+    return ("maximum" if index == e.size else "saddle"), index
+
+
+# --- starts --------------------------------------------------------------------------------------------------------
+def data_direction(problem: Problem):
+    """The input direction the targets point along: the leading left singular vector of sum_s X_s^T Y (patches
+    s; for one output v ∝ X^T y, the direction linear regression learns first). Used when no teacher is given."""
+    Y = problem.y.reshape(problem.P, -1)
+    M = jnp.einsum("spn,pm->nm", problem.split(problem.X), Y)
+    return jnp.linalg.svd(M, full_matrices=False)[0][:, 0]
+
+
+def _aligned(M, v, ratio):
+    """M^1/2 (I + (ratio - 1) v v^T) M^1/2 for an isotropic M (c I): c (I + (ratio - 1) v v^T), v unit."""
+    v = v / jnp.linalg.norm(v)
+    return M + (ratio - 1) * (v @ M @ v) * jnp.outer(v, v)
+
+
+def aligned_state(problem: Problem, theory, ratio: float, direction=None):
+    """A teacher-aligned starting point: the prior's order parameters with variance ``ratio`` times larger along
+    ``direction`` (default: :func:`data_direction`).
+
+    - two-layer weight form (FCN or CNN filter): Sigma = Sigma_0 (I + (ratio - 1) v v^T), v = w*/|w*|;
+    - deep weight form (linear nets): the same on every layer's d x d Sigma_l;
+    - kernel form: Q_l = I + (ratio - 1) q q^T with q ∝ B_l^T y (K_l = B_l Q_l B_l^T then gains a component along
+      G_l y: a kernel scaled up along y y^T);
+    - kernel scaling: every scale u_l = ratio.
+    """
+    if ratio <= 0:
+        raise ValueError(f"ratio must be positive, got {ratio}")
+    action, args = theory.problem(problem)
+    prior = theory.init(problem, args)
+    if isinstance(theory, Scaling):
+        return jax.tree.map(lambda u: ratio * u, prior)
+    if not isinstance(theory, Adaptive) or theory.resolved_form(problem) == "conjugate":
+        raise ValueError(f"theory: no aligned start for {type(theory).__name__} "
+                         f"(form {getattr(theory, 'form', None)!r}); pass starts explicitly")
+    if theory.resolved_form(problem) == "weight":
+        v = data_direction(problem) if direction is None else jnp.asarray(direction, problem.X.dtype)
+        if problem.depth == 1:
+            return _aligned(prior, v, ratio)
+        return tuple(_aligned(S, v, ratio) for S in prior)
+    y = problem.y.reshape(problem.P, -1)[:, 0]
+    B = deep.input_factor(problem, problem.X)
+    states = []
+    for layer, Q in enumerate(prior):
+        states.append(_aligned(Q, B.T @ y, ratio))
+        if layer + 1 < problem.depth:
+            B = deep.next_factor(problem, B)
+    return tuple(states)
+
+
+def default_starts(problem: Problem, theory, direction=None, ratios=(30.0,)) -> dict:
+    """{"prior": the theory's initial point, "aligned x<r>": :func:`aligned_state` for each ratio r}."""
+    action, args = theory.problem(problem)
+    starts = {"prior": theory.init(problem, args)}
+    for r in ratios:
+        starts[f"aligned x{r:g}"] = aligned_state(problem, theory, r, direction)
+    return starts
+
+
+# --- stationary points ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class StationaryPoint:
+    """One stationary point: the solve, its action (free energy), inertia and the starts that reached it.
+
+    ``kind``: ``"minimum"``, ``"saddle"``, ``"maximum"``, ``"degenerate"`` or ``"unclassified"`` (too many
+    coordinates for a dense Hessian, :data:`HESSIAN_LIMIT`); ``index``: number of negative Hessian eigenvalues
+    (None when unclassified); ``hessian_eigenvalues``: ascending, in the unconstrained coordinates.
+    """
+
+    solution: Solution
+    action: float
+    kind: str
+    index: int | None
+    hessian_eigenvalues: np.ndarray | None
+    starts: tuple[str, ...]
+    posterior: bool = False
+
+    @property
+    def value(self):
+        return self.solution.value
+
+    @property
+    def min_eigenvalue(self) -> float:
+        return float("nan") if self.hessian_eigenvalues is None else float(self.hessian_eigenvalues[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseStructure:
+    """What :func:`stationary_points` found: distinct converged points sorted by action, and the starts whose
+    solve did not converge ({label: status message})."""
+
+    points: tuple[StationaryPoint, ...]
+    failed: dict
+
+    @property
+    def posterior(self) -> StationaryPoint | None:
+        """The lowest-action minimum: the posterior's branch at large width (None if no minimum was found)."""
+        return next((p for p in self.points if p.posterior), None)
+
+    @property
+    def minima(self) -> tuple[StationaryPoint, ...]:
+        return tuple(p for p in self.points if p.kind == "minimum")
+
+    def table(self):
+        """One row per point (pandas DataFrame): action, kind, index, smallest Hessian eigenvalue, starts."""
+        import pandas as pd
+
+        return pd.DataFrame([{"action": p.action, "kind": p.kind, "index": p.index, "min_eigenvalue": p.min_eigenvalue,
+                              "posterior": p.posterior, "starts": ", ".join(p.starts)} for p in self.points])
+
+
+def distance(a, b) -> float:
+    """Relative distance |a - b| / max(|a|, |b|) between two sets of order parameters (Frobenius, all leaves)."""
+    fa, fb = ravel_pytree(a)[0], ravel_pytree(b)[0]
+    return float(jnp.linalg.norm(fa - fb) / jnp.maximum(jnp.maximum(jnp.linalg.norm(fa), jnp.linalg.norm(fb)), 1e-300))
+
+
+def describe(theory, problem, solution: Solution, rtol: float = 1e-7) -> tuple[str, int | None, np.ndarray | None]:
+    """(kind, index, Hessian eigenvalues) of a converged solution (:func:`classify`)."""
+    action, args = _entropic(theory, problem)
+    size = ravel_pytree(to_unconstrained(solution.value, action.prior(args)[1]))[0].size
+    if size > HESSIAN_LIMIT:
+        return "unclassified", None, None
+    eigenvalues = np.asarray(hessian_eigenvalues(action, solution.value, args))
+    return (*classify(eigenvalues, rtol), eigenvalues)
+
+
+def find_stationary_points(theory, problem, starts: dict, solver=None, *, same: float = 1e-4,
+                           rtol: float = 1e-7, action_offset: float = 0.0) -> PhaseStructure:
+    """The core of :func:`stationary_points` on a prepared problem (any theory with an action).
+
+    Args:
+        starts: {label: initial order parameters}.
+        solver: as for :func:`adaptive_kernels.solve`; default :class:`QuasiNewton` (L-BFGS on the unconstrained
+            coordinates + Newton polish; it converged in mean-field cases where the precision iteration stalled).
+        same: two converged points closer than this (:func:`distance`) are one point.
+        rtol: the classification's zero threshold (:func:`classify`).
+        action_offset: subtracted from every reported action (e.g. the constant of padded data points).
+    """
+    _entropic(theory, problem)
+    solver = QuasiNewton() if solver is None else resolve_solver(solver)
+    found, failed = [], {}
+    for label, init in starts.items():
+        theory.check_value(init, problem, f"starts[{label!r}]")
+        solution = solve_problem(problem, theory, solver, init=init, implicit=False)
+        if not bool(solution.converged):
+            failed[label] = solution.message
+            continue
+        for i, (point, labels) in enumerate(found):
+            if distance(point.value, solution.value) < same:
+                found[i] = (point if point.grad_norm <= solution.grad_norm else solution, labels + (label,))
+                break
+        else:
+            found.append((solution, (label,)))
+    points = []
+    for solution, labels in found:
+        kind, index, eigenvalues = describe(theory, problem, solution, rtol)
+        points.append(StationaryPoint(solution, float(solution.action) - action_offset, kind, index, eigenvalues,
+                                      labels))
+    points.sort(key=lambda p: p.action)
+    lowest = next((i for i, p in enumerate(points) if p.kind == "minimum"), None)
+    if lowest is not None:
+        points[lowest] = dataclasses.replace(points[lowest], posterior=True)
+    return PhaseStructure(tuple(points), failed)
+
+
+def stationary_points(arch, data, kappa2, theory="adaptive", starts=None, *, ratios=(30.0,), solver=None,
+                      same: float = 1e-4, rtol: float = 1e-7, **theory_options) -> PhaseStructure:
+    """Several stationary points of a theory's action for a network on data (module docstring).
+
+    Args:
+        arch, data, kappa2, theory, theory_options: as for :func:`adaptive_kernels.solve`.
+        starts: None (the prior and, for each of ``ratios``, a state aligned with the teacher ``data.w_star`` --
+            or with :func:`data_direction` without one; :func:`default_starts`), or {label: order parameters},
+            which are used *in addition* to the defaults (pass ``ratios=()`` to drop the aligned ones).
+        solver, same, rtol: see :func:`find_stationary_points`.
+
+    Returns:
+        a :class:`PhaseStructure`: its ``points`` sorted by action, ``posterior`` the lowest minimum.
+
+    Example::
+
+        phases = ak.stationary_points(ak.FCN(10, 50, "erf", gamma=2.0), data, 0.1)
+        phases.table()    # action, kind (minimum / saddle), index, smallest Hessian eigenvalue, starts
+    """
+    theory = get_theory(theory, **theory_options)
+    problem = make_problem(arch, data, kappa2)
+    theory.check(problem)
+    all_starts = default_starts(problem, theory, data.w_star, ratios)
+    for label, value in (starts or {}).items():
+        all_starts[label] = value
+    return find_stationary_points(theory, problem, all_starts, solver, same=same, rtol=rtol)
+
+
+# --- continuation ----------------------------------------------------------------------------------------------
+class Instance(eqx.Module):
+    """A problem of a family at one parameter value: ``problem`` (what is solved), ``report`` (the problem the
+    observables are computed on; differs from ``problem`` only for padded data) and ``offset`` (the constant
+    action(problem) - action(report))."""
+
+    problem: object
+    report: object
+    offset: float = eqx.field(static=True, default=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class BranchPoint:
+    """One point of a traced branch: parameter value, the point, and whether it lies on the requested grid."""
+
+    parameter: float
+    point: StationaryPoint
+    grid: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """Where a traced branch was lost: between ``last`` (its last point) and ``next`` (the smallest step tried);
+    ``reason``: ``"jump"`` (the warm-started solve converged far away: the branch has ended) or ``"unconverged"``."""
+
+    branch: str
+    last: float
+    next: float
+    reason: str
+
+    @property
+    def estimate(self) -> float:
+        return 0.5 * (self.last + self.next)
+
+
+def _step_change(theory, problem, a, b) -> float:
+    """max |u(a) - u(b)| in the unconstrained coordinates (log scale on the diagonal of the Cholesky factors)."""
+    action, args = _entropic(theory, problem)
+    precisions = action.prior(args)[1]
+    ua, ub = (ravel_pytree(to_unconstrained(x, precisions))[0] for x in (a, b))
+    return float(jnp.max(jnp.abs(ua - ub)))
+
+
+def trace(theory, family: Callable, values, init, solver=None, *, label: str = "branch", max_change: float = 0.5,
+          halvings: int = 4, integer: bool = False, same: float = 1e-4, rtol: float = 1e-7) -> tuple[list[BranchPoint], Fold | None]:
+    """Follow one branch along ``values`` (monotone) from ``init`` (order parameters near the branch at
+    ``values[0]``), warm-starting each solve from the previous point.
+
+    A step is accepted when the solve converges and either the order parameters move by at most ``max_change`` in
+    the unconstrained coordinates (:func:`_step_change`) or the move is reversible: the solve back at the previous
+    value, warm-started from the new point, returns to the branch's last point (within ``same``,
+    :func:`distance`) -- a branch moving fast, or a discrete step of P. Past a fold the back-solve stays on the
+    other branch; the step is then halved (at most ``halvings`` times; for an ``integer`` parameter down to 1) and
+    a step that still fails at the smallest size brackets the fold.
+    Returns (points, Fold or None).
+    """
+    solver = QuasiNewton() if solver is None else resolve_solver(solver)
+    values = [float(v) for v in values]
+    points = []
+
+    def solve_at(p, start):
+        inst = family(int(round(p)) if integer else p)
+        solution = solve_problem(inst.problem, theory, solver, init=start, implicit=False)
+        return inst, solution
+
+    inst, solution = solve_at(values[0], init)
+    if not bool(solution.converged):
+        return points, Fold(label, values[0], values[0], "unconverged")
+
+    def accept(p, inst, solution, grid):
+        kind, index, eigenvalues = describe(theory, inst.problem, solution, rtol)
+        points.append(BranchPoint(p, StationaryPoint(solution, float(solution.action) - inst.offset, kind, index,
+                                                     eigenvalues, (label,)), grid))
+
+    def _returns(p, value):
+        """Whether the solve at p warm-started from ``value`` comes back to the branch's last point: a large but
+        reversible change is the branch moving fast (or a discrete step of P); past a fold it does not come back."""
+        back = solve_at(p, value)[1]
+        return bool(back.converged) and distance(back.value, points[-1].point.value) < same
+
+    accept(values[0], inst, solution, True)
+    for target in values[1:]:
+        p = points[-1].parameter
+        step = target - p
+        smallest = math.copysign(1.0, step) if integer else step / 2**halvings
+        while p != target:
+            trial = p + step
+            inst, solution = solve_at(trial, points[-1].point.value)
+            ok = bool(solution.converged)
+            if ok and (_step_change(theory, inst.problem, solution.value, points[-1].point.value) <= max_change
+                       or _returns(p, solution.value)):
+                accept(trial, inst, solution, trial == target)
+                p = trial
+                step = target - p
+                continue
+            if abs(step) <= abs(smallest) * (1 + 1e-9):
+                return points, Fold(label, p, trial, "jump" if ok else "unconverged")
+            step = step / 2
+            if integer:
+                step = math.copysign(max(1.0, abs(round(step))), step)
+    return points, None
+
+
+@dataclasses.dataclass(frozen=True)
+class Branches:
+    """What :func:`continuation` traced: every branch's points, its fold (if lost), and the transitions.
+
+    Branches are named ``"<direction>:<start>"`` (direction ``"up"`` from the first value, ``"down"`` from the
+    last). ``table()`` gives one row per point; ``transitions()`` the parameter values where two distinct branches'
+    actions cross (the first-order transition); ``window()`` the metastable window between the folds.
+    """
+
+    parameter: str
+    branches: dict
+    folds: dict
+    observations: dict
+    same: float = 1e-4
+
+    def table(self):
+        """pandas DataFrame: parameter, branch, direction, start, grid, action, kind, index, min_eigenvalue and
+        the observables of each point."""
+        import pandas as pd
+
+        rows = []
+        for name, points in self.branches.items():
+            direction, start = name.split(":", 1)
+            for bp, obs in zip(points, self.observations[name]):
+                rows.append({self.parameter: bp.parameter, "branch": name, "direction": direction, "start": start,
+                             "grid": bp.grid, "action": bp.point.action, "kind": bp.point.kind,
+                             "index": bp.point.index, "min_eigenvalue": bp.point.min_eigenvalue, **obs})
+        return pd.DataFrame(rows)
+
+    def _shared(self, a: str, b: str):
+        """(parameter, S_a - S_b), ascending, at the values where both branches have distinct points."""
+        pa = {bp.parameter: bp.point for bp in self.branches[a]}
+        out = []
+        for bp in self.branches[b]:
+            other = pa.get(bp.parameter)
+            if other is not None and distance(other.value, bp.point.value) >= self.same:
+                out.append((bp.parameter, other.action - bp.point.action))
+        return sorted(out)
+
+    def transitions(self) -> list[dict]:
+        """Crossings of two distinct branches' actions: {branches, parameter (linear interpolation of the action
+        difference between the bracketing values where both were solved), bracket}. The posterior switches branch
+        there."""
+        found = []
+        for a, b in itertools.combinations(self.branches, 2):
+            shared = self._shared(a, b)
+            for (p0, d0), (p1, d1) in zip(shared, shared[1:]):
+                if d0 == 0 or np.sign(d0) != np.sign(d1):
+                    found.append({"branches": (a, b), "parameter": p0 + (p1 - p0) * d0 / (d0 - d1),
+                                  "bracket": (p0, p1)})
+        return found
+
+    def summary(self):
+        """pandas DataFrame, one row per grid value: ``minima`` (distinct minima found there), ``metastable``
+        (more than one), ``posterior`` (the branch holding the lowest-action minimum), its ``action`` and its
+        observables."""
+        import pandas as pd
+
+        rows = []
+        for p in sorted({bp.parameter for points in self.branches.values() for bp in points if bp.grid}):
+            here = [(name, bp.point, obs) for name, points in self.branches.items()
+                    for bp, obs in zip(points, self.observations[name]) if bp.grid and bp.parameter == p]
+            distinct = []
+            for entry in sorted(here, key=lambda e: e[1].action):
+                if all(distance(entry[1].value, other[1].value) >= self.same for other in distinct):
+                    distinct.append(entry)
+            minima = [e for e in distinct if e[1].kind == "minimum"]
+            name, point, obs = (minima or distinct)[0]
+            rows.append({self.parameter: p, "minima": len(minima), "metastable": len(minima) > 1, "posterior": name,
+                         "action": point.action, **obs})
+        return pd.DataFrame(rows)
+
+    def window(self) -> tuple[float | None, float | None] | None:
+        """(lower, upper) fold estimates bounding the metastable window: the smallest fold of the down sweeps and
+        the largest of the up sweeps (None for a side whose sweeps lost no branch inside the grid; None if neither
+        did)."""
+        def estimates(prefix):
+            return [f.estimate for n, f in self.folds.items()
+                    if f is not None and n.startswith(prefix) and f.last != f.next]
+
+        up, down = estimates("up:"), estimates("down:")
+        if not up and not down:
+            return None
+        return (min(down) if down else None), (max(up) if up else None)
+
+
+def _fill(theory, at, branches: dict, solver, max_change: float, rtol: float):
+    """Solve every branch at the parameter values other branches visited inside its own range (the points that
+    step halving added near a fold), warm-started from its nearest point, so that branches' actions can be compared
+    there (:meth:`Branches.transitions`); a solve that does not converge or moves by more than ``max_change`` is
+    skipped. Added points are off the grid."""
+    solver = QuasiNewton() if solver is None else resolve_solver(solver)
+    visited = sorted({bp.parameter for points in branches.values() for bp in points})
+    for name, points in branches.items():
+        have = {bp.parameter for bp in points}
+        if not have:
+            continue
+        for p in visited:
+            if not min(have) < p < max(have) or p in have:
+                continue
+            nearest = min(points, key=lambda bp: abs(bp.parameter - p)).point
+            inst = at(p)
+            solution = solve_problem(inst.problem, theory, solver, init=nearest.value, implicit=False)
+            if bool(solution.converged) and _step_change(theory, inst.problem, solution.value,
+                                                         nearest.value) <= max_change:
+                kind, index, eigenvalues = describe(theory, inst.problem, solution, rtol)
+                points.append(BranchPoint(p, StationaryPoint(solution, float(solution.action) - inst.offset, kind,
+                                                             index, eigenvalues, (name,)), False))
+        points.sort(key=lambda bp: bp.parameter, reverse=name.startswith("down"))
+
+
+def continue_branches(theory, family: Callable, values, starts: Callable, *, parameter: str = "parameter",
+                      directions=("up", "down"), observe: Callable | None = None, solver=None, same: float = 1e-4,
+                      **trace_options) -> Branches:
+    """The core of :func:`continuation` on a family of problems (``family(value) -> Instance``).
+
+    ``starts(instance) -> {label: order parameters}`` gives the starting points at the first value of each sweep;
+    starts that reach the same point there are traced once. ``observe(solution, instance) -> dict`` adds columns.
+    """
+    values = sorted(float(v) for v in values)
+    integer = trace_options.get("integer", False)
+    at = (lambda v: family(int(round(v)))) if integer else family
+    branches, folds = {}, {}
+    for direction in directions:
+        sweep = values if direction == "up" else values[::-1]
+        traced = []
+        for label, init in starts(at(sweep[0])).items():
+            name = f"{direction}:{label}"
+            points, fold = trace(theory, family, sweep, init, solver, label=name, same=same, **trace_options)
+            if points and any(distance(points[0].point.value, other) < same for other in traced):
+                continue
+            if points:
+                traced.append(points[0].point.value)
+            branches[name], folds[name] = points, fold
+    _fill(theory, at, branches, solver, trace_options.get("max_change", 0.5), trace_options.get("rtol", 1e-7))
+    observations = {name: [{} if observe is None else observe(bp.point.solution, at(bp.parameter)) for bp in points]
+                    for name, points in branches.items()}
+    return Branches(parameter, branches, folds, observations, same)
+
+
+# --- families of problems ---------------------------------------------------------------------------------------
+def _paddable(problem: Problem, theory) -> bool:
+    """Whether appending zero inputs with zero targets leaves the action unchanged up to a constant: the two-layer
+    weight form (its order parameters do not depend on P) of a bias-free net with phi(0) = 0, for which a zero
+    input has K(0, x) = c E[phi(0) phi(w.x)] = 0, so it adds (1/2) m log kappa2 to D and nothing else."""
+    return (isinstance(theory, Adaptive) and theory.resolved_form(problem) == "weight" and problem.depth == 1
+            and float(problem.s_b2) == 0 and float(problem.activation(jnp.zeros((), problem.X.dtype))) == 0)
+
+
+def with_parameter(problem: Problem, name: str, value, pad_to: int | None = None) -> Instance:
+    """``problem`` with one parameter set: ``"P"`` (the first P data points; with ``pad_to``, zero inputs and
+    targets appended up to that size -- see :func:`_paddable` -- so that every P has the same shapes and one
+    compilation serves the whole sweep), ``"N"`` (every hidden width), ``"gamma"``, ``"kappa2"``, ``"s_w2"`` or
+    ``"s_a2"``."""
+    if name == "P":
+        P = int(value)
+        if not 1 <= P <= problem.P:
+            raise ValueError(f"P must be between 1 and the data's {problem.P} points, got {value}")
+        report = eqx.tree_at(lambda p: (p.X, p.y), problem, (problem.X[:P], problem.y[:P]))
+        if pad_to is None or pad_to == P:
+            return Instance(report, report)
+        pad = pad_to - P
+        X = jnp.concatenate([report.X, jnp.zeros((pad, problem.d), problem.X.dtype)])
+        y = jnp.concatenate([report.y, jnp.zeros((pad,) + problem.y.shape[1:], problem.y.dtype)])
+        offset = float(data_term(jnp.zeros((pad, pad), X.dtype), y[P:], problem.kappa2))
+        return Instance(eqx.tree_at(lambda p: (p.X, p.y), problem, (X, y)), report, offset)
+    if name not in PROBLEM_PARAMETERS:
+        raise ValueError(f"parameter must be 'P', one of {', '.join(PROBLEM_PARAMETERS)} or a callable, got {name!r}")
+    if not float(value) > 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    v = jnp.asarray(value, problem.X.dtype)
+    if name == "N":
+        out = eqx.tree_at(lambda p: p.widths, problem, jnp.full_like(problem.widths, v))
+    else:
+        out = eqx.tree_at(lambda p: getattr(p, name), problem, v)
+    return Instance(out, out)
+
+
+def _observer(data, extra=None):
+    """observe(solution, instance): the observables of ``adaptive_kernels.prediction.observables`` on the reported
+    problem and the data's test set, flattened (per-layer lists -> name_1..name_L), numbers only, and the columns
+    of ``extra(solution, instance)``."""
+    X_test = None if data.X_test is None else jnp.asarray(data.X_test)
+
+    def observe(solution, inst):
+        problem = inst.report
+        Xt = None if X_test is None else X_test.astype(problem.X.dtype)
+        out = observables(solution, problem, predict_problem(solution, problem, Xt), data.y_test, data.w_star)
+        flat = {}
+        for key, value in out.items():
+            if key in ("action", "theory", "converged", "status", "iterations", "grad_norm", "domain_margin"):
+                continue
+            for i, v in enumerate(value if isinstance(value, list) else [value]):
+                if isinstance(v, (int, float)):
+                    flat[f"{key}_{i + 1}" if isinstance(value, list) else key] = v
+        return flat if extra is None else {**flat, **extra(solution, inst)}
+
+    return observe
+
+
+def _family(problem: Problem, data, theory, parameter, values):
+    """(family(value) -> Instance, integer) for a parameter name or a callable value -> (arch, data, kappa2)."""
+    if callable(parameter):
+        def family(value):
+            arch, d, kappa2 = parameter(value)
+            inst = make_problem(arch, d, kappa2)
+            theory.check(inst)
+            return Instance(inst, inst)
+
+        return family, False
+    if parameter == "P":
+        pad_to = int(max(values)) if _paddable(problem, theory) else None
+        return (lambda value: with_parameter(problem, "P", value, pad_to)), True
+    return (lambda value: with_parameter(problem, parameter, value)), False
+
+
+def continuation(arch, data, kappa2, parameter, values, theory="adaptive", *, starts=None, ratios=(30.0,),
+                 directions=("up", "down"), solver=None, observe: Callable | None = None, same: float = 1e-4,
+                 max_change: float = 0.5, halvings: int = 4, **theory_options) -> Branches:
+    """Follow the branches of stationary points along a parameter, in both directions (module docstring).
+
+    Args:
+        arch, data, kappa2, theory, theory_options: as for :func:`adaptive_kernels.solve` (for ``"P"``: the full
+            data set, whose first P points are used at each P).
+        parameter: ``"P"``, ``"N"``, ``"gamma"``, ``"kappa2"``, ``"s_w2"``, ``"s_a2"``, or a callable value ->
+            (arch, data, kappa2) for anything else (e.g. the teacher's eps).
+        values: the grid (sorted here); the sweep "up" starts at the smallest value, "down" at the largest.
+        starts: None (:func:`default_starts` with ``ratios``: the prior and teacher-aligned states) or a callable
+            problem -> {label: order parameters}.
+        directions: which sweeps to run.
+        observe: (solution, instance) -> dict of extra columns (``instance.report``: the problem at that value),
+            added to the defaults: learnability, MSEs, eigenvalue ratio along ``data.w_star``, kernel alignments
+            (``adaptive_kernels.prediction.observables``) on ``data``'s test set.
+        solver, same: see :func:`find_stationary_points`; max_change, halvings: see :func:`trace`.
+
+    Returns:
+        :class:`Branches` (``table()``, ``folds``, ``transitions()``, ``window()``).
+
+    Example::
+
+        br = ak.continuation(ak.FCN(10, 50, "erf", gamma=2.0), data, 0.1, "P", range(60, 161, 10))
+        br.transitions()   # [{'branches': ('up:prior', 'down:aligned x30'), 'parameter': 104.2, ...}]
+    """
+    theory = get_theory(theory, **theory_options)
+    problem = make_problem(arch, data, kappa2)
+    theory.check(problem)
+    return _continue(theory, problem, data, parameter, values, starts=starts, ratios=ratios, directions=directions,
+                     solver=solver, observe=observe, same=same, max_change=max_change, halvings=halvings)
+
+
+def _continue(theory, problem, data, parameter, values, *, starts, ratios, directions, solver, observe, same,
+              max_change, halvings) -> Branches:
+    family, integer = _family(problem, data, theory, parameter, values)
+    if starts is None:
+        def starts(inst):
+            return default_starts(inst.problem, theory, data.w_star, ratios)
+    else:
+        user_starts = starts
+        starts = lambda inst: user_starts(inst.problem)  # noqa: E731
+    name = parameter if isinstance(parameter, str) else getattr(parameter, "__name__", "parameter")
+    return continue_branches(theory, family, values, starts, parameter=name, directions=directions,
+                             observe=_observer(data, observe), solver=solver, same=same,
+                             max_change=max_change, halvings=halvings, integer=integer)
+
+
+# --- phase diagrams and plots -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PhaseDiagram:
+    """:func:`phase_diagram`'s result: ``grid`` (one row per (first, second) value: minima, metastable, posterior
+    branch, its action and observables: :meth:`Branches.summary`) and ``lines`` (per second value: the transition
+    and the folds bounding the metastable window along the first parameter; NaN where none was found)."""
+
+    first: str
+    second: str
+    grid: object
+    lines: object
+    branches: dict
+
+
+def phase_diagram(arch, data, kappa2, first, second, theory="adaptive", **options) -> PhaseDiagram:
+    """Branches along ``first = (parameter, values)`` (as for :func:`continuation`) for every value of ``second =
+    (name, values)`` (``"P"``, ``"N"``, ``"gamma"``, ``"kappa2"``, ``"s_w2"`` or ``"s_a2"``, set on the problem by
+    :func:`with_parameter`). ``options``: those of :func:`continuation` (``starts``, ``ratios``, ``solver``...).
+
+    Example::
+
+        diagram = ak.phases.phase_diagram(arch, data, 0.1, ("P", range(40, 161, 10)), ("gamma", [1.5, 1.75, 2.0]))
+        ak.phases.plot_phase_diagram(diagram, "eigenvalue_ratio_1")
+    """
+    import pandas as pd
+
+    (name1, values1), (name2, values2) = first, second
+    theory = get_theory(theory)
+    problem = make_problem(arch, data, kappa2)
+    theory.check(problem)
+    defaults = dict(starts=None, ratios=(30.0,), directions=("up", "down"), solver=None, observe=None, same=1e-4,
+                    max_change=0.5, halvings=4)
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise TypeError(f"phase_diagram: unknown options {', '.join(sorted(unknown))}")
+    defaults.update(options)
+    grids, lines, traced = [], [], {}
+    for v2 in values2:
+        base = with_parameter(problem, name2, v2).report
+        branches = _continue(theory, base, data, name1, values1, **defaults)
+        traced[v2] = branches
+        table = branches.summary()
+        table.insert(1, name2, v2)
+        grids.append(table)
+        crossings = branches.transitions()
+        window = branches.window()
+        lines.append({name2: v2, "transition": crossings[0]["parameter"] if crossings else np.nan,
+                      **{key: np.nan if window is None or window[i] is None else window[i]
+                         for i, key in enumerate(("lower_fold", "upper_fold"))}})
+    return PhaseDiagram(name1 if isinstance(name1, str) else "parameter", name2, pd.concat(grids, ignore_index=True),
+                        pd.DataFrame(lines), traced)
+
+
+def plot_branches(branches: Branches, column: str = "action", ax=None):
+    """Each branch's ``column`` against the parameter (for ``"action"``: minus the lowest action found at each grid
+    value, i.e. the free-energy gap), folds as crosses, transitions as dashed lines. Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    ax = plt.gca() if ax is None else ax
+    table = branches.table()
+    if column == "action":
+        table = table[table.grid].copy()
+        table["action"] -= table.groupby(branches.parameter)["action"].transform("min")
+    for name, rows in table.groupby("branch", sort=False):
+        rows = rows.sort_values(branches.parameter)
+        ax.plot(rows[branches.parameter], rows[column], "o-" if name.startswith("up") else "s--", ms=3, label=name)
+        fold = branches.folds.get(name)
+        if fold is not None and fold.last != fold.next:
+            ax.plot(rows[branches.parameter].iloc[-1] if name.startswith("up") else rows[branches.parameter].iloc[0],
+                    rows[column].iloc[-1] if name.startswith("up") else rows[column].iloc[0], "kx", ms=9)
+    for crossing in branches.transitions():
+        ax.axvline(crossing["parameter"], color="gray", ls=":", lw=1)
+    ax.set(xlabel=branches.parameter, ylabel=column if column != "action" else "action - lowest action")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_phase_diagram(diagram: PhaseDiagram, column: str, ax=None):
+    """The posterior branch's ``column`` over the two parameters (colour), metastable points circled, and the
+    transition and fold lines. Returns the axes."""
+    import matplotlib.pyplot as plt
+
+    ax = plt.gca() if ax is None else ax
+    grid, lines = diagram.grid, diagram.lines
+    points = ax.scatter(grid[diagram.first], grid[diagram.second], c=grid[column], s=60, cmap="viridis")
+    meta = grid[grid.metastable]
+    ax.scatter(meta[diagram.first], meta[diagram.second], s=140, facecolors="none", edgecolors="r",
+               label="two minima (metastable)")
+    ax.plot(lines.transition, lines[diagram.second], "k-", label="transition (actions cross)")
+    ax.plot(lines.lower_fold, lines[diagram.second], "r:", label="folds")
+    ax.plot(lines.upper_fold, lines[diagram.second], "r:")
+    plt.colorbar(points, ax=ax, label=column)
+    ax.set(xlabel=diagram.first, ylabel=diagram.second)
+    ax.legend(fontsize=8)
+    return ax

@@ -1,0 +1,124 @@
+"""The deep solver's convergence matrix and its speed target (issue 14).
+
+Cells: erf, ReLU and linear nets, d = 20, N_l = 200, kappa2 = 1e-2, L in {2, 3, 4, 6, 8}, gamma in {1, 1.5, 2},
+P in {100, 400} (cubic teacher; linear teacher for the linear net). In each cell the default deep solver
+(``ak.solve(arch, data, kappa2, "adaptive")``: Newton-Krylov steps on the whitened kernel form) and the
+forward-backward iteration on the conjugate form (``Adaptive(form="conjugate")``, ``FixedPoint``) run from the
+NNGP; where both converge their output kernels must agree to 1e-8 relative. The target row: L = 4, P = 1000,
+erf, gamma = 2, at most 10 s after compilation, its time per iteration in P x P Cholesky factorisations per layer.
+
+The full matrix takes hours on a shared 2-core machine; ``DEEP_MATRIX_P``, ``DEEP_MATRIX_DEPTHS``,
+``DEEP_MATRIX_GAMMAS`` and ``DEEP_MATRIX_ACTIVATIONS`` (comma-separated) restrict it, ``DEEP_MATRIX_TARGET=0`` skips
+the target row.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+
+import adaptive_kernels as ak
+from adaptive_kernels.api import solve_problem
+from adaptive_kernels.solvers import Status
+
+from bench.cases.common import KAPPA2, Config, Section, _cholesky_time, log, seconds
+from bench.timing import time_jitted
+
+ACTIVATIONS = ("erf", "relu", "linear")
+GAMMAS = (1.0, 1.5, 2.0)
+SIZES = {"full": ((100, 400), (2, 3, 4, 6, 8), (4, 1000)), "quick": ((100,), (2, 4), (2, 200)),
+         "tiny": ((30,), (2,), None)}
+"""cfg.name -> (P values, depths, target (L, P) or None)."""
+
+
+def _env(name, default, kind=int):
+    value = os.environ.get(name)
+    return tuple(kind(v) for v in value.split(",")) if value else default
+
+
+def _problem(activation, depth, gamma, P):
+    data = ak.teacher_dataset(jax.random.PRNGKey(0), P, 20, "linear" if activation == "linear" else "cubic", P_test=10)
+    return ak.FCN(20, (200,) * depth, activation, gamma=gamma), data
+
+
+def _timed_solve(arch, data, theory):
+    """(solution, wall seconds, CPU seconds) of a solve whose shapes were compiled by an earlier call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    sol = jax.block_until_ready(ak.solve(arch, data, KAPPA2, theory))
+    return sol, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _status(sol) -> str:
+    return Status(int(sol.status)).name
+
+
+def deep_matrix(cfg: Config) -> Section:
+    Ps, depths, target = SIZES[cfg.name]
+    Ps, depths = _env("DEEP_MATRIX_P", Ps), _env("DEEP_MATRIX_DEPTHS", depths)
+    gammas, activations = _env("DEEP_MATRIX_GAMMAS", GAMMAS, float), _env("DEEP_MATRIX_ACTIVATIONS", ACTIVATIONS, str)
+    sec = Section(
+        "Deep solver convergence matrix (d=20, N_l=200, kappa2=1e-2)",
+        "Default: `ak.solve(arch, data, 1e-2, 'adaptive')` (Newton-Krylov steps on the whitened kernels Q_l, "
+        "`actions/krylov.py`); iterations = evaluations of the precision map (accepted and rejected trial points; "
+        "each Newton step adds products with the Jacobian, one forward-over-reverse pass each). Forward-backward: "
+        "`Adaptive(form='conjugate')` with `FixedPoint`. Agreement: max |K_L - K_L^fb| / max |K_L^fb| where both "
+        "converged (target 1e-8). Times: wall and CPU seconds of a second call (compiled), on the shared machine.",
+        ["phi", "P", "L", "gamma", "default", "iterations", "wall", "CPU", "forward-backward", "fb iterations",
+         "agreement", "check"],
+    )
+    iterations = {}
+    for activation in activations:
+        for P in Ps:
+            for depth in depths:
+                for gamma in gammas:
+                    arch, data = _problem(activation, depth, gamma, P)
+                    log(f"deep matrix: {activation} P={P} L={depth} gamma={gamma}")
+                    jax.block_until_ready(ak.solve(arch, data, KAPPA2, "adaptive"))  # compile (shared by the gammas)
+                    sol, wall, cpu = _timed_solve(arch, data, "adaptive")
+                    fb = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate"))
+                    agreement, ok = "-", bool(sol.converged)
+                    if sol.converged and fb.converged:
+                        K = ak.layer_kernels(sol, arch, data, KAPPA2)[-1]
+                        K_fb = ak.layer_kernels(fb, arch, data, KAPPA2)[-1]
+                        diff = float(jnp.max(jnp.abs(K - K_fb)) / jnp.max(jnp.abs(K_fb)))
+                        agreement, ok = f"{diff:.1e}", ok and diff <= 1e-8
+                    detail = sec.check(f"{activation} P={P} L={depth} gamma={gamma}", ok,
+                                       f"default {_status(sol)}, forward-backward {_status(fb)}, agreement {agreement}")
+                    log(f"  -> {detail}; {int(sol.iterations)} iterations, {wall:.2f} s wall, {cpu:.2f} s CPU")
+                    iterations[activation, P, gamma, depth] = int(sol.iterations)
+                    sec.rows.append([activation, str(P), str(depth), f"{gamma:g}", _status(sol), str(int(sol.iterations)),
+                                     seconds(wall), seconds(cpu), _status(fb), str(int(fb.iterations)), agreement,
+                                     detail])
+    if min(depths) == 2 and max(depths) == 8:
+        for (activation, P, gamma, depth), its in sorted(iterations.items()):
+            if depth == 8:
+                growth = its / iterations[activation, P, gamma, 2]
+                sec.check(f"iterations L=2 -> L=8, {activation} P={P} gamma={gamma}", growth <= 2,
+                          f"{iterations[activation, P, gamma, 2]} -> {its} ({growth:.1f}x, target <= 2x)")
+    if target is not None and os.environ.get("DEEP_MATRIX_TARGET", "1") != "0":
+        _target_row(sec, *target)
+    return sec
+
+
+def _target_row(sec: Section, depth: int, P: int):
+    """L, P, erf, gamma = 2: solve_problem compiled ahead of time; the time per iteration in Cholesky factorisations
+    of a P x P matrix (scipy's, this machine) per layer."""
+    arch, data = _problem("erf", depth, 2.0, P)
+    log(f"deep matrix target: erf L={depth} P={P} gamma=2")
+    problem = ak.make_problem(arch, data, KAPPA2)
+    cpu = time.process_time()
+    timing, sol = time_jitted(solve_problem, problem, ak.Adaptive(), repeats=1)
+    cpu = time.process_time() - cpu
+    chol = _cholesky_time(P)
+    its = max(int(sol.iterations), 1)
+    per_layer = timing.median / its / chol / depth
+    sec.check(f"target erf L={depth} P={P} gamma=2 within 10 s", bool(sol.converged) and timing.median <= 10,
+              f"{_status(sol)}, {timing.median:.1f} s after {timing.compile_s:.0f} s of compilation, {its} iterations, "
+              f"{per_layer:.1f} Cholesky times per iteration and layer (target <= 5)")
+    sec.rows.append(["erf (target)", str(P), str(depth), "2", _status(sol), str(its), seconds(timing.median),
+                     f"{seconds(cpu)} incl. compile", "-", "-", "-",
+                     f"{per_layer:.1f} Cholesky times / iteration / layer; target 10 s: "
+                     f"{'met' if timing.median <= 10 else 'missed'}"])
