@@ -338,7 +338,8 @@ def _step_change(theory, problem, a, b) -> float:
 
 
 def trace(theory, family: Callable, values, init, solver=None, *, label: str = "branch", max_change: float = 0.5,
-          halvings: int = 4, integer: bool = False, same: float = 1e-4, rtol: float = 1e-7) -> tuple[list[BranchPoint], Fold | None]:
+          halvings: int = 4, integer: bool = False, same: float = 1e-4,
+          rtol: float = 1e-7) -> tuple[list[BranchPoint], Fold | None]:
     """Follow one branch along ``values`` (monotone) from ``init`` (order parameters near the branch at
     ``values[0]``), warm-starting each solve from the previous point.
 
