@@ -338,7 +338,8 @@ def _step_change(theory, problem, a, b) -> float:
 
 
 def trace(theory, family: Callable, values, init, solver=None, *, label: str = "branch", max_change: float = 0.5,
-          halvings: int = 4, integer: bool = False, same: float = 1e-4, rtol: float = 1e-7) -> tuple[list[BranchPoint], Fold | None]:
+          halvings: int = 4, integer: bool = False, same: float = 1e-4,
+          rtol: float = 1e-7) -> tuple[list[BranchPoint], Fold | None]:
     """Follow one branch along ``values`` (monotone) from ``init`` (order parameters near the branch at
     ``values[0]``), warm-starting each solve from the previous point.
 
@@ -483,11 +484,11 @@ class Branches:
         return (min(down) if down else None), (max(up) if up else None)
 
 
-def _fill(theory, at, branches: dict, solver, max_change: float, rtol: float):
+def _fill(theory, at, branches: dict, solver, same: float, rtol: float):
     """Solve every branch at the parameter values other branches visited inside its own range (the points that
     step halving added near a fold), warm-started from its nearest point, so that branches' actions can be compared
-    there (:meth:`Branches.transitions`); a solve that does not converge or moves by more than ``max_change`` is
-    skipped. Added points are off the grid."""
+    there (:meth:`Branches.transitions`); a solve that does not converge or lands on another branch's point there
+    is skipped. Added points are off the grid."""
     solver = QuasiNewton() if solver is None else resolve_solver(solver)
     visited = sorted({bp.parameter for points in branches.values() for bp in points})
     for name, points in branches.items():
@@ -500,8 +501,9 @@ def _fill(theory, at, branches: dict, solver, max_change: float, rtol: float):
             nearest = min(points, key=lambda bp: abs(bp.parameter - p)).point
             inst = at(p)
             solution = solve_problem(inst.problem, theory, solver, init=nearest.value, implicit=False)
-            if bool(solution.converged) and _step_change(theory, inst.problem, solution.value,
-                                                         nearest.value) <= max_change:
+            others = [bp.point.value for other, pts in branches.items() if other != name for bp in pts
+                      if bp.parameter == p]
+            if bool(solution.converged) and all(distance(solution.value, v) >= same for v in others):
                 kind, index, eigenvalues = describe(theory, inst.problem, solution, rtol)
                 points.append(BranchPoint(p, StationaryPoint(solution, float(solution.action) - inst.offset, kind,
                                                              index, eigenvalues, (name,)), False))
@@ -531,7 +533,7 @@ def continue_branches(theory, family: Callable, values, starts: Callable, *, par
             if points:
                 traced.append(points[0].point.value)
             branches[name], folds[name] = points, fold
-    _fill(theory, at, branches, solver, trace_options.get("max_change", 0.5), trace_options.get("rtol", 1e-7))
+    _fill(theory, at, branches, solver, same, trace_options.get("rtol", 1e-7))
     observations = {name: [{} if observe is None else observe(bp.point.solution, at(bp.parameter)) for bp in points]
                     for name, points in branches.items()}
     return Branches(parameter, branches, folds, observations, same)
