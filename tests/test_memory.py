@@ -46,9 +46,9 @@ def test_fixed_point_is_the_default_solver():
 
 def test_deep_tanh_solves_within_3_gb_with_every_solver():
     solvers = ("default", "gradient:20", "qn-cg:20")
-    _check(*run_worker(LIMIT_GB, "deep", 10, 4, solvers, timeout=900), solvers)
+    _check(*run_worker(LIMIT_GB, "deep", 10, 4, solvers, timeout=3600), solvers)
 
 
 def test_two_layer_tanh_gradient_solver_within_3_gb():
     solvers = ("gradient:20",)
-    _check(*run_worker(LIMIT_GB, "two-layer", 60, 1, solvers, timeout=900), solvers)
+    _check(*run_worker(LIMIT_GB, "two-layer", 60, 1, solvers, timeout=3600), solvers)

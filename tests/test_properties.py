@@ -152,16 +152,16 @@ def test_solve_predict_summarize_are_finite_and_honest_or_name_the_argument(xy, 
 
 
 # --- the command line, in process -----------------------------------------------------------------------------------
-BAD_OPTIONS = [[], [], [], ["--kappa2", "nan"], ["--kappa2", "-1"], ["--kappa2", "1e300"], ["--kappa2", "1e-300"],
+BAD_OPTIONS = [[]] * 8 + [["--kappa2", "nan"], ["--kappa2", "-1"], ["--kappa2", "1e300"], ["--kappa2", "1e-300"],
                ["--width", "0"], ["--width", "-3"], ["--depth", "0"], ["--activation", "swish"],
                ["--patches", "0", "--channels", "3"], ["--gamma", "5"]]
 """At most one bad option per CLI run (often none), after valid ones it overrides."""
 
 
-@given(datasets(dtypes=[np.float64] * 4 + [np.float16, np.complex128], **MOSTLY_VALID),
+@given(datasets(dtypes=[np.float64] * 8 + [np.float16, np.complex128], **MOSTLY_VALID),
        st.sampled_from(["0.01", "1", "1e-6"]), st.sampled_from(["1", "2"]), st.sampled_from(["linear", "erf"]),
        st.sampled_from([[], ["--patches", "2", "--channels", "3"]]), st.sampled_from(BAD_OPTIONS))
-@settings(max_examples=12)
+@settings(max_examples=16)
 def test_cli_exits_0_or_1_with_honest_json_or_2_with_one_line(tmp_path_factory, xy, kappa2, depth, activation, cnn,
                                                                bad):
     path = tmp_path_factory.mktemp("cli") / "data.npz"
