@@ -162,12 +162,13 @@ def check_magnitude(name: str, value, dtype=None) -> None:
                          f"{np.dtype(arr.dtype if dtype is None else dtype).name} can square ({hi:.1e}); rescale it")
 
 
-def check_finite_result(name: str, value, why: str) -> None:
-    """Raise ``ValueError(name: why)`` if a computed (untraced) result is not finite."""
+def check_finite_result(name: str, value, why) -> None:
+    """Raise ``ValueError(name: why)`` if a computed (untraced) result is not finite. ``why`` is a string or a
+    function returning one, called only then (it may read concrete values the result was computed from)."""
     if is_traced(value):
         return
     if not all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree_util.tree_leaves(value)):
-        raise ValueError(f"{name}: {why}")
+        raise ValueError(f"{name}: {why() if callable(why) else why}")
 
 
 def check_widths(widths, dtype) -> list[float]:

@@ -175,7 +175,7 @@ def gp_predict(K, y, kappa2, K_cross=None, K_test_diag=None) -> GPPrediction:
     for name, block in (("K_cross", K_cross), ("K_test_diag", K_test_diag)):
         check_magnitude(name, block, K.dtype)
     out = posterior(K, y, kappa2, K_cross, K_test_diag)
-    check_finite_result("kappa2", out, _singular(K, kappa2))
+    check_finite_result("kappa2", out, lambda: _singular(K, kappa2))
     return out
 
 
@@ -183,5 +183,5 @@ def log_marginal_likelihood(K, y, kappa2):
     """log N(y | 0, K + kappa2 I), summed over output columns if y is (P, K)."""
     K, y = _check(K, y, kappa2)
     out = -data_term(K, y, kappa2) - 0.5 * outputs(y) * K.shape[0] * jnp.log(2 * jnp.pi)
-    check_finite_result("kappa2", out, _singular(K, kappa2))
+    check_finite_result("kappa2", out, lambda: _singular(K, kappa2))
     return out
