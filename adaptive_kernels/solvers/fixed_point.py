@@ -12,7 +12,8 @@ lessons: the plain iteration loses positive definiteness at gamma = 2, P = 30, a
 converge to a spurious point outside the domain. :class:`Newton` iterates the Newton-preconditioned map
 x + (I - J)^{-1} (T(x) - x) instead, with the model J of T's Jacobian that the problem supplies (for the
 two-layer FCN: the Gaussian-equivalent linear part of the kernel, ``actions.adaptive.LinearisedPrecisionMap``;
-exact Newton for linear nets). Same fixed points, same guards.
+exact Newton for linear nets; for the deep whitened kernel form: the exact Jacobian, solved by truncated CG,
+``actions.krylov.KrylovPrecisionModel``). Same fixed points, same guards.
 
 Measured (erf, d = 50, P = 1000, N = 1000, gamma = 2, kappa2 = 1e-2, 2-core CPU, ``make bench``): 19 evaluations
 with Newton steps (1.45 s after compilation), 37 without (2.3 s); an evaluation is one Cholesky of the P x P
