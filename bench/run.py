@@ -19,6 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable as `bench`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import adaptive_kernels  # noqa: E402,F401  (first: it sizes the thread pools before scipy's OpenBLAS starts)
 from bench.cases import CASES, FULL, QUICK, TINY, Config, Section, log, sweep_worker  # noqa: E402
 from bench.timing import REPO, load_average, machine_info  # noqa: E402
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import adaptive_kernels as ak  # first: it sizes the thread pools (README "Threads") before scipy's OpenBLAS starts
+
 import jax
 import lineax as lx
 import numpy as np
 import scipy.linalg as sl
-
-import adaptive_kernels as ak
 from adaptive_kernels.solvers import QuasiNewton, Status
 
 from bench.timing import Timing, time_calls
