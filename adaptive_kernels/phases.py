@@ -718,14 +718,13 @@ def phase_diagram(arch, data, kappa2, first, second, theory="adaptive", **option
 
 
 def plot_branches(branches: Branches, column: str = "action", ax=None):
-    """Each branch's ``column`` against the parameter (for ``"action"``: minus the lowest action found at each grid
-    value, i.e. the free-energy gap), folds as crosses, transitions as dashed lines. Returns the axes."""
+    """Each branch's ``column`` against the parameter (for ``"action"``: minus the lowest action found at that
+    value, i.e. the free-energy gap), folds as crosses, transitions as dotted lines. Returns the axes."""
     import matplotlib.pyplot as plt
 
     ax = plt.gca() if ax is None else ax
     table = branches.table()
     if column == "action":
-        table = table[table.grid].copy()
         table["action"] -= table.groupby(branches.parameter)["action"].transform("min")
     for name, rows in table.groupby("branch", sort=False):
         rows = rows.sort_values(branches.parameter)
