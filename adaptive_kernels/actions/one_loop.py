@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import lineax as lx
 
+from adaptive_kernels._validation import is_traced
 from adaptive_kernels.actions.base import EntropicAction, as_matrix
 
 DENSE_LIMIT = 2000
@@ -92,7 +93,7 @@ def check_widths(action: EntropicAction, Sigma, args) -> None:
     """Raise unless every N_l > n_l + 1 (the exact Wishart density of an n x n covariance of N vectors)."""
     weights, _ = action.prior(args)
     for layer, (w, n) in enumerate(zip(jax.tree.leaves(weights), _sizes(Sigma))):
-        if not isinstance(w, jax.core.Tracer) and float(w) <= n + 1:
+        if not is_traced(w) and float(w) <= n + 1:
             raise ValueError(f"loops: the one-loop correction needs the width N_{layer + 1} = {float(w):g} > n + 1 "
                              f"= {n + 1} (its order parameter is {n} x {n}); use loops=0 or a wider layer")
 
