@@ -206,7 +206,7 @@ class Adaptive(AbstractLoopTheory):
             layer CGF by importance sampling, ``samples`` fixed draws per layer from ``seed``; ``actions.exact``:
             ``Solution.stats["ess"]`` per layer, and the domain margin min ESS/S - 0.01, so degenerate weights
             give status LEFT_DOMAIN).
-        loops: 0 (the saddle) or 1 (one-loop corrections; forms ``"weight"`` and ``"kernel"``).
+        loops: 0 (the saddle) or 1 (one-loop corrections; form ``"weight"``: two-layer and deep linear nets).
     """
 
     name: ClassVar[str] = "adaptive"
@@ -247,6 +247,11 @@ class Adaptive(AbstractLoopTheory):
                                  f"(one d x d Sigma_l per layer), got {problem.activation.name!r}")
             elif has_bias(problem):
                 raise ValueError("form: 'weight' for deep nets needs s_b2 = 0")
+        if self.loops and form != "weight":
+            # the kernel form predicts through a map that equals the layer kernels only at the saddle, so the
+            # curvature correction of its mean output is not the prediction's (docs/finite_width.md)
+            raise ValueError(f"loops: one-loop corrections need form='weight' (two-layer nets, deep linear nets); "
+                             f"got form {form!r}. For deep nonlinear nets use Scaling(loops=1)")
         super().check(problem)
 
     def _cgf(self, problem: Problem):
