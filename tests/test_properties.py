@@ -128,7 +128,7 @@ KAPPA2 = st.sampled_from([1e-2, 1e-2, 1.0, 1.0, 1e-12, 1e300, 1e-300, 0.0, -1.0,
 @given(datasets(dtypes=[np.float64] * 4 + [np.int64, np.complex128], **MOSTLY_VALID),
        KAPPA2, st.sampled_from(["gp", "scaling", "adaptive"]), st.sampled_from(["linear", "erf"]),
        st.sampled_from([1.0, 2.0]), st.sampled_from([1.0, 1.0, 1e-200, 1e200]), st.sampled_from([5, 10**6]))
-@settings(max_examples=16)
+@settings(max_examples=12)
 def test_solve_predict_summarize_are_finite_and_honest_or_name_the_argument(xy, kappa2, theory, activation, gamma,
                                                                             s_w2, width):
     X, y = xy
@@ -161,7 +161,7 @@ BAD_OPTIONS = [[]] * 8 + [["--kappa2", "nan"], ["--kappa2", "-1"], ["--kappa2", 
 @given(datasets(dtypes=[np.float64] * 8 + [np.float16, np.complex128], **MOSTLY_VALID),
        st.sampled_from(["0.01", "1", "1e-6"]), st.sampled_from(["1", "2"]), st.sampled_from(["linear", "erf"]),
        st.sampled_from([[], ["--patches", "2", "--channels", "3"]]), st.sampled_from(BAD_OPTIONS))
-@settings(max_examples=16)
+@settings(max_examples=12)
 def test_cli_exits_0_or_1_with_honest_json_or_2_with_one_line(tmp_path_factory, xy, kappa2, depth, activation, cnn,
                                                                bad):
     path = tmp_path_factory.mktemp("cli") / "data.npz"
