@@ -19,6 +19,21 @@ import sys
 import time
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM of /proc/self/status, MB). Not ``getrusage``'s ru_maxrss: Linux keeps
+    that across execve, so a worker started by a large process (a pytest worker after heavy tests) reports its
+    parent's peak."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no procfs: kB on Linux, bytes on macOS
+    return maxrss / (2**20 if sys.platform == "darwin" else 1024)
+
+
 def main(argv: list[str]) -> None:
     limit_gb, case, P, depth, solvers = float(argv[0]), argv[1], int(argv[2]), int(argv[3]), argv[4:]
     if limit_gb > 0:
@@ -47,7 +62,7 @@ def main(argv: list[str]) -> None:
             "case": case, "P": P, "depth": depth, "solver": spec, "status": int(solution.status),
             "message": solution.message, "iterations": int(solution.iterations),
             "residual": float(solution.stats["residual"]),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "cpu_s": time.process_time() - start,
         }), flush=True)
 
