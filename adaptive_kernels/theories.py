@@ -35,7 +35,7 @@ from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_sp
 from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
 from adaptive_kernels.gp import data_term
 from adaptive_kernels.problem import Problem
-from adaptive_kernels.solvers import FixedPoint, Newton
+from adaptive_kernels.solvers import Continuation, FixedPoint, Newton
 
 FORMS = ("auto", "weight", "kernel", "conjugate")
 MEASURES = ("gaussian", "second_order", "exact")
@@ -286,7 +286,8 @@ class Adaptive(AbstractLoopTheory):
         return tuple(jnp.zeros((problem.P, problem.P), problem.X.dtype) for _ in range(problem.depth))
 
     def default_solver(self, problem):
-        return FixedPoint() if self.resolved_form(problem) == "conjugate" else Newton()
+        form = self.resolved_form(problem)
+        return {"conjugate": FixedPoint(), "kernel": Continuation()}.get(form, Newton())
 
     # --- kernels of a solution -----------------------------------------------------------------------------------
     def _conjugates(self, value, problem: Problem):

@@ -123,3 +123,28 @@ def test_cli_per_layer_eigenvalue_ratios_match_gibbs(tmp_path, capsys):
     assert sampled[1] > sampled[0] > 1.2  # adaptation along the teacher, growing with depth
     assert len(out["eigenvalue_ratio"]) == 2
     np.testing.assert_allclose(out["eigenvalue_ratio"], sampled, rtol=0.06)
+
+
+# --- the continuation fallback -------------------------------------------------------------------------------------
+def test_continuation_fallback_where_the_cold_start_fails():
+    """A cold start cut off after 3 evaluations (``cold_steps=3``, erf L = 2, gamma = 2) fails; the default solver
+    then continues in the data term (``Continuation``) and must report it in ``Solution.stats``, converge, reach a
+    stationary point of the independently written primal action (|dS/dK_l| < 1e-6 of its entropic part) and give the
+    kernels of the cold start with its full budget (same compiled solve: ``cold_steps`` is a dynamic leaf) to 1e-8."""
+    from adaptive_kernels.solvers import Continuation, Status
+
+    data = ak.teacher_dataset(jax.random.PRNGKey(4), 20, D, "cubic", P_test=10)
+    arch = ak.FCN(D, (N, N), "erf", gamma=2.0)
+    short = ak.solve(arch, data, KAPPA2, "adaptive", solver=Continuation(cold_steps=3))
+    cold = ak.solve(arch, data, KAPPA2, "adaptive", solver=Continuation())
+    assert bool(short.converged), short.message
+    assert int(short.stats["cold_start"]) == Status.MAX_STEPS and int(short.stats["continuation_stages"]) == 4
+    assert int(cold.stats["cold_start"]) == Status.SUCCESS and int(cold.stats["continuation_stages"]) == 0
+    kernels = ak.layer_kernels(short, arch, data, KAPPA2)
+    grads = jax.grad(primal_action)(kernels, arch, data.X, data.y)
+    for width, K, g in zip(arch.widths, kernels, grads):
+        assert float(jnp.linalg.norm(g)) < 1e-6 * 0.5 * width * float(jnp.linalg.norm(jnp.linalg.inv(K)))
+    for K, K_cold in zip(kernels, ak.layer_kernels(cold, arch, data, KAPPA2)):
+        np.testing.assert_allclose(K, K_cold, rtol=0, atol=1e-8 * float(jnp.abs(K_cold).max()))
+    with pytest.raises(ValueError, match="cold_steps"):
+        Continuation(cold_steps=0)

@@ -8,7 +8,7 @@
 
 from adaptive_kernels.actions.base import AbstractFixedPointProblem, PrecisionMap, StepInfo
 from adaptive_kernels.solvers.driver import AbstractRule, IterationResult, iterate
-from adaptive_kernels.solvers.fixed_point import FixedPoint, Newton
+from adaptive_kernels.solvers.fixed_point import Continuation, FixedPoint, Newton
 from adaptive_kernels.solvers.implicit import implicit_fixed_point
 from adaptive_kernels.solvers.quasi_newton import QuasiNewton
 from adaptive_kernels.solvers.solution import Solution, Status
@@ -17,6 +17,7 @@ from adaptive_kernels.solvers.stationary import as_fixed_point_problem, stationa
 __all__ = [
     "AbstractFixedPointProblem",
     "AbstractRule",
+    "Continuation",
     "FixedPoint",
     "IterationResult",
     "Newton",

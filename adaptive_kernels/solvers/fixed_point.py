@@ -13,7 +13,9 @@ converge to a spurious point outside the domain. :class:`Newton` iterates the Ne
 x + (I - J)^{-1} (T(x) - x) instead, with the model J of T's Jacobian that the problem supplies (for the
 two-layer FCN: the Gaussian-equivalent linear part of the kernel, ``actions.adaptive.LinearisedPrecisionMap``;
 exact Newton for linear nets; for the deep whitened kernel form: the exact Jacobian, solved by truncated CG,
-``actions.krylov.KrylovPrecisionModel``). Same fixed points, same guards.
+``actions.krylov.KrylovPrecisionModel``). Same fixed points, same guards. :class:`Continuation` runs a rule from
+the initial value and, where that cold start fails, again through a sequence of problems with the data term switched
+on gradually (the default of the deep kernel form; issue 14).
 
 Measured (erf, d = 50, P = 1000, N = 1000, gamma = 2, kappa2 = 1e-2, 2-core CPU, ``make bench``): 19 evaluations
 with Newton steps (1.45 s after compilation), 37 without (2.3 s); an evaluation is one Cholesky of the P x P
@@ -48,6 +50,7 @@ class FixedPointState(eqx.Module):
     accepted: jnp.ndarray
     status: jnp.ndarray
     last_rejection: jnp.ndarray
+    fresh: jnp.ndarray  # x not yet evaluated (:meth:`FixedPoint.restart`): the next step evaluates at x, accepts it
 
 
 def _norm(tree):
@@ -147,7 +150,19 @@ class FixedPoint(AbstractRule):
             X_hist=jnp.zeros((rows, flat.size), flat.dtype).at[-1].set(flat),
             G_hist=jnp.zeros((rows, flat.size), flat.dtype).at[-1].set(ravel_pytree(Tx)[0] - flat),
             count=jnp.asarray(1), accepted=jnp.asarray(0), status=jnp.asarray(status, jnp.int32),
-            last_rejection=jnp.asarray(Status.LINE_SEARCH_FAILED, jnp.int32),
+            last_rejection=jnp.asarray(Status.LINE_SEARCH_FAILED, jnp.int32), fresh=jnp.asarray(False),
+        )
+
+    def restart(self, s: FixedPointState, x) -> FixedPointState:
+        """A state at x that is not yet evaluated (no new trace of the map): its next :meth:`step` evaluates the map
+        at x (T(x) := x there, so the candidate is x itself) and accepts x if it is finite and in the domain. Used by
+        :class:`Continuation` to start a stage inside the loop."""
+        flat = ravel_pytree(x)[0]
+        return FixedPointState(
+            x=x, Tx=x, info=s.info, eta=jnp.asarray(self.damping, s.eta.dtype),
+            X_hist=jnp.zeros_like(s.X_hist).at[-1].set(flat), G_hist=jnp.zeros_like(s.G_hist), count=jnp.asarray(1),
+            accepted=s.accepted, status=jnp.asarray(Status.MAX_STEPS, jnp.int32), last_rejection=s.last_rejection,
+            fresh=jnp.asarray(True),
         )
 
     def step(self, problem, s: FixedPointState, args):
@@ -160,7 +175,7 @@ class FixedPoint(AbstractRule):
             x_new = unravel(flat + s.eta * g)
         Tx_new, info, res_new, ok = self._evaluate(problem, x_new, args)
         old_res = _norm(jax.tree.map(jnp.subtract, s.Tx, s.x))
-        accept = ok & _improves(info, s.info, res_new, old_res)
+        accept = ok & (s.fresh | _improves(info, s.info, res_new, old_res))
         eta = jnp.where(accept, jnp.minimum(s.eta * self.grow, self.damping), s.eta * self.shrink)
         reason = jnp.where(info.in_domain, jnp.where(ok, Status.LINE_SEARCH_FAILED, Status.NONFINITE),
                            Status.LEFT_DOMAIN)
@@ -175,6 +190,7 @@ class FixedPoint(AbstractRule):
             G_hist=jnp.where(accept, _push(s.G_hist, ravel_pytree(Tx_new)[0] - flat_new), s.G_hist),
             count=jnp.where(accept, jnp.minimum(s.count + 1, s.X_hist.shape[0]), 1),
             accepted=s.accepted + accept.astype(jnp.int32), status=status, last_rejection=last_rejection,
+            fresh=s.fresh & ~accept,
         )
 
     def terminate(self, problem, s: FixedPointState, args):
@@ -189,3 +205,93 @@ class Newton(FixedPoint):
     model (where it has none: the plain map). The default solver of the two-layer theories."""
 
     uses_model: ClassVar[bool] = True
+
+
+# --- continuation in the data term: the fallback where a cold start fails -------------------------------------------
+def data_strength(args, strength):
+    """The problem with its data term at ``strength`` in [0, 1]: targets y -> sqrt(strength) y, so the fit term
+    y^T A y / 2 scales by ``strength`` (0: only the log-determinant, a small change of the NNGP; 1: the problem)."""
+    if not hasattr(args, "y"):
+        raise TypeError(f"Continuation scales the targets args.y; args of type {type(args).__name__} have none")
+    return eqx.tree_at(lambda p: p.y, args, jnp.sqrt(jnp.asarray(strength, args.y.dtype)) * args.y)
+
+
+def _cold_steps(value):
+    """``cold_steps`` as an int32 array (a dynamic leaf: solvers that differ only in it share one compilation)."""
+    if not isinstance(value, jax.Array):
+        check_steps("cold_steps", value)
+    return jnp.asarray(value, jnp.int32)
+
+
+class ContinuationState(eqx.Module):
+    inner: FixedPointState
+    x0: object
+    stage: jnp.ndarray  # 0: the cold start on the problem itself; k = 1..stages: data strength k / stages
+    stage_steps: jnp.ndarray
+    cold_status: jnp.ndarray
+    status: jnp.ndarray
+
+
+class Continuation(AbstractRule):
+    """``rule`` from the initial value (the cold start); where that fails -- a failed status, or no convergence within
+    ``cold_steps`` evaluations -- continuation in the data term: ``rule`` again from the initial value on the problem
+    with its targets scaled to strength 1/stages (:func:`data_strength`), each stage's solution the start of the next,
+    up to strength 1, the problem itself. Every stage is solved to ``rule``'s tolerance; the answer is a stationary
+    point of the problem itself (the last stage), so it is what a successful cold start would give where both converge
+    to the same saddle. Stages start inside the one loop (:meth:`FixedPoint.restart`: no second trace of the map).
+
+    Attributes:
+        rule: the step rule of every stage (default :class:`Newton`).
+        stages: continuation stages after a failed cold start.
+        cold_steps: evaluations the cold start may take before the fallback starts.
+        max_steps: evaluations in all (cold start and stages).
+    Statistics (``Solution.stats``): ``cold_start`` (the cold start's :class:`Status`; MAX_STEPS also when it ran out
+    of ``cold_steps``), ``continuation_stages`` (stages run: 0 when the cold start succeeded).
+    """
+
+    rule: FixedPoint = Newton()
+    stages: int = eqx.field(static=True, default=4)
+    cold_steps: jnp.ndarray = eqx.field(default=200, converter=_cold_steps)
+    max_steps: int = eqx.field(static=True, default=1000)
+
+    def __check_init__(self):
+        if not isinstance(self.rule, FixedPoint):
+            raise TypeError(f"rule must be a FixedPoint or Newton step rule, got {type(self.rule).__name__}")
+        check_steps("stages", self.stages)
+        check_steps("max_steps", self.max_steps)
+
+    def _args(self, args, stage):
+        return data_strength(args, jnp.where(stage == 0, 1.0, stage / self.stages))
+
+    def init(self, problem, x0, args):
+        inner = self.rule.init(problem, x0, args)
+        done, status = self.rule.terminate(problem, inner, args)
+        running = jnp.asarray(Status.MAX_STEPS, jnp.int32)
+        return ContinuationState(inner=inner, x0=x0, stage=jnp.asarray(0, jnp.int32), stage_steps=jnp.asarray(0, jnp.int32),
+                                 cold_status=jnp.where(done, status, running).astype(jnp.int32),
+                                 status=jnp.where(done & (status == Status.SUCCESS), status, running).astype(jnp.int32))
+
+    def step(self, problem, s: ContinuationState, args):
+        inner = self.rule.step(problem, s.inner, self._args(args, s.stage))
+        done, status = self.rule.terminate(problem, inner, args)
+        success = done & (status == Status.SUCCESS)
+        cold, final = s.stage == 0, s.stage == self.stages
+        fallback = cold & ~success & (done | (s.stage_steps + 1 >= self.cold_steps))
+        advance = ~cold & ~final & success
+        restart = self.rule.restart(inner, jax.tree.map(lambda a, b: jnp.where(fallback, a, b), s.x0, inner.x))
+        inner = jax.tree.map(lambda a, b: jnp.where(fallback | advance, a, b), restart, inner)
+        stage = jnp.where(fallback, 1, jnp.where(advance, s.stage + 1, s.stage)).astype(jnp.int32)
+        finished = (cold | final) & success | ~cold & done & ~success
+        cold_status = jnp.where(cold & (success | fallback), jnp.where(success, status, jnp.where(
+            done, status, Status.MAX_STEPS)), s.cold_status)
+        return ContinuationState(
+            inner=inner, x0=s.x0, stage=stage, stage_steps=jnp.where(fallback | advance, 0, s.stage_steps + 1).astype(jnp.int32),
+            cold_status=cold_status.astype(jnp.int32),
+            status=jnp.where(finished, status, Status.MAX_STEPS).astype(jnp.int32))
+
+    def terminate(self, problem, s: ContinuationState, args):
+        return s.status != Status.MAX_STEPS, s.status
+
+    def result(self, problem, s: ContinuationState, args):
+        x, stats = self.rule.result(problem, s.inner, args)
+        return x, {**stats, "cold_start": s.cold_status, "continuation_stages": s.stage.astype(jnp.int32)}

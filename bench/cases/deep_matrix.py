@@ -14,6 +14,7 @@ the target row.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 import adaptive_kernels as ak
+from adaptive_kernels.actions import krylov
 from adaptive_kernels.api import solve_problem
 from adaptive_kernels.solvers import Status
 
@@ -44,6 +46,28 @@ def _problem(activation, depth, gamma, P):
     return ak.FCN(20, (200,) * depth, activation, gamma=gamma), data
 
 
+PRODUCTS: list[int] = []
+"""Products with the Jacobian J of every Newton-Krylov step of the solves run since the last ``clear``."""
+
+
+@contextlib.contextmanager
+def counting_products():
+    """Count the products with J (``KrylovPrecisionModel.solve``'s count) of every solve compiled inside: a host
+    callback appends each step's count to :data:`PRODUCTS` (measurement only; the library reports evaluations)."""
+    original = krylov.KrylovPrecisionModel.newton_step
+
+    def newton_step(self, R):
+        delta, k = self.solve(R)
+        jax.debug.callback(lambda k: PRODUCTS.append(int(k)), k)
+        return delta
+
+    krylov.KrylovPrecisionModel.newton_step = newton_step
+    try:
+        yield
+    finally:
+        krylov.KrylovPrecisionModel.newton_step = original
+
+
 def _timed_solve(arch, data, theory):
     """(solution, wall seconds, CPU seconds) of a solve whose shapes were compiled by an earlier call."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -56,18 +80,25 @@ def _status(sol) -> str:
 
 
 def deep_matrix(cfg: Config) -> Section:
+    with counting_products():
+        return _matrix(cfg)
+
+
+def _matrix(cfg: Config) -> Section:
     Ps, depths, target = SIZES[cfg.name]
     Ps, depths = _env("DEEP_MATRIX_P", Ps), _env("DEEP_MATRIX_DEPTHS", depths)
     gammas, activations = _env("DEEP_MATRIX_GAMMAS", GAMMAS, float), _env("DEEP_MATRIX_ACTIVATIONS", ACTIVATIONS, str)
     sec = Section(
         "Deep solver convergence matrix (d=20, N_l=200, kappa2=1e-2)",
         "Default: `ak.solve(arch, data, 1e-2, 'adaptive')` (Newton-Krylov steps on the whitened kernels Q_l, "
-        "`actions/krylov.py`); iterations = evaluations of the precision map (accepted and rejected trial points; "
-        "each Newton step adds products with the Jacobian, one forward-over-reverse pass each). Forward-backward: "
+        "`actions/krylov.py`, with continuation in the data term where the cold start fails); iterations = "
+        "evaluations of the precision map (accepted and rejected trial points); J products: the products with the "
+        "Jacobian of the Newton-Krylov steps (one forward-over-reverse pass each, ~2 evaluations in time); stages: "
+        "continuation stages run (0: the cold start converged). Forward-backward: "
         "`Adaptive(form='conjugate')` with `FixedPoint`. Agreement: max |K_L - K_L^fb| / max |K_L^fb| where both "
         "converged (target 1e-8). Times: wall and CPU seconds of a second call (compiled), on the shared machine.",
-        ["phi", "P", "L", "gamma", "default", "iterations", "wall", "CPU", "forward-backward", "fb iterations",
-         "agreement", "check"],
+        ["phi", "P", "L", "gamma", "default", "iterations", "J products", "stages", "wall", "CPU",
+         "forward-backward", "fb iterations", "agreement", "check"],
     )
     iterations = {}
     for activation in activations:
@@ -77,7 +108,9 @@ def deep_matrix(cfg: Config) -> Section:
                     arch, data = _problem(activation, depth, gamma, P)
                     log(f"deep matrix: {activation} P={P} L={depth} gamma={gamma}")
                     jax.block_until_ready(ak.solve(arch, data, KAPPA2, "adaptive"))  # compile (shared by the gammas)
+                    PRODUCTS.clear()
                     sol, wall, cpu = _timed_solve(arch, data, "adaptive")
+                    products = sum(PRODUCTS)
                     fb = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate"))
                     agreement, ok = "-", bool(sol.converged)
                     if sol.converged and fb.converged:
@@ -87,17 +120,20 @@ def deep_matrix(cfg: Config) -> Section:
                         agreement, ok = f"{diff:.1e}", ok and diff <= 1e-8
                     detail = sec.check(f"{activation} P={P} L={depth} gamma={gamma}", ok,
                                        f"default {_status(sol)}, forward-backward {_status(fb)}, agreement {agreement}")
-                    log(f"  -> {detail}; {int(sol.iterations)} iterations, {wall:.2f} s wall, {cpu:.2f} s CPU")
-                    iterations[activation, P, gamma, depth] = int(sol.iterations)
+                    log(f"  -> {detail}; {int(sol.iterations)} iterations, {products} products, {wall:.2f} s wall, "
+                        f"{cpu:.2f} s CPU")
+                    iterations[activation, P, gamma, depth] = int(sol.iterations), products
                     sec.rows.append([activation, str(P), str(depth), f"{gamma:g}", _status(sol), str(int(sol.iterations)),
-                                     seconds(wall), seconds(cpu), _status(fb), str(int(fb.iterations)), agreement,
-                                     detail])
+                                     str(products), str(int(sol.stats["continuation_stages"])), seconds(wall),
+                                     seconds(cpu), _status(fb), str(int(fb.iterations)), agreement, detail])
     if min(depths) == 2 and max(depths) == 8:
-        for (activation, P, gamma, depth), its in sorted(iterations.items()):
-            if depth == 8:
-                growth = its / iterations[activation, P, gamma, 2]
+        for (activation, P, gamma, depth), (its, products) in sorted(iterations.items()):
+            if depth == 8 and (activation, P, gamma, 2) in iterations:
+                its2, products2 = iterations[activation, P, gamma, 2]
+                growth = its / its2
                 sec.check(f"iterations L=2 -> L=8, {activation} P={P} gamma={gamma}", growth <= 2,
-                          f"{iterations[activation, P, gamma, 2]} -> {its} ({growth:.1f}x, target <= 2x)")
+                          f"evaluations {its2} -> {its} ({growth:.1f}x, target <= 2x); J products {products2} -> "
+                          f"{products} ({products / max(products2, 1):.1f}x)")
     if target is not None and os.environ.get("DEEP_MATRIX_TARGET", "1") != "0":
         _target_row(sec, *target)
     return sec
@@ -118,7 +154,7 @@ def _target_row(sec: Section, depth: int, P: int):
     sec.check(f"target erf L={depth} P={P} gamma=2 within 10 s", bool(sol.converged) and timing.median <= 10,
               f"{_status(sol)}, {timing.median:.1f} s after {timing.compile_s:.0f} s of compilation, {its} iterations, "
               f"{per_layer:.1f} Cholesky times per iteration and layer (target <= 5)")
-    sec.rows.append(["erf (target)", str(P), str(depth), "2", _status(sol), str(its), seconds(timing.median),
+    sec.rows.append(["erf (target)", str(P), str(depth), "2", _status(sol), str(its), "-", "-", seconds(timing.median),
                      f"{seconds(cpu)} incl. compile", "-", "-", "-",
                      f"{per_layer:.1f} Cholesky times / iteration / layer; target 10 s: "
                      f"{'met' if timing.median <= 10 else 'missed'}"])
