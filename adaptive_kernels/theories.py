@@ -206,6 +206,8 @@ class Adaptive(AbstractLoopTheory):
             layer CGF by importance sampling, ``samples`` fixed draws per layer from ``seed``; ``actions.exact``:
             ``Solution.stats["ess"]`` per layer, and the domain margin min ESS/S - 0.01, so degenerate weights
             give status LEFT_DOMAIN).
+        seed: the key of the sampled measures: an int (each value compiles its own solve) or a scalar integer
+            array, e.g. ``jnp.asarray(k)``, traced under jit, so solves over keys share one compilation.
         loops: 0 (the saddle) or 1 (one-loop corrections; form ``"weight"``: two-layer and deep linear nets).
     """
 
@@ -214,7 +216,7 @@ class Adaptive(AbstractLoopTheory):
     space: str = eqx.field(static=True, default="auto")
     measure: str = eqx.field(static=True, default="gaussian")
     samples: int = eqx.field(static=True, default=20000)
-    seed: int = eqx.field(static=True, default=0)
+    seed: int | jax.Array = 0  # a Python int is static under jit; an integer array is traced (one compilation)
     loops: int = eqx.field(static=True, default=0)
 
     def __check_init__(self):
@@ -226,6 +228,9 @@ class Adaptive(AbstractLoopTheory):
             raise ValueError(f"measure: {self.measure!r} needs form='conjugate'")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
             raise ValueError(f"samples must be an integer >= 2, got {self.samples!r}")
+        if isinstance(self.seed, bool) or not (isinstance(self.seed, int) or (
+                isinstance(self.seed, jax.Array) and self.seed.ndim == 0 and jnp.issubdtype(self.seed.dtype, jnp.integer))):
+            raise ValueError(f"seed must be an int or a scalar integer array, got {self.seed!r}")
 
     def resolved_form(self, problem: Problem) -> str:
         if self.form == "auto":
@@ -257,7 +262,7 @@ class Adaptive(AbstractLoopTheory):
     def _cgf(self, problem: Problem):
         """The layer CGF of the conjugate form: None (Gaussian-equivalent) or a sampled one with fixed draws."""
         if self.measure == "exact":
-            return exact.exact_cgf(problem, self.samples, self.seed)
+            return exact.exact_cgf(problem, self.samples, jax.random.PRNGKey(self.seed))
         if self.measure == "second_order":
             key = jax.random.PRNGKey(self.seed)
             return deep.SecondOrderCGF(tuple(
@@ -281,11 +286,13 @@ class Adaptive(AbstractLoopTheory):
             return problem.prior_covariance() if problem.depth == 1 else deep.InputSpaceAction().initial(problem)
         if form == "kernel":
             return deep.WhitenedKernelAction().initial(problem)
-        if self.measure == "exact":  # the Gaussian-equivalent saddle, where the proposals are adapted
-            return exact.gaussian_anchor(problem)[0]
+        if self.measure == "exact":  # where the proposals were last adapted: the exact saddle of the earlier proposal
+            return self._cgf(problem).start
         return tuple(jnp.zeros((problem.P, problem.P), problem.X.dtype) for _ in range(problem.depth))
 
     def default_solver(self, problem):
+        if self.measure == "exact":
+            return exact.default_solver()
         return FixedPoint() if self.resolved_form(problem) == "conjugate" else Newton()
 
     # --- kernels of a solution -----------------------------------------------------------------------------------
