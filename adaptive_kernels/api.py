@@ -89,6 +89,7 @@ def solve(arch, data, kappa2, theory="adaptive", solver=None, *, init=None, impl
     theory = get_theory(theory, **theory_options)
     problem = make_problem(arch, data, kappa2)
     theory.check(problem)
+    theory = theory.prepared(problem)
     if init is not None:
         theory.check_value(init, problem, "init")
     with warnings.catch_warnings():

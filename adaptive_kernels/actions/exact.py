@@ -207,19 +207,64 @@ def adapt_proposal(problem: Problem, Kt, C, layer: int, z, start: Proposal | Non
     return jax.lax.scan(step, start, jnp.asarray(tilts, B.dtype))[0]
 
 
+def _finite_or_prior(conjugates):
+    """The conjugates where all are finite, else Kt = 0 (the prior): a failed Gaussian anchor."""
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(Kt)) for Kt in conjugates]))
+    return tuple(jnp.where(ok, Kt, 0.0) for Kt in conjugates)
+
+
 @eqx.filter_jit
 def gaussian_anchor(problem: Problem):
-    """(conjugates, covariances C_l) of the Gaussian-equivalent saddle (the conjugate map, FixedPoint), where the
-    proposals are first adapted; where that solve fails (non-finite), Kt = 0: the prior."""
+    """The conjugates of the Gaussian-equivalent saddle (the conjugate map, FixedPoint), where the proposals are
+    first adapted; where that solve fails (non-finite), Kt = 0: the prior."""
     from adaptive_kernels.solvers import FixedPoint, stationary_point
 
     zeros = tuple(jnp.zeros((problem.P, problem.P), problem.X.dtype) for _ in range(problem.depth))
     sol = stationary_point(ConjugateMap(), FixedPoint(), zeros, problem, implicit=False)
-    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(Kt)) for Kt in sol.value]))
-    conjugates = tuple(jnp.where(ok, Kt, 0.0) for Kt in sol.value)
-    kernels = ConjugateMap().kernels(problem, problem.X, conjugates)[0]
+    return jax.lax.stop_gradient(_finite_or_prior(sol.value))
+
+
+def _draws(problem: Problem, samples: int, key):
+    """(estimation draws, adaptation draws): per layer (S, r_l) standard normals from fold_in(key, layer) and
+    fold_in(key, depth + layer)."""
+    def normal(index, layer):
+        return jax.random.normal(jax.random.fold_in(key, index), (samples, factor_rank(problem, layer)), problem.X.dtype)
+
+    return (tuple(normal(layer, layer) for layer in range(problem.depth)),
+            tuple(normal(problem.depth + layer, layer) for layer in range(problem.depth)))
+
+
+@eqx.filter_jit
+def initial_cgf(problem: Problem, samples: int, key, anchor) -> ExactCGF:
+    """``samples`` draws per layer from ``key``, proposals adapted to the tilted measures at the Gaussian anchor's
+    conjugates ``anchor`` (tempered from the prior; :func:`adapt_proposal`)."""
+    draws, adapt_draws = _draws(problem, samples, key)
+    anchor = _finite_or_prior(anchor)
+    kernels = ConjugateMap().kernels(problem, problem.X, anchor)[0]
     covariances = [input_covariance(problem, problem.X)] + [next_covariance(problem, K) for K in kernels[:-1]]
-    return jax.lax.stop_gradient(conjugates), jax.lax.stop_gradient(tuple(covariances))
+    proposals = tuple(adapt_proposal(problem, anchor[layer], covariances[layer], layer, adapt_draws[layer])
+                      for layer in range(problem.depth))
+    return jax.lax.stop_gradient(ExactCGF(draws, proposals, anchor))
+
+
+@eqx.filter_jit
+def readapted(problem: Problem, cgf: ExactCGF, key, conjugates) -> ExactCGF:
+    """The same draws with the proposals re-adapted (two moment-matching rounds from the current ones) at the exact
+    measure's saddle ``conjugates`` (``key``: the one the draws came from)."""
+    adapt_draws = _draws(problem, cgf.draws[0].shape[0], key)[1]
+    covariances = sampled_forward(problem, problem.X, conjugates, cgf)[2]
+    proposals = tuple(adapt_proposal(problem, conjugates[layer], covariances[layer], layer, adapt_draws[layer],
+                                     cgf.proposals[layer], (1.0, 1.0))
+                      for layer in range(problem.depth))
+    return jax.lax.stop_gradient(ExactCGF(cgf.draws, proposals, jax.lax.stop_gradient(conjugates)))
+
+
+@eqx.filter_jit
+def sampled_saddle(problem: Problem, cgf: ExactCGF, init):
+    """The conjugates at the saddle of the exact measure with the fixed draws and proposals of ``cgf``."""
+    from adaptive_kernels.solvers import stationary_point
+
+    return stationary_point(ConjugateMap(cgf), default_solver(), init, problem, implicit=False).value
 
 
 def default_solver():
@@ -231,34 +276,22 @@ def default_solver():
     return FixedPoint(damping=0.5)
 
 
-def exact_cgf(problem: Problem, samples: int, key) -> ExactCGF:
-    """The exact-measure CGF of every layer: ``samples`` draws per layer from the PRNG ``key`` (fold_in layer);
-    proposals adapted with separate draws (fold_in depth + layer), first at the Gaussian anchor (tempered from the
-    prior), then ``REFINE`` times at the exact measure's own saddle: the solve with the current proposals from the
-    last adaptation point (where it leaves the domain, its last point inside: a continuation)."""
-    return _exact_cgf(problem, samples, key)
+def exact_cgf(problem: Problem, samples: int, key, solve=None) -> ExactCGF:
+    """The exact-measure CGF of every layer: ``samples`` draws per layer from the PRNG ``key``; proposals adapted
+    first at the Gaussian anchor (:func:`initial_cgf`), then ``REFINE`` times at the exact measure's own saddle
+    (:func:`readapted`): the solve with the current proposals from the last adaptation point (where it leaves the
+    domain, its last point inside: a continuation).
 
+    ``solve(cgf, init)``: the conjugates of the Gaussian-equivalent saddle (cgf None) or of the sampled one. None:
+    inline solves (jittable); ``Adaptive.prepared`` passes the library's compiled solves instead, outside jit, so the
+    final solve and the user's Gaussian solves reuse their compilations."""
+    if solve is None:
+        def solve(cgf, init):
+            return gaussian_anchor(problem) if cgf is None else sampled_saddle(problem, cgf, init)
 
-@eqx.filter_jit
-def _exact_cgf(problem: Problem, samples: int, key) -> ExactCGF:
-    from adaptive_kernels.solvers import stationary_point
-
-    dtype = problem.X.dtype
-    draws = tuple(jax.random.normal(jax.random.fold_in(key, layer), (samples, factor_rank(problem, layer)), dtype)
-                  for layer in range(problem.depth))
-    adapt_draws = tuple(jax.random.normal(jax.random.fold_in(key, problem.depth + layer), d.shape, dtype)
-                        for layer, d in enumerate(draws))
-    conjugates, covariances = gaussian_anchor(problem)
-    proposals = tuple(adapt_proposal(problem, conjugates[layer], covariances[layer], layer, adapt_draws[layer])
-                      for layer in range(problem.depth))
-    cgf = jax.lax.stop_gradient(ExactCGF(draws, proposals, conjugates))
+    cgf = initial_cgf(problem, samples, key, solve(None, None))
     for _ in range(REFINE):
-        conjugates = stationary_point(ConjugateMap(cgf), default_solver(), cgf.start, problem, implicit=False).value
-        covariances = sampled_forward(problem, problem.X, conjugates, cgf)[2]
-        proposals = tuple(adapt_proposal(problem, conjugates[layer], covariances[layer], layer, adapt_draws[layer],
-                                         cgf.proposals[layer], (1.0, 1.0))
-                          for layer in range(problem.depth))
-        cgf = jax.lax.stop_gradient(ExactCGF(draws, proposals, conjugates))
+        cgf = readapted(problem, cgf, key, solve(cgf, cgf.start))
     return cgf
 
 
