@@ -172,7 +172,8 @@ def test_mean_field_single_neuron_measure_is_bimodal_as_in_hmc():
 
 def test_exact_measure_samples_and_bad_options(small_case):
     """The tilted single-neuron measure is available (weights summing to 1, its second moment = the reported Sigma)
-    and bad options raise errors that name the parameter."""
+    and bad options (also a solution's attached sampled measure reused on another problem) raise errors that name
+    the parameter."""
     case, arch, data = small_case
     sol = ak.solve(arch, data, case["kappa2"], Adaptive(form="conjugate", measure="exact", samples=10000,
                                                         seed=jnp.asarray(1)))  # compiled by the tests above
@@ -188,6 +189,9 @@ def test_exact_measure_samples_and_bad_options(small_case):
         Adaptive(form="conjugate", measure="exactly")
     with pytest.raises(ValueError, match="solution"):
         ak.exact_measure(ak.solve(arch, data, case["kappa2"]), arch, data, case["kappa2"])
+    other = ak.teacher_dataset(jax.random.PRNGKey(1), 24, 6, "cubic", P_test=10)
+    with pytest.raises(ValueError, match="sampled"):  # the attached measure belongs to the d = 5 problem
+        ak.solve(ak.FCN(6, (100,), "erf", gamma=2.0), other, case["kappa2"], sol.theory)
     with pytest.raises(ValueError, match="seed"):
         Adaptive(form="conjugate", measure="exact", seed=jnp.asarray([0, 1]))
     with pytest.raises(ValueError, match="seeds"):
