@@ -12,7 +12,11 @@ solver -> :class:`~adaptive_kernels.solvers.Solution` -> predictions and observa
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 
 from adaptive_kernels._validation import check_array, is_traced
@@ -55,8 +59,11 @@ def solve_problem(problem: Problem, theory: AbstractTheory, solver=None, *, init
     action, args = theory.problem(problem)
     init = theory.init(problem, args) if init is None else init
     solver = theory.default_solver(problem) if solver is None else solver
+    # a theory with array fields (an array ``seed``) is traced here and cannot be a static field: None (``solve``
+    # attaches the theory object)
+    static = None if jax.tree.leaves(eqx.filter(theory, eqx.is_array)) else theory
     return stationary_point(action, solver, init, args, implicit=implicit, linear_solver=linear_solver,
-                            theory=theory)
+                            theory=static)
 
 
 def solve(arch, data, kappa2, theory="adaptive", solver=None, *, init=None, implicit: bool = True,
@@ -82,10 +89,16 @@ def solve(arch, data, kappa2, theory="adaptive", solver=None, *, init=None, impl
     theory = get_theory(theory, **theory_options)
     problem = make_problem(arch, data, kappa2)
     theory.check(problem)
+    theory = theory.prepared(problem)
     if init is not None:
         theory.check_value(init, problem, "init")
-    return solve_problem(problem, theory, resolve_solver(solver), init=init, implicit=implicit,
-                         linear_solver=linear_solver)
+    with warnings.catch_warnings():
+        # an array field of the theory (``Adaptive(seed=jnp.asarray(k))``: keys share one compilation) is traced
+        # under jit; the Solution keeps the theory object itself (a static field)
+        warnings.filterwarnings("ignore", "A JAX array is being set as static")
+        solution = solve_problem(problem, theory, resolve_solver(solver), init=init, implicit=implicit,
+                                 linear_solver=linear_solver)
+        return dataclasses.replace(solution, theory=theory)
 
 
 def _checked(solution: Solution, arch, data, kappa2) -> Problem:

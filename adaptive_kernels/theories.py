@@ -54,6 +54,10 @@ class AbstractTheory(eqx.Module):
     def check(self, problem: Problem) -> None:
         """Raise a ValueError naming the option if this theory cannot describe ``problem``."""
 
+    def prepared(self, problem: Problem) -> "AbstractTheory":
+        """The theory with what it precomputes once, outside jit, for ``problem`` (``solve`` calls it): itself."""
+        return self
+
     @abc.abstractmethod
     def problem(self, problem: Problem):
         """(action, args) for the solvers, or None for a theory without order parameters."""
@@ -206,6 +210,11 @@ class Adaptive(AbstractLoopTheory):
             layer CGF by importance sampling, ``samples`` fixed draws per layer from ``seed``; ``actions.exact``:
             ``Solution.stats["ess"]`` per layer, and the domain margin min ESS/S - 0.01, so degenerate weights
             give status LEFT_DOMAIN).
+        sampled: ``measure="exact"``: the sampled layer measures (``actions.exact.ExactCGF``: fixed draws and proposals
+            adapted to the problem) that ``solve`` attaches (:meth:`prepared`), so a solution's observables reuse them;
+            None: made from ``samples`` and ``seed`` where needed.
+        seed: the key of the sampled measures: an int (each value compiles its own solve) or a scalar integer
+            array, e.g. ``jnp.asarray(k)``, traced under jit, so solves over keys share one compilation.
         loops: 0 (the saddle) or 1 (one-loop corrections; form ``"weight"``: two-layer and deep linear nets).
     """
 
@@ -214,8 +223,9 @@ class Adaptive(AbstractLoopTheory):
     space: str = eqx.field(static=True, default="auto")
     measure: str = eqx.field(static=True, default="gaussian")
     samples: int = eqx.field(static=True, default=20000)
-    seed: int = eqx.field(static=True, default=0)
+    seed: int | jax.Array = 0  # a Python int is static under jit; an integer array is traced (one compilation)
     loops: int = eqx.field(static=True, default=0)
+    sampled: exact.ExactCGF | None = None  # measure="exact": its draws and adapted proposals (``prepared``)
 
     def __check_init__(self):
         if self.form not in FORMS:
@@ -226,6 +236,9 @@ class Adaptive(AbstractLoopTheory):
             raise ValueError(f"measure: {self.measure!r} needs form='conjugate'")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
             raise ValueError(f"samples must be an integer >= 2, got {self.samples!r}")
+        if isinstance(self.seed, bool) or not (isinstance(self.seed, int) or (
+                isinstance(self.seed, jax.Array) and self.seed.ndim == 0 and jnp.issubdtype(self.seed.dtype, jnp.integer))):
+            raise ValueError(f"seed must be an int or a scalar integer array, got {self.seed!r}")
 
     def resolved_form(self, problem: Problem) -> str:
         if self.form == "auto":
@@ -247,6 +260,9 @@ class Adaptive(AbstractLoopTheory):
                                  f"(one d x d Sigma_l per layer), got {problem.activation.name!r}")
             elif has_bias(problem):
                 raise ValueError("form: 'weight' for deep nets needs s_b2 = 0")
+        if self.sampled is not None and tuple(d.shape for d in self.sampled.draws) != tuple(
+                (self.samples, exact.factor_rank(problem, layer)) for layer in range(problem.depth)):
+            raise ValueError("sampled: the attached exact measure was made for another problem (layer shapes differ)")
         if self.loops and form != "weight":
             # the kernel form predicts through a map that equals the layer kernels only at the saddle, so the
             # curvature correction of its mean output is not the prediction's (docs/finite_width.md)
@@ -254,10 +270,29 @@ class Adaptive(AbstractLoopTheory):
                              f"got form {form!r}. For deep nonlinear nets use Scaling(loops=1)")
         super().check(problem)
 
+    def prepared(self, problem: Problem) -> "Adaptive":
+        """The exact measure's draws and proposals made once, outside jit (``actions.exact.exact_cgf`` with the
+        compiled Gaussian and exact-measure solves: the final solve reuses the latter's compilation) and attached:
+        the solve and every observable of its solution use them instead of remaking them under jit."""
+        if self.measure != "exact" or self.sampled is not None:
+            return self
+        from adaptive_kernels.api import solve_problem  # the library's compiled solves (api imports this module)
+
+        def solve(cgf, init):  # init: the theory's own (zeros; the proposals' adaptation point), as in ``solve``
+            theory = Adaptive(form="conjugate") if cgf is None else self._with_sampled(cgf)
+            return solve_problem(problem, theory, None, init=None, implicit=True, linear_solver=None).value
+
+        return self._with_sampled(exact.exact_cgf(problem, self.samples, jax.random.PRNGKey(self.seed), solve))
+
+    def _with_sampled(self, cgf):
+        return eqx.tree_at(lambda t: t.sampled, self, cgf, is_leaf=lambda x: x is None)
+
     def _cgf(self, problem: Problem):
         """The layer CGF of the conjugate form: None (Gaussian-equivalent) or a sampled one with fixed draws."""
         if self.measure == "exact":
-            return exact.exact_cgf(problem, self.samples, self.seed)
+            if self.sampled is not None:
+                return self.sampled
+            return exact.exact_cgf(problem, self.samples, jax.random.PRNGKey(self.seed))
         if self.measure == "second_order":
             key = jax.random.PRNGKey(self.seed)
             return deep.SecondOrderCGF(tuple(
@@ -281,11 +316,13 @@ class Adaptive(AbstractLoopTheory):
             return problem.prior_covariance() if problem.depth == 1 else deep.InputSpaceAction().initial(problem)
         if form == "kernel":
             return deep.WhitenedKernelAction().initial(problem)
-        if self.measure == "exact":  # the Gaussian-equivalent saddle, where the proposals are adapted
-            return exact.gaussian_anchor(problem)[0]
+        if self.measure == "exact":  # where the proposals were last adapted: the exact saddle of the earlier proposal
+            return self._cgf(problem).start
         return tuple(jnp.zeros((problem.P, problem.P), problem.X.dtype) for _ in range(problem.depth))
 
     def default_solver(self, problem):
+        if self.measure == "exact":
+            return exact.default_solver()
         form = self.resolved_form(problem)
         return {"conjugate": FixedPoint(), "kernel": Continuation()}.get(form, Newton())
 

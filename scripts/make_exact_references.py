@@ -5,6 +5,8 @@ sec. 8) -- independent of the saddle-point code under test -- and writes, per ca
 architecture and the sampled observables with their Monte Carlo standard errors to a JSON file:
 
     nice -n 10 .venv/bin/python scripts/make_exact_references.py --set small --out tests/data/exact_small.json
+    nice -n 10 .venv/bin/python scripts/make_exact_references.py --set small25 --overlaps \
+        --out tests/data/exact_small25.json
     nice -n 10 .venv/bin/python scripts/make_exact_references.py --set issue --out tests/data/exact_issue.json \
         --samples 400 --warmup 200
 
@@ -14,7 +16,8 @@ the HMC numbers (docs/exact_measure.md):
 
     nice -n 10 .venv/bin/python scripts/make_exact_references.py --table tests/data/exact_issue.json
 
-``small``: the test case (two-layer erf, d = 5, P = 24, N = 100, gamma = 2, kappa2 = 1e-2, cubic teacher), where
+``small25``: the same at N = 25 (P = 24, 40), where no Gaussian-ansatz saddle exists, with ``--overlaps``
+(the bimodality test). ``small``: the test case (two-layer erf, d = 5, P = 24, N = 100, gamma = 2, kappa2 = 1e-2, cubic teacher), where
 the Gaussian ansatz overestimates the first-layer eigenvalue ratio by tens of percent. ``issue``: the cases of
 issue 15 (two-layer erf, d = 20, N = 200, gamma in {1, 1.5, 2}, P in {20, 80}; deep erf, N1 = N2 = 80, d = 15,
 gamma = 2, P = 20). The data are ``teacher_dataset(PRNGKey(data_seed), P, d, "cubic", P_test=P_test)``.
@@ -39,6 +42,7 @@ from adaptive_kernels.sampling import sample_posterior  # noqa: E402
 KAPPA2 = 1e-2
 SETS = {
     "small": [dict(d=5, P=24, widths=[100], gamma=2.0, P_test=200)],
+    "small25": [dict(d=5, P=P, widths=[25], gamma=2.0, P_test=200) for P in (24, 40)],
     "issue": [dict(d=20, P=P, widths=[200], gamma=g, P_test=500) for g in (1.0, 1.5, 2.0) for P in (20, 80)]
     + [dict(d=15, P=20, widths=[80, 80], gamma=2.0, P_test=500)],
 }
@@ -62,6 +66,41 @@ def reference(case, num_chains, num_samples, num_warmup, data_seed=0, key=1):
         "eigenvalue_ratio": [_estimate(r) for r in est.eigenvalue_ratio],
         "kernel_eigenvalue_ratio": [_estimate(r) for r in est.kernel_eigenvalue_ratio],
     }
+
+
+OVERLAP_EDGES = np.linspace(-3.0, 3.0, 31)  # bins of the first-layer overlap w . w* / |w*|, in units of sqrt(s_w2)
+
+
+def overlap_histogram(case, num_chains, num_samples, num_warmup, key=2):
+    """Density histogram (over :data:`OVERLAP_EDGES`) of the first-layer overlaps w_i . w* / |w*| of every neuron
+    and draw of an HMC run (the library's ``HMC`` sampler: readout integrated out, step size adapted during warmup).
+    The posterior is even under w_i -> -w_i (odd phi, no bias), so the histogram is symmetrised."""
+    from adaptive_kernels.sampling import HMC
+    from adaptive_kernels.sampling.target import Posterior
+
+    arch, data = _case_data(case)
+    posterior = Posterior(arch, data.X, data.y, jax.numpy.asarray(KAPPA2), False)
+    sampler = HMC()
+    direction = data.w_star / np.linalg.norm(data.w_star)
+
+    def chain(key):
+        k0, k1, k2 = jax.random.split(key, 3)
+        state = sampler.init(posterior, k0)
+        step = lambda adapt: lambda s, k: (sampler.step(posterior, s, k, adapt)[0], None)  # noqa: E731
+        state = jax.lax.scan(step(True), state, jax.random.split(k1, num_warmup))[0]
+        state = sampler.end_warmup(state)
+
+        def record(s, k):
+            s = sampler.step(posterior, s, k, False)[0]
+            return s, sampler.current(posterior, s)[0].weight_matrices()[0] @ direction
+
+        return jax.lax.scan(record, state, jax.random.split(k2, num_samples))[1]
+
+    overlaps = np.asarray(jax.jit(jax.vmap(chain))(jax.random.split(jax.random.PRNGKey(key), num_chains))).ravel()
+    overlaps = np.concatenate([overlaps, -overlaps])
+    density = np.histogram(overlaps, bins=OVERLAP_EDGES, density=True)[0]
+    return {"edges": OVERLAP_EDGES.tolist(), "density": density.tolist(), "draws": int(overlaps.size // 2),
+            "key": key, "num_chains": num_chains, "num_samples": num_samples, "num_warmup": num_warmup}
 
 
 def _case_data(case):
@@ -89,7 +128,7 @@ def table(path, seeds, samples):
         for seed in range(seeds):
             start = time.perf_counter()
             sol = ak.solve(arch, data, kappa2, ak.Adaptive(form="conjugate", measure="exact", samples=samples,
-                                                           seed=seed))
+                                                           seed=jax.numpy.asarray(seed)))  # one compilation
             s = ak.summarize(sol, arch, data, kappa2)
             seconds.append(time.perf_counter() - start)
             last = ak.exact_measure(sol, arch, data, kappa2)[-1]
@@ -120,6 +159,8 @@ def main(argv=None):
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--samples", type=int, default=800)
     parser.add_argument("--warmup", type=int, default=400)
+    parser.add_argument("--overlaps", action="store_true", help="also an HMC histogram of the first-layer overlaps "
+                        "with w* (two-layer nets; the bimodality test)")
     args = parser.parse_args(argv)
     if args.table:
         return table(args.table, args.seeds, args.exact_samples)
@@ -128,6 +169,8 @@ def main(argv=None):
     rows = []
     for case in SETS[args.set]:
         rows.append(reference(case, args.chains, args.samples, args.warmup))
+        if args.overlaps:
+            rows[-1]["overlaps"] = overlap_histogram(rows[-1], args.chains, args.samples, args.warmup)
         print(json.dumps(rows[-1]), flush=True)
         with open(args.out, "w") as f:  # written after every case: a long run keeps what it has
             json.dump({"script": "scripts/make_exact_references.py", "set": args.set, "cases": rows}, f, indent=1)

@@ -2,8 +2,10 @@
 
 Checked against: the closed form of the layer CGF for linear phi, W = -(N/2) log det(I - (2/N) Kt C), and its
 derivative (the estimator's built-in check: the measure is exactly Gaussian there); and HMC posteriors of a finite
-two-layer erf net (tests/data/exact_small.json, made by scripts/make_exact_references.py), where the Gaussian
-ansatz is visibly off and the exact measure must close the gap.
+two-layer erf net (tests/data/exact_small.json, exact_small25.json, made by scripts/make_exact_references.py),
+where the Gaussian ansatz is visibly off (N = 100) or has no solution (N = 25) and the exact measure must close the
+gap, and whose single-neuron measure is bimodal (N = 25). The seeds are arrays (traced): one compilation for all
+keys and both widths.
 """
 
 import json
@@ -17,6 +19,7 @@ import pytest
 import adaptive_kernels as ak
 from adaptive_kernels.actions import exact
 from adaptive_kernels.actions.deep import ConjugateMap
+from adaptive_kernels.observables import learnability
 from adaptive_kernels.problem import make_problem
 from adaptive_kernels.theories import Adaptive
 
@@ -48,19 +51,19 @@ def test_linear_cgf_and_kernel_match_closed_form_with_error_falling_as_inverse_s
     W_exact = -0.5 * N * jnp.linalg.slogdet(eye - 2 / N * Kt @ C)[1]
     K_exact = C @ jnp.linalg.inv(eye - 2 / N * Kt @ C)
 
-    def estimate(key, S):
-        z = jax.random.normal(key, (S, problem.d + 1))
-        L = exact.adapt_proposal(problem, Kt, C, 0, jax.random.normal(jax.random.fold_in(key, 1), z.shape))
-        cgf = exact.ExactCGF((z,), (L,))
+    def estimate(key):
+        z = jax.random.normal(key, (4000, problem.d + 1))
+        proposal = exact.adapt_proposal(problem, Kt, C, 0, jax.random.normal(jax.random.fold_in(key, 1), z.shape))
+        cgf = exact.ExactCGF((z,), (proposal,))
         W, K = jax.value_and_grad(cgf, argnums=1)(problem, Kt, C, 0, problem.X)
-        return W, K, cgf.ess(problem, Kt, C, 0, problem.X)
+        small = exact.ExactCGF((z[:1000],), (proposal,))(problem, Kt, C, 0, problem.X)  # the first 1000 draws
+        return W, K, cgf.ess(problem, Kt, C, 0, problem.X), small
 
     keys = jax.random.split(jax.random.PRNGKey(0), 8)
-    Ws, Ks, ess = (np.array(a) for a in jax.jit(jax.vmap(lambda k: estimate(k, 4000)))(keys))
+    Ws, Ks, ess, W_small = (np.array(a) for a in jax.jit(jax.vmap(estimate))(keys))
     assert abs(Ws.mean() - W_exact) < 4 * Ws.std(ddof=1) / np.sqrt(8)
     np.testing.assert_array_less(np.abs(Ks.mean(0) - K_exact), 4 * Ks.std(0, ddof=1) / np.sqrt(8) + 1e-12)
     assert ess.min() > 0.9 * 4000
-    W_small = np.array(jax.jit(jax.vmap(lambda k: estimate(k, 1000)[0]))(keys))
     assert 1.5 < W_small.std(ddof=1) / Ws.std(ddof=1) < 2.7
 
 
@@ -69,7 +72,8 @@ def test_degenerate_weights_leave_the_domain():
     ESS falls below 1% of S, so the conjugate map reports the point outside its domain (margin < 0) and the solvers
     backtrack from it; a mild tilt stays inside."""
     problem = make_problem(ak.FCN(8, 5, "erf"), ak.teacher_dataset(jax.random.PRNGKey(3), 5, 8, P_test=10), 1e-2)
-    cgf = exact.ExactCGF((jax.random.normal(jax.random.PRNGKey(0), (2000, problem.d + 1)),), (jnp.eye(problem.d + 1),))
+    cgf = exact.ExactCGF((jax.random.normal(jax.random.PRNGKey(0), (2000, problem.d + 1)),),
+                         (exact.Proposal.prior(problem.d + 1, problem.X.dtype),))
     check = jax.jit(lambda Kt: ConjugateMap(cgf).kernels(problem, problem.X, (Kt,))[2:])
     for scale, inside in ((200.0, False), (0.5, True)):
         in_domain, margin = check(scale * jnp.outer(problem.y, problem.y))
@@ -85,7 +89,8 @@ def test_linear_net_solution_equals_gaussian_within_monte_carlo_error():
     gauss = ak.solve(arch, data, 1e-2, Adaptive(form="conjugate"))
     runs = []
     for seed in range(2):
-        sol = ak.solve(arch, data, 1e-2, Adaptive(form="conjugate", measure="exact", samples=4000, seed=seed))
+        sol = ak.solve(arch, data, 1e-2, Adaptive(form="conjugate", measure="exact", samples=4000,
+                                                  seed=jnp.asarray(seed)))  # an array seed: one compilation
         assert bool(sol.converged), sol.message
         assert sol.stats["ess"].shape == (2,) and float(jnp.min(sol.stats["ess"])) > 0.5 * 4000
         runs.append(sol.value)
@@ -95,40 +100,83 @@ def test_linear_net_solution_equals_gaussian_within_monte_carlo_error():
         assert np.linalg.norm(estimates.mean(0) - Kt) < 4 * se + 0.01 * np.linalg.norm(Kt), (layer, se)
 
 
-@pytest.fixture(scope="module")
-def small_case():
-    (case,) = json.loads((DATA / "exact_small.json").read_text())["cases"]
+def _case(name, P):
+    """(case, arch, data) of the reference in tests/data/<name>.json with P training points."""
+    (case,) = [c for c in json.loads((DATA / f"{name}.json").read_text())["cases"] if c["P"] == P]
     data = ak.teacher_dataset(jax.random.PRNGKey(case["data_seed"]), case["P"], case["d"], case["teacher"],
                               P_test=case["P_test"])
-    arch = ak.FCN(case["d"], tuple(case["widths"]), case["activation"], gamma=case["gamma"])
-    return case, arch, data
+    return case, ak.FCN(case["d"], tuple(case["widths"]), case["activation"], gamma=case["gamma"]), data
 
 
-def test_exact_measure_closes_the_gap_to_hmc(small_case):
-    """Two-layer erf, d = 5, P = 24, N = 100, gamma = 2 (mean field), cubic teacher; HMC reference (4 x 800 draws,
-    learnability SE 2e-4, ratio SE 0.006). The Gaussian ansatz misses the learnability by 0.010 and the first-layer
-    eigenvalue ratio along w* by 3.5% (measured); the exact measure (2 keys x 10^4 samples, spread 3e-4 and 0.5%)
-    must come within 0.004 and 1.5%, and at most a third of the Gaussian's error on each."""
-    case, arch, data = small_case
+@pytest.fixture(scope="module")
+def small_case():
+    return _case("exact_small", 24)
+
+
+@pytest.mark.parametrize("name", ["exact_small", "exact_small25"])
+def test_exact_measure_closes_the_gap_to_hmc(name):
+    """Two-layer erf, d = 5, P = 24, gamma = 2 (mean field), cubic teacher; HMC references (4 x 800 draws).
+
+    N = 100 (learnability SE 2e-4, ratio SE 0.006): the Gaussian ansatz misses the learnability by 0.010 and the
+    first-layer eigenvalue ratio along w* by 3.5% (measured); the exact measure (2 keys x 10^4 samples, spread 3e-4
+    and 0.5%) must come within 0.004 and 1.5%, and at most a third of the Gaussian's error on each.
+
+    N = 25 (learnability SE 3e-4, ratio SE 0.011; the README's table has no Gaussian-ansatz saddle at P = 40): the
+    exact measure, with the proposal re-adapted at its own saddle (a pair of Gaussians: the measure is bimodal), must come
+    within 0.01 in learnability and 5% in the ratio (issue 15's target for the README's small cases), with ESS above
+    half the samples. Both widths share one compilation (keys are traced)."""
+    case, arch, data = _case(name, 24)
     kappa2 = case["kappa2"]
     L_hmc, L_se = case["learnability"]
     R_hmc, R_se = case["eigenvalue_ratio"][0]
-    gauss = ak.summarize(ak.solve(arch, data, kappa2), arch, data, kappa2)
     out = ak.exact_error_bars(arch, data, kappa2, seeds=2, samples=10000)
-    assert out["converged"] and min(out["ess"]) > 0.3 * 10000
+    assert out["converged"] and min(out["ess"]) > 0.5 * 10000
     L, R = out["learnability"][0], out["eigenvalue_ratio"][0][0]
-    print(f"learnability HMC {L_hmc:.4f}±{L_se:.4f} exact {L:.4f}±{out['learnability'][1]:.4f} "
-          f"gaussian {gauss['learnability']:.4f}; ratio HMC {R_hmc:.3f}±{R_se:.3f} exact {R:.3f} "
-          f"gaussian {gauss['eigenvalue_ratio'][0]:.3f}")
-    assert abs(L - L_hmc) < 0.004 and abs(L - L_hmc) < abs(gauss["learnability"] - L_hmc) / 3
-    assert abs(R - R_hmc) < 0.015 * R_hmc and abs(R - R_hmc) < abs(gauss["eigenvalue_ratio"][0] - R_hmc) / 3
+    print(f"learnability HMC {L_hmc:.4f}±{L_se:.4f} exact {L:.4f}±{out['learnability'][1]:.4f}; "
+          f"ratio HMC {R_hmc:.3f}±{R_se:.3f} exact {R:.3f}±{out['eigenvalue_ratio'][1][0]:.3f}")
+    if name == "exact_small25":
+        assert abs(L - L_hmc) < 0.01 and abs(R - R_hmc) < 0.05 * R_hmc
+        return
+    gauss_sol = ak.solve(arch, data, kappa2)
+    L_gauss = float(learnability(ak.predict(gauss_sol, arch, data, kappa2).mean_test, data.y_test))
+    R_gauss = float(ak.eigenvalue_ratio(gauss_sol.value, data.w_star))  # Sigma of the two-layer weight form
+    assert abs(L - L_hmc) < 0.004 and abs(L - L_hmc) < abs(L_gauss - L_hmc) / 3
+    assert abs(R - R_hmc) < 0.015 * R_hmc and abs(R - R_hmc) < abs(R_gauss - R_hmc) / 3
+
+
+def test_mean_field_single_neuron_measure_is_bimodal_as_in_hmc():
+    """Mean field at small width (N = 25, gamma = 2, d = 5, P = 24): the HMC posterior's first-layer overlaps
+    w_i . w*/|w*| (tests/data/exact_small25.json: 8 10^4 neuron-draws, symmetrised) are bimodal, with peaks at
+    |o| ~ 0.5 and a dip at 0 below 70% of the peak. The exact measure's weighted histogram of the same overlaps
+    (ak.exact_measure, same bins) shows the same: a dip at 0 below 80% of its peak, the peaks in the same bins
+    (+-1), and a total-variation distance to HMC's histogram below 0.05; its proposal is a pair of Gaussians."""
+    case, arch, data = _case("exact_small25", 24)
+    hist = case["overlaps"]
+    edges, hmc = np.asarray(hist["edges"]), np.asarray(hist["density"])
+    centre = len(hmc) // 2  # the two bins around 0
+    assert hmc[centre] < 0.7 * hmc.max() and abs(edges[np.argmax(hmc)]) > 0.3  # HMC itself is bimodal
+    sol = ak.solve(arch, data, case["kappa2"], Adaptive(form="conjugate", measure="exact", samples=10000,
+                                                        seed=jnp.asarray(0)))  # compiled by the test above
+    assert bool(sol.stats["mixture"][0])
+    (first,) = ak.exact_measure(sol, arch, data, case["kappa2"])
+    overlap = np.asarray(first["w"]) @ np.asarray(data.w_star) / np.linalg.norm(data.w_star)
+    omega = np.asarray(first["weights"])
+    exact_density = np.histogram(np.concatenate([overlap, -overlap]), bins=edges, density=True,
+                                 weights=np.concatenate([omega, omega]))[0]
+    width = np.diff(edges)
+    print("HMC  ", np.round(hmc, 3), "\nexact", np.round(exact_density, 3))
+    assert exact_density[centre] < 0.8 * exact_density.max()
+    assert abs(np.argmax(exact_density[:centre]) - np.argmax(hmc[:centre])) <= 1
+    assert 0.5 * np.sum(np.abs(exact_density - hmc) * width) < 0.05
 
 
 def test_exact_measure_samples_and_bad_options(small_case):
     """The tilted single-neuron measure is available (weights summing to 1, its second moment = the reported Sigma)
-    and bad options raise errors that name the parameter."""
+    and bad options (also a solution's attached sampled measure reused on another problem) raise errors that name
+    the parameter."""
     case, arch, data = small_case
-    sol = ak.solve(arch, data, case["kappa2"], Adaptive(form="conjugate", measure="exact", samples=10000))  # cached
+    sol = ak.solve(arch, data, case["kappa2"], Adaptive(form="conjugate", measure="exact", samples=10000,
+                                                        seed=jnp.asarray(1)))  # compiled by the tests above
     (first,) = ak.exact_measure(sol, arch, data, case["kappa2"])
     w, omega = first["w"], first["weights"]
     np.testing.assert_allclose(float(jnp.sum(omega)), 1.0, rtol=1e-12)
@@ -141,5 +189,10 @@ def test_exact_measure_samples_and_bad_options(small_case):
         Adaptive(form="conjugate", measure="exactly")
     with pytest.raises(ValueError, match="solution"):
         ak.exact_measure(ak.solve(arch, data, case["kappa2"]), arch, data, case["kappa2"])
+    other = ak.teacher_dataset(jax.random.PRNGKey(1), 24, 6, "cubic", P_test=10)
+    with pytest.raises(ValueError, match="sampled"):  # the attached measure belongs to the d = 5 problem
+        ak.solve(ak.FCN(6, (100,), "erf", gamma=2.0), other, case["kappa2"], sol.theory)
+    with pytest.raises(ValueError, match="seed"):
+        Adaptive(form="conjugate", measure="exact", seed=jnp.asarray([0, 1]))
     with pytest.raises(ValueError, match="seeds"):
         ak.exact_error_bars(arch, data, case["kappa2"], seeds=1)

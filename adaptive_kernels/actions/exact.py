@@ -41,6 +41,7 @@ from adaptive_kernels.problem import Problem
 
 DEFENSIVE = 0.1  # alpha, the prior's share of the mixture proposal
 ADAPT_ROUNDS = 4  # R, tempering steps of the proposal's adaptation
+REFINE = 1  # re-adaptations of the proposals at the exact measure's own saddle
 ESS_FLOOR = 0.01  # ESS / S below which the estimate is called degenerate (outside the conjugate map's domain)
 
 
@@ -58,16 +59,37 @@ def factor_rank(problem: Problem, layer: int) -> int:
     return problem.d + 1 if layer == 0 else problem.P
 
 
-def proposal_points(z, L_q, defensive: float = DEFENSIVE):
-    """(u, log w): the mixture proposal's points from standard normal draws z (S, r) -- the first alpha S rows
-    from the prior, the rest u = z L_q^T -- and their log importance weights log N(u; 0, I) - log q(u)."""
-    n_prior = int(round(defensive * z.shape[0]))
-    u = jnp.concatenate([z[:n_prior], z[n_prior:] @ L_q.T])
-    log_prior = -0.5 * jnp.sum(u**2, axis=1)
-    v = jax.scipy.linalg.solve_triangular(L_q, u.T, lower=True).T
-    log_q = -0.5 * jnp.sum(v**2, axis=1) - jnp.sum(jnp.log(jnp.diagonal(L_q)))
-    log_mix = jnp.logaddexp(jnp.log(defensive) + log_prior, jnp.log1p(-defensive) + log_q)
-    return u, log_prior - log_mix
+class Proposal(eqx.Module):
+    """q(u) = alpha N(0, I) + (1 - alpha) [N(u; m, L L^T) + N(u; -m, L L^T)] / 2 in u-coordinates: the defensive
+    prior and a symmetric pair of Gaussians (m = 0: one Gaussian). The tilted measure of an odd phi is even in u
+    (q_s is even), so where it is bimodal its modes come in pairs +-m (mean-field neurons aligned with or against
+    the teacher)."""
+
+    mean: jax.Array  # m (r,)
+    chol: jax.Array  # L (r, r), lower
+
+    @classmethod
+    def prior(cls, r: int, dtype):
+        return cls(jnp.zeros(r, dtype), jnp.eye(r, dtype=dtype))
+
+    def points(self, z, defensive: float = DEFENSIVE):
+        """(u, log w): the proposal's points from standard normal draws z (S, r) -- the first alpha S rows from the
+        prior, then half u = m + z L^T and half u = -m + z L^T (stratified; Hesterberg 1995) -- and their log
+        importance weights log N(u; 0, I) - log q(u), bounded by -log alpha."""
+        S = z.shape[0]
+        n_prior = int(round(defensive * S))
+        sign = jnp.where(jnp.arange(S - n_prior) < (S - n_prior) // 2, 1.0, -1.0).astype(z.dtype)
+        u = jnp.concatenate([z[:n_prior], sign[:, None] * self.mean + z[n_prior:] @ self.chol.T])
+        log_prior = -0.5 * jnp.sum(u**2, axis=1)
+        log_det = jnp.sum(jnp.log(jnp.diagonal(self.chol)))
+
+        def log_gauss(mean):
+            v = jax.scipy.linalg.solve_triangular(self.chol, (u - mean).T, lower=True).T
+            return -0.5 * jnp.sum(v**2, axis=1) - log_det
+
+        log_pair = jnp.logaddexp(log_gauss(self.mean), log_gauss(-self.mean)) - jnp.log(2.0)
+        log_mix = jnp.logaddexp(jnp.log(defensive) + log_prior, jnp.log1p(-defensive) + log_pair)
+        return u, log_prior - log_mix
 
 
 def tilt_log_weights(problem: Problem, Kt, B, u, log_w, N):
@@ -76,19 +98,24 @@ def tilt_log_weights(problem: Problem, Kt, B, u, log_w, N):
     return log_w + jnp.sum((phi @ Kt) * phi, axis=1) / N
 
 
+def _ess(logits):
+    return 1.0 / jnp.sum(jax.nn.softmax(logits) ** 2)
+
+
 class ExactCGF(eqx.Module):
     """The exact layer CGF W_l(Kt | C) by importance sampling with fixed draws (module docstring).
 
-    draws: one (S, r_l) array of standard normals per layer.  proposals: lower Cholesky factors L_q (r_l, r_l)
-    of the proposal covariances in u-coordinates (the identity: sampling from the prior).
+    draws: one (S, r_l) array of standard normals per layer.  proposals: one :class:`Proposal` per layer (in
+    u-coordinates).  start: the conjugate kernels at which the proposals were last adapted (the solve's start).
     """
 
     draws: tuple
     proposals: tuple
+    start: tuple | None = None
 
     def _log_weights(self, problem: Problem, Kt, C, layer: int, X):
         """(log(w_s exp(q_s / N)), u, B) of one layer."""
-        u, log_w = proposal_points(self.draws[layer], self.proposals[layer])
+        u, log_w = self.proposals[layer].points(self.draws[layer])
         B = layer_factor(problem, C, layer, X)
         return tilt_log_weights(problem, Kt, B, u, log_w, problem.widths[layer]), u, B
 
@@ -104,13 +131,15 @@ class ExactCGF(eqx.Module):
 
     def ess(self, problem: Problem, Kt, C, layer: int, X):
         """Effective sample size 1 / sum omega_s^2 of the self-normalised tilted weights."""
-        return 1.0 / jnp.sum(self.tilted(problem, Kt, C, layer, X)[1] ** 2)
+        return _ess(self._log_weights(problem, Kt, C, layer, X)[0])
 
     def stats(self, problem: Problem, X, conjugates, covariances) -> dict:
-        """``ess``: per layer (L,); ``samples``: S."""
+        """``ess``: per layer (L,); ``samples``: S; ``mixture``: per layer, whether the proposal is a pair of
+        Gaussians (m != 0: a bimodal tilted measure)."""
         ess = jnp.stack([self.ess(problem, Kt, C, layer, X)
                          for layer, (Kt, C) in enumerate(zip(conjugates, covariances))])
-        return {"ess": ess, "samples": jnp.asarray(self.draws[0].shape[0])}
+        mixture = jnp.stack([jnp.any(p.mean != 0) for p in self.proposals])
+        return {"ess": ess, "samples": jnp.asarray(self.draws[0].shape[0]), "mixture": mixture}
 
     def margin(self, problem: Problem, X, conjugates, covariances):
         """min_l ESS_l / S - ESS_FLOOR: the conjugate map's domain margin. Where the weights degenerate the estimate
@@ -120,72 +149,150 @@ class ExactCGF(eqx.Module):
     def extended(self, P: int, P_all: int):
         """The CGF on P_all = P + m points (test points appended with zero conjugate rows): the first layer's factor
         is unchanged; deeper layers get new draw columns (:func:`actions.deep.extended_draws`) on which the tilt
-        does not act, so their proposal is the prior there (L_q padded with the identity)."""
+        does not act, so their proposal is the prior there (m padded with 0, L with the identity)."""
         draws, proposals = [self.draws[0]], [self.proposals[0]]
         for layer in range(1, len(self.draws)):
             draws.append(extended_draws(self.draws[layer], P, P_all, layer))
-            L = self.proposals[layer]
-            proposals.append(jax.scipy.linalg.block_diag(L, jnp.eye(P_all - P, dtype=L.dtype)))
+            p = self.proposals[layer]
+            proposals.append(Proposal(jnp.concatenate([p.mean, jnp.zeros(P_all - P, p.mean.dtype)]),
+                                      jax.scipy.linalg.block_diag(p.chol, jnp.eye(P_all - P, dtype=p.chol.dtype))))
         return ExactCGF(tuple(draws), tuple(proposals))
 
 
-def moment_matched_proposal(problem: Problem, Kt, B, z, L_q, N, floor: float = 0.05):
-    """Cholesky factor of Sigma_q = I + Pi (E_tilted[u u^T] - I) Pi, the tilted second moment estimated with the
-    proposal L_q and restricted to the row space of B (Pi = B^+ B: the tilt does not act elsewhere), its
-    eigenvalues floored at ``floor`` (a guard against a degenerate estimate)."""
-    u, log_w = proposal_points(z, L_q)
-    omega = jax.nn.softmax(tilt_log_weights(problem, Kt, B, u, log_w, N))
-    M = (u * omega[:, None]).T @ u
-    Pi = symmetrize(jnp.linalg.pinv(B) @ B)
-    eye = jnp.eye(B.shape[1], dtype=B.dtype)
-    evals, evecs = jnp.linalg.eigh(symmetrize(eye + Pi @ (M - eye) @ Pi))
+def _floored_cholesky(Sigma, floor):
+    evals, evecs = jnp.linalg.eigh(symmetrize(Sigma))
     return jnp.linalg.cholesky(symmetrize((evecs * jnp.maximum(evals, floor)) @ evecs.T))
 
 
-def adapt_proposal(problem: Problem, Kt, C, layer: int, z, rounds: int = ADAPT_ROUNDS):
-    """L_q adapted to the tilted measure of one layer at (Kt, C): moment matching along t Kt, t = 1/R, ..., 1, then
-    once more at t = 1, starting from the prior."""
+def moment_matched_proposal(problem: Problem, Kt, B, z, proposal: Proposal, N, floor: float = 0.05) -> Proposal:
+    """The better (larger ESS on the draws z) of two moment-matched proposals, from the tilted moments estimated
+    with ``proposal`` and restricted to the row space of B (Pi = B^+ B: the tilt does not act elsewhere):
+
+    - one Gaussian: m = 0, Sigma = I + Pi (E[u u^T] - I) Pi;
+    - a symmetric pair: fold u -> sign(u . v) u along the top eigenvector v of Pi E[u u^T] Pi (the direction
+      along which a bimodal measure splits), m = Pi E[u_folded], Sigma = I + Pi (Cov[u_folded] - I) Pi.
+
+    Eigenvalues floored at ``floor`` (a guard against a degenerate estimate)."""
+    u, log_w = proposal.points(z)
+    omega = jax.nn.softmax(tilt_log_weights(problem, Kt, B, u, log_w, N))
+    Pi = symmetrize(jnp.linalg.pinv(B) @ B)
+    eye = jnp.eye(B.shape[1], dtype=B.dtype)
+    M = (u * omega[:, None]).T @ u
+    single = Proposal(jnp.zeros_like(proposal.mean), _floored_cholesky(eye + Pi @ (M - eye) @ Pi, floor))
+    v = jnp.linalg.eigh(symmetrize(Pi @ M @ Pi))[1][:, -1]
+    folded = jnp.where(u @ v >= 0, 1.0, -1.0)[:, None] * u
+    m = Pi @ (omega @ folded)
+    cov = (folded * omega[:, None]).T @ folded - jnp.outer(m, m)
+    pair = Proposal(m, _floored_cholesky(eye + Pi @ (cov - eye) @ Pi, floor))
+
+    def quality(candidate):
+        return _ess(tilt_log_weights(problem, Kt, B, *candidate.points(z), N))
+
+    better = quality(pair) > quality(single)
+    return jax.tree.map(lambda a, b: jnp.where(better, a, b), pair, single)
+
+
+def adapt_proposal(problem: Problem, Kt, C, layer: int, z, start: Proposal | None = None, tilts=None) -> Proposal:
+    """A proposal adapted to the tilted measure of one layer at (Kt, C) by moment matching
+    (:func:`moment_matched_proposal`) along the tempering path t Kt, ``tilts`` (default t = 1/R, ..., 1, 1), from
+    ``start`` (default: the prior)."""
     B = layer_factor(problem, C, layer, problem.X)
-    tilts = jnp.minimum(jnp.arange(1, rounds + 2, dtype=B.dtype) / rounds, 1.0)
+    if tilts is None:
+        tilts = jnp.minimum(jnp.arange(1, ADAPT_ROUNDS + 2, dtype=B.dtype) / ADAPT_ROUNDS, 1.0)
+    start = Proposal.prior(B.shape[1], B.dtype) if start is None else start
 
-    def step(L_q, t):
-        return moment_matched_proposal(problem, t * Kt, B, z, L_q, problem.widths[layer]), None
+    def step(proposal, t):
+        return moment_matched_proposal(problem, t * Kt, B, z, proposal, problem.widths[layer]), None
 
-    return jax.lax.scan(step, jnp.eye(B.shape[1], dtype=B.dtype), tilts)[0]
+    return jax.lax.scan(step, start, jnp.asarray(tilts, B.dtype))[0]
+
+
+def _finite_or_prior(conjugates):
+    """The conjugates where all are finite, else Kt = 0 (the prior): a failed Gaussian anchor."""
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(Kt)) for Kt in conjugates]))
+    return tuple(jnp.where(ok, Kt, 0.0) for Kt in conjugates)
 
 
 @eqx.filter_jit
 def gaussian_anchor(problem: Problem):
-    """(conjugates, covariances C_l) of the Gaussian-equivalent saddle (the conjugate map, FixedPoint), where the
-    proposals are adapted; where that solve fails (non-finite), Kt = 0: the prior."""
+    """The conjugates of the Gaussian-equivalent saddle (the conjugate map, FixedPoint), where the proposals are
+    first adapted; where that solve fails (non-finite), Kt = 0: the prior."""
     from adaptive_kernels.solvers import FixedPoint, stationary_point
 
     zeros = tuple(jnp.zeros((problem.P, problem.P), problem.X.dtype) for _ in range(problem.depth))
     sol = stationary_point(ConjugateMap(), FixedPoint(), zeros, problem, implicit=False)
-    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(Kt)) for Kt in sol.value]))
-    conjugates = tuple(jnp.where(ok, Kt, 0.0) for Kt in sol.value)
-    kernels = ConjugateMap().kernels(problem, problem.X, conjugates)[0]
-    covariances = [input_covariance(problem, problem.X)] + [next_covariance(problem, K) for K in kernels[:-1]]
-    return jax.lax.stop_gradient(conjugates), jax.lax.stop_gradient(tuple(covariances))
+    return jax.lax.stop_gradient(_finite_or_prior(sol.value))
 
 
-def exact_cgf(problem: Problem, samples: int, seed: int) -> ExactCGF:
-    """The exact-measure CGF of every layer: ``samples`` draws per layer from ``seed`` (fold_in layer), proposals
-    adapted at the Gaussian anchor with separate draws (fold_in depth + layer)."""
-    return _exact_cgf(problem, samples, jax.random.PRNGKey(seed))
+def _draws(problem: Problem, samples: int, key):
+    """(estimation draws, adaptation draws): per layer (S, r_l) standard normals from fold_in(key, layer) and
+    fold_in(key, depth + layer)."""
+    def normal(index, layer):
+        return jax.random.normal(jax.random.fold_in(key, index), (samples, factor_rank(problem, layer)), problem.X.dtype)
+
+    return (tuple(normal(layer, layer) for layer in range(problem.depth)),
+            tuple(normal(problem.depth + layer, layer) for layer in range(problem.depth)))
 
 
 @eqx.filter_jit
-def _exact_cgf(problem: Problem, samples: int, key) -> ExactCGF:
-    dtype = problem.X.dtype
-    draws = tuple(jax.random.normal(jax.random.fold_in(key, layer), (samples, factor_rank(problem, layer)), dtype)
-                  for layer in range(problem.depth))
-    conjugates, covariances = gaussian_anchor(problem)
-    proposals = tuple(
-        adapt_proposal(problem, conjugates[layer], covariances[layer], layer,
-                       jax.random.normal(jax.random.fold_in(key, problem.depth + layer), draws[layer].shape, dtype))
-        for layer in range(problem.depth))
-    return ExactCGF(draws, jax.lax.stop_gradient(proposals))
+def initial_cgf(problem: Problem, samples: int, key, anchor) -> ExactCGF:
+    """``samples`` draws per layer from ``key``, proposals adapted to the tilted measures at the Gaussian anchor's
+    conjugates ``anchor`` (tempered from the prior; :func:`adapt_proposal`)."""
+    draws, adapt_draws = _draws(problem, samples, key)
+    anchor = _finite_or_prior(anchor)
+    kernels = ConjugateMap().kernels(problem, problem.X, anchor)[0]
+    covariances = [input_covariance(problem, problem.X)] + [next_covariance(problem, K) for K in kernels[:-1]]
+    proposals = tuple(adapt_proposal(problem, anchor[layer], covariances[layer], layer, adapt_draws[layer])
+                      for layer in range(problem.depth))
+    return jax.lax.stop_gradient(ExactCGF(draws, proposals, anchor))
+
+
+@eqx.filter_jit
+def readapted(problem: Problem, cgf: ExactCGF, key, conjugates) -> ExactCGF:
+    """The same draws with the proposals re-adapted (two moment-matching rounds from the current ones) at the exact
+    measure's saddle ``conjugates`` (``key``: the one the draws came from)."""
+    adapt_draws = _draws(problem, cgf.draws[0].shape[0], key)[1]
+    covariances = sampled_forward(problem, problem.X, conjugates, cgf)[2]
+    proposals = tuple(adapt_proposal(problem, conjugates[layer], covariances[layer], layer, adapt_draws[layer],
+                                     cgf.proposals[layer], (1.0, 1.0))
+                      for layer in range(problem.depth))
+    return jax.lax.stop_gradient(ExactCGF(cgf.draws, proposals, jax.lax.stop_gradient(conjugates)))
+
+
+@eqx.filter_jit
+def sampled_saddle(problem: Problem, cgf: ExactCGF, init):
+    """The conjugates at the saddle of the exact measure with the fixed draws and proposals of ``cgf``."""
+    from adaptive_kernels.solvers import stationary_point
+
+    return stationary_point(ConjugateMap(cgf), default_solver(), init, problem, implicit=False).value
+
+
+def default_solver():
+    """FixedPoint with damping 1/2: the sampled map's residual, the merit its steps must lower, is rough at the
+    round-off level, so the undamped Anderson iteration stalled in its line search (deep linear net, gamma = 2: 2 of
+    4 keys; damped: all 4 converged in 13-16 evaluations)."""
+    from adaptive_kernels.solvers import FixedPoint
+
+    return FixedPoint(damping=0.5)
+
+
+def exact_cgf(problem: Problem, samples: int, key, solve=None) -> ExactCGF:
+    """The exact-measure CGF of every layer: ``samples`` draws per layer from the PRNG ``key``; proposals adapted
+    first at the Gaussian anchor (:func:`initial_cgf`), then ``REFINE`` times at the exact measure's own saddle
+    (:func:`readapted`): the solve with the current proposals from the last adaptation point (where it leaves the
+    domain, its last point inside: a continuation).
+
+    ``solve(cgf, init)``: the conjugates of the Gaussian-equivalent saddle (cgf None) or of the sampled one. None:
+    inline solves (jittable); ``Adaptive.prepared`` passes the library's compiled solves instead, outside jit, so the
+    final solve and the user's Gaussian solves reuse their compilations."""
+    if solve is None:
+        def solve(cgf, init):
+            return gaussian_anchor(problem) if cgf is None else sampled_saddle(problem, cgf, init)
+
+    cgf = initial_cgf(problem, samples, key, solve(None, None))
+    for _ in range(REFINE):
+        cgf = readapted(problem, cgf, key, solve(cgf, cgf.start))
+    return cgf
 
 
 def tilted_measures(cgf: ExactCGF, problem: Problem, conjugates) -> list:
@@ -245,7 +352,8 @@ def exact_error_bars(arch, data, kappa2, *, seeds: int = 4, samples: int = 20000
                      observable: str = "learnability", max_samples: int = 1_000_000, solver=None) -> dict:
     """Monte Carlo error bars of the exact measure's observables from independent keys.
 
-    Solves ``Adaptive(form="conjugate", measure="exact", samples=S, seed=k)`` for k = 0..seeds-1 and returns, for
+    Solves ``Adaptive(form="conjugate", measure="exact", samples=S, seed=jnp.asarray(k))`` for k = 0..seeds-1 (one
+    compilation per S) and returns, for
     every numeric observable of ``summarize`` (learnability, test_mse, per-layer ratios, ...), (mean over seeds,
     standard error of that mean), plus ``samples`` (S per seed), ``ess`` (per layer, the smallest over seeds) and
     ``converged`` (all seeds). With ``target``: S is raised to ~S (se / target)^2 (the error of a sample average
@@ -267,8 +375,8 @@ def exact_error_bars(arch, data, kappa2, *, seeds: int = 4, samples: int = 20000
     while True:
         summaries, ess = [], []
         for seed in range(seeds):
-            sol = solve(arch, data, kappa2, Adaptive(form="conjugate", measure="exact", samples=samples, seed=seed),
-                        solver)
+            theory = Adaptive(form="conjugate", measure="exact", samples=samples, seed=jnp.asarray(seed))
+            sol = solve(arch, data, kappa2, theory, solver)  # an array seed: the keys share one compilation
             summaries.append(summarize(sol, arch, data, kappa2))
             ess.append(np.asarray(sol.stats["ess"]))
         out = {key: _mean_and_se([s[key] for s in summaries]) for key, value in summaries[0].items()

@@ -14,6 +14,7 @@ from typing import Callable
 from bench.cases.common import FULL, QUICK, TINY, Check, Config, Section, log
 from bench.cases.deep_matrix import deep_matrix
 from bench.cases.deepbays import deepbays_baseline
+from bench.cases.exact import exact_vs_hmc
 from bench.cases.memory import memory
 from bench.cases.sampling import theory_vs_sampling
 from bench.cases.solvers import deep_forward_backward, scaling_with_size, solvers_vs_scipy, target
@@ -29,6 +30,7 @@ CASES: dict[str, Callable[[Config], Section]] = {
     "deepbays": deepbays_baseline,
     "deep-matrix": deep_matrix,
     "memory": memory,
+    "exact": exact_vs_hmc,
 }
 """name -> case; ``bench/run.py --only NAME`` runs a subset."""
 
