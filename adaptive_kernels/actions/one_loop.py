@@ -39,7 +39,7 @@ sum_i c w_i z_i^T = (I + M)^{-1}:
 - :class:`Dense` (default up to ``DENSE_LIMIT`` independent entries): M from m Hessian-vector products,
   Cholesky I + M = L L^T, w_i = z_i = rows of L^{-1};
 - :class:`Stochastic` (matrix-free, larger q, e.g. d x d with d = 100, m = 5050): Rademacher probes z_i,
-  w_i = (I + M)^{-1} z_i by conjugate gradients (lineax), c = 1/k (Hutchinson); the log det by stochastic
+  w_i = (I + M)^{-1} z_i by conjugate gradients (jax.scipy.sparse.linalg.cg), c = 1/k (Hutchinson); the log det by stochastic
   Lanczos quadrature (Ubaru, Chen & Saad 2017) with the same probes. Fixed probes (``seed``) keep Gamma a
   deterministic smooth function of q (a sample-average approximation), so the solvers apply unchanged.
 
@@ -56,7 +56,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
-import lineax as lx
+import jax.scipy.sparse.linalg as jssl
 
 from adaptive_kernels._validation import is_traced
 from adaptive_kernels.actions.base import EntropicAction, as_matrix
@@ -139,8 +139,8 @@ class Dense(eqx.Module):
 
     chunk: int = eqx.field(static=True, default=64)
 
-    def pairs(self, curvature, m, dtype):
-        """((1/2) log det(I + M), W, Z, c) with sum_i c w_i z_i^T = (I + M)^{-1}."""
+    def pairs(self, curvature, m, dtype, logdet: bool = True):
+        """((1/2) log det(I + M), W, Z, c) with sum_i c w_i z_i^T = (I + M)^{-1} (the log det is free here)."""
         eye = jnp.eye(m, dtype=dtype)
         A = eye + _rows(curvature, eye, self.chunk)
         L = jnp.linalg.cholesky(0.5 * (A + A.T))
@@ -175,7 +175,7 @@ def lanczos_log_quadrature(matvec, z, steps: int):
 
 
 class Stochastic(eqx.Module):
-    """Matrix-free: ``probes`` Rademacher vectors (fixed by ``seed``), CG solves (lineax, relative tolerance
+    """Matrix-free: ``probes`` Rademacher vectors (fixed by ``seed``), CG solves (relative tolerance
     ``rtol``) and ``lanczos_steps`` steps of stochastic Lanczos quadrature for the log det."""
 
     probes: int = eqx.field(static=True, default=32)
@@ -184,19 +184,20 @@ class Stochastic(eqx.Module):
     rtol: float = eqx.field(static=True, default=1e-8)
     max_steps: int = eqx.field(static=True, default=1000)
 
-    def pairs(self, curvature, m, dtype):
+    def pairs(self, curvature, m, dtype, logdet: bool = True):
+        """As :meth:`Dense.pairs`; ``logdet=False`` skips the Lanczos quadrature (returns None in its place)."""
         Z = jax.random.rademacher(jax.random.PRNGKey(self.seed), (self.probes, m)).astype(dtype)
 
         def matvec(v):
             return v + curvature(v)
 
-        operator = lx.FunctionLinearOperator(matvec, jax.ShapeDtypeStruct((m,), dtype),
-                                             tags=(lx.symmetric_tag, lx.positive_semidefinite_tag))
-        cg = lx.CG(rtol=self.rtol, atol=self.rtol, max_steps=self.max_steps)
-        W = jax.vmap(lambda z: lx.linear_solve(operator, z, cg, throw=False).value)(Z)
+        W = jax.vmap(lambda z: jssl.cg(matvec, z, tol=self.rtol, atol=self.rtol, maxiter=self.max_steps)[0])(Z)
+        c = jnp.asarray(1.0 / self.probes, dtype)
+        if not logdet:
+            return None, W, Z, c
         steps = min(self.lanczos_steps, m - 1)
-        logdet = jnp.mean(jax.vmap(lambda z: lanczos_log_quadrature(matvec, z, steps))(Z))
-        return 0.5 * logdet, W, Z, jnp.asarray(1.0 / self.probes, dtype)
+        value = jnp.mean(jax.vmap(lambda z: lanczos_log_quadrature(matvec, z, steps))(Z))
+        return 0.5 * value, W, Z, c
 
 
 def estimator_for(Sigma, estimator=None):
@@ -333,7 +334,7 @@ def moments(action: OneLoopAction, Sigma, args, fn):
     m = coordinate_count(Sigma)
     dtype = jax.tree.leaves(Sigma)[0].dtype
     estimator = estimator_for(Sigma, action.estimator)
-    _, W, Z, c = estimator.pairs(_curvature(base, Sigma, args), m, dtype)
+    _, W, Z, c = estimator.pairs(_curvature(base, Sigma, args), m, dtype, logdet=False)
     zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
 
     def along(w, z):
