@@ -30,7 +30,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from adaptive_kernels.architectures import FCN
+from adaptive_kernels.architectures import CNN, FCN
 from adaptive_kernels.kernels import kernel_matrix
 
 
@@ -82,8 +82,53 @@ def four_point(arch: FCN, X, nodes: int = 32):
         propagated = jnp.einsum("abij,ijkl,cekl->abce", J, cov, J)
         cov = scale**2 * ((E4 - jnp.einsum("ab,ce->abce", G, G)) / N + propagated)
         C = scale * G + (0.0 if last else arch.s_b2)
-    G4c = cov + jnp.transpose(cov, (0, 2, 1, 3)) + jnp.transpose(cov, (0, 3, 2, 1))
-    return G4c, C
+    return _symmetrised(cov), C
+
+
+def four_point_cnn(arch: CNN, X, nodes: int = 24):
+    """Connected 4-point function of the prior's outputs of the two-layer CNN on the rows of X (1 or 2 inputs unless
+    phi is linear), exact at every number of channels C. Returns (G4c (P, P, P, P), the NNGP output kernel (P, P)).
+
+    f(x) = sum_{c,s} a_cs phi(w_c . x_s), a_cs ~ N(0, s_a2/(S C^gamma)), w_c ~ N(0, (s_w2/n) I) (S patches x_s of
+    size n; ``sampling.networks``). Given the filters f is Gaussian with covariance (c/C) sum_c g_c, c = s_a2
+    C^(1-gamma), g_c(x, x') = (1/S) sum_s phi(w_c . x_s) phi(w_c . x'_s), and the channels are iid, so as for the FCN
+    G4c(1234) = V[12, 34] + V[13, 24] + V[14, 23] with
+
+        V[ab, ce] = (c^2/C) [ (1/S^2) sum_{s,t} E phi(h_s(x_a)) phi(h_s(x_b)) phi(h_t(x_c)) phi(h_t(x_e))
+                              - E g_ab E g_ce ],
+
+    h_s(x) = w . x_s jointly Gaussian over patches and inputs, Cov(h_s(x), h_t(x')) = (s_w2/n) x_s . x'_t (the
+    weight sharing couples the patches; Naveh & Ringel 2021 for the two-layer CNN's kernel). Each (s, t) term is a
+    fourth moment over the 2P variables (h_s(x_a), h_t(x_a)): Isserlis for linear phi, else Gauss-Hermite
+    quadrature (``nodes`` per dimension)."""
+    if not isinstance(arch, CNN):
+        raise TypeError(f"arch must be a CNN, got {type(arch).__name__}")
+    X = jnp.asarray(X, jnp.result_type(float))
+    d = arch.patch_size * arch.patches
+    if X.ndim != 2 or X.shape[1] != d:
+        raise ValueError(f"X must have shape (P, {d}), got {X.shape}")
+    if not arch.activation.is_linear and not 1 <= X.shape[0] <= 2:
+        raise ValueError(f"X: the quadrature is over 2P patch pre-activations; give 1 or 2 inputs, got {X.shape[0]}")
+    P, S = X.shape[0], arch.patches
+    Xp = X.reshape(P, S, arch.patch_size)
+    H = arch.s_w2 * jnp.einsum("asn,btn->satb", Xp, Xp) / arch.patch_size  # Cov(h_s(x_a), h_t(x_b))
+    c = arch.s_a2 * arch.channels ** (1 - arch.gamma)
+    E4 = jnp.zeros((P, P, P, P), X.dtype)
+    G = jnp.zeros((P, P), X.dtype)
+    for si in range(S):
+        for ti in range(S):
+            joint = jnp.block([[H[si, :, si], H[si, :, ti]], [H[ti, :, si], H[ti, :, ti]]])
+            moments, second = fourth_moments(arch.activation, joint, nodes)
+            E4 = E4 + moments[:P, :P, P:, P:] / S**2
+            if si == ti:
+                G = G + second[:P, :P] / S
+    cov = c**2 * (E4 - jnp.einsum("ab,ce->abce", G, G)) / arch.channels
+    return _symmetrised(cov), c * G
+
+
+def _symmetrised(cov):
+    """V[12, 34] + V[13, 24] + V[14, 23]: Isserlis given the readout's conditional covariance V."""
+    return cov + jnp.transpose(cov, (0, 2, 1, 3)) + jnp.transpose(cov, (0, 3, 2, 1))
 
 
 def quartic_posterior_mean(arch: FCN, data, kappa2, X_test=None):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import adaptive_kernels as ak
-from adaptive_kernels.finite_width import four_point, quartic_posterior_mean
+from adaptive_kernels.finite_width import four_point, four_point_cnn, quartic_posterior_mean
 from test_one_loop import exact_scaling_means  # the exact posterior of the readout scale, by quadrature
 
 ACTS = {"linear": lambda h: h, "relu": lambda h: np.maximum(h, 0.0),
@@ -82,3 +82,44 @@ def test_quartic_posterior_correction_is_the_one_loop_result():
     assert 3 < gp100 / gp400 < 5  # 1/N
     assert q100 / q400 > 10 and q100 < gp100 / 20  # 1/N^2
     assert ql100 < gp100 / 20 and ql100 / ql400 > 10
+
+
+def sampled_cnn(X, S, C, act, nets, rng, s_w2=1.0, s_a2=1.0):
+    """(outputs (nets, P), empirical readout covariances c Khat (nets, P, P)) of random two-layer CNNs (standard
+    scaling, readout a_cs ~ N(0, s_a2/(S C))), drawn directly in numpy."""
+    P, n = X.shape[0], X.shape[1] // S
+    Xp = X.reshape(P, S, n)
+    W = rng.standard_normal((nets, C, n)) * np.sqrt(s_w2 / n)
+    Phi = ACTS[act](np.einsum("psn,kcn->kpcs", Xp, W)).reshape(nets, P, C * S)
+    a = rng.standard_normal((nets, C * S)) * np.sqrt(s_a2 / (S * C))
+    return np.einsum("kpj,kj->kp", Phi, a), s_a2 * np.einsum("kpj,kqj->kpq", Phi, Phi) / (S * C)
+
+
+@pytest.mark.parametrize("act", ["relu", "erf"])
+def test_cnn_four_point_matches_monte_carlo(act):
+    # Two-layer CNN, S = 2 patches of n = 2, two inputs: against 4e4 sampled networks' outputs at C = 2 and 4
+    # (every entry within 3.5 SE), and against the covariance of the sampled readout covariances (the readout
+    # integrated out, so the error does not grow with C) at C = 10, 100, 1000: within 4 SE, and C * G4c constant
+    # (the 1/C scaling of the samples themselves).
+    rng = np.random.default_rng(2)
+    X = np.array([[1.0, 0.3, -0.5, 0.8], [0.2, -1.1, 0.7, 0.4]])
+    for C in (2, 4):
+        theory, K = four_point_cnn(ak.CNN(2, 2, C, act), X)
+        f, Khat = sampled_cnn(X, 2, C, act, 40000, rng)
+        mc, se = connected(f)
+        assert np.abs(mc).max() > 5 * se.max()
+        assert np.all(np.abs(np.asarray(theory) - mc) < 3.5 * se + 1e-3 * np.abs(mc).max()), (theory, mc, se)
+        np.testing.assert_allclose(np.asarray(K), Khat.mean(axis=0), atol=0.01 * np.abs(K).max())  # MC: ~0.3%
+    scaled = []
+    for C in (10, 100, 1000):
+        theory, _ = four_point_cnn(ak.CNN(2, 2, C, act), X)
+        _, Khat = sampled_cnn(X, 2, C, act, 4000, rng)
+
+        def estimate(k):  # Cov(c Khat) symmetrised, ~ 1/C
+            V = np.cov(k.reshape(len(k), -1).T).reshape(2, 2, 2, 2)
+            return V + V.transpose(0, 2, 1, 3) + V.transpose(0, 3, 2, 1)
+        mc = estimate(Khat)
+        se = np.array([estimate(k) for k in np.array_split(Khat, 20)]).std(axis=0) / np.sqrt(20)
+        assert np.all(np.abs(np.asarray(theory) - mc) < 4 * se), (C, theory, mc, se)
+        scaled.append(C * mc[0, 0, 1, 1])
+    assert np.ptp(scaled) < 0.15 * np.mean(scaled)  # C * G4c constant: 1/C

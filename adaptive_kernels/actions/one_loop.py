@@ -39,7 +39,7 @@ sum_i c w_i z_i^T = (I + M)^{-1}:
 - :class:`Dense` (default up to ``DENSE_LIMIT`` independent entries): M from m Hessian-vector products,
   Cholesky I + M = L L^T, w_i = z_i = rows of L^{-1};
 - :class:`Stochastic` (matrix-free, larger q, e.g. d x d with d = 100, m = 5050): Rademacher probes z_i,
-  w_i = (I + M)^{-1} z_i by conjugate gradients (lineax), c = 1/k (Hutchinson); the log det by stochastic
+  w_i = (I + M)^{-1} z_i by conjugate gradients (jax.scipy.sparse.linalg.cg), c = 1/k (Hutchinson); the log det by stochastic
   Lanczos quadrature (Ubaru, Chen & Saad 2017) with the same probes. Fixed probes (``seed``) keep Gamma a
   deterministic smooth function of q (a sample-average approximation), so the solvers apply unchanged.
 
@@ -56,7 +56,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
-import lineax as lx
+import jax.scipy.sparse.linalg as jssl
 
 from adaptive_kernels._validation import is_traced
 from adaptive_kernels.actions.base import EntropicAction, as_matrix
@@ -139,8 +139,8 @@ class Dense(eqx.Module):
 
     chunk: int = eqx.field(static=True, default=64)
 
-    def pairs(self, curvature, m, dtype):
-        """((1/2) log det(I + M), W, Z, c) with sum_i c w_i z_i^T = (I + M)^{-1}."""
+    def pairs(self, curvature, m, dtype, logdet: bool = True):
+        """((1/2) log det(I + M), W, Z, c) with sum_i c w_i z_i^T = (I + M)^{-1} (the log det is free here)."""
         eye = jnp.eye(m, dtype=dtype)
         A = eye + _rows(curvature, eye, self.chunk)
         L = jnp.linalg.cholesky(0.5 * (A + A.T))
@@ -175,7 +175,7 @@ def lanczos_log_quadrature(matvec, z, steps: int):
 
 
 class Stochastic(eqx.Module):
-    """Matrix-free: ``probes`` Rademacher vectors (fixed by ``seed``), CG solves (lineax, relative tolerance
+    """Matrix-free: ``probes`` Rademacher vectors (fixed by ``seed``), CG solves (relative tolerance
     ``rtol``) and ``lanczos_steps`` steps of stochastic Lanczos quadrature for the log det."""
 
     probes: int = eqx.field(static=True, default=32)
@@ -184,19 +184,20 @@ class Stochastic(eqx.Module):
     rtol: float = eqx.field(static=True, default=1e-8)
     max_steps: int = eqx.field(static=True, default=1000)
 
-    def pairs(self, curvature, m, dtype):
+    def pairs(self, curvature, m, dtype, logdet: bool = True):
+        """As :meth:`Dense.pairs`; ``logdet=False`` skips the Lanczos quadrature (returns None in its place)."""
         Z = jax.random.rademacher(jax.random.PRNGKey(self.seed), (self.probes, m)).astype(dtype)
 
         def matvec(v):
             return v + curvature(v)
 
-        operator = lx.FunctionLinearOperator(matvec, jax.ShapeDtypeStruct((m,), dtype),
-                                             tags=(lx.symmetric_tag, lx.positive_semidefinite_tag))
-        cg = lx.CG(rtol=self.rtol, atol=self.rtol, max_steps=self.max_steps)
-        W = jax.vmap(lambda z: lx.linear_solve(operator, z, cg, throw=False).value)(Z)
+        W = jax.vmap(lambda z: jssl.cg(matvec, z, tol=self.rtol, atol=self.rtol, maxiter=self.max_steps)[0])(Z)
+        c = jnp.asarray(1.0 / self.probes, dtype)
+        if not logdet:
+            return None, W, Z, c
         steps = min(self.lanczos_steps, m - 1)
-        logdet = jnp.mean(jax.vmap(lambda z: lanczos_log_quadrature(matvec, z, steps))(Z))
-        return 0.5 * logdet, W, Z, jnp.asarray(1.0 / self.probes, dtype)
+        value = jnp.mean(jax.vmap(lambda z: lanczos_log_quadrature(matvec, z, steps))(Z))
+        return 0.5 * value, W, Z, c
 
 
 def estimator_for(Sigma, estimator=None):
@@ -220,8 +221,14 @@ def _pair_sum(fn, W, Z, chunk):
 
 
 def _mixed_curvature(action, Sigma, args, w, z):
-    """w^T M(Sigma, args) z, differentiable in Sigma (through D and the embedding) and in args."""
-    return w @ _curvature(action, Sigma, args)(z)
+    """w^T M(Sigma, args) z = D''(Sigma)[E w, E z] (E the embedding at Sigma), forward over forward; differentiable in
+    Sigma (through D and the embedding) and in args."""
+    embed = embedding(action, Sigma, args)
+
+    def along_w(S):
+        return jax.jvp(lambda T: action.data_term(T, args), (S,), (embed(w),))[1]
+
+    return jax.jvp(along_w, (Sigma,), (embed(z),))[1]
 
 
 # --- the correction as a function with its own derivative ---------------------------------------------------------
@@ -235,29 +242,39 @@ def half_logdet(Sigma, args, *, action, estimator):
 
 @half_logdet.def_jvp
 def _half_logdet_jvp(primals, tangents, *, action, estimator):
+    """d (1/2) log det(I + M) = (1/2) sum_i c w_i^T dM z_i with the pairs held fixed: per pair a third directional
+    derivative of D, forward over forward over forward (under ``jax.grad`` JAX transposes the outermost one, so
+    the gradient is one reverse pass over a forward-over-forward second derivative, never a Hessian's Jacobian)."""
     Sigma, args = primals
     t_Sigma, t_args = tangents
     m = coordinate_count(Sigma)
     dtype = jax.tree.leaves(Sigma)[0].dtype
     value, W, Z, c = estimator.pairs(_curvature(action, Sigma, args), m, dtype)
     W, Z = jax.lax.stop_gradient((W, Z))
-    chunk = 16
-    tangent = jnp.zeros((), dtype)
-    if t_Sigma is not None:
-        grad = _pair_sum(lambda w, z: jax.grad(lambda S: _mixed_curvature(action, S, args, w, z))(Sigma), W, Z, chunk)
-        tangent = tangent + 0.5 * c * sum(jnp.sum(g * t) for g, t in zip(jax.tree.leaves(grad),
-                                                                          jax.tree.leaves(t_Sigma)))
-    if t_args is not None:
-        diff, static = eqx.partition(args, eqx.is_inexact_array)
-        t_diff = jax.tree.map(lambda a, t: None if a is None else (jnp.zeros_like(a) if t is None else t),
-                              diff, t_args, is_leaf=lambda x: x is None)
+    diff, static = eqx.partition(args, eqx.is_inexact_array)
+    t_Sigma = jax.tree.map(jnp.zeros_like, Sigma) if t_Sigma is None else t_Sigma
+    t_diff = jax.tree.map(jnp.zeros_like, diff) if t_args is None else jax.tree.map(
+        lambda a, t: None if a is None else (jnp.zeros_like(a) if t is None else t), diff, t_args,
+        is_leaf=lambda x: x is None)
 
-        def along_args(w, z):
-            return jax.jvp(lambda a: _mixed_curvature(action, Sigma, eqx.combine(a, static), w, z), (diff,),
-                           (t_diff,))[1]
+    def along(w, z):
+        return jax.jvp(lambda S, a: _mixed_curvature(action, S, eqx.combine(a, static), w, z), (Sigma, diff),
+                       (t_Sigma, t_diff))[1]
 
-        tangent = tangent + 0.5 * c * _pair_sum(along_args, W, Z, chunk)
-    return value, tangent
+    return value, 0.5 * c * _pair_sum(along, W, Z, 16)
+
+
+@eqx.filter_jit
+def _compiled_half_logdet(Sigma, args, action, estimator):
+    """:func:`half_logdet` as one compiled program: eager callers (the stationarity check of ``api.predict``,
+    tests) would otherwise dispatch the vmapped third derivatives primitive by primitive, compiling each (~30 s)."""
+    return half_logdet(Sigma, args, action=action, estimator=estimator)
+
+
+@eqx.filter_jit
+def _correction_and_gradient(Sigma, args, action, estimator):
+    """(1/2) log det(I + M) and its gradient in Sigma, one compiled program (as :func:`_compiled_half_logdet`)."""
+    return jax.value_and_grad(lambda S: half_logdet(S, args, action=action, estimator=estimator))(Sigma)
 
 
 class OneLoopAction(EntropicAction):
@@ -270,7 +287,7 @@ class OneLoopAction(EntropicAction):
 
     def correction(self, Sigma, args):
         """(1/2) log det(I + M(Sigma))."""
-        return half_logdet(Sigma, args, action=self.base, estimator=estimator_for(Sigma, self.estimator))
+        return _compiled_half_logdet(Sigma, args, self.base, estimator_for(Sigma, self.estimator))
 
     def data_term(self, Sigma, args):
         return self.base.data_term(Sigma, args) + self.correction(Sigma, args)
@@ -282,7 +299,7 @@ class OneLoopAction(EntropicAction):
         """The base's (D, dD/dSigma, Newton model) plus the correction and its gradient; the model (the base's, a
         model of the saddle's Jacobian) is then approximate."""
         value, grads, model = self.base.linearised_data_term(Sigma, args)
-        extra, extra_grads = jax.value_and_grad(self.correction)(Sigma, args)
+        extra, extra_grads = _correction_and_gradient(Sigma, args, self.base, estimator_for(Sigma, self.estimator))
         if model is not None:
             model = dataclasses.replace(model, exact=False)
         return value + extra, jax.tree.map(jnp.add, grads, extra_grads), model
@@ -317,7 +334,7 @@ def moments(action: OneLoopAction, Sigma, args, fn):
     m = coordinate_count(Sigma)
     dtype = jax.tree.leaves(Sigma)[0].dtype
     estimator = estimator_for(Sigma, action.estimator)
-    _, W, Z, c = estimator.pairs(_curvature(base, Sigma, args), m, dtype)
+    _, W, Z, c = estimator.pairs(_curvature(base, Sigma, args), m, dtype, logdet=False)
     zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
 
     def along(w, z):

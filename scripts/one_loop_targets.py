@@ -1,0 +1,114 @@
+"""Issue 16's targets for the one-loop corrections (``loops=1``) against the library's exact Gibbs sampler of linear
+nets, and the cost of the correction. Writes markdown tables to stdout (collected in
+``bench/results/one_loop_targets.md``).
+
+    PYTHONPATH=$PWD python scripts/one_loop_targets.py two_layer|scan|deep|speed
+
+two_layer: d = 40, N = 300, P = 60, kappa2 = 1e-2, gamma in {1, 1.5, 2} (the issue's nets): first-layer eigenvalue
+ratio along the teacher and learnability, saddle and one loop against Gibbs. scan: d = 8, P = 16, gamma = 2, widths
+20-160: the errors of the ratio, with fitted slopes in log N. deep: deep linear nets (2 and 3 hidden layers), the
+per-layer kernel ratios along y and the first layer's covariance ratio. speed: d = 50, P = 500, CPU seconds of the
+saddle solve and of the one-loop solve (compile included, then a second call).
+"""
+
+import sys
+import time
+
+import adaptive_kernels as ak  # first (thread pools)
+
+import jax
+import numpy as np
+
+from adaptive_kernels.sampling import sample_posterior
+
+KAPPA2 = 1e-2
+
+
+def gibbs(arch, data, chains, samples, seed=1):
+    return sample_posterior(arch, data, KAPPA2, method="gibbs", num_chains=chains, num_samples=samples,
+                            num_warmup=samples // 5, key=jax.random.PRNGKey(seed))
+
+
+def theory(arch, data, loops, **opts):
+    sol = ak.solve(arch, data, KAPPA2, "adaptive", loops=loops, **opts)
+    return ak.summarize(sol, arch, data, KAPPA2)
+
+
+def pct(a, b):
+    return f"{100 * (a - b) / b:+.2f}%"
+
+
+def two_layer():
+    print("| gamma | Gibbs ratio | saddle | one loop | Gibbs learnability | saddle | one loop |")
+    print("|---|---|---|---|---|---|---|")
+    data = ak.teacher_dataset(jax.random.PRNGKey(0), 60, 40, P_test=200)
+    for gamma in (1.0, 1.5, 2.0):
+        arch = ak.FCN(40, 300, "linear", gamma=gamma)
+        est = gibbs(arch, data, 4, 2000)
+        r, rse = float(est.eigenvalue_ratio[0].mean), float(est.eigenvalue_ratio[0].se)
+        L, Lse = float(est.learnability.mean), float(est.learnability.se)
+        s0, s1 = theory(arch, data, 0), theory(arch, data, 1)
+        print(f"| {gamma} | {r:.4f} +- {rse:.4f} | {s0['eigenvalue_ratio'][0]:.4f} ({pct(s0['eigenvalue_ratio'][0], r)}) "
+              f"| {s1['eigenvalue_ratio'][0]:.4f} ({pct(s1['eigenvalue_ratio'][0], r)}) | {L:.5f} +- {Lse:.5f} "
+              f"| {s0['learnability']:.5f} ({s0['learnability'] - L:+.5f}) | {s1['learnability']:.5f} "
+              f"({s1['learnability'] - L:+.5f}) |", flush=True)
+
+
+def scan():
+    data = ak.teacher_dataset(jax.random.PRNGKey(0), 16, 8, P_test=100)
+    widths, err = [20, 40, 80, 160], {0: [], 1: []}
+    print("| N | Gibbs ratio | saddle error | one-loop error |")
+    print("|---|---|---|---|")
+    for N in widths:
+        arch = ak.FCN(8, N, "linear", gamma=2.0)
+        est = gibbs(arch, data, 8, 1000 * N // 20)
+        r, rse = float(est.eigenvalue_ratio[0].mean), float(est.eigenvalue_ratio[0].se)
+        e = [theory(arch, data, k)["eigenvalue_ratio"][0] / r - 1 for k in (0, 1)]
+        err[0].append(abs(e[0]))
+        err[1].append(abs(e[1]))
+        print(f"| {N} | {r:.4f} +- {rse:.4f} | {100 * e[0]:+.3f}% | {100 * e[1]:+.3f}% (SE {100 * rse / r:.3f}%) |",
+              flush=True)
+    for k, name in ((0, "saddle"), (1, "one loop")):
+        print(f"\nslope of log|error| in log N, {name}: {np.polyfit(np.log(widths), np.log(err[k]), 1)[0]:.2f}")
+
+
+def deep():
+    print("| hidden layers | gamma | d, N, P | quantity | Gibbs | saddle | one loop |")
+    print("|---|---|---|---|---|---|---|")
+    for L, gamma, (d, N, P) in ((2, 1.0, (3, 40, 6)), (2, 2.0, (3, 40, 6)), (3, 1.0, (3, 40, 6)),
+                                (3, 2.0, (3, 40, 6))):
+        data = ak.teacher_dataset(jax.random.PRNGKey(0), P, d, P_test=50)
+        arch = ak.FCN(d, (N,) * L, "linear", gamma=gamma)
+        est = gibbs(arch, data, 4, 3000)
+        s0 = theory(arch, data, 0, form="weight")
+        s1 = theory(arch, data, 1, form="weight")
+        rows = [("Sigma_1 ratio", est.eigenvalue_ratio[0], s0["eigenvalue_ratio"][0], s1["eigenvalue_ratio"][0])]
+        rows += [(f"kernel ratio {l + 1}", est.kernel_eigenvalue_ratio[l], s0["kernel_eigenvalue_ratio"][l],
+                  s1["kernel_eigenvalue_ratio"][l]) for l in range(L)]
+        rows.append(("learnability", est.learnability, s0["learnability"], s1["learnability"]))
+        for name, e, a, b in rows:
+            m, se = float(e.mean), float(e.se)
+            print(f"| {L} | {gamma} | {d}, {N}, {P} | {name} | {m:.4f} +- {se:.4f} | {a:.4f} ({pct(a, m)}) | "
+                  f"{b:.4f} ({pct(b, m)}) | converged {s1['converged']}", flush=True)
+
+
+def speed():
+    d, P = 50, 500
+    data = ak.teacher_dataset(jax.random.PRNGKey(0), P, d, P_test=100)
+    arch = ak.FCN(d, 1000, "linear", gamma=1.0)
+    print("| solve | first call (compile + run), CPU s | second call, CPU s | learnability | converged |")
+    print("|---|---|---|---|---|")
+    for loops in (0, 1):
+        times = []
+        for _ in range(2):
+            t = time.process_time()
+            sol = ak.solve(arch, data, KAPPA2, "adaptive", loops=loops)
+            jax.block_until_ready(sol.value)
+            times.append(time.process_time() - t)
+        s = ak.summarize(sol, arch, data, KAPPA2)
+        print(f"| loops={loops} | {times[0]:.1f} | {times[1]:.1f} | {s['learnability']:.5f} | {s['converged']} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    {"two_layer": two_layer, "scan": scan, "deep": deep, "speed": speed}[sys.argv[1]]()
