@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from adaptive_kernels.actions import deep
+from adaptive_kernels.actions import deep, mixture
 from adaptive_kernels.actions.base import EntropicAction
 from adaptive_kernels.api import resolve_solver, solve_problem
 from adaptive_kernels.gp import data_term
@@ -121,6 +121,8 @@ def aligned_state(problem: Problem, theory, ratio: float, direction=None):
     ``direction`` (default: :func:`data_direction`).
 
     - two-layer weight form (FCN or CNN filter): Sigma = Sigma_0 (I + (ratio - 1) v v^T), v = w*/|w*|;
+    - the mixture ansatz: the prior plus pairs at +-m along v with the same second moment along v
+      (``actions.mixture.aligned``);
     - deep weight form (linear nets): the same on every layer's d x d Sigma_l;
     - kernel form: Q_l = I + (ratio - 1) q q^T with q ∝ B_l^T y (K_l = B_l Q_l B_l^T then gains a component along
       G_l y: a kernel scaled up along y y^T);
@@ -137,6 +139,8 @@ def aligned_state(problem: Problem, theory, ratio: float, direction=None):
                          f"(form {getattr(theory, 'form', None)!r}); pass starts explicitly")
     if theory.resolved_form(problem) == "weight":
         v = data_direction(problem) if direction is None else jnp.asarray(direction, problem.X.dtype)
+        if theory.measure == "mixture":
+            return mixture.aligned(problem, theory.components, ratio, v)
         if problem.depth == 1:
             return _aligned(prior, v, ratio)
         return tuple(_aligned(S, v, ratio) for S in prior)

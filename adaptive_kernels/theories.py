@@ -30,15 +30,15 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_kernels._validation import is_traced
-from adaptive_kernels.actions import deep, exact, one_loop
+from adaptive_kernels.actions import deep, exact, mixture, one_loop
 from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_space
 from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
 from adaptive_kernels.gp import data_term
 from adaptive_kernels.problem import Problem
-from adaptive_kernels.solvers import FixedPoint, Newton
+from adaptive_kernels.solvers import FixedPoint, Newton, QuasiNewton
 
 FORMS = ("auto", "weight", "kernel", "conjugate")
-MEASURES = ("gaussian", "second_order", "exact")
+MEASURES = ("gaussian", "second_order", "exact", "mixture")
 
 
 def has_bias(problem: Problem) -> bool:
@@ -205,7 +205,10 @@ class Adaptive(AbstractLoopTheory):
             ``samples`` fixed draws from ``seed``) or ``"exact"`` (conjugate form, FCNs: the exact large-width
             layer CGF by importance sampling, ``samples`` fixed draws per layer from ``seed``; ``actions.exact``:
             ``Solution.stats["ess"]`` per layer, and the domain margin min ESS/S - 0.01, so degenerate weights
-            give status LEFT_DOMAIN).
+            give status LEFT_DOMAIN) or ``"mixture"`` (two-layer FCN, erf or linear, form ``"weight"``/``"auto"``: the
+            single-neuron density a symmetrised mixture of ``components`` Gaussian pairs, ``actions.mixture``;
+            ``samples`` fixed draws from ``seed`` for its entropy's overlap correction; default solver QuasiNewton).
+        components: number of mixture components K (``measure="mixture"``).
         loops: 0 (the saddle) or 1 (one-loop corrections; form ``"weight"``: two-layer and deep linear nets).
     """
 
@@ -216,13 +219,18 @@ class Adaptive(AbstractLoopTheory):
     samples: int = eqx.field(static=True, default=20000)
     seed: int = eqx.field(static=True, default=0)
     loops: int = eqx.field(static=True, default=0)
+    components: int = eqx.field(static=True, default=2)
 
     def __check_init__(self):
         if self.form not in FORMS:
             raise ValueError(f"form must be one of {', '.join(FORMS)}, got {self.form!r}")
         if self.measure not in MEASURES:
             raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {self.measure!r}")
-        if self.measure != "gaussian" and self.form != "conjugate":
+        if self.measure == "mixture":
+            mixture.check_components(self.components)
+            if self.form not in ("auto", "weight"):
+                raise ValueError(f"measure: 'mixture' needs form='weight' (or 'auto'), got {self.form!r}")
+        elif self.measure != "gaussian" and self.form != "conjugate":
             raise ValueError(f"measure: {self.measure!r} needs form='conjugate'")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
             raise ValueError(f"samples must be an integer >= 2, got {self.samples!r}")
@@ -247,6 +255,10 @@ class Adaptive(AbstractLoopTheory):
                                  f"(one d x d Sigma_l per layer), got {problem.activation.name!r}")
             elif has_bias(problem):
                 raise ValueError("form: 'weight' for deep nets needs s_b2 = 0")
+        if self.measure == "mixture":
+            mixture.check_problem(problem)
+            if self.loops:
+                raise ValueError("loops: one-loop corrections need measure='gaussian', got 'mixture'")
         if self.loops and form != "weight":
             # the kernel form predicts through a map that equals the layer kernels only at the saddle, so the
             # curvature correction of its mean output is not the prediction's (docs/finite_width.md)
@@ -267,6 +279,8 @@ class Adaptive(AbstractLoopTheory):
 
     def saddle_problem(self, problem):
         form = self.resolved_form(problem)
+        if self.measure == "mixture":
+            return mixture.mixture_action(self.components, self.samples, self.seed, problem), problem
         if form == "weight":
             if problem.depth == 1:
                 return TwoLayerAdaptiveAction(resolve_space(self.space, problem)), problem
@@ -277,6 +291,8 @@ class Adaptive(AbstractLoopTheory):
 
     def init(self, problem, args):
         form = self.resolved_form(problem)
+        if self.measure == "mixture":
+            return mixture.initial(problem, self.components)
         if form == "weight":
             return problem.prior_covariance() if problem.depth == 1 else deep.InputSpaceAction().initial(problem)
         if form == "kernel":
@@ -286,6 +302,8 @@ class Adaptive(AbstractLoopTheory):
         return tuple(jnp.zeros((problem.P, problem.P), problem.X.dtype) for _ in range(problem.depth))
 
     def default_solver(self, problem):
+        if self.measure == "mixture":
+            return QuasiNewton()
         return FixedPoint() if self.resolved_form(problem) == "conjugate" else Newton()
 
     # --- kernels of a solution -----------------------------------------------------------------------------------
@@ -308,6 +326,11 @@ class Adaptive(AbstractLoopTheory):
 
     def output_kernels(self, value, problem, X_test=None):
         form = self.resolved_form(problem)
+        if self.measure == "mixture":
+            train = mixture.mixture_kernel(problem, value, problem.X)[0]
+            if X_test is None:
+                return train, None, None
+            return (train,) + mixture.mixture_kernel(problem, value, X_test, problem.X)
         if form == "weight" and problem.depth == 1:
             train = problem.two_layer_kernel(value)
             if X_test is None:
@@ -327,6 +350,8 @@ class Adaptive(AbstractLoopTheory):
 
     def layer_kernels(self, value, problem):
         form = self.resolved_form(problem)
+        if self.measure == "mixture":
+            return (mixture.mixture_kernel(problem, value, problem.X)[0] / problem.readout_scale,)
         if form == "weight":
             if problem.depth == 1:
                 return (problem.two_layer_kernel(value).nngp / problem.readout_scale,)
@@ -342,6 +367,8 @@ class Adaptive(AbstractLoopTheory):
         form = self.resolved_form(problem)
         if problem.patches > 1:
             return None
+        if self.measure == "mixture":  # E_rho[w w^T]
+            return (mixture.second_moment(value),)
         if form == "weight":
             return (value,) if problem.depth == 1 else tuple(value)
         if self.measure == "exact":  # the first layer's E_tilted[w w^T]
