@@ -215,8 +215,12 @@ class PhaseStructure:
                               "posterior": p.posterior, "starts": ", ".join(p.starts)} for p in self.points])
 
 
-def distance(a, b) -> float:
-    """Relative distance |a - b| / max(|a|, |b|) between two sets of order parameters (Frobenius, all leaves)."""
+def distance(a, b, theory=None) -> float:
+    """Relative distance |a - b| / max(|a|, |b|) between two sets of order parameters (Frobenius, all leaves); for
+    the mixture ansatz between their canonical forms (``actions.mixture.canonical``: the same density written with
+    its components permuted or its means' signs flipped is the same point)."""
+    if isinstance(theory, Adaptive) and theory.measure == "mixture":
+        a, b = mixture.canonical(a), mixture.canonical(b)
     fa, fb = ravel_pytree(a)[0], ravel_pytree(b)[0]
     return float(jnp.linalg.norm(fa - fb) / jnp.maximum(jnp.maximum(jnp.linalg.norm(fa), jnp.linalg.norm(fb)), 1e-300))
 
@@ -253,7 +257,7 @@ def find_stationary_points(theory, problem, starts: dict, solver=None, *, same: 
             failed[label] = solution.message
             continue
         for i, (point, labels) in enumerate(found):
-            if distance(point.value, solution.value) < same:
+            if distance(point.value, solution.value, theory) < same:
                 found[i] = (point if point.grad_norm <= solution.grad_norm else solution, labels + (label,))
                 break
         else:
@@ -377,7 +381,7 @@ def trace(theory, family: Callable, values, init, solver=None, *, label: str = "
         """Whether the solve at p warm-started from ``value`` comes back to the branch's last point: a large but
         reversible change is the branch moving fast (or a discrete step of P); past a fold it does not come back."""
         back = solve_at(p, value)[1]
-        return bool(back.converged) and distance(back.value, points[-1].point.value) < same
+        return bool(back.converged) and distance(back.value, points[-1].point.value, theory) < same
 
     accept(values[0], inst, solution, True)
     for target in values[1:]:
@@ -507,7 +511,7 @@ def _fill(theory, at, branches: dict, solver, same: float, rtol: float):
             solution = solve_problem(inst.problem, theory, solver, init=nearest.value, implicit=False)
             others = [bp.point.value for other, pts in branches.items() if other != name for bp in pts
                       if bp.parameter == p]
-            if bool(solution.converged) and all(distance(solution.value, v) >= same for v in others):
+            if bool(solution.converged) and all(distance(solution.value, v, theory) >= same for v in others):
                 kind, index, eigenvalues = describe(theory, inst.problem, solution, rtol)
                 points.append(BranchPoint(p, StationaryPoint(solution, float(solution.action) - inst.offset, kind,
                                                              index, eigenvalues, (name,)), False))
@@ -532,7 +536,7 @@ def continue_branches(theory, family: Callable, values, starts: Callable, *, par
         for label, init in starts(at(sweep[0])).items():
             name = f"{direction}:{label}"
             points, fold = trace(theory, family, sweep, init, solver, label=name, same=same, **trace_options)
-            if points and any(distance(points[0].point.value, other) < same for other in traced):
+            if points and any(distance(points[0].point.value, other, theory) < same for other in traced):
                 continue
             if points:
                 traced.append(points[0].point.value)

@@ -107,6 +107,20 @@ def aligned(problem: Problem, count: int, ratio: float, direction):
     return tuple(encode(1 / a, zero if k == 0 else m, Sigma) for k in range(count))
 
 
+def canonical(value):
+    """The same density with its components sorted by weight (descending) and each mean's sign chosen so that its
+    largest-magnitude entry is positive (M -> D M D, D = diag(1, ..., 1, -1)): a representative for comparing
+    solutions."""
+    def flip(M):
+        b = M[:-1, -1]
+        sign = jnp.where(b[jnp.argmax(jnp.abs(b))] < 0, -1.0, 1.0)
+        D = jnp.concatenate([jnp.ones(M.shape[0] - 1, M.dtype), sign[None].astype(M.dtype)])
+        return M * D[:, None] * D[None, :]
+
+    order = np.argsort([-float(M[-1, -1]) for M in value], kind="stable")
+    return tuple(flip(value[i]) for i in order)
+
+
 def second_moment(value):
     """E_rho[w w^T] = sum_k pi_k (Sigma_k + m_k m_k^T) (the symmetrised mixture has mean zero)."""
     pi, m, Sigma = components(value)
