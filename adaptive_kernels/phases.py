@@ -215,6 +215,15 @@ class PhaseStructure:
                               "posterior": p.posterior, "starts": ", ".join(p.starts)} for p in self.points])
 
 
+def phase_solver(theory):
+    """The default solver of the phase tools: the theory's own when it is a :class:`QuasiNewton` (the mixture
+    ansatz: dense BFGS), else L-BFGS :class:`QuasiNewton` (it converged in mean-field cases where the precision
+    iteration stalled)."""
+    if isinstance(theory, Adaptive) and theory.measure == "mixture":
+        return mixture.DEFAULT_SOLVER
+    return QuasiNewton()
+
+
 def distance(a, b, theory=None) -> float:
     """Relative distance |a - b| / max(|a|, |b|) between two sets of order parameters (Frobenius, all leaves); for
     the mixture ansatz between their canonical forms (``actions.mixture.canonical``: the same density written with
@@ -248,7 +257,7 @@ def find_stationary_points(theory, problem, starts: dict, solver=None, *, same: 
         action_offset: subtracted from every reported action (e.g. the constant of padded data points).
     """
     _entropic(theory, problem)
-    solver = QuasiNewton() if solver is None else resolve_solver(solver)
+    solver = phase_solver(theory) if solver is None else resolve_solver(solver)
     found, failed = [], {}
     for label, init in starts.items():
         theory.check_value(init, problem, f"starts[{label!r}]")
@@ -359,7 +368,7 @@ def trace(theory, family: Callable, values, init, solver=None, *, label: str = "
     a step that still fails at the smallest size brackets the fold.
     Returns (points, Fold or None).
     """
-    solver = QuasiNewton() if solver is None else resolve_solver(solver)
+    solver = phase_solver(theory) if solver is None else resolve_solver(solver)
     values = [float(v) for v in values]
     points = []
 
@@ -497,7 +506,7 @@ def _fill(theory, at, branches: dict, solver, same: float, rtol: float):
     step halving added near a fold), warm-started from its nearest point, so that branches' actions can be compared
     there (:meth:`Branches.transitions`); a solve that does not converge or lands on another branch's point there
     is skipped. Added points are off the grid."""
-    solver = QuasiNewton() if solver is None else resolve_solver(solver)
+    solver = phase_solver(theory) if solver is None else resolve_solver(solver)
     visited = sorted({bp.parameter for points in branches.values() for bp in points})
     for name, points in branches.items():
         have = {bp.parameter for bp in points}

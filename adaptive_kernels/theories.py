@@ -35,7 +35,7 @@ from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_sp
 from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
 from adaptive_kernels.gp import data_term
 from adaptive_kernels.problem import Problem
-from adaptive_kernels.solvers import FixedPoint, Newton, QuasiNewton
+from adaptive_kernels.solvers import FixedPoint, Newton
 
 FORMS = ("auto", "weight", "kernel", "conjugate")
 MEASURES = ("gaussian", "second_order", "exact", "mixture")
@@ -207,7 +207,7 @@ class Adaptive(AbstractLoopTheory):
             ``Solution.stats["ess"]`` per layer, and the domain margin min ESS/S - 0.01, so degenerate weights
             give status LEFT_DOMAIN) or ``"mixture"`` (two-layer FCN, erf or linear, form ``"weight"``/``"auto"``: the
             single-neuron density a symmetrised mixture of ``components`` Gaussian pairs, ``actions.mixture``;
-            ``samples`` fixed draws from ``seed`` for its entropy's overlap correction; default solver QuasiNewton).
+            ``samples`` fixed draws from ``seed`` for its entropy's overlap correction; default solver dense BFGS, ``mixture.DEFAULT_SOLVER``).
         components: number of mixture components K (``measure="mixture"``).
         loops: 0 (the saddle) or 1 (one-loop corrections; form ``"weight"``: two-layer and deep linear nets).
     """
@@ -303,7 +303,7 @@ class Adaptive(AbstractLoopTheory):
 
     def default_solver(self, problem):
         if self.measure == "mixture":
-            return QuasiNewton()
+            return mixture.DEFAULT_SOLVER
         return FixedPoint() if self.resolved_form(problem) == "conjugate" else Newton()
 
     # --- kernels of a solution -----------------------------------------------------------------------------------
