@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from adaptive_kernels.actions import deep
+from adaptive_kernels.actions import deep, mixture
 from adaptive_kernels.actions.base import EntropicAction
 from adaptive_kernels.api import resolve_solver, solve_problem
 from adaptive_kernels.gp import data_term
@@ -121,6 +121,8 @@ def aligned_state(problem: Problem, theory, ratio: float, direction=None):
     ``direction`` (default: :func:`data_direction`).
 
     - two-layer weight form (FCN or CNN filter): Sigma = Sigma_0 (I + (ratio - 1) v v^T), v = w*/|w*|;
+    - the mixture ansatz: the prior plus pairs at +-m along v with the same second moment along v
+      (``actions.mixture.aligned``);
     - deep weight form (linear nets): the same on every layer's d x d Sigma_l;
     - kernel form: Q_l = I + (ratio - 1) q q^T with q ∝ B_l^T y (K_l = B_l Q_l B_l^T then gains a component along
       G_l y: a kernel scaled up along y y^T);
@@ -137,6 +139,8 @@ def aligned_state(problem: Problem, theory, ratio: float, direction=None):
                          f"(form {getattr(theory, 'form', None)!r}); pass starts explicitly")
     if theory.resolved_form(problem) == "weight":
         v = data_direction(problem) if direction is None else jnp.asarray(direction, problem.X.dtype)
+        if theory.measure == "mixture":
+            return mixture.aligned(problem, theory.components, ratio, v)
         if problem.depth == 1:
             return _aligned(prior, v, ratio)
         return tuple(_aligned(S, v, ratio) for S in prior)
@@ -211,8 +215,21 @@ class PhaseStructure:
                               "posterior": p.posterior, "starts": ", ".join(p.starts)} for p in self.points])
 
 
-def distance(a, b) -> float:
-    """Relative distance |a - b| / max(|a|, |b|) between two sets of order parameters (Frobenius, all leaves)."""
+def phase_solver(theory):
+    """The default solver of the phase tools: the theory's own when it is a :class:`QuasiNewton` (the mixture
+    ansatz: dense BFGS), else L-BFGS :class:`QuasiNewton` (it converged in mean-field cases where the precision
+    iteration stalled)."""
+    if isinstance(theory, Adaptive) and theory.measure == "mixture":
+        return mixture.DEFAULT_SOLVER
+    return QuasiNewton()
+
+
+def distance(a, b, theory=None) -> float:
+    """Relative distance |a - b| / max(|a|, |b|) between two sets of order parameters (Frobenius, all leaves); for
+    the mixture ansatz between their canonical forms (``actions.mixture.canonical``: the same density written with
+    its components permuted or its means' signs flipped is the same point)."""
+    if isinstance(theory, Adaptive) and theory.measure == "mixture":
+        a, b = mixture.canonical(a), mixture.canonical(b)
     fa, fb = ravel_pytree(a)[0], ravel_pytree(b)[0]
     return float(jnp.linalg.norm(fa - fb) / jnp.maximum(jnp.maximum(jnp.linalg.norm(fa), jnp.linalg.norm(fb)), 1e-300))
 
@@ -240,7 +257,7 @@ def find_stationary_points(theory, problem, starts: dict, solver=None, *, same: 
         action_offset: subtracted from every reported action (e.g. the constant of padded data points).
     """
     _entropic(theory, problem)
-    solver = QuasiNewton() if solver is None else resolve_solver(solver)
+    solver = phase_solver(theory) if solver is None else resolve_solver(solver)
     found, failed = [], {}
     for label, init in starts.items():
         theory.check_value(init, problem, f"starts[{label!r}]")
@@ -249,7 +266,7 @@ def find_stationary_points(theory, problem, starts: dict, solver=None, *, same: 
             failed[label] = solution.message
             continue
         for i, (point, labels) in enumerate(found):
-            if distance(point.value, solution.value) < same:
+            if distance(point.value, solution.value, theory) < same:
                 found[i] = (point if point.grad_norm <= solution.grad_norm else solution, labels + (label,))
                 break
         else:
@@ -351,7 +368,7 @@ def trace(theory, family: Callable, values, init, solver=None, *, label: str = "
     a step that still fails at the smallest size brackets the fold.
     Returns (points, Fold or None).
     """
-    solver = QuasiNewton() if solver is None else resolve_solver(solver)
+    solver = phase_solver(theory) if solver is None else resolve_solver(solver)
     values = [float(v) for v in values]
     points = []
 
@@ -373,7 +390,7 @@ def trace(theory, family: Callable, values, init, solver=None, *, label: str = "
         """Whether the solve at p warm-started from ``value`` comes back to the branch's last point: a large but
         reversible change is the branch moving fast (or a discrete step of P); past a fold it does not come back."""
         back = solve_at(p, value)[1]
-        return bool(back.converged) and distance(back.value, points[-1].point.value) < same
+        return bool(back.converged) and distance(back.value, points[-1].point.value, theory) < same
 
     accept(values[0], inst, solution, True)
     for target in values[1:]:
@@ -489,7 +506,7 @@ def _fill(theory, at, branches: dict, solver, same: float, rtol: float):
     step halving added near a fold), warm-started from its nearest point, so that branches' actions can be compared
     there (:meth:`Branches.transitions`); a solve that does not converge or lands on another branch's point there
     is skipped. Added points are off the grid."""
-    solver = QuasiNewton() if solver is None else resolve_solver(solver)
+    solver = phase_solver(theory) if solver is None else resolve_solver(solver)
     visited = sorted({bp.parameter for points in branches.values() for bp in points})
     for name, points in branches.items():
         have = {bp.parameter for bp in points}
@@ -503,7 +520,7 @@ def _fill(theory, at, branches: dict, solver, same: float, rtol: float):
             solution = solve_problem(inst.problem, theory, solver, init=nearest.value, implicit=False)
             others = [bp.point.value for other, pts in branches.items() if other != name for bp in pts
                       if bp.parameter == p]
-            if bool(solution.converged) and all(distance(solution.value, v) >= same for v in others):
+            if bool(solution.converged) and all(distance(solution.value, v, theory) >= same for v in others):
                 kind, index, eigenvalues = describe(theory, inst.problem, solution, rtol)
                 points.append(BranchPoint(p, StationaryPoint(solution, float(solution.action) - inst.offset, kind,
                                                              index, eigenvalues, (name,)), False))
@@ -528,7 +545,7 @@ def continue_branches(theory, family: Callable, values, starts: Callable, *, par
         for label, init in starts(at(sweep[0])).items():
             name = f"{direction}:{label}"
             points, fold = trace(theory, family, sweep, init, solver, label=name, same=same, **trace_options)
-            if points and any(distance(points[0].point.value, other) < same for other in traced):
+            if points and any(distance(points[0].point.value, other, theory) < same for other in traced):
                 continue
             if points:
                 traced.append(points[0].point.value)

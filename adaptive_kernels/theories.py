@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_kernels._validation import is_traced
-from adaptive_kernels.actions import deep, exact, one_loop
+from adaptive_kernels.actions import deep, exact, mixture, one_loop
 from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_space
 from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
 from adaptive_kernels.gp import data_term
@@ -38,7 +38,7 @@ from adaptive_kernels.problem import Problem
 from adaptive_kernels.solvers import Continuation, FixedPoint, Newton
 
 FORMS = ("auto", "weight", "kernel", "conjugate")
-MEASURES = ("gaussian", "second_order", "exact")
+MEASURES = ("gaussian", "second_order", "exact", "mixture")
 
 
 def has_bias(problem: Problem) -> bool:
@@ -209,7 +209,10 @@ class Adaptive(AbstractLoopTheory):
             ``samples`` fixed draws from ``seed``) or ``"exact"`` (conjugate form, FCNs: the exact large-width
             layer CGF by importance sampling, ``samples`` fixed draws per layer from ``seed``; ``actions.exact``:
             ``Solution.stats["ess"]`` per layer, and the domain margin min ESS/S - 0.01, so degenerate weights
-            give status LEFT_DOMAIN).
+            give status LEFT_DOMAIN) or ``"mixture"`` (two-layer FCN, erf or linear, form ``"weight"``/``"auto"``: the
+            single-neuron density a symmetrised mixture of ``components`` Gaussian pairs, ``actions.mixture``;
+            ``samples`` fixed draws from ``seed`` for its entropy's overlap correction; default solver dense BFGS, ``mixture.DEFAULT_SOLVER``).
+        components: number of mixture components K (``measure="mixture"``).
         sampled: ``measure="exact"``: the sampled layer measures (``actions.exact.ExactCGF``: fixed draws and proposals
             adapted to the problem) that ``solve`` attaches (:meth:`prepared`), so a solution's observables reuse them;
             None: made from ``samples`` and ``seed`` where needed.
@@ -226,13 +229,18 @@ class Adaptive(AbstractLoopTheory):
     seed: int | jax.Array = 0  # a Python int is static under jit; an integer array is traced (one compilation)
     loops: int = eqx.field(static=True, default=0)
     sampled: exact.ExactCGF | None = None  # measure="exact": its draws and adapted proposals (``prepared``)
+    components: int = eqx.field(static=True, default=2)
 
     def __check_init__(self):
         if self.form not in FORMS:
             raise ValueError(f"form must be one of {', '.join(FORMS)}, got {self.form!r}")
         if self.measure not in MEASURES:
             raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {self.measure!r}")
-        if self.measure != "gaussian" and self.form != "conjugate":
+        if self.measure == "mixture":
+            mixture.check_components(self.components)
+            if self.form not in ("auto", "weight"):
+                raise ValueError(f"measure: 'mixture' needs form='weight' (or 'auto'), got {self.form!r}")
+        elif self.measure != "gaussian" and self.form != "conjugate":
             raise ValueError(f"measure: {self.measure!r} needs form='conjugate'")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
             raise ValueError(f"samples must be an integer >= 2, got {self.samples!r}")
@@ -263,6 +271,10 @@ class Adaptive(AbstractLoopTheory):
         if self.sampled is not None and tuple(d.shape for d in self.sampled.draws) != tuple(
                 (self.samples, exact.factor_rank(problem, layer)) for layer in range(problem.depth)):
             raise ValueError("sampled: the attached exact measure was made for another problem (layer shapes differ)")
+        if self.measure == "mixture":
+            mixture.check_problem(problem)
+            if self.loops:
+                raise ValueError("loops: one-loop corrections need measure='gaussian', got 'mixture'")
         if self.loops and form != "weight":
             # the kernel form predicts through a map that equals the layer kernels only at the saddle, so the
             # curvature correction of its mean output is not the prediction's (docs/finite_width.md)
@@ -302,6 +314,8 @@ class Adaptive(AbstractLoopTheory):
 
     def saddle_problem(self, problem):
         form = self.resolved_form(problem)
+        if self.measure == "mixture":
+            return mixture.mixture_action(self.components, self.samples, self.seed, problem), problem
         if form == "weight":
             if problem.depth == 1:
                 return TwoLayerAdaptiveAction(resolve_space(self.space, problem)), problem
@@ -312,6 +326,8 @@ class Adaptive(AbstractLoopTheory):
 
     def init(self, problem, args):
         form = self.resolved_form(problem)
+        if self.measure == "mixture":
+            return mixture.initial(problem, self.components)
         if form == "weight":
             return problem.prior_covariance() if problem.depth == 1 else deep.InputSpaceAction().initial(problem)
         if form == "kernel":
@@ -321,6 +337,8 @@ class Adaptive(AbstractLoopTheory):
         return tuple(jnp.zeros((problem.P, problem.P), problem.X.dtype) for _ in range(problem.depth))
 
     def default_solver(self, problem):
+        if self.measure == "mixture":
+            return mixture.DEFAULT_SOLVER
         if self.measure == "exact":
             return exact.default_solver()
         form = self.resolved_form(problem)
@@ -346,6 +364,11 @@ class Adaptive(AbstractLoopTheory):
 
     def output_kernels(self, value, problem, X_test=None):
         form = self.resolved_form(problem)
+        if self.measure == "mixture":
+            train = mixture.mixture_kernel(problem, value, problem.X)[0]
+            if X_test is None:
+                return train, None, None
+            return (train,) + mixture.mixture_kernel(problem, value, X_test, problem.X)
         if form == "weight" and problem.depth == 1:
             train = problem.two_layer_kernel(value)
             if X_test is None:
@@ -365,6 +388,8 @@ class Adaptive(AbstractLoopTheory):
 
     def layer_kernels(self, value, problem):
         form = self.resolved_form(problem)
+        if self.measure == "mixture":
+            return (mixture.mixture_kernel(problem, value, problem.X)[0] / problem.readout_scale,)
         if form == "weight":
             if problem.depth == 1:
                 return (problem.two_layer_kernel(value).nngp / problem.readout_scale,)
@@ -380,6 +405,8 @@ class Adaptive(AbstractLoopTheory):
         form = self.resolved_form(problem)
         if problem.patches > 1:
             return None
+        if self.measure == "mixture":  # E_rho[w w^T]
+            return (mixture.second_moment(value),)
         if form == "weight":
             return (value,) if problem.depth == 1 else tuple(value)
         if self.measure == "exact":  # the first layer's E_tilted[w w^T]

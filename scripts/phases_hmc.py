@@ -1,8 +1,8 @@
 """Check the phase structure of the adaptive kernel against HMC of finite networks (issue 17, docs/phases.md).
 
 A two-layer erf net in mean-field scaling (gamma = 2) on the cubic teacher y = He1(z) + eps He3(z): for each P,
-``ak.stationary_points`` gives the minima of the Gaussian-ansatz action (from the prior and a teacher-aligned
-start) and marks the lowest; HMC chains of the finite network (readout integrated out) start either from the
+``ak.stationary_points`` gives the minima of the Gaussian-ansatz action (``--theory mixture``: of the
+Gaussian-mixture ansatz, ``actions.mixture``) from the prior and a teacher-aligned start and marks the lowest; HMC chains of the finite network (readout integrated out) start either from the
 prior or from weights whose variance along w* is ``--ratio`` times larger, and their eigenvalue ratio of the
 first-layer weight covariance along w* and their learnability are compared with the branches'.
 
@@ -52,6 +52,10 @@ def main(argv=None):
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--theory", choices=("gaussian", "mixture"), default="gaussian",
+                        help="the single-neuron ansatz: Gaussian, or the Gaussian mixture (actions.mixture)")
+    parser.add_argument("--components", type=int, default=2, help="mixture components K")
+    parser.add_argument("--mixture-samples", type=int, default=1024, help="draws of the mixture's entropy correction")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
@@ -60,10 +64,12 @@ def main(argv=None):
     rows = []
     for P in args.P:
         data = ak.Dataset(X=pool.X[:P], y=pool.y[:P], X_test=pool.X_test, y_test=pool.y_test, w_star=pool.w_star)
-        phases = ak.stationary_points(arch, data, args.kappa2, ratios=(args.ratio,))
+        theory = ak.Adaptive(measure=args.theory, components=args.components, samples=args.mixture_samples)
+        phases = ak.stationary_points(arch, data, args.kappa2, theory, ratios=(args.ratio,),
+                                      solver=ak.QuasiNewton(method="bfgs", max_steps=3000))
         for point in phases.points:
             s = ak.summarize(point.solution, arch, data, args.kappa2)
-            rows.append({"P": P, "source": "theory:" + "+".join(point.starts), "kind": point.kind,
+            rows.append({"P": P, "source": f"{args.theory}:" + "+".join(point.starts), "kind": point.kind,
                          "posterior": point.posterior, "action": point.action,
                          "eigenvalue_ratio": s["eigenvalue_ratio"][0], "learnability": s["learnability"]})
         for label, sampler in (("prior", HMC()), ("aligned", AlignedHMC(pool.w_star, args.ratio))):

@@ -1,0 +1,242 @@
+"""Gaussian-mixture single-neuron ansatz of the two-layer FCN (issue 17; the "Gaussian mixture feature learning"
+states of Rubin, Seroussi & Ringel, arXiv 2310.03789).
+
+THEORY.md secs. 4 and 9: at large width the first-layer weights are N draws from a single-neuron density rho(w),
+and the saddle is the minimum over rho of the free-energy functional
+
+    F[rho] = N KL(rho || p) + D(K_rho),   K_rho(x, x') = c E_{w ~ rho}[phi(w.x) phi(w.x')],   p = N(0, I/a),
+
+(c = s_a2 N**(1-gamma), a = d/s_w2, D the data term): its stationarity condition is the exact tilted measure
+rho ∝ p exp((c/2N) phi^T (t t^T - A) phi) of sec. 9, and restricting rho to one Gaussian N(0, Sigma) gives the
+Gaussian ansatz of sec. 4 (N KL = (N/2)[a tr Sigma - log det Sigma] - (N/2) d (1 + log a)). Here rho is a
+*symmetrised mixture of Gaussians*,
+
+    rho(w) = sum_k pi_k (1/2) [N(w; m_k, Sigma_k) + N(w; -m_k, Sigma_k)],
+
+between the two: K components, each a pair of Gaussians at +-m_k (the posterior of an odd activation is symmetric
+under w -> -w with the readout a -> -a), with the weights pi_k, means m_k and covariances Sigma_k as order
+parameters; K = 1 with m = 0 is the Gaussian ansatz. This is a variational restriction of F, so its minimum lies
+above the exact measure's and below (or at) the Gaussian ansatz's.
+
+- Kernel: for one Gaussian, (u, v) = (w.x, w.x') is Gaussian with means (m.x, m.x') and covariance from
+  x^T Sigma x'; E[erf(u) erf(v)] is a bivariate normal orthant probability, a smooth one-dimensional integral
+  (:func:`gaussian_product_mean`, Gauss-Legendre). Linear phi: E[u v] = mu_u mu_v + C_uv. Other activations are
+  refused.
+- Entropy: with Gaussians q_j of weights pi_j (the 2K halves),
+      KL(rho || p) = sum_j pi_j [log pi_j + KL(q_j || p)] + sum_j pi_j E_{q_j}[log(rho / (pi_j q_j))];
+  the first sum is closed form, the overlap correction (between 0 and the mixing entropy; log 2 per pair when its
+  halves coincide, which makes K = 1, m = 0 the Gaussian ansatz exactly) is a sample average over fixed standard
+  normal draws w = m_j + L_j z_s (``samples`` of them from ``seed``): a deterministic, differentiable function of
+  the order parameters, so the library's solvers and Hessians apply.
+- Coordinates: component k is one positive-definite (d+1) x (d+1) matrix
+      M_k = [[Sigma_k + s_k m_k m_k^T, s_k m_k], [s_k m_k^T, s_k]]
+  (s_k > 0 from the corner, m_k = M_k[:d, d] / s_k, Sigma_k the Schur complement), so the order parameters are a
+  tuple of positive-definite leaves like every other action's and ``solvers.coordinates`` keeps them valid;
+  pi_k = s_k / sum_j s_j. The overall scale of the s_k is fixed by the gauge term (N/2)(tau - 1 - log tau),
+  tau = a sum_k s_k / K (zero, with zero gradient along the physical directions, at tau = 1; it removes the flat
+  direction of that scale from the Hessian). The prior, M_k = I/a, is K copies of p.
+
+The action is an :class:`~actions.base.EntropicAction`: its "data term" is S minus the leaves' Gaussian entropies
+(N/2)[a tr M_k - log det M_k], so that the base class's stationarity residual is that of S.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adaptive_kernels.actions.base import EntropicAction, gaussian_entropy
+from adaptive_kernels.activations import Erf, Linear
+from adaptive_kernels.gp import data_term
+from adaptive_kernels.problem import Problem
+from adaptive_kernels.solvers.quasi_newton import QuasiNewton
+
+DEFAULT_SOLVER = QuasiNewton(method="bfgs", max_steps=3000)
+"""Dense BFGS: on a mean-field erf net (d = 8, P = 40, N = 50, kappa2 = 0.01) L-BFGS stopped at its step limit with
+gradient norm 1.8e3 where BFGS converged to 5e-9 in 854 steps."""
+
+QUADRATURE = 24
+"""Gauss-Legendre nodes of the one-dimensional integral in :func:`gaussian_product_mean`."""
+
+
+def check_problem(problem: Problem) -> None:
+    """Raise a ValueError naming the option if the mixture ansatz cannot describe ``problem``."""
+    if problem.depth != 1 or problem.patches != 1:
+        raise ValueError("measure: 'mixture' needs a two-layer fully connected net (one hidden layer, no patches), "
+                         f"got depth {problem.depth} with {problem.patches} patches")
+    if not isinstance(problem.activation, (Erf, Linear)):
+        raise ValueError(f"measure: 'mixture' needs activation 'erf' or 'linear', got {problem.activation.name!r}")
+
+
+def check_components(components) -> None:
+    if isinstance(components, bool) or not isinstance(components, int) or components < 1:
+        raise ValueError(f"components must be an integer >= 1, got {components!r}")
+
+
+def decode(M):
+    """(s, m, Sigma) of one component's matrix M (module docstring)."""
+    d = M.shape[0] - 1
+    s, b = M[d, d], M[:d, d]
+    return s, b / s, M[:d, :d] - jnp.outer(b, b) / s
+
+
+def encode(s, m, Sigma):
+    """The matrix M of (s, m, Sigma): the inverse of :func:`decode`."""
+    s = jnp.asarray(s, Sigma.dtype)
+    top = jnp.concatenate([Sigma + s * jnp.outer(m, m), (s * m)[:, None]], axis=1)
+    return jnp.concatenate([top, jnp.concatenate([s * m, s[None]])[None, :]], axis=0)
+
+
+def components(value):
+    """(pi (K,), m (K, d), Sigma (K, d, d)) of the order parameters (a tuple of K matrices)."""
+    s, m, Sigma = (jnp.stack(x) for x in zip(*(decode(M) for M in value)))
+    return s / jnp.sum(s), m, Sigma
+
+
+def initial(problem: Problem, count: int):
+    """The prior: ``count`` components M_k = I/a (s_k = 1/a, m_k = 0, Sigma_k = I/a)."""
+    eye = jnp.eye(problem.d + 1, dtype=problem.X.dtype) / problem.prior_precision
+    return tuple(eye for _ in range(count))
+
+
+def aligned(problem: Problem, count: int, ratio: float, direction):
+    """A teacher-aligned start: component 0 the prior, components 1..K-1 pairs at +-m, m = sqrt((ratio - 1)/a) v
+    (v = direction / |direction|: the second moment along v is ``ratio`` times the prior's), Sigma = I/a."""
+    a = problem.prior_precision
+    v = direction / jnp.linalg.norm(direction)
+    Sigma = jnp.eye(problem.d, dtype=problem.X.dtype) / a
+    zero = jnp.zeros(problem.d, problem.X.dtype)
+    m = jnp.sqrt((ratio - 1) / a) * v if ratio > 1 else zero
+    return tuple(encode(1 / a, zero if k == 0 else m, Sigma) for k in range(count))
+
+
+def canonical(value):
+    """The same density with its components sorted by weight (descending) and each mean's sign chosen so that its
+    largest-magnitude entry is positive (M -> D M D, D = diag(1, ..., 1, -1)): a representative for comparing
+    solutions."""
+    def flip(M):
+        b = M[:-1, -1]
+        sign = jnp.where(b[jnp.argmax(jnp.abs(b))] < 0, -1.0, 1.0)
+        D = jnp.concatenate([jnp.ones(M.shape[0] - 1, M.dtype), sign[None].astype(M.dtype)])
+        return M * D[:, None] * D[None, :]
+
+    order = np.argsort([-float(M[-1, -1]) for M in value], kind="stable")
+    return tuple(flip(value[i]) for i in order)
+
+
+def second_moment(value):
+    """E_rho[w w^T] = sum_k pi_k (Sigma_k + m_k m_k^T) (the symmetrised mixture has mean zero)."""
+    pi, m, Sigma = components(value)
+    return jnp.einsum("k,kij->ij", pi, Sigma + m[:, :, None] * m[:, None, :])
+
+
+def gaussian_product_mean(activation, mu1, mu2, c11, c12, c22):
+    """E[phi(u) phi(v)] for (u, v) Gaussian with means (mu1, mu2) and covariance [[c11, c12], [c12, c22]]
+    (broadcasting arrays). Linear phi: mu1 mu2 + c12. Erf: with erf(u) = E_eta[sign(sqrt2 u - eta)], eta ~ N(0, 1),
+    the average is that of sign(A) sign(B) for a Gaussian pair, i.e. a bivariate normal orthant probability:
+
+        E[erf(u) erf(v)] = erf(alpha) erf(beta)
+                           + (2/pi) int_0^{arcsin rho} exp(-(alpha^2 - 2 alpha beta sin th + beta^2) / cos^2 th) dth,
+
+    alpha = mu1 / sqrt(1 + 2 c11), beta = mu2 / sqrt(1 + 2 c22), rho = 2 c12 / sqrt((1 + 2 c11)(1 + 2 c22))
+    (Sheppard's formula for the orthant probability, substituted r = sin th). The integrand is smooth on the whole
+    interval, so Gauss-Legendre with :data:`QUADRATURE` nodes is accurate to round-off; at zero means it is the
+    arcsine kernel exactly."""
+    if isinstance(activation, Linear):
+        return mu1 * mu2 + c12
+    x, w = np.polynomial.legendre.leggauss(QUADRATURE)
+    x, w = jnp.asarray(x, mu1.dtype), jnp.asarray(w, mu1.dtype)
+    s1, s2 = jnp.sqrt(1 + 2 * c11), jnp.sqrt(1 + 2 * c22)
+    alpha, beta = mu1 / s1, mu2 / s2
+    top = jnp.arcsin(jnp.clip(2 * c12 / (s1 * s2), -1.0, 1.0))
+    theta = 0.5 * top[..., None] * (x + 1)
+    exponent = (alpha[..., None] ** 2 - 2 * (alpha * beta)[..., None] * jnp.sin(theta) + beta[..., None] ** 2)
+    integral = 0.5 * top * jnp.sum(w * jnp.exp(-exponent / jnp.cos(theta) ** 2), axis=-1)
+    erf = jax.scipy.special.erf
+    return erf(alpha) * erf(beta) + (2 / jnp.pi) * integral
+
+
+def mixture_kernel(problem: Problem, value, X1, X2=None):
+    """K_rho between X1 and X2 (P1 x P2; X2 None: X1 with itself) and its diagonal on X1:
+    c sum_k pi_k E_{N(m_k, Sigma_k)}[phi(w.x) phi(w.x')] (the -m_k half gives the same for odd or linear phi)."""
+    pi, m, Sigma = components(value)
+    act, c = problem.activation, problem.readout_scale
+    X2 = X1 if X2 is None else X2
+    mu1, mu2 = X1 @ m.T, X2 @ m.T  # (P, K)
+    c11 = jnp.einsum("pi,kij,pj->kp", X1, Sigma, X1)
+    c22 = jnp.einsum("pi,kij,pj->kp", X2, Sigma, X2)
+    c12 = jnp.einsum("pi,kij,qj->kpq", X1, Sigma, X2)
+    block = gaussian_product_mean(act, mu1.T[:, :, None], mu2.T[:, None, :], c11[:, :, None], c12,
+                                  c22[:, None, :])
+    diag = gaussian_product_mean(act, mu1.T, mu1.T, c11, c11, c11)
+    return c * jnp.einsum("k,kpq->pq", pi, block), c * pi @ diag
+
+
+def kl_divergence(value, precision, draws):
+    """KL(rho || N(0, I/a)) of the symmetrised mixture (module docstring), the overlap correction averaged over the
+    fixed standard normal ``draws`` (S, d)."""
+    pi, m, Sigma = components(value)
+    d = m.shape[1]
+    L = jnp.linalg.cholesky(Sigma)
+    logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=1, axis2=2)), axis=1)
+    kl = 0.5 * (precision * (jnp.trace(Sigma, axis1=1, axis2=2) + jnp.sum(m**2, axis=1)) - d
+                - d * jnp.log(precision) - logdet)
+    half = pi / 2
+    closed = 2 * jnp.sum(half * (jnp.log(half) + kl))
+    # halves j = (k, +-): means +-m_k; by symmetry the correction of (k, -) equals that of (k, +)
+    means = jnp.concatenate([m, -m])
+    chol = jnp.concatenate([L, L])
+    log_w = jnp.log(jnp.concatenate([half, half])) - 0.5 * jnp.concatenate([logdet, logdet])
+    points = m[:, None, :] + jnp.einsum("kij,sj->ksi", L, draws)  # (K, S, d): draws of the + halves
+
+    def log_density(mean, Lj):  # log N(points; mean, Lj Lj^T) + d/2 log 2 pi, for every (k, s)
+        v = jax.scipy.linalg.solve_triangular(Lj, (points - mean).reshape(-1, d).T, lower=True)
+        return -0.5 * jnp.sum(v**2, axis=0).reshape(points.shape[:2])
+
+    log_all = jax.vmap(log_density)(means, chol) + log_w[:, None, None]  # (2K, K, S)
+    own = log_all[jnp.arange(m.shape[0]), jnp.arange(m.shape[0])]  # (K, S)
+    correction = jnp.mean(jax.nn.logsumexp(log_all, axis=0) - own, axis=1)
+    return closed + 2 * jnp.sum(half * correction)
+
+
+class MixtureAction(EntropicAction):
+    """S = N KL(rho || p) + (N/2) d (1 + log a) + gauge + D(K_rho) over K component matrices (module docstring);
+    the constant makes S equal to the Gaussian ansatz's action when the mixture is one Gaussian.
+
+    draws: (S, d) fixed standard normals of the entropy's overlap correction; count: K.
+    """
+
+    draws: jnp.ndarray
+    count: int = eqx.field(static=True)
+
+    def prior(self, problem: Problem):
+        """Each component matrix counts with weight N and precision a (its prior value I/a)."""
+        return tuple(problem.width for _ in range(self.count)), tuple(problem.prior_precision
+                                                                      for _ in range(self.count))
+
+    def total(self, value, problem: Problem):
+        """S(value) (the module docstring's F plus the constant and the gauge term)."""
+        N, a, d = problem.width, problem.prior_precision, problem.d
+        tau = a * sum(M[-1, -1] for M in value) / len(value)
+        entropy = N * kl_divergence(value, a, self.draws) + 0.5 * N * d * (1 + jnp.log(a))
+        K = mixture_kernel(problem, value, problem.X)[0]
+        return entropy + 0.5 * N * (tau - 1 - jnp.log(tau)) + data_term(K, problem.y, problem.kappa2)
+
+    def data_term(self, value, problem: Problem):
+        """S minus the leaves' Gaussian entropies (module docstring)."""
+        return self.total(value, problem) - self.entropy(value, problem)
+
+
+
+def antithetic_draws(samples: int, seed: int, d: int, dtype=jnp.float64):
+    """``samples`` standard normal draws (samples, d) from ``seed``, antithetic (z and -z): the estimate of the
+    overlap correction is then exactly even in each m_k, as the exact one is, so m = 0 stays stationary."""
+    half = jax.random.normal(jax.random.PRNGKey(seed), ((samples + 1) // 2, d), dtype)
+    return jnp.concatenate([half, -half])[:samples]
+
+
+def mixture_action(count: int, samples: int, seed: int, problem: Problem) -> MixtureAction:
+    """The action of ``count`` components with ``samples`` :func:`antithetic_draws` from ``seed``."""
+    return MixtureAction(antithetic_draws(samples, seed, problem.d, problem.X.dtype), count)

@@ -1,0 +1,140 @@
+"""The Gaussian-mixture single-neuron ansatz (``measure="mixture"``, ``actions.mixture``; issue 17).
+
+References independent of the code under test: scipy's bivariate normal CDF (the erf kernel at nonzero means is an
+orthant probability) and Monte Carlo over weights; a quadrature grid for the mixture's KL divergence; the Gaussian
+ansatz's closed-form arcsine kernel and action (``actions.adaptive``), which a collapsed mixture must reproduce.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+import adaptive_kernels as ak
+from adaptive_kernels.actions import mixture
+from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction
+
+
+@pytest.fixture(scope="module")
+def setup():
+    d = 4
+    data = ak.teacher_dataset(jax.random.PRNGKey(0), 12, d, teacher="cubic", eps=1.0, P_test=50)
+    arch = ak.FCN(d, 30, "erf", gamma=2.0)
+    problem = ak.make_problem(arch, data, 0.1)
+    A = jax.random.normal(jax.random.PRNGKey(1), (d, d))
+    Sigma = A @ A.T / d + 0.2 * jnp.eye(d)
+    return arch, data, problem, Sigma
+
+
+def test_erf_product_mean_against_bivariate_normal_cdf_and_monte_carlo():
+    """E[erf(u) erf(v)] = E[sign(sqrt2 u - eta1) sign(sqrt2 v - eta2)] = 4 F(0, 0) - 2 F_A(0) - 2 F_B(0) + 1 with F
+    the CDF of (eta - sqrt2 u) (scipy); and a Monte Carlo average of erf(u) erf(v)."""
+    mu1, mu2, c11, c12, c22 = 0.7, -0.4, 2.5, -1.1, 0.9
+    ours = float(mixture.gaussian_product_mean(ak.activations.Erf(), *map(jnp.asarray, (mu1, mu2, c11, c12, c22))))
+    mean = -np.sqrt(2) * np.array([mu1, mu2])
+    cov = 2 * np.array([[c11, c12], [c12, c22]]) + np.eye(2)
+    F = multivariate_normal(mean, cov).cdf(np.zeros(2))
+    Fa = multivariate_normal(mean[0], cov[0, 0]).cdf(0.0)
+    Fb = multivariate_normal(mean[1], cov[1, 1]).cdf(0.0)
+    assert ours == pytest.approx(4 * F - 2 * Fa - 2 * Fb + 1, abs=1e-6)  # scipy's CDF integrates to ~1e-8
+    uv = np.random.default_rng(0).multivariate_normal([mu1, mu2], [[c11, c12], [c12, c22]], size=400_000)
+    samples = jax.scipy.special.erf(uv[:, 0]) * jax.scipy.special.erf(uv[:, 1])
+    assert abs(ours - float(jnp.mean(samples))) < 4 * float(jnp.std(samples)) / np.sqrt(len(samples))
+
+
+def test_mixture_kernel_against_monte_carlo_and_arcsine(setup):
+    """K_rho between inputs (one pair at +-m): a Monte Carlo average over weights; at m = 0 the arcsine kernel."""
+    arch, data, problem, Sigma = setup
+    m = jnp.array([0.6, -0.3, 0.2, 0.5])
+    value = (mixture.encode(1.0, m, Sigma),)
+    K, diag = mixture.mixture_kernel(problem, value, problem.X)
+    L = jnp.linalg.cholesky(Sigma)
+    z = jax.random.normal(jax.random.PRNGKey(2), (200_000, 4))
+    W = jnp.concatenate([m + z @ L.T, -m + z @ L.T])
+    phi = jax.scipy.special.erf(problem.X @ W.T)
+    K_mc = problem.readout_scale * phi @ phi.T / W.shape[0]
+    assert np.max(np.abs(K - K_mc)) < 8e-3 * problem.readout_scale  # ~5 standard errors of 4e5 draws
+    np.testing.assert_allclose(diag, jnp.diagonal(K), rtol=1e-12)
+    centred = (mixture.encode(1.0, jnp.zeros(4), Sigma),)
+    np.testing.assert_allclose(mixture.mixture_kernel(problem, centred, problem.X)[0],
+                               problem.two_layer_kernel(Sigma).nngp, rtol=1e-10, atol=1e-15)
+
+
+def test_kl_divergence_against_quadrature_grid():
+    """KL(rho || N(0, I/a)) of a two-component symmetrised mixture in d = 2, on a grid; with coinciding halves the
+    sampled overlap correction is exact and the KL is the Gaussian's closed form."""
+    a, d = 2.0, 2
+    rng = np.random.default_rng(0)
+    comps = []
+    for s, m in [(0.3, [1.2, 0.0]), (0.7, [0.5, 1.5])]:
+        A = rng.normal(size=(d, d))
+        comps.append((s, np.array(m), A @ A.T / 4 + 0.2 * np.eye(d)))
+    value = tuple(mixture.encode(s, jnp.asarray(m), jnp.asarray(S)) for s, m, S in comps)
+    x = np.linspace(-7, 7, 701)
+    pts = np.stack([g.ravel() for g in np.meshgrid(x, x)], 1)
+    pi = np.array([c[0] for c in comps]) / sum(c[0] for c in comps)
+    rho = sum(p * 0.5 * (multivariate_normal(m, S).pdf(pts) + multivariate_normal(-m, S).pdf(pts))
+              for p, (_, m, S) in zip(pi, comps))
+    log_prior = multivariate_normal(np.zeros(d), np.eye(d) / a).logpdf(pts)
+    grid = np.sum(rho * (np.log(rho) - log_prior)) * (x[1] - x[0]) ** 2
+    ours = [float(mixture.kl_divergence(value, a, mixture.antithetic_draws(100_000, seed, d)))
+            for seed in range(3)]
+    assert abs(np.mean(ours) - grid) < 3e-3, (ours, grid)  # sampling spread of one estimate ~2e-3
+    _, _, S = comps[1]
+    same = (mixture.encode(0.2, jnp.zeros(d), jnp.asarray(S)), mixture.encode(0.5, jnp.zeros(d), jnp.asarray(S)))
+    closed = 0.5 * (a * np.trace(S) - d - d * np.log(a) - np.linalg.slogdet(S)[1])
+    assert float(mixture.kl_divergence(same, a, jnp.ones((3, d)))) == pytest.approx(closed, rel=1e-12)
+
+
+def test_collapsed_mixture_is_the_gaussian_ansatz(setup):
+    """One pair at m = 0, or two identical components (any weights), with the gauge at 1: S equals the Gaussian
+    ansatz's action; solving K = 1 from the prior (m stays 0 by symmetry) gives the Gaussian ansatz's Sigma."""
+    arch, data, problem, Sigma = setup
+    a = problem.prior_precision
+    gaussian = TwoLayerAdaptiveAction("function")(Sigma, problem)
+    zero = jnp.zeros(problem.d)
+    one = mixture.mixture_action(1, 64, 0, problem)((mixture.encode(1 / a, zero, Sigma),), problem)
+    two = mixture.mixture_action(2, 64, 0, problem)(
+        (mixture.encode(0.4 / a, zero, Sigma), mixture.encode(1.6 / a, zero, Sigma)), problem)
+    assert float(one) == pytest.approx(float(gaussian), rel=1e-12)
+    assert float(two) == pytest.approx(float(gaussian), rel=1e-12)
+
+    ref = ak.solve(arch, data, 0.1, solver="gradient", implicit=False)
+    sol = ak.solve(arch, data, 0.1, ak.Adaptive(measure="mixture", components=1, samples=64), implicit=False)
+    assert int(sol.status) == 0 and int(ref.status) == 0
+    pi, m, Sigmas = mixture.components(sol.value)
+    np.testing.assert_allclose(m, 0.0, atol=1e-12)
+    np.testing.assert_allclose(Sigmas[0], ref.value, rtol=1e-6, atol=1e-9)
+    assert float(sol.action) == pytest.approx(float(ref.action), rel=1e-10)
+
+
+@pytest.mark.parametrize("options, arch, match", [
+    (dict(measure="mixture", form="conjugate"), ak.FCN(4, 10, "erf"), "form"),
+    (dict(measure="mixture", components=0), ak.FCN(4, 10, "erf"), "components"),
+    (dict(measure="mixture"), ak.FCN(4, 10, "relu"), "activation"),
+    (dict(measure="mixture"), ak.FCN(4, (10, 10), "erf"), "two-layer"),
+])
+def test_bad_mixture_options(options, arch, match):
+    data = ak.teacher_dataset(jax.random.PRNGKey(0), 6, 4, P_test=2)
+    with pytest.raises(ValueError, match=match):
+        ak.solve(arch, data, 0.1, ak.Adaptive(**options))
+
+
+def test_permuted_and_flipped_mixture_is_one_point(setup):
+    """The same density written with its components swapped and a mean's sign flipped is one point for the phase
+    tools' deduplication (distance 0 between canonical forms), and the canonical form is sorted by weight."""
+    from adaptive_kernels.phases import distance
+
+    arch, data, problem, Sigma = setup
+    m = jnp.array([0.6, -0.3, 0.2, 0.5])
+    A, B = mixture.encode(0.1, m, Sigma), mixture.encode(0.3, 0.5 * m, 2 * Sigma)
+    B_flipped = mixture.encode(0.3, -0.5 * m, 2 * Sigma)
+    theory = ak.Adaptive(measure="mixture")
+    assert distance((A, B), (B_flipped, A), theory) < 1e-14
+    assert distance((A, B), (B_flipped, A)) > 0.1
+    pi, means, _ = mixture.components(mixture.canonical((A, B)))
+    np.testing.assert_allclose(pi, [0.75, 0.25])
+    np.testing.assert_allclose(means[0], 0.5 * m)
