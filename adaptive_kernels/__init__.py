@@ -9,7 +9,7 @@ from adaptive_kernels._config import _apply_default_precision, precision, thread
 
 _apply_default_precision()
 
-from adaptive_kernels.actions.exact import exact_error_bars, exact_measure  # noqa: E402
+from adaptive_kernels.actions.exact import exact_error_bars, exact_hmc_check, exact_measure  # noqa: E402
 from adaptive_kernels._validation import PrecisionWarning  # noqa: E402
 from adaptive_kernels.activations import ACTIVATIONS, AbstractActivation, get_activation  # noqa: E402
 from adaptive_kernels.api import layer_kernels, predict, solve, summarize  # noqa: E402
@@ -50,6 +50,7 @@ __all__ = [
     "CNN",
     "Dataset",
     "exact_error_bars",
+    "exact_hmc_check",
     "exact_measure",
     "FCN",
     "FixedPoint",

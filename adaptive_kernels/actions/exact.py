@@ -398,3 +398,68 @@ def exact_error_bars(arch, data, kappa2, *, seeds: int = 4, samples: int = 20000
     if not out["converged"]:
         warnings.warn("exact measure: a solve did not converge (see the status of the solutions)", stacklevel=2)
     return out
+
+
+@eqx.filter_jit
+def hmc_tilted_kernels(cgf: ExactCGF, problem: Problem, conjugates, key, num_chains: int, num_samples: int,
+                       num_warmup: int, num_leapfrog: int = 8):
+    """Markov-chain estimates of K_l = E_tilted[phi(h) phi(h)^T] (independent of the importance weights): per layer
+    HMC (``sampling.mcmc.metropolis_step``, step size tuned by dual averaging in warm-up) on u with the potential
+    U(u) = |u|^2/2 - phi(B u)^T Kt phi(B u) / N, h = B u (B at the covariances of the importance-sampled forward
+    pass), ``num_chains`` chains started at the proposal's points. Returns per layer (mean, standard error from the
+    spread of the chain means)."""
+    from adaptive_kernels.sampling.mcmc import metropolis_step, start_chain
+
+    covariances = sampled_forward(problem, problem.X, conjugates, cgf)[2]
+    out = []
+    for layer, (Kt, C) in enumerate(zip(conjugates, covariances)):
+        B, N = layer_factor(problem, C, layer, problem.X), problem.widths[layer]
+
+        def potential(u, B=B, Kt=Kt, N=N):
+            phi = problem.activation(B @ u)
+            return 0.5 * u @ u - phi @ Kt @ phi / N
+
+        value_and_grad = jax.value_and_grad(potential)
+        u0 = cgf.proposals[layer].points(cgf.draws[layer])[0][-num_chains:]
+
+        def chain(u, key, B=B, value_and_grad=value_and_grad):
+            def step(adapt):
+                def body(state, k):
+                    return metropolis_step(value_and_grad, state, k, num_leapfrog=num_leapfrog, target_accept=0.8,
+                                           adapt=adapt, jitter=0.9)[0], None
+                return body
+
+            k1, k2 = jax.random.split(key)
+            state = jax.lax.scan(step(True), start_chain(value_and_grad, u, 0.1), jax.random.split(k1, num_warmup))[0]
+            state = eqx.tree_at(lambda s: s.adaptation, state, state.adaptation.freeze())
+
+            def record(state, k):
+                state = step(False)(state, k)[0]
+                phi = problem.activation(B @ state.position)
+                return state, jnp.outer(phi, phi)
+
+            return jnp.mean(jax.lax.scan(record, state, jax.random.split(k2, num_samples))[1], axis=0)
+
+        means = jax.vmap(chain)(u0, jax.random.split(jax.random.fold_in(key, layer), num_chains))
+        out.append((jnp.mean(means, axis=0), jnp.std(means, axis=0, ddof=1) / jnp.sqrt(num_chains)))
+    return out
+
+
+def exact_hmc_check(solution, arch, data, kappa2, *, key: int = 0, num_chains: int = 8, num_samples: int = 400,
+                    num_warmup: int = 200) -> list:
+    """The importance-sampling estimate of each layer's K_l = E_tilted[phi phi^T] at an exact-measure solution
+    against a Markov-chain (HMC) estimate of the same average (:func:`hmc_tilted_kernels`): a check independent of
+    the importance weights, for where the ESS is low. Per layer a dict with ``kernel`` (importance sampling),
+    ``kernel_hmc``, ``se_hmc`` (its standard error over chains) and ``max_z`` = max |kernel - kernel_hmc| / se_hmc."""
+    from adaptive_kernels.problem import make_problem
+
+    _check_exact(solution)
+    problem = make_problem(arch, data, kappa2)
+    solution.theory.check(problem)
+    cgf = solution.theory._cgf(problem)
+    kernels = sampled_forward(problem, problem.X, solution.value, cgf)[0]
+    hmc = hmc_tilted_kernels(cgf, problem, solution.value, jax.random.PRNGKey(key), num_chains, num_samples,
+                             num_warmup)
+    return [{"kernel": K, "kernel_hmc": m, "se_hmc": se,
+             "max_z": jnp.max(jnp.abs(K - m) / jnp.maximum(se, jnp.finfo(se.dtype).tiny))}
+            for K, (m, se) in zip(kernels, hmc)]
