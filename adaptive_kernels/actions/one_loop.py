@@ -39,9 +39,10 @@ sum_i c w_i z_i^T = (I + M)^{-1}:
 - :class:`Dense` (default up to ``DENSE_LIMIT`` independent entries): M from m Hessian-vector products,
   Cholesky I + M = L L^T, w_i = z_i = rows of L^{-1};
 - :class:`Stochastic` (matrix-free, larger q, e.g. d x d with d = 100, m = 5050): Rademacher probes z_i,
-  w_i = (I + M)^{-1} z_i by conjugate gradients (jax.scipy.sparse.linalg.cg), c = 1/k (Hutchinson); the log det by stochastic
-  Lanczos quadrature (Ubaru, Chen & Saad 2017) with the same probes. Fixed probes (``seed``) keep Gamma a
-  deterministic smooth function of q (a sample-average approximation), so the solvers apply unchanged.
+  w_i = (I + M)^{-1} z_i by conjugate gradients (jax.scipy.sparse.linalg.cg), c = 1/k (Hutchinson); the log
+  det by stochastic Lanczos quadrature (Ubaru, Chen & Saad 2017) with the same probes. Fixed probes (``seed``)
+  keep Gamma a deterministic smooth function of q (a sample-average approximation), so the solvers apply
+  unchanged.
 
 The gradient of (1/2) log det(I + M(Sigma)) is (1/2) d/dSigma sum_i c w_i^T M(Sigma) z_i with the pairs held
 fixed (a custom JVP), third derivatives of D taken forward-over-reverse in chunks.
@@ -221,14 +222,8 @@ def _pair_sum(fn, W, Z, chunk):
 
 
 def _mixed_curvature(action, Sigma, args, w, z):
-    """w^T M(Sigma, args) z = D''(Sigma)[E w, E z] (E the embedding at Sigma), forward over forward; differentiable in
-    Sigma (through D and the embedding) and in args."""
-    embed = embedding(action, Sigma, args)
-
-    def along_w(S):
-        return jax.jvp(lambda T: action.data_term(T, args), (S,), (embed(w),))[1]
-
-    return jax.jvp(along_w, (Sigma,), (embed(z),))[1]
+    """w^T M(Sigma, args) z, differentiable in Sigma (through D and the embedding) and in args."""
+    return w @ _curvature(action, Sigma, args)(z)
 
 
 # --- the correction as a function with its own derivative ---------------------------------------------------------
@@ -242,26 +237,29 @@ def half_logdet(Sigma, args, *, action, estimator):
 
 @half_logdet.def_jvp
 def _half_logdet_jvp(primals, tangents, *, action, estimator):
-    """d (1/2) log det(I + M) = (1/2) sum_i c w_i^T dM z_i with the pairs held fixed: per pair a third directional
-    derivative of D, forward over forward over forward (under ``jax.grad`` JAX transposes the outermost one, so
-    the gradient is one reverse pass over a forward-over-forward second derivative, never a Hessian's Jacobian)."""
     Sigma, args = primals
     t_Sigma, t_args = tangents
     m = coordinate_count(Sigma)
     dtype = jax.tree.leaves(Sigma)[0].dtype
     value, W, Z, c = estimator.pairs(_curvature(action, Sigma, args), m, dtype)
     W, Z = jax.lax.stop_gradient((W, Z))
-    diff, static = eqx.partition(args, eqx.is_inexact_array)
-    t_Sigma = jax.tree.map(jnp.zeros_like, Sigma) if t_Sigma is None else t_Sigma
-    t_diff = jax.tree.map(jnp.zeros_like, diff) if t_args is None else jax.tree.map(
-        lambda a, t: None if a is None else (jnp.zeros_like(a) if t is None else t), diff, t_args,
-        is_leaf=lambda x: x is None)
+    chunk = 16
+    tangent = jnp.zeros((), dtype)
+    if t_Sigma is not None:
+        grad = _pair_sum(lambda w, z: jax.grad(lambda S: _mixed_curvature(action, S, args, w, z))(Sigma), W, Z, chunk)
+        tangent = tangent + 0.5 * c * sum(jnp.sum(g * t) for g, t in zip(jax.tree.leaves(grad),
+                                                                          jax.tree.leaves(t_Sigma)))
+    if t_args is not None:
+        diff, static = eqx.partition(args, eqx.is_inexact_array)
+        t_diff = jax.tree.map(lambda a, t: None if a is None else (jnp.zeros_like(a) if t is None else t),
+                              diff, t_args, is_leaf=lambda x: x is None)
 
-    def along(w, z):
-        return jax.jvp(lambda S, a: _mixed_curvature(action, S, eqx.combine(a, static), w, z), (Sigma, diff),
-                       (t_Sigma, t_diff))[1]
+        def along_args(w, z):
+            return jax.jvp(lambda a: _mixed_curvature(action, Sigma, eqx.combine(a, static), w, z), (diff,),
+                           (t_diff,))[1]
 
-    return value, 0.5 * c * _pair_sum(along, W, Z, 16)
+        tangent = tangent + 0.5 * c * _pair_sum(along_args, W, Z, chunk)
+    return value, tangent
 
 
 @eqx.filter_jit
