@@ -206,7 +206,7 @@ class Adaptive(AbstractLoopTheory):
             or ``"function"`` (P x P kernel).
         measure: ``"gaussian"`` (the Gaussian ansatz / Gaussian-equivalent CGF; exact for linear phi) or
             ``"second_order"`` (conjugate form only: the second-order cumulant CGF, Monte Carlo with
-            ``samples`` fixed draws from ``seed``) or ``"exact"`` (conjugate form, FCNs and the two-layer CNN: the exact large-width
+            ``samples`` fixed draws from ``seed``) or ``"exact"`` (conjugate form, FCNs, the CNN: the exact large-width
             layer CGF by importance sampling, ``samples`` fixed draws per layer from ``seed``; ``actions.exact``:
             ``Solution.stats["ess"]`` per layer, and the domain margin min ESS/S - 0.01, so degenerate weights
             give status LEFT_DOMAIN) or ``"mixture"`` (two-layer FCN, erf or linear, form ``"weight"``/``"auto"``: the

@@ -10,6 +10,13 @@ p(h) ∝ N(h; 0, C_l) exp(phi(h)^T Kt phi(h) / N_l). For a two-layer net this is
 density rho(w) ∝ prior(w) exp((c/(2N)) phi(Xw)^T (t t^T - A) phi(Xw)) of THEORY.md sec. 4 (Lauditi, Bordelon &
 Pehlevan 2025); the Gaussian ansatz and the Gaussian-equivalent map approximate it (exact for linear phi only).
 
+The two-layer CNN (non-overlapping patches x_s, s = 1..S_p, readout a_cs independent per channel and patch) is the same
+with phi(h) phi(h)^T replaced by a channel's patch-averaged kernel k(w) = (1/S_p) sum_s phi(X_s w) phi(X_s w)^T: its
+filter measure is p(w) ∝ N(w; 0, s_w2/n I) exp(tr(Kt k(w)) / C) (docs/exact_measure.md). The first layer's factor
+stacks one block per patch (:func:`layer_factor`), and q_s averages over patches (:func:`tilt_log_weights`); a fully
+connected net is the one-patch case. Its proposals are first adapted at the Gaussian-ansatz saddle's conjugate
+(:func:`weight_form_conjugates`: a CNN has no Gaussian-equivalent conjugate map).
+
 Estimator (a sample-average approximation with common random numbers). Write h = B u with C = B B^T and u ~ N(0, I_r):
 the first layer uses B = [sqrt(s_w2/d) X, sqrt(s_b2) 1] (u: the neuron's weights and bias at unit prior variance,
 any P), deeper layers B = chol(C). The u_s are S fixed points from a defensive mixture proposal
@@ -110,8 +117,8 @@ class Proposal(eqx.Module):
 
 
 def tilt_log_weights(problem: Problem, Kt, B, u, log_w, N):
-    """log(w_s exp(q_s / N)), q_s = (1/S) sum_patches phi_p^T Kt phi_p with phi_p = phi(B_p u_s) (one patch for a fully
-    connected net: q_s = phi(B u_s)^T Kt phi(B u_s)): the unnormalised log weights of the tilted measure."""
+    """log(w_s exp(q_s / N)), q_s = (1/S) sum_patches phi_p^T Kt phi_p with phi_p = phi(B_p u_s) (one patch for a
+    fully connected net: q_s = phi(B u_s)^T Kt phi(B u_s)): the unnormalised log weights of the tilted measure."""
     phi = layer_features(problem, u, B, Kt.shape[0])
     return log_w + jnp.mean(jnp.sum((phi @ Kt) * phi, axis=-1), axis=-1) / N
 
@@ -353,7 +360,8 @@ def exact_measure(solution, arch, data, kappa2) -> list:
     """The sampled tilted measure of every layer at an exact-measure solution (THEORY.md sec. 9): per layer a dict
     with ``preactivations`` h_s (S, P) on the training inputs (a CNN: (S, patches, P), the filter on each patch),
     ``weights`` omega_s (S,; self-normalised, summing to 1) and ``ess``; for the first layer also ``w`` (S, d), the
-    neuron's input weights (the single-neuron density of a two-layer net; a CNN: (S, n), the filter), e.g. ``np.histogram(w @ w_star, weights=omega)`` for the overlap with the teacher."""
+    neuron's input weights (the single-neuron density of a two-layer net; a CNN: (S, n), the filter), e.g.
+    ``np.histogram(w @ w_star, weights=omega)`` for the overlap with the teacher."""
     from adaptive_kernels.problem import make_problem
 
     _check_exact(solution)
