@@ -216,9 +216,8 @@ class PhaseStructure:
 
 
 def phase_solver(theory):
-    """The default solver of the phase tools: the theory's own when it is a :class:`QuasiNewton` (the mixture
-    ansatz: dense BFGS), else L-BFGS :class:`QuasiNewton` (it converged in mean-field cases where the precision
-    iteration stalled)."""
+    """The default solver of the phase tools: dense BFGS for the mixture ansatz (``actions.mixture.DEFAULT_SOLVER``),
+    else L-BFGS :class:`QuasiNewton` (it converged in mean-field cases where the precision iteration stalled)."""
     if isinstance(theory, Adaptive) and theory.measure == "mixture":
         return mixture.DEFAULT_SOLVER
     return QuasiNewton()

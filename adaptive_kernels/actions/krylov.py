@@ -13,15 +13,21 @@ dSigma = -Sigma A Sigma. Solving (I - J) delta = R = T(Lambda) - Lambda by conju
 therefore Newton-CG on S with the entropy's Hessian as preconditioner (in the Lambda coordinates the preconditioned
 operator is I - J, whose spectrum is 1 plus the data term's few large modes -- the mean-field ones along the
 target; measured: eigenvalues of J in [-2.1, 0.4] for an erf net with L = 2, gamma = 2, P = 20). The solve is
-truncated (Steihaug): it stops at a relative residual eta = min(``rtol``, sqrt(stationarity residual)) -- an
-inexact Newton step with a superlinear forcing term -- and at negative curvature, returning the last iterate,
-which is a descent direction of S (the first iterate is a positive multiple of R, the fixed-point step).
+truncated (Steihaug): it stops at a relative residual eta = min(``rtol``, max(sqrt(r), tol / (2 r))), r the
+stationarity residual and tol the solver's stopping tolerance (1e-10 in float64) -- an inexact Newton step with a
+superlinear forcing term that does not over-solve the last step (a step needs only to reduce r to tol: the
+Eisenstat-Walker safeguard; it saved 24% / 9% of the products at L = 4 / 8, erf, P = 100) -- and at negative
+curvature, returning the last iterate, which is a descent direction of S (the first iterate is a positive multiple
+of R, the fixed-point step).
 
-Measured (erf, d = 20, N_l = 200, P = 100, gamma = 2, kappa2 = 1e-2; CPU seconds after compilation on the shared
-2-core machine): L = 2 / 4 / 8 took 17 / 30 / 45 evaluations (0.8 / 4.9 / 22 s) where the Anderson-accelerated
-precision iteration without this model took 97 / 256 / 663 (0.6 / 3.9 / 27 s). A product with J costs about one
-evaluation of the map. Forcing term min(0.1, residual) instead: 16 / 28 / 44 evaluations, 1.1 / 4.9 / 23 s; CG
-capped at 10 products with Anderson on top: 27 / 38 evaluations at L = 2 / 4, failed at L = 8.
+Measured (erf, d = 20, N_l = 200, gamma = 2, kappa2 = 1e-2, L = 4; CPU seconds after compilation on the shared
+2-core machine, docs/deep_solver.md): one evaluation of the map / one product with J cost 0.009 / 0.015 s at P = 100,
+0.20 / 0.51 s at P = 400, 2.4 / 5.8 s at P = 1000 (the product repeats the evaluation's triangular solves and
+products forward and backward; no factorisation). At P = 100 the solve takes 30 evaluations and 367 products
+(5.5 s, ~95% in the products, most of them in the last Newton steps where the forcing term is tight); L = 2 / 8:
+17 / 45 evaluations, 144 / 747 products. The Anderson-accelerated iteration without this model took 97 / 256 / 663
+evaluations at L = 2 / 4 / 8. Forcing terms min(0.3, residual) or min(0.3, sqrt(residual)) save a third of the
+products for erf at L = 8 but cost ReLU more rejected steps (docs/deep_solver.md).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+
+from adaptive_kernels.solvers.coordinates import stationarity_tolerance
 
 
 def _inner(A, B, Sigma, weights):
@@ -77,7 +85,8 @@ class KrylovPrecisionModel(eqx.Module):
         stationarity = jnp.max(jnp.stack([jnp.max(jnp.abs(S @ r)) for S, r in
                                           zip(jax.tree.leaves(self.Sigma), jax.tree.leaves(R))]))
         rr0 = inner(R, R)
-        tol2 = jnp.minimum(self.rtol, jnp.sqrt(stationarity)) ** 2 * rr0
+        target = 0.5 * stationarity_tolerance(None, R) / stationarity
+        tol2 = jnp.minimum(self.rtol, jnp.maximum(jnp.sqrt(stationarity), target)) ** 2 * rr0
         zero = jax.tree.map(jnp.zeros_like, R)
 
         def cond(carry):

@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adaptive_kernels.actions.base import EntropicAction, gaussian_entropy
+from adaptive_kernels.actions.base import EntropicAction
 from adaptive_kernels.activations import Erf, Linear
 from adaptive_kernels.gp import data_term
 from adaptive_kernels.problem import Problem

@@ -241,7 +241,8 @@ class Continuation(AbstractRule):
     to the same saddle. Stages start inside the one loop (:meth:`FixedPoint.restart`: no second trace of the map).
 
     Attributes:
-        rule: the step rule of every stage (default :class:`Newton`).
+        rule: the step rule of every stage (default :class:`Newton`; its tolerance and step sizes are used, its
+            ``max_steps`` is not).
         stages: continuation stages after a failed cold start.
         cold_steps: evaluations the cold start may take before the fallback starts.
         max_steps: evaluations in all (cold start and stages).
@@ -267,7 +268,8 @@ class Continuation(AbstractRule):
         inner = self.rule.init(problem, x0, args)
         done, status = self.rule.terminate(problem, inner, args)
         running = jnp.asarray(Status.MAX_STEPS, jnp.int32)
-        return ContinuationState(inner=inner, x0=x0, stage=jnp.asarray(0, jnp.int32), stage_steps=jnp.asarray(0, jnp.int32),
+        zero = jnp.asarray(0, jnp.int32)
+        return ContinuationState(inner=inner, x0=x0, stage=zero, stage_steps=zero,
                                  cold_status=jnp.where(done, status, running).astype(jnp.int32),
                                  status=jnp.where(done & (status == Status.SUCCESS), status, running).astype(jnp.int32))
 
@@ -285,7 +287,8 @@ class Continuation(AbstractRule):
         cold_status = jnp.where(cold & (success | fallback), jnp.where(success, status, jnp.where(
             done, status, Status.MAX_STEPS)), s.cold_status)
         return ContinuationState(
-            inner=inner, x0=s.x0, stage=stage, stage_steps=jnp.where(fallback | advance, 0, s.stage_steps + 1).astype(jnp.int32),
+            inner=inner, x0=s.x0, stage=stage,
+            stage_steps=jnp.where(fallback | advance, 0, s.stage_steps + 1).astype(jnp.int32),
             cold_status=cold_status.astype(jnp.int32),
             status=jnp.where(finished, status, Status.MAX_STEPS).astype(jnp.int32))
 
