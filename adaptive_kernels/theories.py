@@ -206,7 +206,7 @@ class Adaptive(AbstractLoopTheory):
             or ``"function"`` (P x P kernel).
         measure: ``"gaussian"`` (the Gaussian ansatz / Gaussian-equivalent CGF; exact for linear phi) or
             ``"second_order"`` (conjugate form only: the second-order cumulant CGF, Monte Carlo with
-            ``samples`` fixed draws from ``seed``) or ``"exact"`` (conjugate form, FCNs: the exact large-width
+            ``samples`` fixed draws from ``seed``) or ``"exact"`` (conjugate form, FCNs, the CNN: the exact large-width
             layer CGF by importance sampling, ``samples`` fixed draws per layer from ``seed``; ``actions.exact``:
             ``Solution.stats["ess"]`` per layer, and the domain margin min ESS/S - 0.01, so degenerate weights
             give status LEFT_DOMAIN) or ``"mixture"`` (two-layer FCN, erf or linear, form ``"weight"``/``"auto"``: the
@@ -255,8 +255,9 @@ class Adaptive(AbstractLoopTheory):
 
     def check(self, problem):
         form = self.resolved_form(problem)
-        if problem.patches > 1 and form != "weight":
-            raise ValueError(f"form: a CNN has the 'weight' form only (its filter covariance), got {form!r}")
+        if problem.patches > 1 and form != "weight" and self.measure != "exact":
+            raise ValueError(f"form: a CNN has the 'weight' form (its filter covariance), or 'conjugate' with "
+                             f"measure='exact' (its filter measure) only, got {form!r}")
         if form == "weight":
             if problem.depth == 1:
                 if has_bias(problem):
@@ -295,6 +296,9 @@ class Adaptive(AbstractLoopTheory):
         from adaptive_kernels.api import solve_problem  # the library's compiled solves (api imports this module)
 
         def solve(cgf, init):  # init: the theory's own (zeros; the proposals' adaptation point), as in ``solve``
+            if cgf is None and problem.patches > 1:  # a CNN's Gaussian anchor: its Gaussian-ansatz filter covariance
+                sigma = solve_problem(problem, Adaptive(), None, init=None, implicit=True, linear_solver=None).value
+                return exact.weight_form_conjugates(problem, sigma)
             theory = Adaptive(form="conjugate") if cgf is None else self._with_sampled(cgf)
             return solve_problem(problem, theory, None, init=None, implicit=True, linear_solver=None).value
 

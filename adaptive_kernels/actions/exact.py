@@ -10,6 +10,13 @@ p(h) ∝ N(h; 0, C_l) exp(phi(h)^T Kt phi(h) / N_l). For a two-layer net this is
 density rho(w) ∝ prior(w) exp((c/(2N)) phi(Xw)^T (t t^T - A) phi(Xw)) of THEORY.md sec. 4 (Lauditi, Bordelon &
 Pehlevan 2025); the Gaussian ansatz and the Gaussian-equivalent map approximate it (exact for linear phi only).
 
+The two-layer CNN (non-overlapping patches x_s, s = 1..S_p, readout a_cs independent per channel and patch) is the same
+with phi(h) phi(h)^T replaced by a channel's patch-averaged kernel k(w) = (1/S_p) sum_s phi(X_s w) phi(X_s w)^T: its
+filter measure is p(w) ∝ N(w; 0, s_w2/n I) exp(tr(Kt k(w)) / C) (docs/exact_measure.md). The first layer's factor
+stacks one block per patch (:func:`layer_factor`), and q_s averages over patches (:func:`tilt_log_weights`); a fully
+connected net is the one-patch case. Its proposals are first adapted at the Gaussian-ansatz saddle's conjugate
+(:func:`weight_form_conjugates`: a CNN has no Gaussian-equivalent conjugate map).
+
 Estimator (a sample-average approximation with common random numbers). Write h = B u with C = B B^T and u ~ N(0, I_r):
 the first layer uses B = [sqrt(s_w2/d) X, sqrt(s_b2) 1] (u: the neuron's weights and bias at unit prior variance,
 any P), deeper layers B = chol(C). The u_s are S fixed points from a defensive mixture proposal
@@ -36,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_kernels.actions.deep import (ConjugateMap, extended_draws, input_covariance, jittered_cholesky,
-                                          next_covariance, sampled_forward, symmetrize)
+                                          next_covariance, output_terms, sampled_forward, symmetrize)
 from adaptive_kernels.problem import Problem
 
 DEFENSIVE = 0.1  # alpha, the prior's share of the mixture proposal
@@ -46,17 +53,34 @@ ESS_FLOOR = 0.01  # ESS / S below which the estimate is called degenerate (outsi
 
 
 def layer_factor(problem: Problem, C, layer: int, X):
-    """B with h = B u, C = B B^T: the first layer's weight-space factor [sqrt(s_w2/d) X, sqrt(s_b2) 1] (its
-    columns do not depend on P: test points append rows), deeper layers the Cholesky factor of C."""
+    """B with h = B u, C = B B^T: the first layer's weight-space factor [sqrt(s_w2/n) X_s, sqrt(s_b2) 1] (its
+    columns do not depend on P: test points append rows), deeper layers the Cholesky factor of C. A CNN's first
+    layer stacks one block per patch x_s (n = d/S entries; patch-major rows, (S P, n + 1)): h_s = B_s u is the
+    filter's pre-activation on patch s; a fully connected net is the one-patch case (n = d)."""
     if layer > 0:
         return jittered_cholesky(C)
-    ones = jnp.ones((X.shape[0], 1), X.dtype)
-    return jnp.concatenate([jnp.sqrt(problem.s_w2 / problem.d) * X, jnp.sqrt(problem.s_b2) * ones], axis=1)
+    patches = problem.split(X)  # (S, P, n)
+    ones = jnp.ones(patches.shape[:2] + (1,), X.dtype)
+    blocks = jnp.concatenate([jnp.sqrt(problem.s_w2 / problem.patch_size) * patches, jnp.sqrt(problem.s_b2) * ones],
+                             axis=2)
+    return blocks.reshape(-1, blocks.shape[2])
 
 
 def factor_rank(problem: Problem, layer: int) -> int:
     """Columns of :func:`layer_factor` on the training inputs."""
-    return problem.d + 1 if layer == 0 else problem.P
+    return problem.patch_size + 1 if layer == 0 else problem.P
+
+
+def layer_features(problem: Problem, u, B, P: int):
+    """phi(h) per patch, (..., S, P), with h = B u (u: (..., r)); deeper layers and fully connected nets: S = 1."""
+    phi = problem.activation(u @ B.T)
+    return phi.reshape(phi.shape[:-1] + (-1, P))
+
+
+def feature_kernel(phi):
+    """k = (1/S) sum_s phi_s phi_s^T (P x P) of one draw's per-patch features (S, P): the layer's kernel of that
+    neuron (a CNN channel: its readout weights a_cs are independent across patches, so patches do not mix)."""
+    return jnp.einsum("sp,sq->pq", phi, phi) / phi.shape[0]
 
 
 class Proposal(eqx.Module):
@@ -93,9 +117,10 @@ class Proposal(eqx.Module):
 
 
 def tilt_log_weights(problem: Problem, Kt, B, u, log_w, N):
-    """log(w_s exp(q_s / N)), q_s = phi(B u_s)^T Kt phi(B u_s): the unnormalised log weights of the tilted measure."""
-    phi = problem.activation(u @ B.T)
-    return log_w + jnp.sum((phi @ Kt) * phi, axis=1) / N
+    """log(w_s exp(q_s / N)), q_s = (1/S) sum_patches phi_p^T Kt phi_p with phi_p = phi(B_p u_s) (one patch for a
+    fully connected net: q_s = phi(B u_s)^T Kt phi(B u_s)): the unnormalised log weights of the tilted measure."""
+    phi = layer_features(problem, u, B, Kt.shape[0])
+    return log_w + jnp.mean(jnp.sum((phi @ Kt) * phi, axis=-1), axis=-1) / N
 
 
 def _ess(logits):
@@ -213,12 +238,24 @@ def _finite_or_prior(conjugates):
     return tuple(jnp.where(ok, Kt, 0.0) for Kt in conjugates)
 
 
+def weight_form_conjugates(problem: Problem, Sigma) -> tuple:
+    """(Kt,), Kt = -dD/dK at K = K_Sigma / c, the two-layer kernel of a Gaussian-ansatz weight (filter) covariance
+    Sigma (THEORY.md sec. 4): the conjugate of a two-layer net's Gaussian-ansatz saddle, the CNN's anchor."""
+    return (output_terms(problem.two_layer_kernel(Sigma).nngp / problem.readout_scale, problem)[1],)
+
+
 @eqx.filter_jit
 def gaussian_anchor(problem: Problem):
-    """The conjugates of the Gaussian-equivalent saddle (the conjugate map, FixedPoint), where the proposals are
-    first adapted; where that solve fails (non-finite), Kt = 0: the prior."""
-    from adaptive_kernels.solvers import FixedPoint, stationary_point
+    """The conjugates of the Gaussian-equivalent saddle (the conjugate map, FixedPoint; a CNN, which has no such
+    form, the Gaussian-ansatz filter covariance's, :func:`weight_form_conjugates`), where the proposals are first
+    adapted; where that solve fails (non-finite), Kt = 0: the prior."""
+    from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_space
+    from adaptive_kernels.solvers import FixedPoint, Newton, stationary_point
 
+    if problem.patches > 1:
+        action = TwoLayerAdaptiveAction(resolve_space("auto", problem))
+        Sigma = stationary_point(action, Newton(), problem.prior_covariance(), problem, implicit=False).value
+        return jax.lax.stop_gradient(_finite_or_prior(weight_form_conjugates(problem, Sigma)))
     zeros = tuple(jnp.zeros((problem.P, problem.P), problem.X.dtype) for _ in range(problem.depth))
     sol = stationary_point(ConjugateMap(), FixedPoint(), zeros, problem, implicit=False)
     return jax.lax.stop_gradient(_finite_or_prior(sol.value))
@@ -305,10 +342,11 @@ def tilted_measures(cgf: ExactCGF, problem: Problem, conjugates) -> list:
 
 @eqx.filter_jit
 def first_layer_covariance(cgf: ExactCGF, problem: Problem, conjugates):
-    """Sigma = E_tilted[w w^T] (d x d) of the first layer's weights under the exact measure."""
+    """Sigma = E_tilted[w w^T] (n x n; n = d for a fully connected net, the filter size for a CNN) of the first
+    layer's weights under the exact measure."""
     u, omega, _ = tilted_measures(cgf, problem, conjugates[:1])[0]
-    w = u[:, : problem.d]
-    return (problem.s_w2 / problem.d) * (w * omega[:, None]).T @ w
+    w = u[:, : problem.patch_size]
+    return (problem.s_w2 / problem.patch_size) * (w * omega[:, None]).T @ w
 
 
 # --- user-level helpers (``ak.exact_error_bars``, ``ak.exact_measure``) -------------------------------------------
@@ -320,9 +358,10 @@ def _check_exact(solution):
 
 def exact_measure(solution, arch, data, kappa2) -> list:
     """The sampled tilted measure of every layer at an exact-measure solution (THEORY.md sec. 9): per layer a dict
-    with ``preactivations`` h_s (S, P) on the training inputs, ``weights`` omega_s (S,; self-normalised, summing to
-    1) and ``ess``; for the first layer also ``w`` (S, d), the neuron's input weights (the single-neuron density of a
-    two-layer net), e.g. ``np.histogram(w @ w_star, weights=omega)`` for the overlap with the teacher."""
+    with ``preactivations`` h_s (S, P) on the training inputs (a CNN: (S, patches, P), the filter on each patch),
+    ``weights`` omega_s (S,; self-normalised, summing to 1) and ``ess``; for the first layer also ``w`` (S, d), the
+    neuron's input weights (the single-neuron density of a two-layer net; a CNN: (S, n), the filter), e.g.
+    ``np.histogram(w @ w_star, weights=omega)`` for the overlap with the teacher."""
     from adaptive_kernels.problem import make_problem
 
     _check_exact(solution)
@@ -331,9 +370,12 @@ def exact_measure(solution, arch, data, kappa2) -> list:
     solution.theory.check_value(solution.value, problem, "solution")
     out = []
     for layer, (u, omega, B) in enumerate(tilted_measures(solution.theory._cgf(problem), problem, solution.value)):
-        entry = {"preactivations": u @ B.T, "weights": omega, "ess": 1.0 / jnp.sum(omega**2)}
+        h = u @ B.T
+        if layer == 0 and problem.patches > 1:
+            h = h.reshape(h.shape[0], problem.patches, problem.P)
+        entry = {"preactivations": h, "weights": omega, "ess": 1.0 / jnp.sum(omega**2)}
         if layer == 0:
-            entry["w"] = jnp.sqrt(problem.s_w2 / problem.d) * u[:, : problem.d]
+            entry["w"] = jnp.sqrt(problem.s_w2 / problem.patch_size) * u[:, : problem.patch_size]
         out.append(entry)
     return out
 
@@ -416,8 +458,8 @@ def hmc_tilted_kernels(cgf: ExactCGF, problem: Problem, conjugates, key, num_cha
         B, N = layer_factor(problem, C, layer, problem.X), problem.widths[layer]
 
         def potential(u, B=B, Kt=Kt, N=N):
-            phi = problem.activation(B @ u)
-            return 0.5 * u @ u - phi @ Kt @ phi / N
+            phi = layer_features(problem, u, B, Kt.shape[0])
+            return 0.5 * u @ u - jnp.sum(Kt * feature_kernel(phi)) / N
 
         value_and_grad = jax.value_and_grad(potential)
         u0 = cgf.proposals[layer].points(cgf.draws[layer])[0][-num_chains:]
@@ -435,8 +477,7 @@ def hmc_tilted_kernels(cgf: ExactCGF, problem: Problem, conjugates, key, num_cha
 
             def record(state, k):
                 state = step(False)(state, k)[0]
-                phi = problem.activation(B @ state.position)
-                return state, jnp.outer(phi, phi)
+                return state, feature_kernel(layer_features(problem, state.position, B, problem.P))
 
             return jnp.mean(jax.lax.scan(record, state, jax.random.split(k2, num_samples))[1], axis=0)
 
