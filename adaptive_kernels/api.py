@@ -122,13 +122,20 @@ def _check_solves(solution: Solution, problem: Problem) -> None:
         return
     if not jnp.isfinite(residual):  # a non-finite solution has no residual to compare with; its status says so
         return
-    action, args = solution.theory.problem(problem)
-    fixed_point = as_fixed_point_problem(action, solution.value)
-    recomputed = float(fixed_point.report(fixed_point.start(solution.value, args), args)[1])
+    recomputed = float(_stationarity_residual(solution.theory, solution.value, problem))
     eps = float(jnp.finfo(problem.X.dtype).eps)
     if not recomputed <= max(100 * float(residual), eps**0.5):
         raise ValueError(f"solution: not a stationary point of this problem (residual {recomputed:.2e}; its solver "
                          f"reported {float(residual):.2e}): it was solved with other data, kappa2 or architecture")
+
+
+@eqx.filter_jit
+def _stationarity_residual(theory: AbstractTheory, value, problem: Problem):
+    """The stationarity residual of ``value`` on ``problem`` (compiled: eagerly, the derivatives of a one-loop or
+    mixture action would run primitive by primitive)."""
+    action, args = theory.problem(problem)
+    fixed_point = as_fixed_point_problem(action, value)
+    return fixed_point.report(fixed_point.start(value, args), args)[1]
 
 
 def predict(solution: Solution, arch, data, kappa2, X_test=None) -> Prediction:
