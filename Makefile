@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m adaptive_kernels.cli demo
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 tests
+	$(PY) -m pytest -n 2 --durations=25 tests
 
 bench: $(STAMP)
 	$(PY) bench/run.py
