@@ -112,10 +112,14 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def read_finished(path: Path) -> pd.DataFrame:
     """A results file's rows, or :class:`DamagedTable` if it is not a complete table of finished
-    points (unreadable, no ``key``/``run`` column, or a row without them: a truncated CSV)."""
+    points (unreadable, no ``key``/``run`` column, a row without them, or a CSV whose last line is cut: a CSV
+    is written whole and ends with a newline, and pandas would read a cut last row with its missing trailing
+    fields as NaN)."""
     try:
         table = read_table(path)
-    except FileNotFoundError:
+        if Path(path).suffix.lower() == ".csv" and not _ends_with_newline(path):
+            raise DamagedTable("its last line is incomplete (truncated?)")
+    except (FileNotFoundError, DamagedTable):
         raise
     except Exception as err:  # pyarrow / pandas errors of every kind: the file is not a table
         raise DamagedTable(_one_line(err)) from err
@@ -125,6 +129,15 @@ def read_finished(path: Path) -> pd.DataFrame:
         if table[column].isna().any():
             raise DamagedTable(f"{int(table[column].isna().sum())} rows without {column!r} (truncated?)")
     return table
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def _one_line(err: BaseException) -> str:
