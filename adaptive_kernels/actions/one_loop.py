@@ -264,8 +264,9 @@ def _half_logdet_jvp(primals, tangents, *, action, estimator):
 
 @eqx.filter_jit
 def _compiled_half_logdet(Sigma, args, action, estimator):
-    """:func:`half_logdet` as one compiled program: eager callers (the stationarity check of ``api.predict``,
-    tests) would otherwise dispatch the vmapped third derivatives primitive by primitive, compiling each (~30 s)."""
+    """:func:`half_logdet` as one compiled program: eager callers of the action (``OneLoopAction.correction`` outside
+    a solve) would otherwise dispatch the vmapped third derivatives primitive by primitive, compiling each (~30 s).
+    Inside a jitted caller (the solvers, ``api``'s stationarity check) it is inlined."""
     return half_logdet(Sigma, args, action=action, estimator=estimator)
 
 

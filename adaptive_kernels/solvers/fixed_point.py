@@ -284,8 +284,7 @@ class Continuation(AbstractRule):
         inner = jax.tree.map(lambda a, b: jnp.where(fallback | advance, a, b), restart, inner)
         stage = jnp.where(fallback, 1, jnp.where(advance, s.stage + 1, s.stage)).astype(jnp.int32)
         finished = (cold | final) & success | ~cold & done & ~success
-        cold_status = jnp.where(cold & (success | fallback), jnp.where(success, status, jnp.where(
-            done, status, Status.MAX_STEPS)), s.cold_status)
+        cold_status = jnp.where(cold & (success | fallback), jnp.where(done, status, Status.MAX_STEPS), s.cold_status)
         return ContinuationState(
             inner=inner, x0=s.x0, stage=stage,
             stage_steps=jnp.where(fallback | advance, 0, s.stage_steps + 1).astype(jnp.int32),
