@@ -82,15 +82,17 @@ def test_default_solver_converges_to_a_stationary_point_of_the_primal_action(cel
 
 def test_solution_satisfies_the_forward_backward_equations(cell):
     """The conjugates of the default solution (the backward pass from its kernels) are a fixed point of the
-    conjugate (forward-backward) map to 1e-8 relative, inside its domain; where the conjugate form's own
-    fixed-point iteration converges from the NNGP, both give the same output kernel to 1e-8 relative."""
+    conjugate (forward-backward) map to 5e-8 relative, inside its domain (that map's relative residual runs 100-300x
+    the precision map's, whose stopping tolerance is 1e-10: measured 5e-9 / 1.4e-8 at ReLU L = 4, gamma = 2 for
+    solutions stopped at 4.6e-11 / 5.5e-11 by the Newton / trust-region rules, their kernels equal to 3e-11); where the
+    conjugate form's own fixed-point iteration converges from the NNGP, both give the same output kernel to 1e-8."""
     arch, data, sol = cell
     problem = ak.make_problem(arch, data, KAPPA2)
     kernels = ak.layer_kernels(sol, arch, data, KAPPA2)
     conjugates = act.backward_conjugates(problem, kernels)
     fb_map = act.ConjugateMap()
     _, residual, _, margin = fb_map.report(conjugates, problem)
-    assert float(residual) < 1e-8 and float(margin) > 0
+    assert float(residual) < 5e-8 and float(margin) > 0
     if float(arch.gamma) < 2:  # the conjugate iteration converges from the NNGP there (at gamma = 2 it stalls)
         fb = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate"))
         assert bool(fb.converged), fb.message

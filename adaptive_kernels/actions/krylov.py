@@ -49,6 +49,24 @@ def _axpy(alpha, x, y):
     return jax.tree.map(lambda a, b: alpha * a + b, x, y)
 
 
+class TrustStep(eqx.Module):
+    """A step of :meth:`KrylovPrecisionModel.trust_step`: ``delta``; ``predicted`` = -m(delta), the decrease of the
+    action the Newton model predicts; ``slope`` = <R, delta> (so that m(t delta) = -t slope + t^2 (slope -
+    predicted)); ``length`` = |delta| in the metric; ``products`` with J taken."""
+
+    delta: object
+    predicted: jnp.ndarray
+    slope: jnp.ndarray
+    length: jnp.ndarray
+    products: jnp.ndarray
+
+    def scaled(self, t) -> TrustStep:
+        """The step t delta (0 <= t <= 1) with its prediction along the line; no product with J."""
+        return TrustStep(delta=jax.tree.map(lambda d: t * d, self.delta),
+                         predicted=t * self.slope - t**2 * (self.slope - self.predicted), slope=t * self.slope,
+                         length=t * self.length, products=jnp.zeros_like(self.products))
+
+
 class KrylovPrecisionModel(eqx.Module):
     """The exact Jacobian of the precision map (module docstring); ``newton_step`` by truncated CG.
 
@@ -68,6 +86,10 @@ class KrylovPrecisionModel(eqx.Module):
     max_steps: int = eqx.field(static=True, default=100)
     exact: bool = eqx.field(static=True, default=True)
 
+    def norm(self, A):
+        """|A| in the metric (module docstring)."""
+        return jnp.sqrt(_inner(A, A, self.Sigma, self.weights))
+
     def operator(self, delta):
         """(I - J) delta."""
         dG = self.grad_jvp(jax.tree.map(lambda S, x: -S @ x @ S, self.Sigma, delta))
@@ -80,36 +102,62 @@ class KrylovPrecisionModel(eqx.Module):
 
     def solve(self, R):
         """(:meth:`newton_step`, the number of products with J it took)."""
+        step = self.trust_step(R, jnp.inf)
+        return step.delta, step.products
+
+    def trust_step(self, R, radius) -> TrustStep:
+        """Steihaug-Toint CG for the Newton model m(delta) = -<R, delta> + <delta, (I - J) delta> / 2 in the ball
+        |delta| <= ``radius`` (the metric norm; Nocedal & Wright, Numerical Optimization, alg. 7.2): the CG iterates
+        of (I - J) delta = R until the forcing tolerance (module docstring), or the step to the boundary where an
+        iterate would leave the ball or the curvature is not positive (radius inf: the last iterate there). The
+        first iterate is along R, so the step is a descent direction of S (whose gradient in this metric is -R)
+        and m decreases along the path; ``predicted`` = -m(delta) from the recurrences, no further product."""
         inner = lambda A, B: _inner(A, B, self.Sigma, self.weights)  # noqa: E731
         # max |Sigma T - I|, the precision map's residual
         stationarity = jnp.max(jnp.stack([jnp.max(jnp.abs(S @ r)) for S, r in
                                           zip(jax.tree.leaves(self.Sigma), jax.tree.leaves(R))]))
         rr0 = inner(R, R)
+        radius = jnp.asarray(radius, rr0.dtype)
         target = 0.5 * stationarity_tolerance(None, R) / stationarity
         tol2 = jnp.minimum(self.rtol, jnp.maximum(jnp.sqrt(stationarity), target)) ** 2 * rr0
         zero = jax.tree.map(jnp.zeros_like, R)
+        scalar = lambda v: jnp.asarray(v, rr0.dtype)  # noqa: E731
+        # carry: iterate x, residual r, direction p, <r, r>, k, stop, |x|^2, <x, p>, |p|^2, -m(x)
+        start = (zero, R, R, rr0, jnp.asarray(0), jnp.asarray(False), scalar(0), scalar(0), rr0, scalar(0))
 
         def cond(carry):
-            _, r, _, rr, k, stop = carry
+            _, r, _, rr, k, stop, *_ = carry
             return ~stop & (k < self.max_steps) & (rr > tol2)
 
         def body(carry):
-            x, r, p, rr, k, _ = carry
+            x, r, p, rr, k, _, xx, xp, pp, reduction = carry
             Ap = self.operator(p)
             curvature = inner(p, Ap)
             negative = ~(curvature > 0)
             alpha = jnp.where(negative, 0.0, rr / jnp.where(negative, 1.0, curvature))
-            x_new = _axpy(alpha, p, x)
-            r_new = _axpy(-alpha, Ap, r)
+            # the boundary: |x + tau p| = radius (tau = 0 without a finite radius)
+            tau = (jnp.sqrt(jnp.maximum(xp**2 + pp * (radius**2 - xx), 0.0)) - xp) / pp
+            tau = jnp.where(jnp.isinf(radius), 0.0, tau)
+            outside = negative | (xx + 2 * alpha * xp + alpha**2 * pp >= radius**2)
+            t = jnp.where(outside, tau, alpha)
+            x_new = _axpy(t, p, x)
+            r_new = _axpy(-t, Ap, r)
             rr_new = inner(r_new, r_new)
-            p_new = _axpy(rr_new / rr, p, r_new)
-            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(negative, b, a), new, old)  # noqa: E731
-            return keep(x_new, x), keep(r_new, r), keep(p_new, p), jnp.where(negative, rr, rr_new), k + 1, negative
+            beta = rr_new / rr
+            p_new = _axpy(beta, p, r_new)
+            reduction = reduction + t * rr - 0.5 * t**2 * curvature  # m(x + t p) = m(x) - t <r, p> + t^2 <p, Ap> / 2
+            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(outside, b, a), new, old)  # noqa: E731
+            return (x_new, keep(r_new, r), keep(p_new, p), jnp.where(outside, rr, rr_new), k + 1, outside,
+                    xx + 2 * t * xp + t**2 * pp, beta * (xp + alpha * pp), rr_new + beta**2 * pp, reduction)
 
-        x, *_ , k, _ = jax.lax.while_loop(cond, body, (zero, R, R, rr0, jnp.asarray(0), jnp.asarray(False)))
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(x)]))
-        use_R = (inner(x, x) == 0) | ~finite
-        return jax.tree.map(lambda a, b: jnp.where(use_R, b, 0.5 * (a + a.T)), x, R), k
+        x, *_, k, _, xx, _, _, reduction = jax.lax.while_loop(cond, body, start)
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(x)])) & jnp.isfinite(reduction)
+        use_R = (xx == 0) | ~finite  # the fixed-point step R, shortened to the ball
+        scale = jnp.minimum(1.0, radius / jnp.sqrt(rr0))
+        delta = jax.tree.map(lambda a, b: jnp.where(use_R, scale * b, 0.5 * (a + a.T)), x, R)
+        slope = inner(R, delta)  # the fallback's prediction: the first-order decrease
+        return TrustStep(delta=delta, predicted=jnp.where(use_R, slope, reduction), slope=slope,
+                         length=self.norm(delta), products=k)
 
 
 def krylov_linearisation(action, Sigma, args, rtol: float = 0.1, max_steps: int = 100):

@@ -57,6 +57,14 @@ def _norm(tree):
     return jnp.sqrt(sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(tree)))
 
 
+def _checked(x, Tx, info):
+    """(T(x), info, |T(x) - x|, whether x is usable: in the domain with a finite residual and merit)."""
+    Tx = jax.tree.map(lambda t, a: t.astype(a.dtype), Tx, x)  # a step may promote (float64 constants)
+    res = _norm(jax.tree.map(jnp.subtract, Tx, x))
+    ok = info.in_domain & jnp.isfinite(res) & jnp.isfinite(info.merit)
+    return Tx, info, res, ok
+
+
 def _anderson(x, g, X_hist, G_hist, count, eta):
     """Type-II Anderson candidate from flattened history rows (oldest first, ``count`` valid)."""
     m = X_hist.shape[0]
@@ -132,11 +140,7 @@ class FixedPoint(AbstractRule):
         return min(memory, ravel_pytree(x0)[0].size)
 
     def _evaluate(self, problem, x, args):
-        Tx, info = self._map(problem, x, args)
-        Tx = jax.tree.map(lambda t, a: t.astype(a.dtype), Tx, x)  # a step may promote (float64 constants)
-        res = _norm(jax.tree.map(jnp.subtract, Tx, x))
-        ok = info.in_domain & jnp.isfinite(res) & jnp.isfinite(info.merit)
-        return Tx, info, res, ok
+        return _checked(x, *self._map(problem, x, args))
 
     def init(self, problem, x0, args):
         tol = stationarity_tolerance(self.tol, x0)
@@ -207,6 +211,132 @@ class Newton(FixedPoint):
     uses_model: ClassVar[bool] = True
 
 
+# --- Newton-CG in a trust region: the deep kernel form's steps ------------------------------------------------------
+class TrustRegionState(eqx.Module):
+    x: object
+    Tx: object
+    info: StepInfo
+    step: eqx.Module  # actions.krylov.TrustStep: the step proposed at x (computed when x was accepted)
+    radius: jnp.ndarray
+    radius0: jnp.ndarray
+    accepted: jnp.ndarray
+    products: jnp.ndarray
+    status: jnp.ndarray
+    last_rejection: jnp.ndarray
+    fresh: jnp.ndarray  # x not yet evaluated (:meth:`TrustRegion.restart`): the next step evaluates at x, accepts it
+
+
+class TrustRegion(AbstractRule):
+    """Newton-CG steps in a trust region on a precision map whose Jacobian model solves by Krylov iterations
+    (``actions.krylov.KrylovPrecisionModel.trust_step``; the deep kernel form): at an accepted point x the Newton
+    model m of the action S (gradient -R, R = T(x) - x, Hessian I - J in the entropy's metric) is minimised by
+    Steihaug-Toint CG inside |delta| <= radius; the trial x + delta is accepted under :class:`FixedPoint`'s rule (in
+    the domain, finite, the action not raised beyond round-off), and the radius follows the ratio rho of the actual to
+    the predicted decrease (Nocedal & Wright, alg. 4.1): x grow where rho > 3/4 and the step reached the boundary,
+    x shrink (of the step's length) where rho < 1/4 or the trial was rejected; where the prediction is below the
+    action's round-off, rho counts as 1. A rejected trial costs one evaluation of the map: the next trial is the
+    same step shortened to the new radius (its prediction along the line is known); the model and the CG solve are
+    computed only at accepted points (one linearisation each) and not at the last one.
+
+    Against :class:`Newton` on the same model (backtracking a step length that regrows by 1.5 per accepted step, the
+    CG solve run at every trial point): docs/deep_solver.md.
+
+    Attributes:
+        tol: stationarity residual for SUCCESS (None: :func:`~adaptive_kernels.solvers.coordinates.stationarity_tolerance`).
+        max_steps: evaluations of the map (trial points, rejected ones included).
+        radius: the initial radius in units of sqrt(min_l N_l / 2), a unit relative change of one eigenvalue of one
+            layer's Q_l in the metric; at most |R| (the fixed-point step).
+        min_radius: give up (with the last rejection's status) below this fraction of the initial radius.
+        grow, shrink: the radius factors.
+    Statistics (``Solution.stats``): ``accepted``, ``radius``, ``jacobian_products`` (products with J in all).
+    """
+
+    tol: float | None = eqx.field(static=True, default=None)
+    max_steps: int = eqx.field(static=True, default=1000)
+    radius: float = eqx.field(static=True, default=1.0)
+    min_radius: float = eqx.field(static=True, default=1e-10)
+    grow: float = eqx.field(static=True, default=2.0)
+    shrink: float = eqx.field(static=True, default=0.25)
+
+    def __check_init__(self):
+        check_tolerance("tol", self.tol)
+        check_steps("max_steps", self.max_steps)
+        check_in_range("radius", self.radius, 0.0, 1e6)
+        check_in_range("min_radius", self.min_radius, 0.0, 1.0)
+        check_in_range("shrink", self.shrink, 0.0, 1.0)
+        check_in_range("grow", self.grow, 1.0, 10.0)
+
+    def _model(self, problem, x, args):
+        model = problem.model(x, args)
+        if not hasattr(model, "trust_step"):
+            raise TypeError(f"TrustRegion needs a Krylov Jacobian model (actions.krylov); {type(problem).__name__} "
+                            f"gives {type(model).__name__}: use Newton or FixedPoint")
+        return model
+
+    def _propose(self, problem, x, Tx, args, radius):
+        return self._model(problem, x, args).trust_step(jax.tree.map(jnp.subtract, Tx, x), radius)
+
+    def init(self, problem, x0, args):
+        tol = stationarity_tolerance(self.tol, x0)
+        Tx, info, res, ok = _checked(x0, *problem(x0, args))
+        model = self._model(problem, x0, args)
+        weights = jnp.min(jnp.stack([jnp.asarray(w, res.dtype) for w in jax.tree.leaves(model.weights)]))
+        R = jax.tree.map(jnp.subtract, Tx, x0)
+        radius = jnp.minimum(self.radius * jnp.sqrt(0.5 * weights),
+                             model.norm(R))
+        step = model.trust_step(R, radius)
+        status = jnp.where(ok, jnp.where(info.residual <= tol, Status.SUCCESS, Status.MAX_STEPS),
+                           jnp.where(info.in_domain, Status.NONFINITE, Status.LEFT_DOMAIN))
+        return TrustRegionState(
+            x=x0, Tx=Tx, info=info, step=step, radius=radius, radius0=radius, accepted=jnp.asarray(0),
+            products=step.products.astype(jnp.int32), status=jnp.asarray(status, jnp.int32),
+            last_rejection=jnp.asarray(Status.LINE_SEARCH_FAILED, jnp.int32), fresh=jnp.asarray(False))
+
+    def restart(self, s: TrustRegionState, x) -> TrustRegionState:
+        """A state at x that is not yet evaluated: its next :meth:`step` evaluates the map at x (a zero step), accepts
+        x if it is finite and in the domain and proposes the step from there (:class:`Continuation`'s stages)."""
+        zero = s.step.scaled(jnp.zeros_like(s.radius))
+        return TrustRegionState(x=x, Tx=x, info=s.info, step=zero, radius=s.radius0, radius0=s.radius0,
+                                accepted=s.accepted, products=s.products, status=jnp.asarray(Status.MAX_STEPS, jnp.int32),
+                                last_rejection=s.last_rejection, fresh=jnp.asarray(True))
+
+    def step(self, problem, s: TrustRegionState, args):
+        tol = stationarity_tolerance(self.tol, s.x)
+        trial = jax.tree.map(jnp.add, s.x, s.step.delta)
+        Tt, info, res, ok = _checked(trial, *problem(trial, args))
+        old_res = _norm(jax.tree.map(jnp.subtract, s.Tx, s.x))
+        accept = ok & (s.fresh | _improves(info, s.info, res, old_res))
+        noise = jnp.maximum(64 * jnp.finfo(res.dtype).eps, 1e-10) * (1 + jnp.abs(s.info.merit))
+        rho = jnp.where(s.step.predicted > noise, (s.info.merit - info.merit) / s.step.predicted, 1.0)
+        length = s.step.length
+        boundary = length >= 0.99 * s.radius
+        radius = jnp.where(s.fresh, s.radius, jnp.where(
+            ~accept | (rho < 0.25), self.shrink * length,
+            jnp.where((rho > 0.75) & boundary, self.grow * s.radius, s.radius)))
+        success = accept & (info.residual <= tol)
+        x = jax.tree.map(lambda a, b: jnp.where(accept, a, b), trial, s.x)
+        Tx = jax.tree.map(lambda a, b: jnp.where(accept, a, b), Tt, s.Tx)
+        step = jax.lax.cond(accept & ~success, lambda: self._propose(problem, x, Tx, args, radius),
+                            lambda: s.step.scaled(jnp.minimum(1.0, radius / jnp.maximum(length, jnp.finfo(
+                                res.dtype).tiny))))
+        reason = jnp.where(info.in_domain, jnp.where(ok, Status.LINE_SEARCH_FAILED, Status.NONFINITE),
+                           Status.LEFT_DOMAIN)
+        last_rejection = jnp.where(accept, s.last_rejection, reason).astype(jnp.int32)
+        status = jnp.where(success, Status.SUCCESS, jnp.where(radius < self.min_radius * s.radius0, last_rejection,
+                                                              Status.MAX_STEPS)).astype(jnp.int32)
+        return TrustRegionState(
+            x=x, Tx=Tx, info=jax.tree.map(lambda a, b: jnp.where(accept, a, b), info, s.info), step=step,
+            radius=radius, radius0=s.radius0, accepted=s.accepted + accept.astype(jnp.int32),
+            products=s.products + step.products.astype(jnp.int32), status=status, last_rejection=last_rejection,
+            fresh=s.fresh & ~accept)
+
+    def terminate(self, problem, s: TrustRegionState, args):
+        return s.status != Status.MAX_STEPS, s.status
+
+    def result(self, problem, s: TrustRegionState, args):
+        return s.x, {"accepted": s.accepted, "radius": s.radius, "jacobian_products": s.products}
+
+
 # --- continuation in the data term: the fallback where a cold start fails -------------------------------------------
 def data_strength(args, strength):
     """The problem with its data term at ``strength`` in [0, 1]: targets y -> sqrt(strength) y, so the fit term
@@ -250,14 +380,14 @@ class Continuation(AbstractRule):
     of ``cold_steps``), ``continuation_stages`` (stages run: 0 when the cold start succeeded).
     """
 
-    rule: FixedPoint = Newton()
+    rule: FixedPoint | TrustRegion = TrustRegion()
     stages: int = eqx.field(static=True, default=4)
     cold_steps: jnp.ndarray = eqx.field(default=200, converter=_cold_steps)
     max_steps: int = eqx.field(static=True, default=1000)
 
     def __check_init__(self):
-        if not isinstance(self.rule, FixedPoint):
-            raise TypeError(f"rule must be a FixedPoint or Newton step rule, got {type(self.rule).__name__}")
+        if not isinstance(self.rule, (FixedPoint, TrustRegion)):
+            raise TypeError(f"rule must be a FixedPoint, Newton or TrustRegion step rule, got {type(self.rule).__name__}")
         check_steps("stages", self.stages)
         check_steps("max_steps", self.max_steps)
 
