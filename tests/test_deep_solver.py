@@ -150,3 +150,16 @@ def test_continuation_fallback_where_the_cold_start_fails():
         np.testing.assert_allclose(K, K_cold, rtol=0, atol=1e-8 * float(jnp.abs(K_cold).max()))
     with pytest.raises(ValueError, match="cold_steps"):
         Continuation(cold_steps=0)
+
+
+def test_trust_region_rule_checks_its_input():
+    """The trust-region rule (the deep kernel form's default steps) needs a Krylov Jacobian model: on a two-layer net
+    (a direct Newton model) it says so; bad settings name the parameter."""
+    from adaptive_kernels.solvers.fixed_point import TrustRegion
+
+    data = ak.teacher_dataset(jax.random.PRNGKey(4), 12, 5, P_test=4)
+    with pytest.raises(TypeError, match="Krylov"):
+        ak.solve(ak.FCN(5, (20,), "erf"), data, KAPPA2, "adaptive", solver=TrustRegion())
+    for name, value in (("radius", 0.0), ("shrink", 1.5), ("grow", 0.5), ("max_steps", 0)):
+        with pytest.raises(ValueError, match=name):
+            TrustRegion(**{name: value})

@@ -20,14 +20,18 @@ Eisenstat-Walker safeguard; it saved 24% / 9% of the products at L = 4 / 8, erf,
 curvature, returning the last iterate, which is a descent direction of S (the first iterate is a positive multiple
 of R, the fixed-point step).
 
+Inside a trust region (``trust_step``; the deep kernel form's default rule ``solvers.fixed_point.TrustRegion``) the
+same CG iterates are cut at the ball |delta| <= radius in this metric (Steihaug-Toint), which bounds the step where
+S is not convex (far from the solution in mean field) instead of backtracking a long negative-curvature step.
+
 Measured (erf, d = 20, N_l = 200, gamma = 2, kappa2 = 1e-2, L = 4; CPU seconds after compilation on the shared
 2-core machine, docs/deep_solver.md): one evaluation of the map / one product with J cost 0.009 / 0.015 s at P = 100,
 0.20 / 0.51 s at P = 400, 2.4 / 5.8 s at P = 1000 (the product repeats the evaluation's triangular solves and
-products forward and backward; no factorisation). At P = 100 the solve takes 30 evaluations and 367 products
-(5.5 s, ~95% in the products, most of them in the last Newton steps where the forcing term is tight); L = 2 / 8:
-17 / 45 evaluations, 144 / 747 products. The Anderson-accelerated iteration without this model took 97 / 256 / 663
-evaluations at L = 2 / 4 / 8. Forcing terms min(0.3, residual) or min(0.3, sqrt(residual)) save a third of the
-products for erf at L = 8 but cost ReLU more rejected steps (docs/deep_solver.md).
+products forward and backward -- 12 triangular solves and 23 matrix products per layer -- and no factorisation).
+With the trust-region rule the P = 100 solves take 10 / 16 / 16 evaluations and 73 / 166 / 313 products at
+L = 2 / 4 / 8 (the damped Newton rule: 17 / 30 / 45 and 114 / 278 / 678), most products in the last Newton steps
+where the forcing term is tight. Forcing terms min(0.3, residual) or min(0.3, sqrt(residual)) save a third of the
+products for erf at L = 8 under the damped Newton rule but cost ReLU more rejected steps (docs/deep_solver.md).
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ class KrylovPrecisionModel(eqx.Module):
         grad_jvp: the linearisation dSigma -> d(dD/dSigma) (a ``jax.tree_util.Partial``).
         rtol: the largest relative residual a step is solved to.
         max_steps: products with J per step at most.
-        exact: True (J is the Jacobian of the map itself), so the Newton rule takes plain damped Newton steps.
+        exact: True (J is the Jacobian of the map itself), so the Newton rules take plain Newton steps.
     """
 
     Sigma: object

@@ -13,9 +13,11 @@ converge to a spurious point outside the domain. :class:`Newton` iterates the Ne
 x + (I - J)^{-1} (T(x) - x) instead, with the model J of T's Jacobian that the problem supplies (for the
 two-layer FCN: the Gaussian-equivalent linear part of the kernel, ``actions.adaptive.LinearisedPrecisionMap``;
 exact Newton for linear nets; for the deep whitened kernel form: the exact Jacobian, solved by truncated CG,
-``actions.krylov.KrylovPrecisionModel``). Same fixed points, same guards. :class:`Continuation` runs a rule from
-the initial value and, where that cold start fails, again through a sequence of problems with the data term switched
-on gradually (the default of the deep kernel form; issue 14).
+``actions.krylov.KrylovPrecisionModel``). Same fixed points, same guards. :class:`TrustRegion` takes the Newton-CG
+steps of a Krylov model inside a trust region instead of backtracking a step length (the deep kernel form: cheap
+rejections, a radius that follows the model's accuracy). :class:`Continuation` runs a rule from the initial value and,
+where that cold start fails, again through a sequence of problems with the data term switched on gradually (the
+default of the deep kernel form, with :class:`TrustRegion`; issue 14).
 
 Measured (erf, d = 50, P = 1000, N = 1000, gamma = 2, kappa2 = 1e-2, 2-core CPU, ``make bench``): 19 evaluations
 with Newton steps (1.45 s after compilation), 37 without (2.3 s); an evaluation is one Cholesky of the P x P
@@ -235,8 +237,8 @@ class TrustRegion(AbstractRule):
     the predicted decrease (Nocedal & Wright, alg. 4.1): x grow where rho > 3/4 and the step reached the boundary,
     x shrink (of the step's length) where rho < 1/4 or the trial was rejected; where the prediction is below the
     action's round-off, rho counts as 1. A rejected trial costs one evaluation of the map: the next trial is the
-    same step shortened to the new radius (its prediction along the line is known); the model and the CG solve are
-    computed only at accepted points (one linearisation each) and not at the last one.
+    same step shortened to the new radius (its prediction along the line is known): the model is linearised in the
+    evaluation's pass (no further factorisation), the CG solve runs only at accepted points and not at the last one.
 
     Against :class:`Newton` on the same model (backtracking a step length that regrows by 1.5 per accepted step, the
     CG solve run at every trial point): docs/deep_solver.md.
@@ -256,12 +258,13 @@ class TrustRegion(AbstractRule):
     radius: float = eqx.field(static=True, default=1.0)
     min_radius: float = eqx.field(static=True, default=1e-10)
     grow: float = eqx.field(static=True, default=2.0)
-    shrink: float = eqx.field(static=True, default=0.25)
+    shrink: float = eqx.field(static=True, default=0.5)
 
     def __check_init__(self):
         check_tolerance("tol", self.tol)
         check_steps("max_steps", self.max_steps)
-        check_in_range("radius", self.radius, 0.0, 1e6)
+        if not 0 < self.radius < float("inf"):
+            raise ValueError(f"radius must be positive and finite, got {self.radius}")
         check_in_range("min_radius", self.min_radius, 0.0, 1.0)
         check_in_range("shrink", self.shrink, 0.0, 1.0)
         check_in_range("grow", self.grow, 1.0, 10.0)
@@ -272,9 +275,6 @@ class TrustRegion(AbstractRule):
             raise TypeError(f"TrustRegion needs a Krylov Jacobian model (actions.krylov); {type(problem).__name__} "
                             f"gives {type(model).__name__}: use Newton or FixedPoint")
         return model
-
-    def _propose(self, problem, x, Tx, args, radius):
-        return self._model(problem, x, args).trust_step(jax.tree.map(jnp.subtract, Tx, x), radius)
 
     def init(self, problem, x0, args):
         tol = stationarity_tolerance(self.tol, x0)
@@ -304,6 +304,7 @@ class TrustRegion(AbstractRule):
         tol = stationarity_tolerance(self.tol, s.x)
         trial = jax.tree.map(jnp.add, s.x, s.step.delta)
         Tt, info, res, ok = _checked(trial, *problem(trial, args))
+        model = self._model(problem, trial, args)  # the same pass (XLA merges the two traces: 4L + 1 Cholesky factors)
         old_res = _norm(jax.tree.map(jnp.subtract, s.Tx, s.x))
         accept = ok & (s.fresh | _improves(info, s.info, res, old_res))
         noise = jnp.maximum(64 * jnp.finfo(res.dtype).eps, 1e-10) * (1 + jnp.abs(s.info.merit))
@@ -316,7 +317,7 @@ class TrustRegion(AbstractRule):
         success = accept & (info.residual <= tol)
         x = jax.tree.map(lambda a, b: jnp.where(accept, a, b), trial, s.x)
         Tx = jax.tree.map(lambda a, b: jnp.where(accept, a, b), Tt, s.Tx)
-        step = jax.lax.cond(accept & ~success, lambda: self._propose(problem, x, Tx, args, radius),
+        step = jax.lax.cond(accept & ~success, lambda: model.trust_step(jax.tree.map(jnp.subtract, Tt, trial), radius),
                             lambda: s.step.scaled(jnp.minimum(1.0, radius / jnp.maximum(length, jnp.finfo(
                                 res.dtype).tiny))))
         reason = jnp.where(info.in_domain, jnp.where(ok, Status.LINE_SEARCH_FAILED, Status.NONFINITE),
@@ -371,7 +372,7 @@ class Continuation(AbstractRule):
     to the same saddle. Stages start inside the one loop (:meth:`FixedPoint.restart`: no second trace of the map).
 
     Attributes:
-        rule: the step rule of every stage (default :class:`Newton`; its tolerance and step sizes are used, its
+        rule: the step rule of every stage (default :class:`TrustRegion`; its tolerance and step sizes are used, its
             ``max_steps`` is not).
         stages: continuation stages after a failed cold start.
         cold_steps: evaluations the cold start may take before the fallback starts.

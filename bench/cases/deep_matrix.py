@@ -14,7 +14,6 @@ the target row.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
@@ -22,7 +21,6 @@ import jax
 import jax.numpy as jnp
 
 import adaptive_kernels as ak
-from adaptive_kernels.actions import krylov
 from adaptive_kernels.api import solve_problem
 from adaptive_kernels.solvers import Status
 
@@ -46,28 +44,6 @@ def _problem(activation, depth, gamma, P):
     return ak.FCN(20, (200,) * depth, activation, gamma=gamma), data
 
 
-PRODUCTS: list[int] = []
-"""Products with the Jacobian J of every Newton-Krylov step of the solves run since the last ``clear``."""
-
-
-@contextlib.contextmanager
-def counting_products():
-    """Count the products with J (``KrylovPrecisionModel.solve``'s count) of every solve compiled inside: a host
-    callback appends each step's count to :data:`PRODUCTS` (measurement only; the library reports evaluations)."""
-    original = krylov.KrylovPrecisionModel.newton_step
-
-    def newton_step(self, R):
-        delta, k = self.solve(R)
-        jax.debug.callback(lambda k: PRODUCTS.append(int(k)), k)
-        return delta
-
-    krylov.KrylovPrecisionModel.newton_step = newton_step
-    try:
-        yield
-    finally:
-        krylov.KrylovPrecisionModel.newton_step = original
-
-
 def _timed_solve(arch, data, theory):
     """(solution, wall seconds, CPU seconds) of a solve whose shapes were compiled by an earlier call."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -79,21 +55,28 @@ def _status(sol) -> str:
     return Status(int(sol.status)).name
 
 
+def _write_partial(path: str, sec: Section, pending: list) -> None:
+    """The table so far, the cells still to run marked *not run*, to ``path`` (``DEEP_MATRIX_PARTIAL``): rewritten after
+    every cell, so that a long run stopped early leaves its results."""
+    rows = sec.rows + [[*cell, "not run"] + [""] * (len(sec.columns) - len(cell) - 1) for cell in pending]
+    lines = [f"# {sec.title} (partial: rewritten after every cell)", "", sec.note, "",
+             "| " + " | ".join(sec.columns) + " |", "|" + "---|" * len(sec.columns)]
+    lines += ["| " + " | ".join(str(x).replace("|", "/") for x in row) + " |" for row in rows]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def deep_matrix(cfg: Config) -> Section:
-    with counting_products():
-        return _matrix(cfg)
-
-
-def _matrix(cfg: Config) -> Section:
     Ps, depths, target = SIZES[cfg.name]
     Ps, depths = _env("DEEP_MATRIX_P", Ps), _env("DEEP_MATRIX_DEPTHS", depths)
     gammas, activations = _env("DEEP_MATRIX_GAMMAS", GAMMAS, float), _env("DEEP_MATRIX_ACTIVATIONS", ACTIVATIONS, str)
     sec = Section(
         "Deep solver convergence matrix (d=20, N_l=200, kappa2=1e-2)",
-        "Default: `ak.solve(arch, data, 1e-2, 'adaptive')` (Newton-Krylov steps on the whitened kernels Q_l, "
-        "`actions/krylov.py`, with continuation in the data term where the cold start fails); iterations = "
+        "Default: `ak.solve(arch, data, 1e-2, 'adaptive')` (trust-region Newton-CG steps on the whitened kernels Q_l, "
+        "`solvers/fixed_point.py` `TrustRegion`, `actions/krylov.py`, with continuation in the data term where the cold start fails); iterations = "
         "evaluations of the precision map (accepted and rejected trial points); J products: the products with the "
-        "Jacobian of the Newton-Krylov steps (one forward-over-reverse pass each, ~2 evaluations in time); stages: "
+        "Jacobian in the CG solves of the Newton steps (`Solution.stats['jacobian_products']`; one forward-over-reverse "
+        "pass each, ~2 evaluations in time); stages: "
         "continuation stages run (0: the cold start converged). Forward-backward: "
         "`Adaptive(form='conjugate')` with `FixedPoint`. Agreement: max |K_L - K_L^fb| / max |K_L^fb| where both "
         "converged (target 1e-8). Times: wall and CPU seconds of a second call (compiled), on the shared machine.",
@@ -101,31 +84,36 @@ def _matrix(cfg: Config) -> Section:
          "forward-backward", "fb iterations", "agreement", "check"],
     )
     iterations = {}
-    for activation in activations:
-        for P in Ps:
-            for depth in depths:
-                for gamma in gammas:
-                    arch, data = _problem(activation, depth, gamma, P)
-                    log(f"deep matrix: {activation} P={P} L={depth} gamma={gamma}")
-                    jax.block_until_ready(ak.solve(arch, data, KAPPA2, "adaptive"))  # compile (shared by the gammas)
-                    PRODUCTS.clear()
-                    sol, wall, cpu = _timed_solve(arch, data, "adaptive")
-                    products = sum(PRODUCTS)
-                    fb = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate"))
-                    agreement, ok = "-", bool(sol.converged)
-                    if sol.converged and fb.converged:
-                        K = ak.layer_kernels(sol, arch, data, KAPPA2)[-1]
-                        K_fb = ak.layer_kernels(fb, arch, data, KAPPA2)[-1]
-                        diff = float(jnp.max(jnp.abs(K - K_fb)) / jnp.max(jnp.abs(K_fb)))
-                        agreement, ok = f"{diff:.1e}", ok and diff <= 1e-8
-                    detail = sec.check(f"{activation} P={P} L={depth} gamma={gamma}", ok,
-                                       f"default {_status(sol)}, forward-backward {_status(fb)}, agreement {agreement}")
-                    log(f"  -> {detail}; {int(sol.iterations)} iterations, {products} products, {wall:.2f} s wall, "
-                        f"{cpu:.2f} s CPU")
-                    iterations[activation, P, gamma, depth] = int(sol.iterations), products
-                    sec.rows.append([activation, str(P), str(depth), f"{gamma:g}", _status(sol), str(int(sol.iterations)),
-                                     str(products), str(int(sol.stats["continuation_stages"])), seconds(wall),
-                                     seconds(cpu), _status(fb), str(int(fb.iterations)), agreement, detail])
+    # cheapest first (linear nets, then by depth), so that a run stopped early has covered the most cells; the gammas
+    # of one (phi, P, L) stay together (they share one compilation)
+    cells = sorted(((a, P, L, g) for a in activations for P in Ps for L in depths for g in gammas),
+                   key=lambda c: (c[1], c[0] != "linear", c[2], activations.index(c[0]), c[3]))
+    partial = os.environ.get("DEEP_MATRIX_PARTIAL")
+    for index, (activation, P, depth, gamma) in enumerate(cells):
+        if partial:
+            _write_partial(partial, sec, [(a, str(p), str(L), f"{g:g}") for a, p, L, g in cells[index:]])
+        arch, data = _problem(activation, depth, gamma, P)
+        log(f"deep matrix: {activation} P={P} L={depth} gamma={gamma}")
+        jax.block_until_ready(ak.solve(arch, data, KAPPA2, "adaptive"))  # compile (shared by the gammas)
+        sol, wall, cpu = _timed_solve(arch, data, "adaptive")
+        products = int(sol.stats["jacobian_products"])
+        fb = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate"))
+        agreement, ok = "-", bool(sol.converged)
+        if sol.converged and fb.converged:
+            K = ak.layer_kernels(sol, arch, data, KAPPA2)[-1]
+            K_fb = ak.layer_kernels(fb, arch, data, KAPPA2)[-1]
+            diff = float(jnp.max(jnp.abs(K - K_fb)) / jnp.max(jnp.abs(K_fb)))
+            agreement, ok = f"{diff:.1e}", ok and diff <= 1e-8
+        detail = sec.check(f"{activation} P={P} L={depth} gamma={gamma}", ok,
+                           f"default {_status(sol)}, forward-backward {_status(fb)}, agreement {agreement}")
+        log(f"  -> {detail}; {int(sol.iterations)} iterations, {products} products, {wall:.2f} s wall, "
+            f"{cpu:.2f} s CPU")
+        iterations[activation, P, gamma, depth] = int(sol.iterations), products
+        sec.rows.append([activation, str(P), str(depth), f"{gamma:g}", _status(sol), str(int(sol.iterations)),
+                         str(products), str(int(sol.stats["continuation_stages"])), seconds(wall),
+                         seconds(cpu), _status(fb), str(int(fb.iterations)), agreement, detail])
+    if partial:
+        _write_partial(partial, sec, [])
     if min(depths) == 2 and max(depths) == 8:
         for (activation, P, gamma, depth), (its, products) in sorted(iterations.items()):
             if depth == 8 and (activation, P, gamma, 2) in iterations:
