@@ -16,8 +16,8 @@ from pathlib import Path
 import jax
 
 import adaptive_kernels as ak
-from adaptive_kernels.api import resolve_solver
 from adaptive_kernels.solvers import Continuation, Status
+from adaptive_kernels.solvers.fixed_point import TrustRegion
 from adaptive_kernels.theories import get_theory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -38,11 +38,11 @@ def _check(rows, failure, solvers):
             assert row["message"] != "converged"
 
 
-def test_fixed_point_is_the_default_solver():
+def test_trust_region_is_the_default_deep_solver():
     data = ak.teacher_dataset(jax.random.PRNGKey(0), 10, 12, P_test=4)
     problem = ak.make_problem(ak.FCN(12, (20,) * 4, "tanh", gamma=2.0), data, 1e-2)
-    default = get_theory("adaptive").default_solver(problem)  # deep kernel form: the fixed point with its fallback
-    assert isinstance(default, Continuation) and default.rule == resolve_solver("fixed-point")
+    default = get_theory("adaptive").default_solver(problem)  # deep kernel form: trust-region Newton-CG + fallback
+    assert isinstance(default, Continuation) and default.rule == TrustRegion()
 
 
 def test_deep_tanh_solves_within_3_gb_with_the_default_and_gradient_solvers():
