@@ -102,12 +102,7 @@ class KrylovPrecisionModel(eqx.Module):
     def newton_step(self, R):
         """delta with (I - J) delta = R to the forcing tolerance (module docstring); R where the first direction
         already has non-positive curvature."""
-        return self.solve(R)[0]
-
-    def solve(self, R):
-        """(:meth:`newton_step`, the number of products with J it took)."""
-        step = self.trust_step(R, jnp.inf)
-        return step.delta, step.products
+        return self.trust_step(R, jnp.inf).delta
 
     def trust_step(self, R, radius) -> TrustStep:
         """Steihaug-Toint CG for the Newton model m(delta) = -<R, delta> + <delta, (I - J) delta> / 2 in the ball

@@ -282,8 +282,7 @@ class TrustRegion(AbstractRule):
         model = self._model(problem, x0, args)
         weights = jnp.min(jnp.stack([jnp.asarray(w, res.dtype) for w in jax.tree.leaves(model.weights)]))
         R = jax.tree.map(jnp.subtract, Tx, x0)
-        radius = jnp.minimum(self.radius * jnp.sqrt(0.5 * weights),
-                             model.norm(R))
+        radius = jnp.minimum(self.radius * jnp.sqrt(0.5 * weights), model.norm(R))
         step = model.trust_step(R, radius)
         status = jnp.where(ok, jnp.where(info.residual <= tol, Status.SUCCESS, Status.MAX_STEPS),
                            jnp.where(info.in_domain, Status.NONFINITE, Status.LEFT_DOMAIN))
