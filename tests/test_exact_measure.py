@@ -43,7 +43,7 @@ def test_linear_cgf_and_kernel_match_closed_form_with_error_falling_as_inverse_s
     """Linear phi, first layer: the importance-sampling W(Kt | C) and K = dW/dKt within 4 of their Monte Carlo
     standard errors (over 8 keys) of -(N/2) log det(I - (2/N) Kt C) and C (I - (2/N) Kt C)^{-1}; the adapted proposal
     is the exact tilted Gaussian here, so the weights are nearly uniform (ESS > 90% of S). The spread of W over the
-    keys falls by 2 (within [1.5, 2.7]) when S grows 4-fold."""
+    keys falls by 2 (within [1.4, 3.2]: not 1, not 4) when S grows 4-fold."""
     problem = _linear_problem()
     C = problem.s_w2 * problem.X @ problem.X.T / problem.d
     Kt = _in_domain_conjugate(problem, C, 0.6)
@@ -53,7 +53,7 @@ def test_linear_cgf_and_kernel_match_closed_form_with_error_falling_as_inverse_s
 
     def estimate(key):
         z = jax.random.normal(key, (4000, problem.d + 1))
-        proposal = exact.adapt_proposal(problem, Kt, C, 0, jax.random.normal(jax.random.fold_in(key, 1), z.shape))
+        proposal = exact.adapt_proposal(problem, Kt, C, 0, jax.random.normal(jax.random.fold_in(key, 1), z.shape))[0]
         cgf = exact.ExactCGF((z,), (proposal,))
         W, K = jax.value_and_grad(cgf, argnums=1)(problem, Kt, C, 0, problem.X)
         small = exact.ExactCGF((z[:1000],), (proposal,))(problem, Kt, C, 0, problem.X)  # the first 1000 draws
@@ -64,7 +64,7 @@ def test_linear_cgf_and_kernel_match_closed_form_with_error_falling_as_inverse_s
     assert abs(Ws.mean() - W_exact) < 4 * Ws.std(ddof=1) / np.sqrt(8)
     np.testing.assert_array_less(np.abs(Ks.mean(0) - K_exact), 4 * Ks.std(0, ddof=1) / np.sqrt(8) + 1e-12)
     assert ess.min() > 0.9 * 4000
-    assert 1.5 < W_small.std(ddof=1) / Ws.std(ddof=1) < 2.7
+    assert 1.4 < W_small.std(ddof=1) / Ws.std(ddof=1) < 3.2  # 2 expected; a std ratio over 8 keys has ~40% error
 
 
 def test_degenerate_weights_leave_the_domain():
@@ -187,7 +187,8 @@ def test_hmc_estimate_of_the_tilted_kernel_agrees_with_importance_sampling():
 
 
 def test_exact_measure_samples_and_bad_options(small_case):
-    """The tilted single-neuron measure is available (weights summing to 1, its second moment = the reported Sigma)
+    """The tilted single-neuron measure is available (weights summing to 1, its second moment within 2% of the reported
+    Sigma, the control-variate estimate)
     and bad options (also a solution's attached sampled measure reused on another problem) raise errors that name
     the parameter."""
     case, arch, data = small_case
@@ -198,7 +199,7 @@ def test_exact_measure_samples_and_bad_options(small_case):
     np.testing.assert_allclose(float(jnp.sum(omega)), 1.0, rtol=1e-12)
     Sigma = ak.summarize(sol, arch, data, case["kappa2"])
     R = ak.eigenvalue_ratio((w * omega[:, None]).T @ w, data.w_star)
-    np.testing.assert_allclose(float(R), Sigma["eigenvalue_ratio"][0], rtol=1e-10)
+    np.testing.assert_allclose(float(R), Sigma["eigenvalue_ratio"][0], rtol=0.02)  # reported: with control variate
     with pytest.raises(ValueError, match="measure"):
         Adaptive(measure="exact")  # needs the conjugate form
     with pytest.raises(ValueError, match="measure"):
