@@ -146,7 +146,7 @@ def table(path, seeds, samples):
         se = lambda a: np.std(a, ddof=1) / np.sqrt(len(a))  # noqa: E731
         g_ratio = gauss.get("eigenvalue_ratio")
         net = "2-layer" if len(case["widths"]) == 1 else f"{len(case['widths'])} hidden"
-        print(f"| erf {net} d={case['d']} N={case['widths'][0]} | {case['gamma']} | {case['P']} "
+        print(f"| {case.get('activation', 'erf')} {net} d={case['d']} N={case['widths'][0]} | {case['gamma']} | {case['P']} "
               f"| {_fmt(gauss['learnability'])} / {_fmt(np.mean(L), se(L))} / {_fmt(*case['learnability'])} "
               f"| {_fmt(g_ratio[0]) if g_ratio else 'n/a'} / {_fmt(np.mean(R), se(R))} / "
               f"{_fmt(*case['eigenvalue_ratio'][0])} "

@@ -100,9 +100,10 @@ def test_linear_net_solution_equals_gaussian_within_monte_carlo_error():
         assert np.linalg.norm(estimates.mean(0) - Kt) < 4 * se + 0.01 * np.linalg.norm(Kt), (layer, se)
 
 
-def _case(name, P):
-    """(case, arch, data) of the reference in tests/data/<name>.json with P training points."""
-    (case,) = [c for c in json.loads((DATA / f"{name}.json").read_text())["cases"] if c["P"] == P]
+def _case(name, P, gamma=2.0):
+    """(case, arch, data) of the reference in tests/data/<name>.json with P training points and this gamma."""
+    (case,) = [c for c in json.loads((DATA / f"{name}.json").read_text())["cases"] if c["P"] == P
+               and c["gamma"] == gamma]
     data = ak.teacher_dataset(jax.random.PRNGKey(case["data_seed"]), case["P"], case["d"], case["teacher"],
                               P_test=case["P_test"])
     return case, ak.FCN(case["d"], tuple(case["widths"]), case["activation"], gamma=case["gamma"]), data
@@ -213,3 +214,24 @@ def test_exact_measure_samples_and_bad_options(small_case):
         Adaptive(form="conjugate", measure="exact", seed=jnp.asarray([0, 1]))
     with pytest.raises(ValueError, match="seeds"):
         ak.exact_error_bars(arch, data, case["kappa2"], seeds=1)
+
+
+def test_relu_exact_measure_closes_the_gap_to_hmc():
+    """Two-layer ReLU (not odd: the tilted measure is not even in w), d = 20, N = 200, P = 20, gamma = 1.5, cubic
+    teacher; HMC reference tests/data/exact_relu.json (4 x 400 draws; learnability SE 6e-4, ratio SE 0.005). The
+    Gaussian ansatz misses the learnability by 0.023 and the first-layer ratio along w* by 5.7% (measured); the exact
+    measure (2 keys x 10^4 samples; control variate: key spread ~1e-3) must come within 0.01 and 3% (issue 15's
+    targets) and within a third of the Gaussian's error on both."""
+    case, arch, data = _case("exact_relu", 20, gamma=1.5)
+    kappa2 = case["kappa2"]
+    L_hmc, R_hmc = case["learnability"][0], case["eigenvalue_ratio"][0][0]
+    out = ak.exact_error_bars(arch, data, kappa2, seeds=2, samples=10000)
+    L, R = out["learnability"][0], out["eigenvalue_ratio"][0][0]
+    gauss_sol = ak.solve(arch, data, kappa2)
+    L_gauss = float(learnability(ak.predict(gauss_sol, arch, data, kappa2).mean_test, data.y_test))
+    R_gauss = float(ak.eigenvalue_ratio(gauss_sol.value, data.w_star))
+    print(f"learnability HMC {L_hmc:.4f} exact {L:.4f} G {L_gauss:.4f}; ratio HMC {R_hmc:.3f} exact {R:.3f} "
+          f"G {R_gauss:.3f}")
+    assert out["converged"] and min(out["ess"]) > 0.5 * 10000
+    assert abs(L - L_hmc) < min(0.01, abs(L_gauss - L_hmc) / 3)
+    assert abs(R - R_hmc) < min(0.03 * R_hmc, abs(R_gauss - R_hmc) / 3)
