@@ -49,7 +49,8 @@ from adaptive_kernels.problem import Problem
 
 DEFENSIVE = 0.1  # alpha, the prior's share of the mixture proposal
 ADAPT_ROUNDS = 4  # R, tempering steps of the proposal's adaptation
-REFINE = 1  # re-adaptations of the proposals at the exact measure's own saddle
+REFINE = 4  # at most this many re-adaptations of the proposals at the exact measure's own saddle
+SETTLED = 0.02  # ... stopped once a re-adapted solve moves the conjugates by less than this (relative)
 ANCHOR_ESS = 0.05  # ESS / S an adapted proposal must keep along the tempering path (adapt_proposal)
 ESS_FLOOR = 0.01  # ESS / S below which the estimate is called degenerate (outside the conjugate map's domain)
 
@@ -418,9 +419,10 @@ def default_solver():
 
 def exact_cgf(problem: Problem, samples: int, key, solve=None) -> ExactCGF:
     """The exact-measure CGF of every layer: ``samples`` draws per layer from the PRNG ``key``; proposals adapted
-    first at the Gaussian anchor (:func:`initial_cgf`), then ``REFINE`` times at the exact measure's own saddle
+    first at the Gaussian anchor (:func:`initial_cgf`), then up to ``REFINE`` times at the exact measure's own saddle
     (:func:`readapted`): the solve with the current proposals from the last adaptation point (where it leaves the
-    domain, its last point inside: a continuation).
+    domain, its last point inside: a continuation), until a round moves the saddle by less than ``SETTLED`` (ReLU,
+    gamma = 2, P = 80: one round ended outside the domain, four reached the saddle).
 
     ``solve(cgf, init)``: the conjugates of the Gaussian-equivalent saddle (cgf None) or of the sampled one. None:
     inline solves (jittable); ``Adaptive.prepared`` passes the library's compiled solves instead, outside jit, so the
@@ -430,9 +432,21 @@ def exact_cgf(problem: Problem, samples: int, key, solve=None) -> ExactCGF:
             return gaussian_anchor(problem) if cgf is None else sampled_saddle(problem, cgf, init)
 
     cgf = initial_cgf(problem, samples, key, solve(None, None))
-    for _ in range(REFINE):
+    for round_ in range(REFINE):
+        previous = cgf.start
         cgf = readapted(problem, cgf, key, solve(cgf, cgf.start))
+        if round_ > 0 and _settled(previous, cgf.start):
+            break
     return cgf
+
+
+def _settled(previous, current) -> bool:
+    """|current - previous| < SETTLED |current| over all layers' conjugates (False where traced: all rounds run)."""
+    change = jnp.sqrt(sum(jnp.sum((a - b) ** 2) for a, b in zip(previous, current)))
+    try:
+        return bool(change < SETTLED * jnp.sqrt(sum(jnp.sum(b**2) for b in current)))
+    except jax.errors.ConcretizationTypeError:
+        return False
 
 
 def tilted_measures(cgf: ExactCGF, problem: Problem, conjugates) -> list:
