@@ -20,20 +20,22 @@ connected net is the one-patch case. Its proposals are first adapted at the Gaus
 Estimator (a sample-average approximation with common random numbers). Write h = B u with C = B B^T and u ~ N(0, I_r):
 the first layer uses B = [sqrt(s_w2/d) X, sqrt(s_b2) 1] (u: the neuron's weights and bias at unit prior variance,
 any P), deeper layers B = chol(C). The u_s are S fixed points from a defensive mixture proposal
-q(u) = alpha N(0, I) + (1 - alpha) N(0, Sigma_q) (stratified: the first alpha S from the prior, the rest
-u = z L_q^T, Sigma_q = L_q L_q^T; Hesterberg 1995), so
+q(u) = alpha N(0, I) + (1 - alpha) sum_k pi_k N(m_k, L_k L_k^T) (:class:`Proposal`; stratified: the first alpha S from
+the prior; Hesterberg 1995), so
 
     W ~ N log (1/S) sum_s w_s exp(q_s / N),   w_s = N(u_s; 0, I) / q(u_s),   q_s = phi(B u_s)^T Kt phi(B u_s)
     K = dW/dKt = sum_s omega_s phi_s phi_s^T,  omega_s ∝ w_s exp(q_s / N)  (self-normalised),  ESS = 1/sum omega_s^2.
 
 The points u_s depend on neither Kt nor C, so W is a deterministic smooth function of (Kt, C) for fixed draws:
 the conjugate forward-backward map (``actions.deep.ConjugateMap``), its solvers and implicit differentiation use it
-unchanged. The weights w_s are bounded by 1/alpha, so the estimator has finite variance for any Sigma_q.
+unchanged. The weights w_s are bounded by 1/alpha, so the estimator has finite variance for any proposal. A control
+variate (the proposal's zero-mean component, whose kernel is known in closed form) leaves only the tilted measure's
+departure from it to Monte Carlo (:meth:`ExactCGF.__call__`).
 
-Sigma_q is adapted to the tilted measure at an anchor (the Gaussian-equivalent solution's conjugates and
-covariances): moment matching Sigma_q <- E_tilted[u u^T] (restricted to the row space of B, where the tilt acts)
-along a tempering path t Kt, t = 1/R, ..., 1 (:func:`adapt_proposal`). The mean-field measure can be bimodal along
-the teacher; its moment-matched Gaussian is wide along that direction and covers both modes.
+The proposal is adapted to the tilted measure at an anchor (the Gaussian-equivalent solution's conjugates and
+covariances): moment matching to E_tilted[u u^T], restricted to the row space of B where the tilt acts (one Gaussian
+or mixtures for a bimodal or skewed measure, :func:`moment_matched_proposal`), along a tempering path t Kt,
+t = 1/R, ..., 1 (:func:`adapt_proposal`), then re-adapted at the exact saddle (:func:`exact_cgf`).
 """
 
 from __future__ import annotations
@@ -422,7 +424,7 @@ def exact_cgf(problem: Problem, samples: int, key, solve=None) -> ExactCGF:
     first at the Gaussian anchor (:func:`initial_cgf`), then up to ``REFINE`` times at the exact measure's own saddle
     (:func:`readapted`): the solve with the current proposals from the last adaptation point (where it leaves the
     domain, its last point inside: a continuation), until a round moves the saddle by less than ``SETTLED`` (ReLU,
-    gamma = 2, P = 80: one round ended outside the domain, four reached the saddle).
+    gamma = 2, P = 80: one round ended outside the domain; four reached the saddle for one key of two).
 
     ``solve(cgf, init)``: the conjugates of the Gaussian-equivalent saddle (cgf None) or of the sampled one. None:
     inline solves (jittable); ``Adaptive.prepared`` passes the library's compiled solves instead, outside jit, so the
