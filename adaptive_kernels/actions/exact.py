@@ -453,7 +453,8 @@ def _settled(previous, current) -> bool:
 
 def tilted_measures(cgf: ExactCGF, problem: Problem, conjugates) -> list:
     """Per layer (u, omega, v, B) of the tilted measures at the conjugates ``conjugates`` on the training inputs:
-    E_tilted[f(h)] ~ sum_s omega_s f(B u_s) (v: the weights of the proposal's reference Gaussian); for the first layer u = (w sqrt(d/s_w2), b/sqrt(s_b2)), the neuron's
+    E_tilted[f(h)] ~ sum_s omega_s f(B u_s) (v: the weights of the proposal's reference Gaussian); for the first
+    layer u = (w sqrt(d/s_w2), b/sqrt(s_b2)), the neuron's
     weights and bias (the single-neuron density of a two-layer net)."""
     covariances = sampled_forward(problem, problem.X, conjugates, cgf)[2]
     return [cgf.tilted(problem, Kt, C, layer, problem.X) for layer, (Kt, C) in enumerate(zip(conjugates, covariances))]
