@@ -45,6 +45,10 @@ SETS = {
     "small25": [dict(d=5, P=P, widths=[25], gamma=2.0, P_test=200) for P in (24, 40)],
     "issue": [dict(d=20, P=P, widths=[200], gamma=g, P_test=500) for g in (1.0, 1.5, 2.0) for P in (20, 80)]
     + [dict(d=15, P=20, widths=[80, 80], gamma=2.0, P_test=500)],
+    "relu": [dict(d=20, P=P, widths=[200], gamma=g, P_test=500, activation="relu") for g in (1.0, 1.5, 2.0)
+             for P in (20, 80)],
+    "deep": [dict(d=15, P=P, widths=[80, 80], gamma=g, P_test=500) for P in (20, 60) for g in (1.0, 2.0)
+             if (P, g) != (20, 2.0)],
 }
 
 
@@ -53,12 +57,13 @@ def _estimate(e):
 
 
 def reference(case, num_chains, num_samples, num_warmup, data_seed=0, key=1):
-    arch, data = _case_data({**case, "data_seed": data_seed, "teacher": "cubic", "activation": "erf"})
+    case = {"activation": "erf", **case}
+    arch, data = _case_data({**case, "data_seed": data_seed, "teacher": "cubic"})
     start = time.perf_counter()
     est = sample_posterior(arch, data, KAPPA2, method="hmc", num_chains=num_chains, num_samples=num_samples,
                            num_warmup=num_warmup, key=key)
     return {
-        **case, "kappa2": KAPPA2, "teacher": "cubic", "data_seed": data_seed, "activation": "erf",
+        **case, "kappa2": KAPPA2, "teacher": "cubic", "data_seed": data_seed,
         "sampler": {"method": "hmc", "num_chains": num_chains, "num_samples": num_samples, "num_warmup": num_warmup,
                     "key": key, "max_rhat": float(est.max_rhat), "acceptance": float(est.acceptance),
                     "seconds": time.perf_counter() - start},
@@ -141,7 +146,7 @@ def table(path, seeds, samples):
         se = lambda a: np.std(a, ddof=1) / np.sqrt(len(a))  # noqa: E731
         g_ratio = gauss.get("eigenvalue_ratio")
         net = "2-layer" if len(case["widths"]) == 1 else f"{len(case['widths'])} hidden"
-        print(f"| erf {net} d={case['d']} N={case['widths'][0]} | {case['gamma']} | {case['P']} "
+        print(f"| {case.get('activation', 'erf')} {net} d={case['d']} N={case['widths'][0]} | {case['gamma']} | {case['P']} "
               f"| {_fmt(gauss['learnability'])} / {_fmt(np.mean(L), se(L))} / {_fmt(*case['learnability'])} "
               f"| {_fmt(g_ratio[0]) if g_ratio else 'n/a'} / {_fmt(np.mean(R), se(R))} / "
               f"{_fmt(*case['eigenvalue_ratio'][0])} "

@@ -43,7 +43,7 @@ def test_linear_cgf_and_kernel_match_closed_form_with_error_falling_as_inverse_s
     """Linear phi, first layer: the importance-sampling W(Kt | C) and K = dW/dKt within 4 of their Monte Carlo
     standard errors (over 8 keys) of -(N/2) log det(I - (2/N) Kt C) and C (I - (2/N) Kt C)^{-1}; the adapted proposal
     is the exact tilted Gaussian here, so the weights are nearly uniform (ESS > 90% of S). The spread of W over the
-    keys falls by 2 (within [1.5, 2.7]) when S grows 4-fold."""
+    keys falls by 2 (within [1.4, 3.2]: not 1, not 4) when S grows 4-fold."""
     problem = _linear_problem()
     C = problem.s_w2 * problem.X @ problem.X.T / problem.d
     Kt = _in_domain_conjugate(problem, C, 0.6)
@@ -53,7 +53,7 @@ def test_linear_cgf_and_kernel_match_closed_form_with_error_falling_as_inverse_s
 
     def estimate(key):
         z = jax.random.normal(key, (4000, problem.d + 1))
-        proposal = exact.adapt_proposal(problem, Kt, C, 0, jax.random.normal(jax.random.fold_in(key, 1), z.shape))
+        proposal = exact.adapt_proposal(problem, Kt, C, 0, jax.random.normal(jax.random.fold_in(key, 1), z.shape))[0]
         cgf = exact.ExactCGF((z,), (proposal,))
         W, K = jax.value_and_grad(cgf, argnums=1)(problem, Kt, C, 0, problem.X)
         small = exact.ExactCGF((z[:1000],), (proposal,))(problem, Kt, C, 0, problem.X)  # the first 1000 draws
@@ -64,7 +64,7 @@ def test_linear_cgf_and_kernel_match_closed_form_with_error_falling_as_inverse_s
     assert abs(Ws.mean() - W_exact) < 4 * Ws.std(ddof=1) / np.sqrt(8)
     np.testing.assert_array_less(np.abs(Ks.mean(0) - K_exact), 4 * Ks.std(0, ddof=1) / np.sqrt(8) + 1e-12)
     assert ess.min() > 0.9 * 4000
-    assert 1.5 < W_small.std(ddof=1) / Ws.std(ddof=1) < 2.7
+    assert 1.4 < W_small.std(ddof=1) / Ws.std(ddof=1) < 3.2  # 2 expected; a std ratio over 8 keys has ~40% error
 
 
 def test_degenerate_weights_leave_the_domain():
@@ -100,9 +100,10 @@ def test_linear_net_solution_equals_gaussian_within_monte_carlo_error():
         assert np.linalg.norm(estimates.mean(0) - Kt) < 4 * se + 0.01 * np.linalg.norm(Kt), (layer, se)
 
 
-def _case(name, P):
-    """(case, arch, data) of the reference in tests/data/<name>.json with P training points."""
-    (case,) = [c for c in json.loads((DATA / f"{name}.json").read_text())["cases"] if c["P"] == P]
+def _case(name, P, gamma=2.0):
+    """(case, arch, data) of the reference in tests/data/<name>.json with P training points and this gamma."""
+    (case,) = [c for c in json.loads((DATA / f"{name}.json").read_text())["cases"] if c["P"] == P
+               and c["gamma"] == gamma]
     data = ak.teacher_dataset(jax.random.PRNGKey(case["data_seed"]), case["P"], case["d"], case["teacher"],
                               P_test=case["P_test"])
     return case, ak.FCN(case["d"], tuple(case["widths"]), case["activation"], gamma=case["gamma"]), data
@@ -187,7 +188,8 @@ def test_hmc_estimate_of_the_tilted_kernel_agrees_with_importance_sampling():
 
 
 def test_exact_measure_samples_and_bad_options(small_case):
-    """The tilted single-neuron measure is available (weights summing to 1, its second moment = the reported Sigma)
+    """The tilted single-neuron measure is available (weights summing to 1, its second moment within 2% of the reported
+    Sigma, the control-variate estimate)
     and bad options (also a solution's attached sampled measure reused on another problem) raise errors that name
     the parameter."""
     case, arch, data = small_case
@@ -198,7 +200,7 @@ def test_exact_measure_samples_and_bad_options(small_case):
     np.testing.assert_allclose(float(jnp.sum(omega)), 1.0, rtol=1e-12)
     Sigma = ak.summarize(sol, arch, data, case["kappa2"])
     R = ak.eigenvalue_ratio((w * omega[:, None]).T @ w, data.w_star)
-    np.testing.assert_allclose(float(R), Sigma["eigenvalue_ratio"][0], rtol=1e-10)
+    np.testing.assert_allclose(float(R), Sigma["eigenvalue_ratio"][0], rtol=0.02)  # reported: with control variate
     with pytest.raises(ValueError, match="measure"):
         Adaptive(measure="exact")  # needs the conjugate form
     with pytest.raises(ValueError, match="measure"):
@@ -212,3 +214,24 @@ def test_exact_measure_samples_and_bad_options(small_case):
         Adaptive(form="conjugate", measure="exact", seed=jnp.asarray([0, 1]))
     with pytest.raises(ValueError, match="seeds"):
         ak.exact_error_bars(arch, data, case["kappa2"], seeds=1)
+
+
+def test_relu_exact_measure_closes_the_gap_to_hmc():
+    """Two-layer ReLU (not odd: the tilted measure is not even in w), d = 20, N = 200, P = 20, gamma = 1.5, cubic
+    teacher; HMC reference tests/data/exact_relu.json (4 x 400 draws; learnability SE 6e-4, ratio SE 0.005). The
+    Gaussian ansatz misses the learnability by 0.023 and the first-layer ratio along w* by 5.7% (measured); the exact
+    measure (2 keys x 10^4 samples; control variate: key spread ~1e-3) must come within 0.01 and 3% (issue 15's
+    targets) and within a third of the Gaussian's error on both."""
+    case, arch, data = _case("exact_relu", 20, gamma=1.5)
+    kappa2 = case["kappa2"]
+    L_hmc, R_hmc = case["learnability"][0], case["eigenvalue_ratio"][0][0]
+    out = ak.exact_error_bars(arch, data, kappa2, seeds=2, samples=10000)
+    L, R = out["learnability"][0], out["eigenvalue_ratio"][0][0]
+    gauss_sol = ak.solve(arch, data, kappa2)
+    L_gauss = float(learnability(ak.predict(gauss_sol, arch, data, kappa2).mean_test, data.y_test))
+    R_gauss = float(ak.eigenvalue_ratio(gauss_sol.value, data.w_star))
+    print(f"learnability HMC {L_hmc:.4f} exact {L:.4f} G {L_gauss:.4f}; ratio HMC {R_hmc:.3f} exact {R:.3f} "
+          f"G {R_gauss:.3f}")
+    assert out["converged"] and min(out["ess"]) > 0.5 * 10000
+    assert abs(L - L_hmc) < min(0.01, abs(L_gauss - L_hmc) / 3)
+    assert abs(R - R_hmc) < min(0.03 * R_hmc, abs(R_gauss - R_hmc) / 3)

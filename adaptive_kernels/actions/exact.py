@@ -20,20 +20,22 @@ connected net is the one-patch case. Its proposals are first adapted at the Gaus
 Estimator (a sample-average approximation with common random numbers). Write h = B u with C = B B^T and u ~ N(0, I_r):
 the first layer uses B = [sqrt(s_w2/d) X, sqrt(s_b2) 1] (u: the neuron's weights and bias at unit prior variance,
 any P), deeper layers B = chol(C). The u_s are S fixed points from a defensive mixture proposal
-q(u) = alpha N(0, I) + (1 - alpha) N(0, Sigma_q) (stratified: the first alpha S from the prior, the rest
-u = z L_q^T, Sigma_q = L_q L_q^T; Hesterberg 1995), so
+q(u) = alpha N(0, I) + (1 - alpha) sum_k pi_k N(m_k, L_k L_k^T) (:class:`Proposal`; stratified: the first alpha S from
+the prior; Hesterberg 1995), so
 
     W ~ N log (1/S) sum_s w_s exp(q_s / N),   w_s = N(u_s; 0, I) / q(u_s),   q_s = phi(B u_s)^T Kt phi(B u_s)
     K = dW/dKt = sum_s omega_s phi_s phi_s^T,  omega_s ∝ w_s exp(q_s / N)  (self-normalised),  ESS = 1/sum omega_s^2.
 
 The points u_s depend on neither Kt nor C, so W is a deterministic smooth function of (Kt, C) for fixed draws:
 the conjugate forward-backward map (``actions.deep.ConjugateMap``), its solvers and implicit differentiation use it
-unchanged. The weights w_s are bounded by 1/alpha, so the estimator has finite variance for any Sigma_q.
+unchanged. The weights w_s are bounded by 1/alpha, so the estimator has finite variance for any proposal. A control
+variate (the proposal's zero-mean component, whose kernel is known in closed form) leaves only the tilted measure's
+departure from it to Monte Carlo (:meth:`ExactCGF.__call__`).
 
-Sigma_q is adapted to the tilted measure at an anchor (the Gaussian-equivalent solution's conjugates and
-covariances): moment matching Sigma_q <- E_tilted[u u^T] (restricted to the row space of B, where the tilt acts)
-along a tempering path t Kt, t = 1/R, ..., 1 (:func:`adapt_proposal`). The mean-field measure can be bimodal along
-the teacher; its moment-matched Gaussian is wide along that direction and covers both modes.
+The proposal is adapted to the tilted measure at an anchor (the Gaussian-equivalent solution's conjugates and
+covariances): moment matching to E_tilted[u u^T], restricted to the row space of B where the tilt acts (one Gaussian
+or mixtures for a bimodal or skewed measure, :func:`moment_matched_proposal`), along a tempering path t Kt,
+t = 1/R, ..., 1 (:func:`adapt_proposal`), then re-adapted at the exact saddle (:func:`exact_cgf`).
 """
 
 from __future__ import annotations
@@ -44,11 +46,14 @@ import jax.numpy as jnp
 
 from adaptive_kernels.actions.deep import (ConjugateMap, extended_draws, input_covariance, jittered_cholesky,
                                           next_covariance, output_terms, sampled_forward, symmetrize)
+from adaptive_kernels.kernels import kernel_matrix
 from adaptive_kernels.problem import Problem
 
 DEFENSIVE = 0.1  # alpha, the prior's share of the mixture proposal
 ADAPT_ROUNDS = 4  # R, tempering steps of the proposal's adaptation
-REFINE = 1  # re-adaptations of the proposals at the exact measure's own saddle
+REFINE = 4  # at most this many re-adaptations of the proposals at the exact measure's own saddle
+SETTLED = 0.02  # ... stopped once a re-adapted solve moves the conjugates by less than this (relative)
+ANCHOR_ESS = 0.05  # ESS / S an adapted proposal must keep along the tempering path (adapt_proposal)
 ESS_FLOOR = 0.01  # ESS / S below which the estimate is called degenerate (outside the conjugate map's domain)
 
 
@@ -83,44 +88,90 @@ def feature_kernel(phi):
     return jnp.einsum("sp,sq->pq", phi, phi) / phi.shape[0]
 
 
-class Proposal(eqx.Module):
-    """q(u) = alpha N(0, I) + (1 - alpha) [N(u; m, L L^T) + N(u; -m, L L^T)] / 2 in u-coordinates: the defensive
-    prior and a symmetric pair of Gaussians (m = 0: one Gaussian). The tilted measure of an odd phi is even in u
-    (q_s is even), so where it is bimodal its modes come in pairs +-m (mean-field neurons aligned with or against
-    the teacher)."""
+COMPONENTS = 3  # Gaussian components of a proposal: the zero-mean reference and a pair
+REFERENCE_SHARE = 0.2  # pi_0 of a mixture proposal: the zero-mean component, the control variate's reference
 
-    mean: jax.Array  # m (r,)
-    chol: jax.Array  # L (r, r), lower
+
+class Proposal(eqx.Module):
+    """q(u) = alpha N(0, I) + (1 - alpha) sum_k pi_k N(u; m_k, L_k L_k^T), k = 0, 1, 2, in u-coordinates: the
+    defensive prior and a Gaussian mixture whose component 0 has mean zero (the control variate's reference,
+    :meth:`ExactCGF.__call__`; pi_0 > 0, so the reference's weights N(u; 0, L_0 L_0^T) / q(u) <= 1/((1 - alpha) pi_0)
+    are bounded). One Gaussian: pi = (1, 0, 0). A pair (pi_0 = :data:`REFERENCE_SHARE`): +-m with one covariance
+    (the tilted measure of an odd phi is even in u, so where it is bimodal its modes come in pairs: mean-field
+    neurons aligned with or against the teacher), or two unrelated components (any phi: ReLU's measure is not even;
+    near the edge of its domain it has a heavy tail along a ray)."""
+
+    means: jax.Array  # m_k (K, r); m_0 = 0
+    chols: jax.Array  # L_k (K, r, r), lower
+    shares: jax.Array  # pi_k (K,), summing to 1
+
+    @classmethod
+    def gaussian(cls, chol):
+        """One zero-mean Gaussian N(0, L L^T)."""
+        r = chol.shape[0]
+        return cls(jnp.zeros((COMPONENTS, r), chol.dtype), jnp.broadcast_to(chol, (COMPONENTS, r, r)),
+                   jnp.zeros(COMPONENTS, chol.dtype).at[0].set(1.0))
 
     @classmethod
     def prior(cls, r: int, dtype):
-        return cls(jnp.zeros(r, dtype), jnp.eye(r, dtype=dtype))
+        return cls.gaussian(jnp.eye(r, dtype=dtype))
+
+    @property
+    def mixture(self):
+        """Whether the proposal is more than one Gaussian (a bimodal or skewed tilted measure)."""
+        return jnp.any(self.shares[1:] > 0)
+
+    def padded(self, extra: int):
+        """The proposal on r + extra coordinates, the prior on the new ones (zero means, identity factors)."""
+        eye = jnp.eye(extra, dtype=self.chols.dtype)
+        return Proposal(jnp.pad(self.means, ((0, 0), (0, extra))),
+                        jax.vmap(lambda L: jax.scipy.linalg.block_diag(L, eye))(self.chols), self.shares)
+
+    def log_components(self, u):
+        """log N(u; m_k, L_k L_k^T), (S, K)."""
+        def one(mean, chol):
+            v = jax.scipy.linalg.solve_triangular(chol, (u - mean).T, lower=True).T
+            return -0.5 * jnp.sum(v**2, axis=1) - jnp.sum(jnp.log(jnp.diagonal(chol)))
+
+        # one triangular solve per component: the batched (vmapped) solve deadlocked in jaxlib's CPU thread pool
+        return jnp.stack([one(self.means[k], self.chols[k]) for k in range(COMPONENTS)], axis=1)
 
     def points(self, z, defensive: float = DEFENSIVE):
-        """(u, log w): the proposal's points from standard normal draws z (S, r) -- the first alpha S rows from the
-        prior, then half u = m + z L^T and half u = -m + z L^T (stratified; Hesterberg 1995) -- and their log
-        importance weights log N(u; 0, I) - log q(u), bounded by -log alpha."""
+        """(u, log w, log v): the proposal's points from standard normal draws z (S, r) -- the first alpha S rows
+        from the prior, the others u = m_k + L_k z with component k from a stratified grid over pi (Hesterberg
+        1995) -- their log importance weights log w = log N(u; 0, I) - log q(u), bounded by -log alpha, and the
+        reference's log v = log N(u; 0, L_0 L_0^T) - log q(u)."""
         S = z.shape[0]
         n_prior = int(round(defensive * S))
-        sign = jnp.where(jnp.arange(S - n_prior) < (S - n_prior) // 2, 1.0, -1.0).astype(z.dtype)
-        u = jnp.concatenate([z[:n_prior], sign[:, None] * self.mean + z[n_prior:] @ self.chol.T])
+        grid = (jnp.arange(S - n_prior, dtype=z.dtype) + 0.5) / (S - n_prior)
+        k = jnp.sum(grid[:, None] > jnp.cumsum(self.shares)[None, :-1], axis=1)  # the component of each point
+        moved = self.means[:, None, :] + z[n_prior:] @ jnp.swapaxes(self.chols, 1, 2)  # (K, S', r)
+        chosen = jax.nn.one_hot(k, COMPONENTS, dtype=z.dtype).T[:, :, None]  # (K, S', 1)
+        u = jnp.concatenate([z[:n_prior], jnp.sum(chosen * moved, axis=0)])
         log_prior = -0.5 * jnp.sum(u**2, axis=1)
-        log_det = jnp.sum(jnp.log(jnp.diagonal(self.chol)))
+        components = self.log_components(u)
+        log_mix = jax.nn.logsumexp(components, axis=1, b=self.shares)
+        log_q = jnp.logaddexp(jnp.log(defensive) + log_prior, jnp.log1p(-defensive) + log_mix)
+        return u, log_prior - log_q, components[:, 0] - log_q
 
-        def log_gauss(mean):
-            v = jax.scipy.linalg.solve_triangular(self.chol, (u - mean).T, lower=True).T
-            return -0.5 * jnp.sum(v**2, axis=1) - log_det
 
-        log_pair = jnp.logaddexp(log_gauss(self.mean), log_gauss(-self.mean)) - jnp.log(2.0)
-        log_mix = jnp.logaddexp(jnp.log(defensive) + log_prior, jnp.log1p(-defensive) + log_pair)
-        return u, log_prior - log_mix
+def tilts(problem: Problem, Kt, B, u):
+    """q_s = (1/S) sum_patches phi_p^T Kt phi_p with phi_p = phi(B_p u_s) (one patch for a fully connected net:
+    q_s = phi(B u_s)^T Kt phi(B u_s))."""
+    phi = layer_features(problem, u, B, Kt.shape[0])
+    return jnp.mean(jnp.sum((phi @ Kt) * phi, axis=-1), axis=-1)
 
 
 def tilt_log_weights(problem: Problem, Kt, B, u, log_w, N):
-    """log(w_s exp(q_s / N)), q_s = (1/S) sum_patches phi_p^T Kt phi_p with phi_p = phi(B_p u_s) (one patch for a
-    fully connected net: q_s = phi(B u_s)^T Kt phi(B u_s)): the unnormalised log weights of the tilted measure."""
-    phi = layer_features(problem, u, B, Kt.shape[0])
-    return log_w + jnp.mean(jnp.sum((phi @ Kt) * phi, axis=-1), axis=-1) / N
+    """log(w_s exp(q_s / N)) (:func:`tilts`): the unnormalised log weights of the tilted measure."""
+    return log_w + tilts(problem, Kt, B, u) / N
+
+
+def reference_kernel(problem: Problem, B, chol, P: int):
+    """E[k(u)] for u ~ N(0, L L^T) in closed form (the activation's Gaussian expectation): the patch average of
+    K_phi(B_p L L^T B_p^T), the mean of the control variate."""
+    F = (B @ chol).reshape(-1, P, chol.shape[1])  # (patches, P, r)
+    return jnp.mean(kernel_matrix(problem.activation, jnp.einsum("pai,pbi->pab", F, F)), axis=0)
 
 
 def _ess(logits):
@@ -132,38 +183,52 @@ class ExactCGF(eqx.Module):
 
     draws: one (S, r_l) array of standard normals per layer.  proposals: one :class:`Proposal` per layer (in
     u-coordinates).  start: the conjugate kernels at which the proposals were last adapted (the solve's start).
+    control: subtract the control variate (:meth:`__call__`).
     """
 
     draws: tuple
     proposals: tuple
     start: tuple | None = None
+    control: bool = eqx.field(static=True, default=True)
 
-    def _log_weights(self, problem: Problem, Kt, C, layer: int, X):
-        """(log(w_s exp(q_s / N)), u, B) of one layer."""
-        u, log_w = self.proposals[layer].points(self.draws[layer])
+    def _terms(self, problem: Problem, Kt, C, layer: int, X):
+        """(log(w_s exp(q_s / N)), q_s, log v_s, u, B) of one layer."""
+        u, log_w, log_v = self.proposals[layer].points(self.draws[layer])
         B = layer_factor(problem, C, layer, X)
-        return tilt_log_weights(problem, Kt, B, u, log_w, problem.widths[layer]), u, B
+        q = tilts(problem, Kt, B, u)
+        return log_w + q / problem.widths[layer], q, log_v, u, B
 
     def __call__(self, problem: Problem, Kt, C, layer: int, X):
-        """W_l(Kt | C) ~ N log (1/S) sum_s w_s exp(q_s / N)."""
-        logits = self._log_weights(problem, Kt, C, layer, X)[0]
-        return problem.widths[layer] * (jax.nn.logsumexp(logits) - jnp.log(logits.shape[0]))
+        """W_l(Kt | C) ~ N log (1/S) sum_s w_s exp(q_s / N) - [sum_s v_s q_s - tr(Kt K_ref)] (control variate).
+
+        The bracket has mean ~0 (O(1/S), self-normalised v_s ∝ N(u_s; 0, L_0 L_0^T) / q(u_s)): the same draws
+        estimate the reference Gaussian N(0, L_0 L_0^T) of the proposal, whose kernel K_ref = E_ref[k(u)]
+        (:func:`reference_kernel`) is known in closed form. So K = dW/dKt = sum_s (omega_s - v_s) k(u_s) + K_ref:
+        only the tilted measure's departure from the reference is estimated by Monte Carlo, and the noise of the
+        kernel (amplified by the data term when kappa2 is small) falls the closer the two are (ESS near S)."""
+        logits, q, log_v, _, B = self._terms(problem, Kt, C, layer, X)
+        W = problem.widths[layer] * (jax.nn.logsumexp(logits) - jnp.log(logits.shape[0]))
+        if not self.control:
+            return W
+        K_ref = reference_kernel(problem, B, self.proposals[layer].chols[0], Kt.shape[0])
+        return W - (jnp.sum(jax.nn.softmax(log_v) * q) - jnp.sum(Kt * K_ref))
 
     def tilted(self, problem: Problem, Kt, C, layer: int, X):
-        """(u (S, r), omega (S,), B): the points, their self-normalised tilted weights and the factor (h = B u)."""
-        logits, u, B = self._log_weights(problem, Kt, C, layer, X)
-        return u, jax.nn.softmax(logits), B
+        """(u (S, r), omega (S,), v (S,), B): the points, their self-normalised tilted and reference weights and the
+        factor (h = B u)."""
+        logits, _, log_v, u, B = self._terms(problem, Kt, C, layer, X)
+        return u, jax.nn.softmax(logits), jax.nn.softmax(log_v), B
 
     def ess(self, problem: Problem, Kt, C, layer: int, X):
         """Effective sample size 1 / sum omega_s^2 of the self-normalised tilted weights."""
-        return _ess(self._log_weights(problem, Kt, C, layer, X)[0])
+        return _ess(self._terms(problem, Kt, C, layer, X)[0])
 
     def stats(self, problem: Problem, X, conjugates, covariances) -> dict:
-        """``ess``: per layer (L,); ``samples``: S; ``mixture``: per layer, whether the proposal is a pair of
-        Gaussians (m != 0: a bimodal tilted measure)."""
+        """``ess``: per layer (L,); ``samples``: S; ``mixture``: per layer, whether the proposal is a mixture of
+        Gaussians (a bimodal or skewed tilted measure)."""
         ess = jnp.stack([self.ess(problem, Kt, C, layer, X)
                          for layer, (Kt, C) in enumerate(zip(conjugates, covariances))])
-        mixture = jnp.stack([jnp.any(p.mean != 0) for p in self.proposals])
+        mixture = jnp.stack([p.mixture for p in self.proposals])
         return {"ess": ess, "samples": jnp.asarray(self.draws[0].shape[0]), "mixture": mixture}
 
     def margin(self, problem: Problem, X, conjugates, covariances):
@@ -174,62 +239,101 @@ class ExactCGF(eqx.Module):
     def extended(self, P: int, P_all: int):
         """The CGF on P_all = P + m points (test points appended with zero conjugate rows): the first layer's factor
         is unchanged; deeper layers get new draw columns (:func:`actions.deep.extended_draws`) on which the tilt
-        does not act, so their proposal is the prior there (m padded with 0, L with the identity)."""
-        draws, proposals = [self.draws[0]], [self.proposals[0]]
-        for layer in range(1, len(self.draws)):
-            draws.append(extended_draws(self.draws[layer], P, P_all, layer))
-            p = self.proposals[layer]
-            proposals.append(Proposal(jnp.concatenate([p.mean, jnp.zeros(P_all - P, p.mean.dtype)]),
-                                      jax.scipy.linalg.block_diag(p.chol, jnp.eye(P_all - P, dtype=p.chol.dtype))))
-        return ExactCGF(tuple(draws), tuple(proposals))
+        does not act, so their proposal is the prior there (:meth:`Proposal.padded`)."""
+        draws = (self.draws[0],) + tuple(extended_draws(self.draws[layer], P, P_all, layer)
+                                         for layer in range(1, len(self.draws)))
+        proposals = (self.proposals[0],) + tuple(p.padded(P_all - P) for p in self.proposals[1:])
+        return ExactCGF(draws, proposals, control=self.control)
+
+
+def _finite(A, fallback):
+    """A where every entry is finite, else ``fallback`` (LAPACK's eigh may not return on non-finite input)."""
+    return jnp.where(jnp.all(jnp.isfinite(A)), A, fallback)
 
 
 def _floored_cholesky(Sigma, floor):
-    evals, evecs = jnp.linalg.eigh(symmetrize(Sigma))
+    evals, evecs = jnp.linalg.eigh(_finite(symmetrize(Sigma), jnp.eye(Sigma.shape[0], dtype=Sigma.dtype)))
     return jnp.linalg.cholesky(symmetrize((evecs * jnp.maximum(evals, floor)) @ evecs.T))
 
 
 def moment_matched_proposal(problem: Problem, Kt, B, z, proposal: Proposal, N, floor: float = 0.05) -> Proposal:
-    """The better (larger ESS on the draws z) of two moment-matched proposals, from the tilted moments estimated
-    with ``proposal`` and restricted to the row space of B (Pi = B^+ B: the tilt does not act elsewhere):
+    """The best (largest ESS on the draws z) of four moment-matched proposals, from the tilted moments estimated
+    with ``proposal`` and restricted to the row space of B (Pi = B^+ B: the tilt does not act elsewhere; a
+    covariance G enters as I + Pi (G - I) Pi). With M = E[u u^T] and v the top eigenvector of Pi M Pi (the direction
+    along which a bimodal measure splits, or a skewed one has its heavy tail), and the halves u . v >= 0 and < 0:
 
-    - one Gaussian: m = 0, Sigma = I + Pi (E[u u^T] - I) Pi;
-    - a symmetric pair: fold u -> sign(u . v) u along the top eigenvector v of Pi E[u u^T] Pi (the direction
-      along which a bimodal measure splits), m = Pi E[u_folded], Sigma = I + Pi (Cov[u_folded] - I) Pi.
+    - one Gaussian N(0, M);
+    - a symmetric pair (odd phi: an even measure): fold u -> sign(u . v) u, m = Pi E[u_folded], +-m with the folded
+      covariance;
+    - two components fitted to the halves, each with its mass, mean and covariance (any phi);
+    - two zero-mean components with the halves' second moments E[u u^T | half] (a measure with a heavy tail along
+      one side of v, ReLU's near the edge of its domain: each covers its half, the pair of half-Gaussians).
 
+    The mixtures keep N(0, M) as component 0 with share :data:`REFERENCE_SHARE` (the control variate's reference).
     Eigenvalues floored at ``floor`` (a guard against a degenerate estimate)."""
-    u, log_w = proposal.points(z)
+    u, log_w, _ = proposal.points(z)
     omega = jax.nn.softmax(tilt_log_weights(problem, Kt, B, u, log_w, N))
     Pi = symmetrize(jnp.linalg.pinv(B) @ B)
     eye = jnp.eye(B.shape[1], dtype=B.dtype)
-    M = (u * omega[:, None]).T @ u
-    single = Proposal(jnp.zeros_like(proposal.mean), _floored_cholesky(eye + Pi @ (M - eye) @ Pi, floor))
-    v = jnp.linalg.eigh(symmetrize(Pi @ M @ Pi))[1][:, -1]
-    folded = jnp.where(u @ v >= 0, 1.0, -1.0)[:, None] * u
+
+    def factor(G):
+        return _floored_cholesky(eye + Pi @ (G - eye) @ Pi, floor)
+
+    def moments(weights):  # (mass, Pi mean, covariance, second moment) of the weighted points
+        mass = jnp.sum(weights)
+        p = weights / jnp.maximum(mass, jnp.finfo(u.dtype).tiny)
+        m, M = Pi @ (p @ u), (u * p[:, None]).T @ u
+        return mass, m, M - jnp.outer(m, m), M
+
+    M = moments(omega)[3]
+    reference = factor(M)
+    v = jnp.linalg.eigh(_finite(symmetrize(Pi @ M @ Pi), eye))[1][:, -1]
+    upper = u @ v >= 0
+    sign = jnp.where(upper, 1.0, -1.0).astype(u.dtype)
+    rest = 1.0 - REFERENCE_SHARE
+
+    def mixture(means, factors, share):  # N(0, M) as component 0, then two components, the first with ``share``
+        return Proposal(jnp.stack([jnp.zeros_like(v), *means]), jnp.stack([reference, *factors]),
+                        jnp.stack([REFERENCE_SHARE, rest * share, rest * (1.0 - share)]).astype(u.dtype))
+
+    folded = sign[:, None] * u
     m = Pi @ (omega @ folded)
-    cov = (folded * omega[:, None]).T @ folded - jnp.outer(m, m)
-    pair = Proposal(m, _floored_cholesky(eye + Pi @ (cov - eye) @ Pi, floor))
+    pair_factor = factor((folded * omega[:, None]).T @ folded - jnp.outer(m, m))
+    halves = [moments(jnp.where(upper, omega, 0.0)), moments(jnp.where(upper, 0.0, omega))]
+    share = jnp.clip(halves[0][0], 0.05, 0.95)
+    candidates = [
+        Proposal.gaussian(reference),
+        mixture((m, -m), (pair_factor, pair_factor), 0.5),
+        mixture((halves[0][1], halves[1][1]), (factor(halves[0][2]), factor(halves[1][2])), share),
+        mixture((jnp.zeros_like(v), jnp.zeros_like(v)), (factor(halves[0][3]), factor(halves[1][3])), share),
+    ]
+    candidates.append(proposal)  # kept where every fit failed (non-finite: a tilt beyond the measure's domain)
+    quality = jnp.stack([_ess(tilt_log_weights(problem, Kt, B, *c.points(z)[:2], N)) for c in candidates])
+    finite = jnp.stack([jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(c)])) for c in candidates])
+    quality = jnp.where(finite & jnp.isfinite(quality), quality, -1.0).at[-1].max(0.0)
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves)[jnp.argmax(quality)], *candidates)
 
-    def quality(candidate):
-        return _ess(tilt_log_weights(problem, Kt, B, *candidate.points(z), N))
 
-    better = quality(pair) > quality(single)
-    return jax.tree.map(lambda a, b: jnp.where(better, a, b), pair, single)
-
-
-def adapt_proposal(problem: Problem, Kt, C, layer: int, z, start: Proposal | None = None, tilts=None) -> Proposal:
-    """A proposal adapted to the tilted measure of one layer at (Kt, C) by moment matching
-    (:func:`moment_matched_proposal`) along the tempering path t Kt, ``tilts`` (default t = 1/R, ..., 1, 1), from
-    ``start`` (default: the prior)."""
+def adapt_proposal(problem: Problem, Kt, C, layer: int, z, start: Proposal | None = None, path=None):
+    """(proposal, t): a proposal adapted to the tilted measure of one layer at (t Kt, C) by moment matching
+    (:func:`moment_matched_proposal`) along the tempering path t Kt, ``path`` (default t = 1/R, ..., 1, 1), from
+    ``start`` (default: the prior), stopped at the last t of the path up to which every adapted proposal keeps an
+    ESS of at least ANCHOR_ESS S (where the ESS collapses, t Kt is beyond the tilted measure's domain or beyond
+    what the moment-matched mixtures cover: ReLU's tilt grows like |u|^2, and the Gaussian anchor can lie outside
+    the exact measure's domain, sup_u q(u)/|u|^2 < N/2; the solve then starts at the last t Kt inside)."""
     B = layer_factor(problem, C, layer, problem.X)
-    if tilts is None:
-        tilts = jnp.minimum(jnp.arange(1, ADAPT_ROUNDS + 2, dtype=B.dtype) / ADAPT_ROUNDS, 1.0)
+    if path is None:
+        path = [min(k / ADAPT_ROUNDS, 1.0) for k in range(1, ADAPT_ROUNDS + 2)]
+    path = jnp.asarray(path, B.dtype)
     start = Proposal.prior(B.shape[1], B.dtype) if start is None else start
 
-    def step(proposal, t):
-        return moment_matched_proposal(problem, t * Kt, B, z, proposal, problem.widths[layer]), None
-
-    return jax.lax.scan(step, start, jnp.asarray(tilts, B.dtype))[0]
+    proposals, ess = [start], []
+    for t in path:
+        proposals.append(moment_matched_proposal(problem, t * Kt, B, z, proposals[-1], problem.widths[layer]))
+        ess.append(_ess(tilt_log_weights(problem, t * Kt, B, *proposals[-1].points(z)[:2], problem.widths[layer])))
+    good = jnp.cumprod(jnp.stack(ess) >= ANCHOR_ESS * z.shape[0])
+    last = jnp.maximum(jnp.sum(good) - 1, 0)
+    return jax.tree.map(lambda *a: jnp.stack(a)[last], *proposals[1:]), path[last]
 
 
 def _finite_or_prior(conjugates):
@@ -274,14 +378,16 @@ def _draws(problem: Problem, samples: int, key):
 @eqx.filter_jit
 def initial_cgf(problem: Problem, samples: int, key, anchor) -> ExactCGF:
     """``samples`` draws per layer from ``key``, proposals adapted to the tilted measures at the Gaussian anchor's
-    conjugates ``anchor`` (tempered from the prior; :func:`adapt_proposal`)."""
+    conjugates ``anchor`` (tempered from the prior; :func:`adapt_proposal`); the start is t_l Kt_l, each layer's
+    anchor tempered to where its adapted proposal's ESS held (t_l = 1 unless the anchor lies beyond the domain)."""
     draws, adapt_draws = _draws(problem, samples, key)
     anchor = _finite_or_prior(anchor)
     kernels = ConjugateMap().kernels(problem, problem.X, anchor)[0]
     covariances = [input_covariance(problem, problem.X)] + [next_covariance(problem, K) for K in kernels[:-1]]
-    proposals = tuple(adapt_proposal(problem, anchor[layer], covariances[layer], layer, adapt_draws[layer])
-                      for layer in range(problem.depth))
-    return jax.lax.stop_gradient(ExactCGF(draws, proposals, anchor))
+    adapted = [adapt_proposal(problem, anchor[layer], covariances[layer], layer, adapt_draws[layer])
+               for layer in range(problem.depth)]
+    start = tuple(t * Kt for Kt, (_, t) in zip(anchor, adapted))
+    return jax.lax.stop_gradient(ExactCGF(draws, tuple(p for p, _ in adapted), start))
 
 
 @eqx.filter_jit
@@ -291,9 +397,9 @@ def readapted(problem: Problem, cgf: ExactCGF, key, conjugates) -> ExactCGF:
     adapt_draws = _draws(problem, cgf.draws[0].shape[0], key)[1]
     covariances = sampled_forward(problem, problem.X, conjugates, cgf)[2]
     proposals = tuple(adapt_proposal(problem, conjugates[layer], covariances[layer], layer, adapt_draws[layer],
-                                     cgf.proposals[layer], (1.0, 1.0))
+                                     cgf.proposals[layer], (1.0, 1.0))[0]
                       for layer in range(problem.depth))
-    return jax.lax.stop_gradient(ExactCGF(cgf.draws, proposals, jax.lax.stop_gradient(conjugates)))
+    return jax.lax.stop_gradient(ExactCGF(cgf.draws, proposals, jax.lax.stop_gradient(conjugates), cgf.control))
 
 
 @eqx.filter_jit
@@ -315,9 +421,10 @@ def default_solver():
 
 def exact_cgf(problem: Problem, samples: int, key, solve=None) -> ExactCGF:
     """The exact-measure CGF of every layer: ``samples`` draws per layer from the PRNG ``key``; proposals adapted
-    first at the Gaussian anchor (:func:`initial_cgf`), then ``REFINE`` times at the exact measure's own saddle
+    first at the Gaussian anchor (:func:`initial_cgf`), then up to ``REFINE`` times at the exact measure's own saddle
     (:func:`readapted`): the solve with the current proposals from the last adaptation point (where it leaves the
-    domain, its last point inside: a continuation).
+    domain, its last point inside: a continuation), until a round moves the saddle by less than ``SETTLED`` (ReLU,
+    gamma = 2, P = 80: one round ended outside the domain; four reached the saddle for one key of two).
 
     ``solve(cgf, init)``: the conjugates of the Gaussian-equivalent saddle (cgf None) or of the sampled one. None:
     inline solves (jittable); ``Adaptive.prepared`` passes the library's compiled solves instead, outside jit, so the
@@ -327,14 +434,27 @@ def exact_cgf(problem: Problem, samples: int, key, solve=None) -> ExactCGF:
             return gaussian_anchor(problem) if cgf is None else sampled_saddle(problem, cgf, init)
 
     cgf = initial_cgf(problem, samples, key, solve(None, None))
-    for _ in range(REFINE):
+    for round_ in range(REFINE):
+        previous = cgf.start
         cgf = readapted(problem, cgf, key, solve(cgf, cgf.start))
+        if round_ > 0 and _settled(previous, cgf.start):
+            break
     return cgf
 
 
+def _settled(previous, current) -> bool:
+    """|current - previous| < SETTLED |current| over all layers' conjugates (False where traced: all rounds run)."""
+    change = jnp.sqrt(sum(jnp.sum((a - b) ** 2) for a, b in zip(previous, current)))
+    try:
+        return bool(change < SETTLED * jnp.sqrt(sum(jnp.sum(b**2) for b in current)))
+    except jax.errors.ConcretizationTypeError:
+        return False
+
+
 def tilted_measures(cgf: ExactCGF, problem: Problem, conjugates) -> list:
-    """Per layer (u, omega, B) of the tilted measures at the conjugates ``conjugates`` on the training inputs:
-    E_tilted[f(h)] ~ sum_s omega_s f(B u_s); for the first layer u = (w sqrt(d/s_w2), b/sqrt(s_b2)), the neuron's
+    """Per layer (u, omega, v, B) of the tilted measures at the conjugates ``conjugates`` on the training inputs:
+    E_tilted[f(h)] ~ sum_s omega_s f(B u_s) (v: the weights of the proposal's reference Gaussian); for the first
+    layer u = (w sqrt(d/s_w2), b/sqrt(s_b2)), the neuron's
     weights and bias (the single-neuron density of a two-layer net)."""
     covariances = sampled_forward(problem, problem.X, conjugates, cgf)[2]
     return [cgf.tilted(problem, Kt, C, layer, problem.X) for layer, (Kt, C) in enumerate(zip(conjugates, covariances))]
@@ -343,10 +463,15 @@ def tilted_measures(cgf: ExactCGF, problem: Problem, conjugates) -> list:
 @eqx.filter_jit
 def first_layer_covariance(cgf: ExactCGF, problem: Problem, conjugates):
     """Sigma = E_tilted[w w^T] (n x n; n = d for a fully connected net, the filter size for a CNN) of the first
-    layer's weights under the exact measure."""
-    u, omega, _ = tilted_measures(cgf, problem, conjugates[:1])[0]
-    w = u[:, : problem.patch_size]
-    return (problem.s_w2 / problem.patch_size) * (w * omega[:, None]).T @ w
+    layer's weights under the exact measure; with the control variate (as the kernel, :meth:`ExactCGF.__call__`)
+    sum_s (omega_s - v_s) u_s u_s^T + L_0 L_0^T, the reference Gaussian's covariance known exactly."""
+    u, omega, v, _ = tilted_measures(cgf, problem, conjugates[:1])[0]
+    second = (u * omega[:, None]).T @ u
+    if cgf.control:
+        L = cgf.proposals[0].chols[0]
+        second = second - (u * v[:, None]).T @ u + L @ L.T
+    n = problem.patch_size
+    return (problem.s_w2 / n) * second[:n, :n]
 
 
 # --- user-level helpers (``ak.exact_error_bars``, ``ak.exact_measure``) -------------------------------------------
@@ -369,7 +494,7 @@ def exact_measure(solution, arch, data, kappa2) -> list:
     solution.theory.check(problem)
     solution.theory.check_value(solution.value, problem, "solution")
     out = []
-    for layer, (u, omega, B) in enumerate(tilted_measures(solution.theory._cgf(problem), problem, solution.value)):
+    for layer, (u, omega, _, B) in enumerate(tilted_measures(solution.theory._cgf(problem), problem, solution.value)):
         h = u @ B.T
         if layer == 0 and problem.patches > 1:
             h = h.reshape(h.shape[0], problem.patches, problem.P)
