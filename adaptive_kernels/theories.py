@@ -281,10 +281,6 @@ class Adaptive(AbstractLoopTheory):
             # curvature correction of its mean output is not the prediction's (docs/finite_width.md)
             raise ValueError(f"loops: one-loop corrections need form='weight' (two-layer nets, deep linear nets); "
                              f"got form {form!r}. For deep nonlinear nets use Scaling(loops=1)")
-        if self.loops and problem.depth >= 3:
-            # measured against Gibbs: deeper layers' ratios worse than the saddle's (docs/finite_width.md)
-            raise ValueError(f"loops: one-loop corrections of the adaptive kernels are verified up to 2 hidden "
-                             f"layers, got {problem.depth}; use Scaling(loops=1) or loops=0")
         super().check(problem)
 
     def prepared(self, problem: Problem) -> "Adaptive":

@@ -6,7 +6,7 @@ nets, and the cost of the correction. Writes markdown tables to stdout (collecte
 
 two_layer: d = 40, N = 300, P = 60, kappa2 = 1e-2, gamma in {1, 1.5, 2} (the issue's nets): first-layer eigenvalue
 ratio along the teacher and learnability, saddle and one loop against Gibbs. scan: d = 8, P = 16, gamma = 2, widths
-20-160: the errors of the ratio, with fitted slopes in log N. deep: deep linear nets (2 hidden layers), the
+20-160: the errors of the ratio, with fitted slopes in log N. deep: deep linear nets (2 and 3 hidden layers), the
 per-layer kernel ratios along y and the first layer's covariance ratio. speed: d = 50, P = 500, CPU seconds of the
 saddle solve and of the one-loop solve (compile included, then a second call).
 """
@@ -75,8 +75,7 @@ def scan():
 def deep():
     print("| hidden layers | gamma | d, N, P | quantity | Gibbs | saddle | one loop |")
     print("|---|---|---|---|---|---|---|")
-    # 3 hidden layers: refused by Adaptive(loops=1) since commit 5e88ff9; its rows in the results are from before
-    for L, gamma, (d, N, P) in ((2, 1.0, (3, 40, 6)), (2, 2.0, (3, 40, 6))):
+    for L, gamma, (d, N, P) in ((2, 1.0, (3, 40, 6)), (2, 2.0, (3, 40, 6)), (3, 1.0, (3, 40, 6)), (3, 2.0, (3, 40, 6))):
         data = ak.teacher_dataset(jax.random.PRNGKey(0), P, d, P_test=50)
         arch = ak.FCN(d, (N,) * L, "linear", gamma=gamma)
         est = gibbs(arch, data, 4, 3000)
