@@ -207,13 +207,22 @@ def test_two_layer_one_loop_mean_output_and_ratio(data, two_layer):
 
 
 def test_matrix_free_estimator_matches_dense(data, two_layer):
-    # The stochastic estimator (Hutchinson + CG, Lanczos log det) against the dense Hessian (the default at this
-    # size) at the one-loop solution: the log det within its probe error, and the one-loop mean output within 20%
-    # of the correction's size.
+    # The closed form of the linear two-layer net (the default here) against the dense Hessian from m Hessian-vector
+    # products: the correction and the gradient of Gamma equal to rounding. The stochastic estimator (Hutchinson + CG,
+    # Lanczos log det) against the dense one at the one-loop solution: the log det within its probe error, and the
+    # one-loop mean output within 20% of the correction's size.
     problem = two_layer["problem"]
     theory = two_layer[1][0].theory
-    dense, args = theory.problem(problem)
+    default, args = theory.problem(problem)
     Sigma = two_layer[1][0].value
+    assert isinstance(one_loop.estimator_for(default.base, Sigma, args), one_loop.Structured)
+    dense = one_loop.OneLoopAction(default.base, one_loop.Dense())
+    shifted = Sigma + 0.1 * jnp.diag(jnp.arange(1.0, D + 1.0))  # away from the stationary point: a non-zero gradient
+    for point in (Sigma, shifted):
+        value, grads, _ = default.linearised_data_term(point, args)
+        expected, expected_grads, _ = dense.linearised_data_term(point, args)
+        np.testing.assert_allclose(value, expected, rtol=1e-10)
+        np.testing.assert_allclose(grads, expected_grads, rtol=1e-8, atol=1e-10)
     stochastic = one_loop.OneLoopAction(dense.base, one_loop.Stochastic(probes=200, lanczos_steps=20))
     # Hutchinson: relative error ~ sqrt(2/k) |log(I + M)|_F / tr log(I + M)
     np.testing.assert_allclose(stochastic.correction(Sigma, args), dense.correction(Sigma, args), rtol=0.15)

@@ -60,9 +60,10 @@ import jax.scipy.linalg as jsl
 import jax.scipy.sparse.linalg as jssl
 
 from adaptive_kernels._validation import is_traced
+from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction
 from adaptive_kernels.actions.base import EntropicAction, as_matrix
 from adaptive_kernels.actions.deep import InputSpaceAction
-from adaptive_kernels.gp import data_term
+from adaptive_kernels.gp import data_term, data_term_low_rank
 
 DENSE_LIMIT = 2000
 """Largest number of independent entries of q for which :func:`estimator_for` picks :class:`Dense`."""
@@ -251,10 +252,63 @@ class Stochastic(eqx.Module):
         return 0.5 * value, W, Z, c
 
 
-def estimator_for(Sigma, estimator=None):
-    """``estimator``, or :class:`Dense` up to :data:`DENSE_LIMIT` independent entries, :class:`Stochastic` beyond."""
+class Structured(eqx.Module):
+    """Closed form for a linear two-layer FCN in weight space (``adaptive.TwoLayerAdaptiveAction``, space
+    ``"weight"``), cost O(d^3 + (d m)^3) for m outputs instead of the dense path's d(d+1)/2 Hessian-vector products.
+
+    With K = Z Z^T, Z = sqrt(c) X F (Sigma = F F^T), A = (K + kappa2)^{-1}, C = Z^T A Z = I - kappa2 (kappa2 +
+    Z^T Z)^{-1} and Om = Z^T A Y (d x m; ``gp.data_term_low_rank``'s alpha), the Hessian of
+    D = (1/2) tr(Y^T A Y) + (m/2) log det(K + kappa2) along dSigma = sqrt(2/w) F V F^T (w = N - d - 1) is
+
+        M[V, V] = (2/w) [tr(Om^T V C V Om) - (m/2) tr(C V C V)].
+
+    In the eigenbasis C = U diag(lam) U^T (V' = U^T V U, Om' = U^T Om) the second term is diagonal, so
+    I + M = Dg + W^T L W with Dg V'_ij = (1 - (m/w) lam_i lam_j) V'_ij, W V' = V' Om' (d x m) and L = (2/w) diag(lam)
+    on its rows: rank d m beyond a diagonal. Then (matrix determinant lemma)
+
+        log det(I + M) = sum_{i<=j} log Dg_ij + log det(I_{dm} + L W Dg^{-1} W^T),
+        (W Dg^{-1} W^T)[(i,k),(i',l)] = (1/2)[delta_ii' sum_j Om'_jl Om'_jk / Dg_ij + Om'_il Om'_i'k / Dg_ii'].
+
+    lam in [0, 1), so Dg_ij > 0 for w > m. The gradient is autodiff through the eigendecomposition (smooth while C has
+    distinct eigenvalues, the generic case for d < P, where the weight space is used). The observables' moments use
+    the :class:`Dense` pairs."""
+
+    def half_logdet(self, action, Sigma, problem):
+        """(1/2) log det(I + M(Sigma)) in closed form (class docstring)."""
+        Z = problem.weight_space_factor(Sigma)
+        factor, Om = data_term_low_rank(Z, problem.y, problem.kappa2)[1]
+        Om = Om.reshape(Om.shape[0], -1)
+        d, m = Om.shape
+        eye = jnp.eye(d, dtype=Z.dtype)
+        C = eye - problem.kappa2 * jsl.cho_solve((factor, True), eye)
+        lam, U = jnp.linalg.eigh(0.5 * (C + C.T))
+        Om = U.T @ Om
+        w = loop_weights(action, Sigma, problem)[0]
+        Dg = 1.0 - (m / w) * lam[:, None] * lam[None, :]
+        logdet_diag = 0.5 * (jnp.sum(jnp.log(Dg)) + jnp.sum(jnp.log(jnp.diagonal(Dg))))
+        H = 0.5 * (jnp.einsum("ab,jl,jk,aj->akbl", eye, Om, Om, 1.0 / Dg)
+                   + jnp.einsum("al,bk,ab->akbl", Om, Om, 1.0 / Dg)).reshape(d * m, d * m)
+        scale = jnp.repeat((2.0 / w) * lam, m)
+        logdet_low_rank = jnp.linalg.slogdet(jnp.eye(d * m, dtype=Z.dtype) + scale[:, None] * H)[1]
+        return 0.5 * (logdet_diag + logdet_low_rank)
+
+    def pairs(self, curvature, m, dtype, logdet: bool = True):
+        """The :class:`Dense` pairs (for the observables' moments)."""
+        return Dense().pairs(curvature, m, dtype, logdet)
+
+
+def has_structure(action: EntropicAction, args) -> bool:
+    """Whether :class:`Structured` applies: a linear two-layer FCN (one patch) whose D is evaluated in weight space."""
+    return isinstance(action, TwoLayerAdaptiveAction) and action.space == "weight" and args.patches == 1
+
+
+def estimator_for(action: EntropicAction, Sigma, args, estimator=None):
+    """``estimator``, or :class:`Structured` where it applies (:func:`has_structure`), else :class:`Dense` up to
+    :data:`DENSE_LIMIT` independent entries, :class:`Stochastic` beyond."""
     if estimator is not None:
         return estimator
+    if has_structure(action, args):
+        return Structured()
     return Dense() if coordinate_count(Sigma) <= DENSE_LIMIT else Stochastic()
 
 
@@ -312,18 +366,25 @@ def _half_logdet_jvp(primals, tangents, *, action, estimator):
     return value, tangent
 
 
+def _correction(Sigma, args, action, estimator):
+    """(1/2) log det(I + M(Sigma)): :meth:`Structured.half_logdet` (plain autodiff) or :func:`half_logdet`."""
+    if isinstance(estimator, Structured):
+        return estimator.half_logdet(action, Sigma, args)
+    return half_logdet(Sigma, args, action=action, estimator=estimator)
+
+
 @eqx.filter_jit
 def _compiled_half_logdet(Sigma, args, action, estimator):
-    """:func:`half_logdet` as one compiled program: eager callers of the action (``OneLoopAction.correction`` outside
+    """:func:`_correction` as one compiled program: eager callers of the action (``OneLoopAction.correction`` outside
     a solve) would otherwise dispatch the vmapped third derivatives primitive by primitive, compiling each (~30 s).
     Inside a jitted caller (the solvers, ``api``'s stationarity check) it is inlined."""
-    return half_logdet(Sigma, args, action=action, estimator=estimator)
+    return _correction(Sigma, args, action, estimator)
 
 
 @eqx.filter_jit
 def _correction_and_gradient(Sigma, args, action, estimator):
     """(1/2) log det(I + M) and its gradient in Sigma, one compiled program (as :func:`_compiled_half_logdet`)."""
-    return jax.value_and_grad(lambda S: half_logdet(S, args, action=action, estimator=estimator))(Sigma)
+    return jax.value_and_grad(lambda S: _correction(S, args, action, estimator))(Sigma)
 
 
 class OneLoopAction(EntropicAction):
@@ -332,11 +393,11 @@ class OneLoopAction(EntropicAction):
     :func:`estimator_for`)."""
 
     base: EntropicAction
-    estimator: Dense | Stochastic | None = None
+    estimator: Dense | Stochastic | Structured | None = None
 
     def correction(self, Sigma, args):
         """(1/2) log det(I + M(Sigma))."""
-        return _compiled_half_logdet(Sigma, args, self.base, estimator_for(Sigma, self.estimator))
+        return _compiled_half_logdet(Sigma, args, self.base, estimator_for(self.base, Sigma, args, self.estimator))
 
     def data_term(self, Sigma, args):
         return self.base.data_term(Sigma, args) + self.correction(Sigma, args)
@@ -348,7 +409,8 @@ class OneLoopAction(EntropicAction):
         """The base's (D, dD/dSigma, Newton model) plus the correction and its gradient; the model (the base's, a
         model of the saddle's Jacobian) is then approximate."""
         value, grads, model = self.base.linearised_data_term(Sigma, args)
-        extra, extra_grads = _correction_and_gradient(Sigma, args, self.base, estimator_for(Sigma, self.estimator))
+        extra, extra_grads = _correction_and_gradient(Sigma, args, self.base,
+                                                     estimator_for(self.base, Sigma, args, self.estimator))
         if model is not None:
             model = dataclasses.replace(model, exact=False)
         return value + extra, jax.tree.map(jnp.add, grads, extra_grads), model
@@ -382,7 +444,7 @@ def moments(action: OneLoopAction, Sigma, args, fn):
     embed = chart(base, Sigma, args)[0]
     m = coordinate_count(Sigma)
     dtype = jax.tree.leaves(Sigma)[0].dtype
-    estimator = estimator_for(Sigma, action.estimator)
+    estimator = estimator_for(base, Sigma, args, action.estimator)
     _, W, Z, c = estimator.pairs(_curvature(base, Sigma, args), m, dtype, logdet=False)
     zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
 
