@@ -30,12 +30,15 @@ along those directions, and the Jacobian of q -> v, det(F_l)^{n_l + 1} per leaf,
 
     Gamma(Sigma) = S(Sigma) + (1/2) log det(I + M(Sigma)) + const,
 
-S the large-N action (exponents N_l) itself. :class:`OneLoopAction` is this Gamma as an EntropicAction (same
+S the large-N action (exponents N_l) itself. Deep linear nets in input space are expanded in their whitened chain
+instead (:func:`chart`). :class:`OneLoopAction` is this Gamma as an EntropicAction (same
 entropy, data term D + (1/2) log det(I + M)), so every solver of the saddle also minimises Gamma.
 
 Estimators of (1/2) log det(I + M), its gradient and the observable traces, each with pairs (w_i, z_i) such that
 sum_i c w_i z_i^T = (I + M)^{-1}:
 
+- :class:`Structured` (the default for linear two-layer FCNs in weight space): a closed form of the log det, O(d^3)
+  (its class docstring); the observables' pairs as :class:`Dense`;
 - :class:`Dense` (default up to ``DENSE_LIMIT`` independent entries): M from m Hessian-vector products,
   Cholesky I + M = L L^T, w_i = z_i = rows of L^{-1};
 - :class:`Stochastic` (matrix-free, larger q, e.g. d x d with d = 100, m = 5050): Rademacher probes z_i,
