@@ -88,7 +88,8 @@ def scan():
 def deep():
     print("| hidden layers | gamma | d, N, P | quantity | Gibbs | saddle | one loop |")
     print("|---|---|---|---|---|---|---|")
-    for L, gamma, (d, N, P) in ((2, 1.0, (3, 40, 6)), (2, 2.0, (3, 40, 6)), (3, 1.0, (3, 40, 6)), (3, 2.0, (3, 40, 6))):
+    for L, gamma, (d, N, P) in ((2, 1.0, (3, 40, 6)), (2, 2.0, (3, 40, 6)), (3, 1.0, (3, 40, 6)), (3, 2.0, (3, 40, 6)),
+                                (2, 2.0, (6, 30, 12))):
         data = ak.teacher_dataset(jax.random.PRNGKey(0), P, d, P_test=50)
         arch = ak.FCN(d, (N,) * L, "linear", gamma=gamma)
         est = gibbs(arch, data, 4, 3000)
