@@ -35,7 +35,7 @@ from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_sp
 from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
 from adaptive_kernels.gp import data_term
 from adaptive_kernels.problem import Problem
-from adaptive_kernels.solvers import Continuation, FixedPoint, Newton
+from adaptive_kernels.solvers import Continuation, FixedPoint, Newton, stationary_point
 
 FORMS = ("auto", "weight", "kernel", "conjugate")
 MEASURES = ("gaussian", "second_order", "exact", "mixture")
@@ -163,7 +163,8 @@ class AbstractLoopTheory(AbstractTheory):
     def check(self, problem):
         if self.loops:
             action, args = self.problem(problem)
-            one_loop.check_widths(action, self.init(problem, args), args)
+            shapes = jax.eval_shape(self.init, problem, args)  # the start's shapes (a deep one loop's is a solve)
+            one_loop.check_widths(action, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), args)
 
     def mean(self, fn, value, problem):
         if not self.loops:
@@ -281,10 +282,6 @@ class Adaptive(AbstractLoopTheory):
             # curvature correction of its mean output is not the prediction's (docs/finite_width.md)
             raise ValueError(f"loops: one-loop corrections need form='weight' (two-layer nets, deep linear nets); "
                              f"got form {form!r}. For deep nonlinear nets use Scaling(loops=1)")
-        if self.loops and problem.depth >= 3:
-            # measured against Gibbs: deeper layers' ratios worse than the saddle's (docs/finite_width.md)
-            raise ValueError(f"loops: one-loop corrections of the adaptive kernels are verified up to 2 hidden "
-                             f"layers, got {problem.depth}; use Scaling(loops=1) or loops=0")
         super().check(problem)
 
     def prepared(self, problem: Problem) -> "Adaptive":
@@ -337,7 +334,14 @@ class Adaptive(AbstractLoopTheory):
         if self.measure == "mixture":
             return mixture.initial(problem, self.components)
         if form == "weight":
-            return problem.prior_covariance() if problem.depth == 1 else deep.InputSpaceAction().initial(problem)
+            if problem.depth == 1:
+                return problem.prior_covariance()
+            start = deep.InputSpaceAction().initial(problem)
+            if self.loops:  # from the saddle: at the prior I + M need not be positive definite (docs/finite_width.md)
+                saddle = stationary_point(deep.InputSpaceAction(), Newton(), start, problem, implicit=False).value
+                finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(S)) for S in saddle]))
+                start = tuple(jnp.where(finite, S, S0) for S, S0 in zip(saddle, start))
+            return start
         if form == "kernel":
             return deep.WhitenedKernelAction().initial(problem)
         if self.measure == "exact":  # where the proposals were last adapted: the exact saddle of the earlier proposal

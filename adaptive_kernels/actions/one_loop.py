@@ -30,12 +30,15 @@ along those directions, and the Jacobian of q -> v, det(F_l)^{n_l + 1} per leaf,
 
     Gamma(Sigma) = S(Sigma) + (1/2) log det(I + M(Sigma)) + const,
 
-S the large-N action (exponents N_l) itself. :class:`OneLoopAction` is this Gamma as an EntropicAction (same
+S the large-N action (exponents N_l) itself. Deep linear nets in input space are expanded in their whitened chain
+instead (:func:`chart`). :class:`OneLoopAction` is this Gamma as an EntropicAction (same
 entropy, data term D + (1/2) log det(I + M)), so every solver of the saddle also minimises Gamma.
 
 Estimators of (1/2) log det(I + M), its gradient and the observable traces, each with pairs (w_i, z_i) such that
 sum_i c w_i z_i^T = (I + M)^{-1}:
 
+- :class:`Structured` (the default for linear two-layer FCNs in weight space): a closed form of the log det, O(d^3)
+  (its class docstring); the observables' pairs as :class:`Dense`;
 - :class:`Dense` (default up to ``DENSE_LIMIT`` independent entries): M from m Hessian-vector products,
   Cholesky I + M = L L^T, w_i = z_i = rows of L^{-1};
 - :class:`Stochastic` (matrix-free, larger q, e.g. d x d with d = 100, m = 5050): Rademacher probes z_i,
@@ -60,7 +63,10 @@ import jax.scipy.linalg as jsl
 import jax.scipy.sparse.linalg as jssl
 
 from adaptive_kernels._validation import is_traced
+from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction
 from adaptive_kernels.actions.base import EntropicAction, as_matrix
+from adaptive_kernels.actions.deep import InputSpaceAction
+from adaptive_kernels.gp import data_term, data_term_low_rank
 
 DENSE_LIMIT = 2000
 """Largest number of independent entries of q for which :func:`estimator_for` picks :class:`Dense`."""
@@ -100,7 +106,8 @@ def check_widths(action: EntropicAction, Sigma, args) -> None:
 
 
 def embedding(action: EntropicAction, Sigma, args):
-    """v (m,) -> dSigma (Sigma's structure): dSigma_l = sqrt(2/(N_l - n_l - 1)) F_l V_l F_l^T (module docstring)."""
+    """v (m,) -> Sigma + dSigma (Sigma's structure): dSigma_l = sqrt(2/(N_l - n_l - 1)) F_l V_l F_l^T (module
+    docstring), linear in v."""
     leaves, treedef = jax.tree.flatten(Sigma)
     sizes = _sizes(Sigma)
     factors = [jnp.linalg.cholesky(0.5 * (as_matrix(S) + as_matrix(S).T)) for S in leaves]
@@ -111,25 +118,72 @@ def embedding(action: EntropicAction, Sigma, args):
         out, start = [], 0
         for S, n, size, F, c in zip(leaves, sizes, splits, factors, scales):
             V = _symmetric(v[start:start + size], n)
-            out.append((c * F @ V @ F.T).reshape(jnp.shape(S)))
+            out.append(S + (c * F @ V @ F.T).reshape(jnp.shape(S)))
             start += size
         return jax.tree.unflatten(treedef, out)
 
     return embed
 
 
-def _shifted(Sigma, dSigma):
-    return jax.tree.map(jnp.add, Sigma, dSigma)
+def whiten(sigmas, problem):
+    """Q_l = B_{l-1}^{-1} Sigma_l B_{l-1}^{-T}, B_{l-1} = sqrt(s_w2) chol(Sigma_{l-1}), Sigma_0 = I/d: the whitened
+    covariances of a deep linear net in input space (``deep.InputSpaceAction``), N_l Q_l ~ Wishart_d(N_l, I)
+    independently under the prior."""
+    F = jnp.eye(problem.d, dtype=sigmas[0].dtype) / math.sqrt(problem.d)
+    out = []
+    for S in sigmas:
+        B = jnp.sqrt(problem.s_w2) * F
+        half = jsl.solve_triangular(B, S, lower=True)
+        out.append(jsl.solve_triangular(B, half.T, lower=True))
+        F = jnp.linalg.cholesky(0.5 * (S + S.T))
+    return tuple(out)
+
+
+def colour(whitened, problem):
+    """The inverse of :func:`whiten`: chol(Sigma_l) = sqrt(s_w2) chol(Sigma_{l-1}) chol(Q_l), Sigma_l = F_l F_l^T."""
+    F = jnp.eye(problem.d, dtype=whitened[0].dtype) / math.sqrt(problem.d)
+    out = []
+    for Q in whitened:
+        F = jnp.sqrt(problem.s_w2) * F @ jnp.linalg.cholesky(0.5 * (Q + Q.T))
+        out.append(F @ F.T)
+    return tuple(out)
+
+
+def _output_term(sigmas, problem):
+    """D(c X Sigma_L X^T): the data term of ``deep.InputSpaceAction`` without its couplings."""
+    X = problem.X
+    return data_term(problem.readout_scale * X @ sigmas[-1] @ X.T, problem.y, problem.kappa2)
+
+
+def chart(action: EntropicAction, Sigma, args):
+    """(embed, potential): coordinates v (m,) -> order parameters, embed(0) = Sigma, in which the exact density is
+    exp(-S_ex) with Hess_v S_ex = I + M, M = Hess_v potential(embed(v)) at v = 0.
+
+    Default (independent leaves, the prior a product of Wisharts): :func:`embedding` and the action's data term.
+    Deep linear nets in input space (``deep.InputSpaceAction``): the prior is a Markov chain of Wisharts, N_l Sigma_l
+    | Sigma_{l-1} ~ Wishart(N_l, s_w2 Sigma_{l-1}); in its own coordinates Sigma_l the Laplace expansion has
+    coefficients that grow with depth (its mode is (1 - 2(d+1)/N_l) times the previous layer's, so at d = 3, N = 40
+    the third layer's prior mode is 0.58 of its mean, and the one-loop means of a prior-only chain are 2-5% off at 3
+    layers). The chart is the whitened chain instead, Q_l = :func:`whiten` (independent Wisharts, the mode of each
+    (N_l - d - 1)/N_l of its mean): Q_l + sqrt(2/(N_l - d - 1)) G_l V_l G_l^T, G_l = chol(Q_l), mapped back by
+    :func:`colour` (nonlinear in v), and the potential is the output term alone (the couplings are the Q_l's Wishart
+    entropies). Its log-Jacobian, ((d + 1)/2) sum_l log det Q_l, cancels the exponent shift as in the module
+    docstring, so Gamma = S + (1/2) log det(I + M) again, S the same large-N action."""
+    if isinstance(action, InputSpaceAction) and len(Sigma) >= 2:
+        whitened = whiten(Sigma, args)
+        embed_q = embedding(action, whitened, args)
+        return (lambda v: colour(embed_q(v), args)), (lambda S: _output_term(S, args))
+    return embedding(action, Sigma, args), (lambda S: action.data_term(S, args))
 
 
 def _curvature(action: EntropicAction, Sigma, args):
-    """v -> M v, M the Hessian of D at Sigma along the embedding (forward over reverse)."""
-    embed = embedding(action, Sigma, args)
+    """v -> M v, M the Hessian of the chart's potential along its embedding (forward over reverse)."""
+    embed, potential = chart(action, Sigma, args)
     m = coordinate_count(Sigma)
     dtype = jax.tree.leaves(Sigma)[0].dtype
 
     def grad_phi(v):
-        return jax.grad(lambda u: action.data_term(_shifted(Sigma, embed(u)), args))(v)
+        return jax.grad(lambda u: potential(embed(u)))(v)
 
     return lambda v: jax.jvp(grad_phi, (jnp.zeros(m, dtype),), (v,))[1]
 
@@ -201,10 +255,63 @@ class Stochastic(eqx.Module):
         return 0.5 * value, W, Z, c
 
 
-def estimator_for(Sigma, estimator=None):
-    """``estimator``, or :class:`Dense` up to :data:`DENSE_LIMIT` independent entries, :class:`Stochastic` beyond."""
+class Structured(eqx.Module):
+    """Closed form for a linear two-layer FCN in weight space (``adaptive.TwoLayerAdaptiveAction``, space
+    ``"weight"``), cost O(d^3 + (d m)^3) for m outputs instead of the dense path's d(d+1)/2 Hessian-vector products.
+
+    With K = Z Z^T, Z = sqrt(c) X F (Sigma = F F^T), A = (K + kappa2)^{-1}, C = Z^T A Z = I - kappa2 (kappa2 +
+    Z^T Z)^{-1} and Om = Z^T A Y (d x m; ``gp.data_term_low_rank``'s alpha), the Hessian of
+    D = (1/2) tr(Y^T A Y) + (m/2) log det(K + kappa2) along dSigma = sqrt(2/w) F V F^T (w = N - d - 1) is
+
+        M[V, V] = (2/w) [tr(Om^T V C V Om) - (m/2) tr(C V C V)].
+
+    In the eigenbasis C = U diag(lam) U^T (V' = U^T V U, Om' = U^T Om) the second term is diagonal, so
+    I + M = Dg + W^T L W with Dg V'_ij = (1 - (m/w) lam_i lam_j) V'_ij, W V' = V' Om' (d x m) and L = (2/w) diag(lam)
+    on its rows: rank d m beyond a diagonal. Then (matrix determinant lemma)
+
+        log det(I + M) = sum_{i<=j} log Dg_ij + log det(I_{dm} + L W Dg^{-1} W^T),
+        (W Dg^{-1} W^T)[(i,k),(i',l)] = (1/2)[delta_ii' sum_j Om'_jl Om'_jk / Dg_ij + Om'_il Om'_i'k / Dg_ii'].
+
+    lam in [0, 1), so Dg_ij > 0 for w > m. The gradient is autodiff through the eigendecomposition (smooth while C has
+    distinct eigenvalues, the generic case for d < P, where the weight space is used). The observables' moments use
+    the :class:`Dense` pairs."""
+
+    def half_logdet(self, action, Sigma, problem):
+        """(1/2) log det(I + M(Sigma)) in closed form (class docstring)."""
+        Z = problem.weight_space_factor(Sigma)
+        factor, Om = data_term_low_rank(Z, problem.y, problem.kappa2)[1]
+        Om = Om.reshape(Om.shape[0], -1)
+        d, m = Om.shape
+        eye = jnp.eye(d, dtype=Z.dtype)
+        C = eye - problem.kappa2 * jsl.cho_solve((factor, True), eye)
+        lam, U = jnp.linalg.eigh(0.5 * (C + C.T))
+        Om = U.T @ Om
+        w = loop_weights(action, Sigma, problem)[0]
+        Dg = 1.0 - (m / w) * lam[:, None] * lam[None, :]
+        logdet_diag = 0.5 * (jnp.sum(jnp.log(Dg)) + jnp.sum(jnp.log(jnp.diagonal(Dg))))
+        H = 0.5 * (jnp.einsum("ab,jl,jk,aj->akbl", eye, Om, Om, 1.0 / Dg)
+                   + jnp.einsum("al,bk,ab->akbl", Om, Om, 1.0 / Dg)).reshape(d * m, d * m)
+        scale = jnp.repeat((2.0 / w) * lam, m)
+        logdet_low_rank = jnp.linalg.slogdet(jnp.eye(d * m, dtype=Z.dtype) + scale[:, None] * H)[1]
+        return 0.5 * (logdet_diag + logdet_low_rank)
+
+    def pairs(self, curvature, m, dtype, logdet: bool = True):
+        """The :class:`Dense` pairs (for the observables' moments)."""
+        return Dense().pairs(curvature, m, dtype, logdet)
+
+
+def has_structure(action: EntropicAction, args) -> bool:
+    """Whether :class:`Structured` applies: a linear two-layer FCN (one patch) whose D is evaluated in weight space."""
+    return isinstance(action, TwoLayerAdaptiveAction) and action.space == "weight" and args.patches == 1
+
+
+def estimator_for(action: EntropicAction, Sigma, args, estimator=None):
+    """``estimator``, or :class:`Structured` where it applies (:func:`has_structure`), else :class:`Dense` up to
+    :data:`DENSE_LIMIT` independent entries, :class:`Stochastic` beyond."""
     if estimator is not None:
         return estimator
+    if has_structure(action, args):
+        return Structured()
     return Dense() if coordinate_count(Sigma) <= DENSE_LIMIT else Stochastic()
 
 
@@ -262,18 +369,25 @@ def _half_logdet_jvp(primals, tangents, *, action, estimator):
     return value, tangent
 
 
+def _correction(Sigma, args, action, estimator):
+    """(1/2) log det(I + M(Sigma)): :meth:`Structured.half_logdet` (plain autodiff) or :func:`half_logdet`."""
+    if isinstance(estimator, Structured):
+        return estimator.half_logdet(action, Sigma, args)
+    return half_logdet(Sigma, args, action=action, estimator=estimator)
+
+
 @eqx.filter_jit
 def _compiled_half_logdet(Sigma, args, action, estimator):
-    """:func:`half_logdet` as one compiled program: eager callers of the action (``OneLoopAction.correction`` outside
+    """:func:`_correction` as one compiled program: eager callers of the action (``OneLoopAction.correction`` outside
     a solve) would otherwise dispatch the vmapped third derivatives primitive by primitive, compiling each (~30 s).
     Inside a jitted caller (the solvers, ``api``'s stationarity check) it is inlined."""
-    return half_logdet(Sigma, args, action=action, estimator=estimator)
+    return _correction(Sigma, args, action, estimator)
 
 
 @eqx.filter_jit
 def _correction_and_gradient(Sigma, args, action, estimator):
     """(1/2) log det(I + M) and its gradient in Sigma, one compiled program (as :func:`_compiled_half_logdet`)."""
-    return jax.value_and_grad(lambda S: half_logdet(S, args, action=action, estimator=estimator))(Sigma)
+    return jax.value_and_grad(lambda S: _correction(S, args, action, estimator))(Sigma)
 
 
 class OneLoopAction(EntropicAction):
@@ -282,11 +396,11 @@ class OneLoopAction(EntropicAction):
     :func:`estimator_for`)."""
 
     base: EntropicAction
-    estimator: Dense | Stochastic | None = None
+    estimator: Dense | Stochastic | Structured | None = None
 
     def correction(self, Sigma, args):
         """(1/2) log det(I + M(Sigma))."""
-        return _compiled_half_logdet(Sigma, args, self.base, estimator_for(Sigma, self.estimator))
+        return _compiled_half_logdet(Sigma, args, self.base, estimator_for(self.base, Sigma, args, self.estimator))
 
     def data_term(self, Sigma, args):
         return self.base.data_term(Sigma, args) + self.correction(Sigma, args)
@@ -298,7 +412,8 @@ class OneLoopAction(EntropicAction):
         """The base's (D, dD/dSigma, Newton model) plus the correction and its gradient; the model (the base's, a
         model of the saddle's Jacobian) is then approximate."""
         value, grads, model = self.base.linearised_data_term(Sigma, args)
-        extra, extra_grads = _correction_and_gradient(Sigma, args, self.base, estimator_for(Sigma, self.estimator))
+        extra, extra_grads = _correction_and_gradient(Sigma, args, self.base,
+                                                     estimator_for(self.base, Sigma, args, self.estimator))
         if model is not None:
             model = dataclasses.replace(model, exact=False)
         return value + extra, jax.tree.map(jnp.add, grads, extra_grads), model
@@ -326,22 +441,22 @@ def moments(action: OneLoopAction, Sigma, args, fn):
 
         E[fn] = fn(Sigma_Gamma) + (1/2) tr((I + M)^{-1} Hess_v fn),   Var[fn] = diag(J (I + M)^{-1} J^T),
 
-    J = d fn / dv, in the coordinates v of :func:`embedding` (Sigma = ``Sigma``, the minimiser of Gamma). Compiled
+    J = d fn / dv, in the coordinates v of :func:`chart` (Sigma = ``Sigma``, the minimiser of Gamma). Compiled
     once per ``fn``: pass a ``jax.tree_util.Partial`` of a module-level function for repeated calls."""
     base = action.base
-    embed = embedding(base, Sigma, args)
+    embed = chart(base, Sigma, args)[0]
     m = coordinate_count(Sigma)
     dtype = jax.tree.leaves(Sigma)[0].dtype
-    estimator = estimator_for(Sigma, action.estimator)
+    estimator = estimator_for(base, Sigma, args, action.estimator)
     _, W, Z, c = estimator.pairs(_curvature(base, Sigma, args), m, dtype, logdet=False)
     zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
 
     def along(w, z):
         def first(s):
-            return jax.jvp(lambda t: fn(_shifted(Sigma, embed(s * w + t * z))), (zero,), (one,))[1]
+            return jax.jvp(lambda t: fn(embed(s * w + t * z)), (zero,), (one,))[1]
 
         dz, second = jax.jvp(first, (zero,), (one,))
-        dw = jax.jvp(lambda t: fn(_shifted(Sigma, embed(t * w))), (zero,), (one,))[1]
+        dw = jax.jvp(lambda t: fn(embed(t * w)), (zero,), (one,))[1]
         return second, jax.tree.map(jnp.multiply, dw, dz)
 
     second, spread = _pair_sum(along, W, Z, 16)
