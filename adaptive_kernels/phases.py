@@ -139,6 +139,8 @@ def aligned_state(problem: Problem, theory, ratio: float, direction=None):
                          f"(form {getattr(theory, 'form', None)!r}); pass starts explicitly")
     if theory.resolved_form(problem) == "weight":
         v = data_direction(problem) if direction is None else jnp.asarray(direction, problem.X.dtype)
+        if theory.measure == "mixture" and theory.along == "axis":  # pairs along the ansatz's own axis
+            return mixture.axis_aligned(problem, theory.components, ratio)
         if theory.measure == "mixture":
             return mixture.aligned(problem, theory.components, ratio, v)
         if problem.depth == 1:

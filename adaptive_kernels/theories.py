@@ -213,6 +213,9 @@ class Adaptive(AbstractLoopTheory):
             single-neuron density a symmetrised mixture of ``components`` Gaussian pairs, ``actions.mixture``;
             ``samples`` fixed draws from ``seed`` for its entropy's overlap correction; default solver dense BFGS, ``mixture.DEFAULT_SOLVER``).
         components: number of mixture components K (``measure="mixture"``).
+        along: ``measure="mixture"``: ``"free"`` (each component a full mean and covariance) or ``"axis"`` (the
+            paper's cubic-teacher form: a one-dimensional mixture along the direction of X^T y times one isotropic
+            Gaussian across it; exact entropy, K (3) + 1 order parameters; ``actions.mixture.AxisMixtureAction``).
         sampled: ``measure="exact"``: the sampled layer measures (``actions.exact.ExactCGF``: fixed draws and proposals
             adapted to the problem) that ``solve`` attaches (:meth:`prepared`), so a solution's observables reuse them;
             None: made from ``samples`` and ``seed`` where needed.
@@ -230,6 +233,7 @@ class Adaptive(AbstractLoopTheory):
     loops: int = eqx.field(static=True, default=0)
     sampled: exact.ExactCGF | None = None  # measure="exact": its draws and adapted proposals (``prepared``)
     components: int = eqx.field(static=True, default=2)
+    along: str = eqx.field(static=True, default="free")
 
     def __check_init__(self):
         if self.form not in FORMS:
@@ -238,6 +242,7 @@ class Adaptive(AbstractLoopTheory):
             raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {self.measure!r}")
         if self.measure == "mixture":
             mixture.check_components(self.components)
+            mixture.check_along(self.along)
             if self.form not in ("auto", "weight"):
                 raise ValueError(f"measure: 'mixture' needs form='weight' (or 'auto'), got {self.form!r}")
         elif self.measure != "gaussian" and self.form != "conjugate":
@@ -323,7 +328,7 @@ class Adaptive(AbstractLoopTheory):
     def saddle_problem(self, problem):
         form = self.resolved_form(problem)
         if self.measure == "mixture":
-            return mixture.mixture_action(self.components, self.samples, self.seed, problem), problem
+            return mixture.mixture_action(self.components, self.samples, self.seed, problem, self.along), problem
         if form == "weight":
             if problem.depth == 1:
                 return TwoLayerAdaptiveAction(resolve_space(self.space, problem)), problem
@@ -335,6 +340,8 @@ class Adaptive(AbstractLoopTheory):
     def init(self, problem, args):
         form = self.resolved_form(problem)
         if self.measure == "mixture":
+            if self.along == "axis":
+                return mixture.axis_initial(problem, self.components)
             return mixture.initial(problem, self.components)
         if form == "weight":
             return problem.prior_covariance() if problem.depth == 1 else deep.InputSpaceAction().initial(problem)
@@ -414,7 +421,7 @@ class Adaptive(AbstractLoopTheory):
         if problem.patches > 1:
             return None
         if self.measure == "mixture":  # E_rho[w w^T]
-            return (mixture.second_moment(value),)
+            return (mixture.second_moment(problem, value),)
         if form == "weight":
             return (value,) if problem.depth == 1 else tuple(value)
         if self.measure == "exact":  # the first layer's E_tilted[w w^T]
