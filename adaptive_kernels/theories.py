@@ -216,6 +216,7 @@ class Adaptive(AbstractLoopTheory):
         along: ``measure="mixture"``: ``"free"`` (each component a full mean and covariance) or ``"axis"`` (the
             paper's cubic-teacher form: a one-dimensional mixture along the direction of X^T y times one isotropic
             Gaussian across it; exact entropy, K (3) + 1 order parameters; ``actions.mixture.AxisMixtureAction``).
+        direction: ``along="axis"``: the axis (e.g. the teacher's w*; None: the direction of X^T y).
         sampled: ``measure="exact"``: the sampled layer measures (``actions.exact.ExactCGF``: fixed draws and proposals
             adapted to the problem) that ``solve`` attaches (:meth:`prepared`), so a solution's observables reuse them;
             None: made from ``samples`` and ``seed`` where needed.
@@ -234,6 +235,7 @@ class Adaptive(AbstractLoopTheory):
     sampled: exact.ExactCGF | None = None  # measure="exact": its draws and adapted proposals (``prepared``)
     components: int = eqx.field(static=True, default=2)
     along: str = eqx.field(static=True, default="free")
+    direction: jax.Array | None = None
 
     def __check_init__(self):
         if self.form not in FORMS:
@@ -328,7 +330,8 @@ class Adaptive(AbstractLoopTheory):
     def saddle_problem(self, problem):
         form = self.resolved_form(problem)
         if self.measure == "mixture":
-            return mixture.mixture_action(self.components, self.samples, self.seed, problem, self.along), problem
+            return mixture.mixture_action(self.components, self.samples, self.seed, problem, self.along,
+                                          self.direction), problem
         if form == "weight":
             if problem.depth == 1:
                 return TwoLayerAdaptiveAction(resolve_space(self.space, problem)), problem
@@ -380,10 +383,10 @@ class Adaptive(AbstractLoopTheory):
     def output_kernels(self, value, problem, X_test=None):
         form = self.resolved_form(problem)
         if self.measure == "mixture":
-            train = mixture.mixture_kernel(problem, value, problem.X)[0]
+            train = mixture.mixture_kernel(problem, value, problem.X, direction=self.direction)[0]
             if X_test is None:
                 return train, None, None
-            return (train,) + mixture.mixture_kernel(problem, value, X_test, problem.X)
+            return (train,) + mixture.mixture_kernel(problem, value, X_test, problem.X, self.direction)
         if form == "weight" and problem.depth == 1:
             train = problem.two_layer_kernel(value)
             if X_test is None:
@@ -404,7 +407,8 @@ class Adaptive(AbstractLoopTheory):
     def layer_kernels(self, value, problem):
         form = self.resolved_form(problem)
         if self.measure == "mixture":
-            return (mixture.mixture_kernel(problem, value, problem.X)[0] / problem.readout_scale,)
+            return (mixture.mixture_kernel(problem, value, problem.X, direction=self.direction)[0]
+                    / problem.readout_scale,)
         if form == "weight":
             if problem.depth == 1:
                 return (problem.two_layer_kernel(value).nngp / problem.readout_scale,)
@@ -421,7 +425,7 @@ class Adaptive(AbstractLoopTheory):
         if problem.patches > 1:
             return None
         if self.measure == "mixture":  # E_rho[w w^T]
-            return (mixture.second_moment(problem, value),)
+            return (mixture.second_moment(problem, value, self.direction),)
         if form == "weight":
             return (value,) if problem.depth == 1 else tuple(value)
         if self.measure == "exact":  # the first layer's E_tilted[w w^T]

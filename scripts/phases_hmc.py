@@ -4,7 +4,11 @@ A two-layer erf net in mean-field scaling (gamma = 2) on the cubic teacher y = H
 ``ak.stationary_points`` gives the minima of the Gaussian-ansatz action (``--theory mixture``: of the
 Gaussian-mixture ansatz, ``actions.mixture``) from the prior and a teacher-aligned start and marks the lowest; HMC chains of the finite network (readout integrated out) start either from the
 prior or from weights whose variance along w* is ``--ratio`` times larger, and their eigenvalue ratio of the
-first-layer weight covariance along w* and their learnability are compared with the branches'.
+first-layer weight covariance along w*, their learnability and the He1 / He3 learnabilities of the mean test
+output, L_k = <f, He_k(z)> / <y, He_k(z)>, are compared with the branches'. ``--along axis`` uses the axis form of
+the mixture along w* (``actions.mixture.AxisMixtureAction``: the paper's cubic-teacher states; cheap).
+
+    python scripts/phases_hmc.py --d 6 --N 20 --kappa2 0.1 --eps 1 --P 30 120 --theory mixture --along axis
 
     python scripts/phases_hmc.py --P 60 100 140 --out phases_hmc.csv
 """
@@ -19,6 +23,8 @@ import jax.numpy as jnp
 import pandas as pd
 
 import adaptive_kernels as ak
+from adaptive_kernels.data import he3
+from adaptive_kernels.prediction import predict_problem
 from adaptive_kernels.sampling import HMC, sample_posterior
 from adaptive_kernels.sampling.mcmc import start_chain
 
@@ -56,22 +62,35 @@ def main(argv=None):
                         help="the single-neuron ansatz: Gaussian, or the Gaussian mixture (actions.mixture)")
     parser.add_argument("--components", type=int, default=2, help="mixture components K")
     parser.add_argument("--mixture-samples", type=int, default=1024, help="draws of the mixture's entropy correction")
+    parser.add_argument("--along", choices=("free", "axis"), default="free", help="the mixture's form")
+    parser.add_argument("--s-a2", type=float, default=1.0, help="readout variance s_a2")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
-    arch = ak.FCN(args.d, args.N, "erf", gamma=2.0)
+    arch = ak.FCN(args.d, args.N, "erf", gamma=2.0, s_a2=args.s_a2)
     pool = ak.teacher_dataset(jax.random.PRNGKey(0), max(args.P), args.d, teacher="cubic", eps=args.eps, P_test=1000)
+    z = pool.X_test @ pool.w_star
+
+    def hermite(f):
+        """L1, L3 of the mean test output f."""
+        return {"L1": float(jnp.mean(f * z) / jnp.mean(z**2)),
+                "L3": float(jnp.mean(f * he3(z)) / (args.eps * jnp.mean(he3(z) ** 2)))}
+
     rows = []
     for P in args.P:
         data = ak.Dataset(X=pool.X[:P], y=pool.y[:P], X_test=pool.X_test, y_test=pool.y_test, w_star=pool.w_star)
-        theory = ak.Adaptive(measure=args.theory, components=args.components, samples=args.mixture_samples)
+        extra = dict(components=args.components, samples=args.mixture_samples, along=args.along,
+                     direction=pool.w_star if args.along == "axis" else None)
+        theory = ak.Adaptive(measure=args.theory, **(extra if args.theory == "mixture" else {}))
         phases = ak.stationary_points(arch, data, args.kappa2, theory, ratios=(args.ratio,),
                                       solver=ak.QuasiNewton(method="bfgs", max_steps=3000))
+        problem = ak.make_problem(arch, data, args.kappa2)
         for point in phases.points:
             s = ak.summarize(point.solution, arch, data, args.kappa2)
             rows.append({"P": P, "source": f"{args.theory}:" + "+".join(point.starts), "kind": point.kind,
                          "posterior": point.posterior, "action": point.action,
-                         "eigenvalue_ratio": s["eigenvalue_ratio"][0], "learnability": s["learnability"]})
+                         "eigenvalue_ratio": s["eigenvalue_ratio"][0], "learnability": s["learnability"],
+                         **hermite(predict_problem(point.solution, problem, pool.X_test).mean_test)})
         for label, sampler in (("prior", HMC()), ("aligned", AlignedHMC(pool.w_star, args.ratio))):
             est = sample_posterior(arch, data, args.kappa2, method=sampler, num_chains=args.chains,
                                    num_samples=args.samples, num_warmup=args.warmup, key=P)
@@ -79,7 +98,7 @@ def main(argv=None):
             rows.append({"P": P, "source": f"hmc:{label}", "eigenvalue_ratio": float(est.eigenvalue_ratio[0].mean),
                          "eigenvalue_ratio_se": float(est.eigenvalue_ratio[0].se),
                          "learnability": float(est.learnability.mean), "learnability_se": float(est.learnability.se),
-                         "rhat": est.max_rhat})
+                         "rhat": est.max_rhat, **hermite(est.mean_output_test.mean)})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     print(table.to_string())

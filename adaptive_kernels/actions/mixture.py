@@ -129,9 +129,9 @@ def canonical(value):
     return tuple(flip(value[i]) for i in order)
 
 
-def second_moment(problem: Problem, value):
+def second_moment(problem: Problem, value, direction=None):
     """E_rho[w w^T] = sum_k pi_k (Sigma_k + m_k m_k^T) (the symmetrised mixture has mean zero)."""
-    pi, m, Sigma = full_components(problem, value)
+    pi, m, Sigma = full_components(problem, value, direction)
     return jnp.einsum("k,kij->ij", pi, Sigma + m[:, :, None] * m[:, None, :])
 
 
@@ -167,29 +167,34 @@ def is_axis_form(value) -> bool:
     return value[0].shape[0] == 1
 
 
-def axis(problem: Problem):
-    """The axis of the axis form: the unit direction of X^T y (``phases.data_direction``: the direction the linear
-    part of the targets points along; for the cubic teacher E[x y] = w*)."""
+def axis(problem: Problem, direction=None):
+    """The axis of the axis form: ``direction`` normalised (e.g. the teacher's w*), or without one the unit
+    direction of X^T y (``phases.data_direction``: the direction the linear part of the targets points along; for
+    the cubic teacher E[x y] = w*, but at small P its estimate is noisy when eps He3 dominates y)."""
+    if direction is not None:
+        v = jnp.asarray(direction, problem.X.dtype)
+        return v / jnp.linalg.norm(v)
     from adaptive_kernels.phases import data_direction  # phases imports this module
 
     return data_direction(problem)
 
 
-def full_components(problem: Problem, value):
+def full_components(problem: Problem, value, direction=None):
     """(pi (K,), m (K, d), Sigma (K, d, d)) of the mixture in weight space, for either form: the axis form's
     component k is m_k v, Sigma_k = s_k v v^T + r (I - v v^T), v = :func:`axis`."""
     if not is_axis_form(value):
         return components(value)
     pi, m, s = components(value[1:])
-    v = axis(problem)
+    v = axis(problem, direction)
     perp = value[0][0, 0] * (jnp.eye(problem.d, dtype=v.dtype) - jnp.outer(v, v))
     return pi, m[:, :1] * v, s[:, :1, :1] * jnp.outer(v, v) + perp
 
 
-def mixture_kernel(problem: Problem, value, X1, X2=None):
+def mixture_kernel(problem: Problem, value, X1, X2=None, direction=None):
     """K_rho between X1 and X2 (P1 x P2; X2 None: X1 with itself) and its diagonal on X1:
-    c sum_k pi_k E_{N(m_k, Sigma_k)}[phi(w.x) phi(w.x')] (the -m_k half gives the same for odd or linear phi)."""
-    pi, m, Sigma = full_components(problem, value)
+    c sum_k pi_k E_{N(m_k, Sigma_k)}[phi(w.x) phi(w.x')] (the -m_k half gives the same for odd or linear phi;
+    ``direction``: the axis form's, :func:`axis`)."""
+    pi, m, Sigma = full_components(problem, value, direction)
     act, c = problem.activation, problem.readout_scale
     X2 = X1 if X2 is None else X2
     mu1, mu2 = X1 @ m.T, X2 @ m.T  # (P, K)
@@ -299,10 +304,11 @@ class AxisMixtureAction(EntropicAction):
     :class:`MixtureAction`'s. A variational restriction of the free form: its minimum lies above the free
     mixture's and below (or at) the Gaussian ansatz's restricted to the same axis.
 
-    count: K.
+    count: K; direction: the axis (None: :func:`axis` of the problem's data).
     """
 
     count: int = eqx.field(static=True)
+    direction: jnp.ndarray | None = None
 
     def prior(self, problem: Problem):
         """R counts with weight N (d - 1) (the d - 1 directions across v), each M_k with weight N; precision a."""
@@ -315,7 +321,7 @@ class AxisMixtureAction(EntropicAction):
         ar = a * value[0][0, 0]
         kl = 0.5 * (d - 1) * (ar - 1 - jnp.log(ar)) + axis_kl_divergence(value[1:], a)
         tau = a * sum(M[-1, -1] for M in value[1:]) / self.count
-        K = mixture_kernel(problem, value, problem.X)[0]
+        K = mixture_kernel(problem, value, problem.X, direction=self.direction)[0]
         return (N * kl + 0.5 * N * d * (1 + jnp.log(a)) + 0.5 * N * (tau - 1 - jnp.log(tau))
                 + data_term(K, problem.y, problem.kappa2))
 
@@ -352,11 +358,12 @@ def antithetic_draws(samples: int, seed: int, d: int, dtype=jnp.float64):
     return jnp.concatenate([half, -half])[:samples]
 
 
-def mixture_action(count: int, samples: int, seed: int, problem: Problem, along: str = "free"):
+def mixture_action(count: int, samples: int, seed: int, problem: Problem, along: str = "free", direction=None):
     """The action of ``count`` components: the free form with ``samples`` :func:`antithetic_draws` from ``seed``
-    (``along="free"``) or the axis form (``along="axis"``, :class:`AxisMixtureAction`, no draws)."""
+    (``along="free"``) or the axis form (``along="axis"``, :class:`AxisMixtureAction` along ``direction``, no
+    draws)."""
     if along == "axis":
-        return AxisMixtureAction(count)
+        return AxisMixtureAction(count, direction)
     return MixtureAction(antithetic_draws(samples, seed, problem.d, problem.X.dtype), count)
 
 
