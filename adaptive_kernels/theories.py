@@ -214,8 +214,8 @@ class Adaptive(AbstractLoopTheory):
             ``samples`` fixed draws from ``seed`` for its entropy's overlap correction; default solver dense BFGS, ``mixture.DEFAULT_SOLVER``).
         components: number of mixture components K (``measure="mixture"``).
         along: ``measure="mixture"``: ``"free"`` (each component a full mean and covariance) or ``"axis"`` (the
-            paper's cubic-teacher form: a one-dimensional mixture along the direction of X^T y times one isotropic
-            Gaussian across it; exact entropy, K (3) + 1 order parameters; ``actions.mixture.AxisMixtureAction``).
+            paper's cubic-teacher form: a one-dimensional mixture along ``direction`` times one isotropic Gaussian
+            across it; exact entropy, 3K + 1 order parameters; ``actions.mixture.AxisMixtureAction``).
         direction: ``along="axis"``: the axis (e.g. the teacher's w*; None: the direction of X^T y).
         sampled: ``measure="exact"``: the sampled layer measures (``actions.exact.ExactCGF``: fixed draws and proposals
             adapted to the problem) that ``solve`` attaches (:meth:`prepared`), so a solution's observables reuse them;
@@ -249,6 +249,8 @@ class Adaptive(AbstractLoopTheory):
                 raise ValueError(f"measure: 'mixture' needs form='weight' (or 'auto'), got {self.form!r}")
         elif self.measure != "gaussian" and self.form != "conjugate":
             raise ValueError(f"measure: {self.measure!r} needs form='conjugate'")
+        if self.direction is not None and (self.measure != "mixture" or self.along != "axis"):
+            raise ValueError("direction: only for measure='mixture' with along='axis'")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
             raise ValueError(f"samples must be an integer >= 2, got {self.samples!r}")
         if isinstance(self.seed, bool) or not (isinstance(self.seed, int) or (
@@ -281,6 +283,9 @@ class Adaptive(AbstractLoopTheory):
             raise ValueError("sampled: the attached exact measure was made for another problem (layer shapes differ)")
         if self.measure == "mixture":
             mixture.check_problem(problem)
+            if self.direction is not None and jnp.shape(self.direction) != (problem.d,):
+                raise ValueError(f"direction: needs shape ({problem.d},) (the input dimension), "
+                                 f"got {jnp.shape(self.direction)}")
             if self.loops:
                 raise ValueError("loops: one-loop corrections need measure='gaussian', got 'mixture'")
         if self.loops and form != "weight":

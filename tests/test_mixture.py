@@ -116,6 +116,9 @@ def test_collapsed_mixture_is_the_gaussian_ansatz(setup):
     (dict(measure="mixture", components=0), ak.FCN(4, 10, "erf"), "components"),
     (dict(measure="mixture"), ak.FCN(4, 10, "relu"), "activation"),
     (dict(measure="mixture"), ak.FCN(4, (10, 10), "erf"), "two-layer"),
+    (dict(measure="mixture", along="sideways"), ak.FCN(4, 10, "erf"), "along"),
+    (dict(measure="mixture", along="axis", direction=jnp.ones(3)), ak.FCN(4, 10, "erf"), "direction"),
+    (dict(measure="mixture", direction=jnp.ones(4)), ak.FCN(4, 10, "erf"), "direction"),
 ])
 def test_bad_mixture_options(options, arch, match):
     data = ak.teacher_dataset(jax.random.PRNGKey(0), 6, 4, P_test=2)
