@@ -3,7 +3,8 @@
 
 At every (N, P) -- nested training subsets of one data set, padded to one size so that each N compiles once --
 ``phases.find_stationary_points`` solves ``Adaptive(measure="mixture", components=2, along="axis",
-direction=w*)`` from the prior and from a teacher-aligned state, classifies the minima as *aligned* (a component
+direction=w*)`` from the prior, from a teacher-aligned state and from the minima found at the neighbouring P
+(a sweep up and one down: fixed starts alone miss minima that a neighbour's state reaches), classifies the minima as *aligned* (a component
 with a m^2 > 5 along w*: the Gaussian-mixture feature-learning state) or not, and records the posterior's
 (lowest minimum's) kind and He3 learnability, whether both kinds are minima there (metastable), and per N the P
 where the lowest aligned and non-aligned actions cross (linear interpolation between grid values).
@@ -30,24 +31,39 @@ ALIGNED = 5.0
 
 
 def scan(d, widths, Ps, kappa2, eps, gamma, seed=0):
+    """Per N: a sweep up P (starts: the prior, aligned x30 and the minima found at the previous P) and one down P
+    (starts: the minima found at the next P), the distinct points of both merged per P (``phases.distance``)."""
     pool = ak.teacher_dataset(jax.random.PRNGKey(seed), max(Ps), d, teacher="cubic", eps=eps, P_test=2000)
     z = pool.X_test @ pool.w_star
     theory = ak.Adaptive(measure="mixture", components=2, along="axis", direction=pool.w_star)
     rows = []
     for N in widths:
         base = ak.make_problem(ak.FCN(d, N, "erf", gamma=gamma), pool, kappa2)
+        insts = {P: phases.with_parameter(base, "P", P, pad_to=max(Ps)) for P in Ps}
+        merged = {P: [] for P in Ps}
+        for sweep in (list(Ps), list(Ps)[::-1]):
+            previous = []
+            for i, P in enumerate(sweep):
+                inst = insts[P]
+                starts = phases.default_starts(inst.problem, theory, pool.w_star, ratios=(30.0,)) if sweep[0] == min(
+                    Ps) else {}
+                starts |= {f"P={sweep[i - 1]}#{j}": value for j, value in enumerate(previous)}
+                found = phases.find_stationary_points(theory, inst.problem, starts, action_offset=inst.offset)
+                for point in found.points:
+                    if all(phases.distance(point.value, q.value, theory) >= 1e-4 for q in merged[P]):
+                        merged[P].append(point)
+                previous = [point.value for point in found.minima]
         for P in Ps:
-            inst = phases.with_parameter(base, "P", P, pad_to=max(Ps))
-            starts = phases.default_starts(inst.problem, theory, pool.w_star, ratios=(30.0,))
-            found = phases.find_stationary_points(theory, inst.problem, starts, action_offset=inst.offset)
-            a = inst.report.prior_precision
-            for point in found.points:
+            inst, a = insts[P], insts[P].report.prior_precision
+            minima = [p for p in merged[P] if p.kind != "saddle"]
+            lowest = min(minima, key=lambda p: p.action) if minima else None
+            for point in merged[P]:
                 f = predict_problem(point.solution, inst.report, pool.X_test).mean_test
                 m = mixture.full_components(inst.report, point.value, pool.w_star)[1] @ pool.w_star
                 rows.append({"N": N, "P": P, "action": point.action, "kind": point.kind,
-                             "posterior": point.posterior, "am2": float(jnp.max(a * m**2)),
+                             "posterior": point is lowest, "am2": float(jnp.max(a * m**2)),
                              "L3": float(jnp.mean(f * he3(z)) / (eps * jnp.mean(he3(z) ** 2)))})
-            print(rows[-1], flush=True)
+                print(rows[-1], flush=True)
     points = pd.DataFrame(rows)
     points["aligned"] = points.am2 > ALIGNED
     return points
@@ -101,7 +117,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--d", type=int, default=6)
     parser.add_argument("--N", type=int, nargs="+", default=[10, 20, 40])
-    parser.add_argument("--P", type=int, nargs="+", default=[30, 45, 60, 75, 90, 120])
+    parser.add_argument("--P", type=int, nargs="+", default=[30, 45, 60, 90, 120])
     parser.add_argument("--kappa2", type=float, default=0.1)
     parser.add_argument("--eps", type=float, default=1.0)
     parser.add_argument("--gamma", type=float, default=2.0)
