@@ -7,7 +7,8 @@ direction=w*)`` from the prior, from a teacher-aligned state and from the minima
 (a sweep up and one down: fixed starts alone miss minima that a neighbour's state reaches), classifies the minima as *aligned* (a component
 with a m^2 > 5 along w*: the Gaussian-mixture feature-learning state) or not, and records the posterior's
 (lowest minimum's) kind and He3 learnability, whether both kinds are minima there (metastable), and per N the P
-where the lowest aligned and non-aligned actions cross (linear interpolation between grid values).
+where the posterior switches from non-aligned to aligned (the bracketing grid values) and, where both kinds are
+minima on both sides, where their lowest actions cross (linear interpolation).
 
     python scripts/phase_diagram_cubic.py --out docs/phase_diagram_cubic.png --csv docs/phase_diagram_cubic.csv
 """
@@ -83,12 +84,18 @@ def summarise(points):
     grid = pd.DataFrame(grid)
     grid["gap"] = grid.S_aligned - grid.S_plain
     for N, rows in grid.groupby("N"):
-        rows = rows.dropna(subset=["gap"]).sort_values("P").reset_index(drop=True)
-        for i in range(len(rows) - 1):
-            g0, g1 = rows.gap[i], rows.gap[i + 1]
+        rows = rows.sort_values("P").reset_index(drop=True)
+        switch = [i for i in range(len(rows) - 1)
+                  if rows.posterior_aligned[i] == False and rows.posterior_aligned[i + 1] == True]  # noqa: E712 (NaN: neither)
+        crossing = np.nan
+        both = rows.dropna(subset=["gap"]).reset_index(drop=True)
+        for i in range(len(both) - 1):
+            g0, g1 = both.gap[i], both.gap[i + 1]
             if np.sign(g0) != np.sign(g1):
-                lines.append({"N": N, "transition": rows.P[i] + (rows.P[i + 1] - rows.P[i]) * g0 / (g0 - g1)})
-    return grid, pd.DataFrame(lines, columns=["N", "transition"])
+                crossing = both.P[i] + (both.P[i + 1] - both.P[i]) * g0 / (g0 - g1)
+        lines.append({"N": N, "last_plain": rows.P[switch[0]] if switch else np.nan,
+                      "first_aligned": rows.P[switch[0] + 1] if switch else np.nan, "crossing": crossing})
+    return grid, pd.DataFrame(lines)
 
 
 def plot(grid, lines, title, out):
@@ -104,10 +111,12 @@ def plot(grid, lines, title, out):
                         vmax=max(0.05, grid.L3.max()), label=label)
     meta = grid[grid.metastable]
     ax.scatter(meta.P, meta.N, s=220, facecolors="none", edgecolors="r", label="both kinds are minima")
-    if len(lines):
-        ax.plot(lines.transition, lines.N, "kx--", label="actions cross")
+    found = lines.dropna(subset=["first_aligned"])
+    ax.errorbar(0.5 * (found.last_plain + found.first_aligned), found.N,
+                xerr=0.5 * (found.first_aligned - found.last_plain), fmt="k|--", capsize=4,
+                label="posterior switches (bracket)")
     fig.colorbar(sc, ax=ax, label="He3 learnability L3 of the posterior")
-    ax.set(xlabel="P", ylabel="N", yscale="log", title=title)
+    ax.set(xlabel="P", ylabel="N", yscale="log", title=title, ylim=(0.8 * grid.N.min(), 2.2 * grid.N.max()))
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
@@ -122,9 +131,13 @@ def main(argv=None):
     parser.add_argument("--eps", type=float, default=1.0)
     parser.add_argument("--gamma", type=float, default=2.0)
     parser.add_argument("--out", default="docs/phase_diagram_cubic.png")
-    parser.add_argument("--csv", default=None)
+    parser.add_argument("--csv", default=None, help="write the stationary points here")
+    parser.add_argument("--points", default=None, help="re-plot from a --csv file instead of solving")
     args = parser.parse_args(argv)
-    points = scan(args.d, args.N, args.P, args.kappa2, args.eps, args.gamma)
+    if args.points:
+        points = pd.read_csv(args.points)
+    else:
+        points = scan(args.d, args.N, args.P, args.kappa2, args.eps, args.gamma)
     grid, lines = summarise(points)
     print(grid.round(4).to_string())
     print(lines.to_string())
