@@ -4,10 +4,10 @@
 At every (N, P) -- nested training subsets of one data set, padded to one size so that each N compiles once --
 ``phases.find_stationary_points`` solves ``Adaptive(measure="mixture", components=2, along="axis",
 direction=w*)`` from the prior, from a teacher-aligned state and from the minima found at the neighbouring P
-(a sweep up and one down: fixed starts alone miss minima that a neighbour's state reaches), classifies the minima as *aligned* (a component
-with a m^2 > 5 along w*: the Gaussian-mixture feature-learning state) or not, and records the posterior's
-(lowest minimum's) kind and He3 learnability, whether both kinds are minima there (metastable), and per N the P
-where the posterior switches from non-aligned to aligned (the bracketing grid values) and, where both kinds are
+(a sweep up and one down: fixed starts alone miss minima that a neighbour's state reaches), classifies the minima
+as *aligned* (a component with a m^2 > 5 along w*: the Gaussian-mixture feature-learning state) or not, and
+records the posterior's (lowest minimum's) kind and He3 learnability, whether both kinds are minima there
+(metastable), and per N the P where the posterior switches from non-aligned to aligned (the bracketing grid values) and, where both kinds are
 minima on both sides, where their lowest actions cross (linear interpolation).
 
     python scripts/phase_diagram_cubic.py --out docs/phase_diagram_cubic.png --csv docs/phase_diagram_cubic.csv
@@ -86,7 +86,8 @@ def summarise(points):
     for N, rows in grid.groupby("N"):
         rows = rows.sort_values("P").reset_index(drop=True)
         switch = [i for i in range(len(rows) - 1)
-                  if rows.posterior_aligned[i] == False and rows.posterior_aligned[i + 1] == True]  # noqa: E712 (NaN: neither)
+                  if rows.posterior_aligned[i] == False  # noqa: E712 (a NaN, no minimum, is neither)
+                  and rows.posterior_aligned[i + 1] == True]  # noqa: E712
         crossing = np.nan
         both = rows.dropna(subset=["gap"]).reset_index(drop=True)
         for i in range(len(both) - 1):

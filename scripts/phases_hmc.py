@@ -112,7 +112,8 @@ def main(argv=None):
             a = problem.prior_precision
 
             def alignment(point):  # the largest a (m_k . w*)^2 of its components
-                return float(jnp.max(a * (mixture.full_components(problem, point.value, pool.w_star)[1] @ pool.w_star) ** 2))
+                m = mixture.full_components(problem, point.value, pool.w_star)[1]
+                return float(jnp.max(a * (m @ pool.w_star) ** 2))
 
             best = max(phases.points, key=alignment)
             pi, m, Sigma = mixture.full_components(problem, best.value, pool.w_star)

@@ -147,7 +147,8 @@ def test_axis_form_against_quadrature_monte_carlo_and_free_form(setup):
     """The axis form (``along="axis"``): its one-dimensional KL equals scipy's adaptive quadrature; its kernel equals
     a Monte Carlo average over weights drawn from the factorised density (mixture along v, isotropic across); its
     action equals the free form's for the same density when the halves are far apart (the free form's sampled
-    overlap correction is then exact), and with K = 1, m = 0 the Gaussian ansatz's with Sigma = s v v^T + r(I - vv^T)."""
+    overlap correction is then exact), and with K = 1, m = 0 the Gaussian ansatz's with
+    Sigma = s v v^T + r (I - v v^T)."""
     from scipy.integrate import quad
     from scipy.stats import norm
 
