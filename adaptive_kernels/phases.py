@@ -139,6 +139,8 @@ def aligned_state(problem: Problem, theory, ratio: float, direction=None):
                          f"(form {getattr(theory, 'form', None)!r}); pass starts explicitly")
     if theory.resolved_form(problem) == "weight":
         v = data_direction(problem) if direction is None else jnp.asarray(direction, problem.X.dtype)
+        if theory.measure == "mixture" and theory.along == "axis":  # pairs along the ansatz's own axis
+            return mixture.axis_aligned(problem, theory.components, ratio)
         if theory.measure == "mixture":
             return mixture.aligned(problem, theory.components, ratio, v)
         if problem.depth == 1:
@@ -243,6 +245,13 @@ def describe(theory, problem, solution: Solution, rtol: float = 1e-7) -> tuple[s
     return (*classify(eigenvalues, rtol), eigenvalues)
 
 
+def _solve(problem, theory, solver, init) -> Solution:
+    """``solve_problem`` from ``init`` with the theory attached (the compiled core leaves it out when the theory has
+    array fields, e.g. the mixture's ``direction``; observables need it)."""
+    solution = solve_problem(problem, theory, solver, init=init, implicit=False)
+    return solution if solution.theory is not None else dataclasses.replace(solution, theory=theory)
+
+
 def find_stationary_points(theory, problem, starts: dict, solver=None, *, same: float = 1e-4,
                            rtol: float = 1e-7, action_offset: float = 0.0) -> PhaseStructure:
     """The core of :func:`stationary_points` on a prepared problem (any theory with an action).
@@ -260,7 +269,7 @@ def find_stationary_points(theory, problem, starts: dict, solver=None, *, same: 
     found, failed = [], {}
     for label, init in starts.items():
         theory.check_value(init, problem, f"starts[{label!r}]")
-        solution = solve_problem(problem, theory, solver, init=init, implicit=False)
+        solution = _solve(problem, theory, solver, init)
         if not bool(solution.converged):
             failed[label] = solution.message
             continue
@@ -373,7 +382,7 @@ def trace(theory, family: Callable, values, init, solver=None, *, label: str = "
 
     def solve_at(p, start):
         inst = family(int(round(p)) if integer else p)
-        solution = solve_problem(inst.problem, theory, solver, init=start, implicit=False)
+        solution = _solve(inst.problem, theory, solver, start)
         return inst, solution
 
     inst, solution = solve_at(values[0], init)
@@ -516,7 +525,7 @@ def _fill(theory, at, branches: dict, solver, same: float, rtol: float):
                 continue
             nearest = min(points, key=lambda bp: abs(bp.parameter - p)).point
             inst = at(p)
-            solution = solve_problem(inst.problem, theory, solver, init=nearest.value, implicit=False)
+            solution = _solve(inst.problem, theory, solver, nearest.value)
             others = [bp.point.value for other, pts in branches.items() if other != name for bp in pts
                       if bp.parameter == p]
             if bool(solution.converged) and all(distance(solution.value, v, theory) >= same for v in others):

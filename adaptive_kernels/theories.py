@@ -214,6 +214,10 @@ class Adaptive(AbstractLoopTheory):
             single-neuron density a symmetrised mixture of ``components`` Gaussian pairs, ``actions.mixture``;
             ``samples`` fixed draws from ``seed`` for its entropy's overlap correction; default solver dense BFGS, ``mixture.DEFAULT_SOLVER``).
         components: number of mixture components K (``measure="mixture"``).
+        along: ``measure="mixture"``: ``"free"`` (each component a full mean and covariance) or ``"axis"`` (the
+            paper's cubic-teacher form: a one-dimensional mixture along ``direction`` times one isotropic Gaussian
+            across it; exact entropy, 3K + 1 order parameters; ``actions.mixture.AxisMixtureAction``).
+        direction: ``along="axis"``: the axis (e.g. the teacher's w*; None: the direction of X^T y).
         sampled: ``measure="exact"``: the sampled layer measures (``actions.exact.ExactCGF``: fixed draws and proposals
             adapted to the problem) that ``solve`` attaches (:meth:`prepared`), so a solution's observables reuse them;
             None: made from ``samples`` and ``seed`` where needed.
@@ -231,6 +235,8 @@ class Adaptive(AbstractLoopTheory):
     loops: int = eqx.field(static=True, default=0)
     sampled: exact.ExactCGF | None = None  # measure="exact": its draws and adapted proposals (``prepared``)
     components: int = eqx.field(static=True, default=2)
+    along: str = eqx.field(static=True, default="free")
+    direction: jax.Array | None = None
 
     def __check_init__(self):
         if self.form not in FORMS:
@@ -239,10 +245,13 @@ class Adaptive(AbstractLoopTheory):
             raise ValueError(f"measure must be one of {', '.join(MEASURES)}, got {self.measure!r}")
         if self.measure == "mixture":
             mixture.check_components(self.components)
+            mixture.check_along(self.along)
             if self.form not in ("auto", "weight"):
                 raise ValueError(f"measure: 'mixture' needs form='weight' (or 'auto'), got {self.form!r}")
         elif self.measure != "gaussian" and self.form != "conjugate":
             raise ValueError(f"measure: {self.measure!r} needs form='conjugate'")
+        if self.direction is not None and (self.measure != "mixture" or self.along != "axis"):
+            raise ValueError("direction: only for measure='mixture' with along='axis'")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 2:
             raise ValueError(f"samples must be an integer >= 2, got {self.samples!r}")
         if isinstance(self.seed, bool) or not (isinstance(self.seed, int) or (
@@ -275,6 +284,9 @@ class Adaptive(AbstractLoopTheory):
             raise ValueError("sampled: the attached exact measure was made for another problem (layer shapes differ)")
         if self.measure == "mixture":
             mixture.check_problem(problem)
+            if self.direction is not None and jnp.shape(self.direction) != (problem.d,):
+                raise ValueError(f"direction: needs shape ({problem.d},) (the input dimension), "
+                                 f"got {jnp.shape(self.direction)}")
             if self.loops:
                 raise ValueError("loops: one-loop corrections need measure='gaussian', got 'mixture'")
         if self.loops and form != "weight":
@@ -320,7 +332,8 @@ class Adaptive(AbstractLoopTheory):
     def saddle_problem(self, problem):
         form = self.resolved_form(problem)
         if self.measure == "mixture":
-            return mixture.mixture_action(self.components, self.samples, self.seed, problem), problem
+            return mixture.mixture_action(self.components, self.samples, self.seed, problem, self.along,
+                                          self.direction), problem
         if form == "weight":
             if problem.depth == 1:
                 return TwoLayerAdaptiveAction(resolve_space(self.space, problem)), problem
@@ -332,6 +345,8 @@ class Adaptive(AbstractLoopTheory):
     def init(self, problem, args):
         form = self.resolved_form(problem)
         if self.measure == "mixture":
+            if self.along == "axis":
+                return mixture.axis_initial(problem, self.components)
             return mixture.initial(problem, self.components)
         if form == "weight":
             if problem.depth == 1:
@@ -377,10 +392,10 @@ class Adaptive(AbstractLoopTheory):
     def output_kernels(self, value, problem, X_test=None):
         form = self.resolved_form(problem)
         if self.measure == "mixture":
-            train = mixture.mixture_kernel(problem, value, problem.X)[0]
+            train = mixture.mixture_kernel(problem, value, problem.X, direction=self.direction)[0]
             if X_test is None:
                 return train, None, None
-            return (train,) + mixture.mixture_kernel(problem, value, X_test, problem.X)
+            return (train,) + mixture.mixture_kernel(problem, value, X_test, problem.X, self.direction)
         if form == "weight" and problem.depth == 1:
             train = problem.two_layer_kernel(value)
             if X_test is None:
@@ -401,7 +416,8 @@ class Adaptive(AbstractLoopTheory):
     def layer_kernels(self, value, problem):
         form = self.resolved_form(problem)
         if self.measure == "mixture":
-            return (mixture.mixture_kernel(problem, value, problem.X)[0] / problem.readout_scale,)
+            return (mixture.mixture_kernel(problem, value, problem.X, direction=self.direction)[0]
+                    / problem.readout_scale,)
         if form == "weight":
             if problem.depth == 1:
                 return (problem.two_layer_kernel(value).nngp / problem.readout_scale,)
@@ -418,7 +434,7 @@ class Adaptive(AbstractLoopTheory):
         if problem.patches > 1:
             return None
         if self.measure == "mixture":  # E_rho[w w^T]
-            return (mixture.second_moment(value),)
+            return (mixture.second_moment(problem, value, self.direction),)
         if form == "weight":
             return (value,) if problem.depth == 1 else tuple(value)
         if self.measure == "exact":  # the first layer's E_tilted[w w^T]

@@ -3,8 +3,13 @@
 A two-layer erf net in mean-field scaling (gamma = 2) on the cubic teacher y = He1(z) + eps He3(z): for each P,
 ``ak.stationary_points`` gives the minima of the Gaussian-ansatz action (``--theory mixture``: of the
 Gaussian-mixture ansatz, ``actions.mixture``) from the prior and a teacher-aligned start and marks the lowest; HMC chains of the finite network (readout integrated out) start either from the
-prior or from weights whose variance along w* is ``--ratio`` times larger, and their eigenvalue ratio of the
-first-layer weight covariance along w* and their learnability are compared with the branches'.
+prior, from weights whose variance along w* is ``--ratio`` times larger, and (mixture ansatz) from weights drawn
+from the predicted state with the most aligned component (``predicted-aligned``), and their eigenvalue ratio of the
+first-layer weight covariance along w*, their learnability and the He1 / He3 learnabilities of the mean test
+output, L_k = <f, He_k(z)> / <y, He_k(z)>, are compared with the branches'. ``--along axis`` uses the axis form of
+the mixture along w* (``actions.mixture.AxisMixtureAction``: the paper's cubic-teacher states; cheap).
+
+    python scripts/phases_hmc.py --d 6 --N 20 --kappa2 0.1 --eps 1 --P 30 120 --theory mixture --along axis
 
     python scripts/phases_hmc.py --P 60 100 140 --out phases_hmc.csv
 """
@@ -19,25 +24,42 @@ import jax.numpy as jnp
 import pandas as pd
 
 import adaptive_kernels as ak
+from adaptive_kernels.actions import mixture
+from adaptive_kernels.data import he3
+from adaptive_kernels.prediction import predict_problem
 from adaptive_kernels.sampling import HMC, sample_posterior
 from adaptive_kernels.sampling.mcmc import start_chain
 
 
-class AlignedHMC(HMC):
-    """HMC whose chains start with the first-layer weights' variance along ``direction`` times ``ratio``."""
+class MixtureStartHMC(HMC):
+    """HMC whose chains start with the N first-layer weights drawn from a symmetrised Gaussian mixture (in the
+    sampler's standardised coordinates w sqrt(a)): each neuron picks component k with probability pi_k and a sign,
+    w = +-m_k + L_k z. A teacher-aligned Gaussian start is K = 1, m = 0, L L^T = I + (ratio - 1) v v^T; a predicted
+    mixture state (``actions.mixture.full_components`` times sqrt(a)) starts the chains in that state."""
 
-    direction: jnp.ndarray
-    ratio: float = eqx.field(static=True)
+    pi: jnp.ndarray
+    means: jnp.ndarray
+    chol: jnp.ndarray
 
-    def __init__(self, direction, ratio, **options):
+    def __init__(self, pi, means, covariances, **options):
         super().__init__(**options)
-        self.direction = jnp.asarray(direction) / jnp.linalg.norm(direction)
-        self.ratio = float(ratio)
+        self.pi, self.means = jnp.asarray(pi), jnp.asarray(means)
+        self.chol = jnp.linalg.cholesky(jnp.asarray(covariances))
+
+    @classmethod
+    def aligned(cls, direction, ratio, **options):
+        v = jnp.asarray(direction) / jnp.linalg.norm(direction)
+        cov = jnp.eye(v.size) + (ratio - 1) * jnp.outer(v, v)
+        return cls(jnp.ones(1), jnp.zeros((1, v.size)), cov[None], **options)
 
     def init(self, posterior, key):
         value_and_grad, _, dim = self.potential_and_unravel(posterior)
-        Z = jax.random.normal(key, (dim,), posterior.X.dtype).reshape(-1, self.direction.size)  # (N, d) standardised
-        Z = Z + (self.ratio**0.5 - 1) * (Z @ self.direction)[:, None] * self.direction[None, :]
+        d = self.means.shape[1]
+        kc, ks, kz = jax.random.split(key, 3)
+        comp = jax.random.categorical(kc, jnp.log(self.pi), shape=(dim // d,))
+        sign = jax.random.rademacher(ks, (dim // d,), posterior.X.dtype)
+        z = jax.random.normal(kz, (dim // d, d), posterior.X.dtype)
+        Z = sign[:, None] * self.means[comp] + jnp.einsum("nij,nj->ni", self.chol[comp], z)
         return start_chain(value_and_grad, Z.ravel(), self.initial_step_size)
 
 
@@ -56,30 +78,55 @@ def main(argv=None):
                         help="the single-neuron ansatz: Gaussian, or the Gaussian mixture (actions.mixture)")
     parser.add_argument("--components", type=int, default=2, help="mixture components K")
     parser.add_argument("--mixture-samples", type=int, default=1024, help="draws of the mixture's entropy correction")
+    parser.add_argument("--along", choices=("free", "axis"), default="free", help="the mixture's form")
+    parser.add_argument("--s-a2", type=float, default=1.0, help="readout variance s_a2")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
-    arch = ak.FCN(args.d, args.N, "erf", gamma=2.0)
+    arch = ak.FCN(args.d, args.N, "erf", gamma=2.0, s_a2=args.s_a2)
     pool = ak.teacher_dataset(jax.random.PRNGKey(0), max(args.P), args.d, teacher="cubic", eps=args.eps, P_test=1000)
+    z = pool.X_test @ pool.w_star
+
+    def hermite(f):
+        """L1, L3 of the mean test output f."""
+        return {"L1": float(jnp.mean(f * z) / jnp.mean(z**2)),
+                "L3": float(jnp.mean(f * he3(z)) / (args.eps * jnp.mean(he3(z) ** 2)))}
+
     rows = []
     for P in args.P:
         data = ak.Dataset(X=pool.X[:P], y=pool.y[:P], X_test=pool.X_test, y_test=pool.y_test, w_star=pool.w_star)
-        theory = ak.Adaptive(measure=args.theory, components=args.components, samples=args.mixture_samples)
+        extra = dict(components=args.components, samples=args.mixture_samples, along=args.along,
+                     direction=pool.w_star if args.along == "axis" else None)
+        theory = ak.Adaptive(measure=args.theory, **(extra if args.theory == "mixture" else {}))
         phases = ak.stationary_points(arch, data, args.kappa2, theory, ratios=(args.ratio,),
                                       solver=ak.QuasiNewton(method="bfgs", max_steps=3000))
+        problem = ak.make_problem(arch, data, args.kappa2)
         for point in phases.points:
             s = ak.summarize(point.solution, arch, data, args.kappa2)
             rows.append({"P": P, "source": f"{args.theory}:" + "+".join(point.starts), "kind": point.kind,
                          "posterior": point.posterior, "action": point.action,
-                         "eigenvalue_ratio": s["eigenvalue_ratio"][0], "learnability": s["learnability"]})
-        for label, sampler in (("prior", HMC()), ("aligned", AlignedHMC(pool.w_star, args.ratio))):
+                         "eigenvalue_ratio": s["eigenvalue_ratio"][0], "learnability": s["learnability"],
+                         **hermite(predict_problem(point.solution, problem, pool.X_test).mean_test)})
+        starts = {"prior": HMC(), "aligned": MixtureStartHMC.aligned(pool.w_star, args.ratio)}
+        if args.theory == "mixture":  # also from the predicted state with the most aligned component, if any
+            a = problem.prior_precision
+
+            def alignment(point):  # the largest a (m_k . w*)^2 of its components
+                m = mixture.full_components(problem, point.value, pool.w_star)[1]
+                return float(jnp.max(a * (m @ pool.w_star) ** 2))
+
+            best = max(phases.points, key=alignment)
+            pi, m, Sigma = mixture.full_components(problem, best.value, pool.w_star)
+            if alignment(best) > 5:
+                starts["predicted-aligned"] = MixtureStartHMC(pi, m * a**0.5, Sigma * a)
+        for label, sampler in starts.items():
             est = sample_posterior(arch, data, args.kappa2, method=sampler, num_chains=args.chains,
                                    num_samples=args.samples, num_warmup=args.warmup, key=P)
             summary = est.summary()
             rows.append({"P": P, "source": f"hmc:{label}", "eigenvalue_ratio": float(est.eigenvalue_ratio[0].mean),
                          "eigenvalue_ratio_se": float(est.eigenvalue_ratio[0].se),
                          "learnability": float(est.learnability.mean), "learnability_se": float(est.learnability.se),
-                         "rhat": est.max_rhat})
+                         "rhat": est.max_rhat, **hermite(est.mean_output_test.mean)})
             print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     print(table.to_string())

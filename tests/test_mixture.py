@@ -116,6 +116,9 @@ def test_collapsed_mixture_is_the_gaussian_ansatz(setup):
     (dict(measure="mixture", components=0), ak.FCN(4, 10, "erf"), "components"),
     (dict(measure="mixture"), ak.FCN(4, 10, "relu"), "activation"),
     (dict(measure="mixture"), ak.FCN(4, (10, 10), "erf"), "two-layer"),
+    (dict(measure="mixture", along="sideways"), ak.FCN(4, 10, "erf"), "along"),
+    (dict(measure="mixture", along="axis", direction=jnp.ones(3)), ak.FCN(4, 10, "erf"), "direction"),
+    (dict(measure="mixture", direction=jnp.ones(4)), ak.FCN(4, 10, "erf"), "direction"),
 ])
 def test_bad_mixture_options(options, arch, match):
     data = ak.teacher_dataset(jax.random.PRNGKey(0), 6, 4, P_test=2)
@@ -138,3 +141,50 @@ def test_permuted_and_flipped_mixture_is_one_point(setup):
     pi, means, _ = mixture.components(mixture.canonical((A, B)))
     np.testing.assert_allclose(pi, [0.75, 0.25])
     np.testing.assert_allclose(means[0], 0.5 * m)
+
+
+def test_axis_form_against_quadrature_monte_carlo_and_free_form(setup):
+    """The axis form (``along="axis"``): its one-dimensional KL equals scipy's adaptive quadrature; its kernel equals
+    a Monte Carlo average over weights drawn from the factorised density (mixture along v, isotropic across); its
+    action equals the free form's for the same density when the halves are far apart (the free form's sampled
+    overlap correction is then exact), and with K = 1, m = 0 the Gaussian ansatz's with
+    Sigma = s v v^T + r (I - v v^T)."""
+    from scipy.integrate import quad
+    from scipy.stats import norm
+
+    arch, data, problem, _ = setup
+    a, d = problem.prior_precision, problem.d
+    comps = [(0.7, 0.0, 0.05), (0.3, 0.9, 0.02)]  # (weight, mean along v, variance along v)
+    value = (jnp.full((1, 1), 0.2),) + tuple(mixture.encode(w, jnp.array([m]), jnp.full((1, 1), s))
+                                              for w, m, s in comps)
+
+    def rho(u):
+        return sum(w * 0.5 * (norm.pdf(u, m, np.sqrt(s)) + norm.pdf(u, -m, np.sqrt(s))) for w, m, s in comps)
+
+    exact = quad(lambda u: rho(u) * (np.log(rho(u)) - norm.logpdf(u, 0, 1 / np.sqrt(a))), -4, 4, points=[-0.9, 0, 0.9],
+                 limit=200, epsabs=1e-12)[0]
+    assert float(mixture.axis_kl_divergence(value[1:], a)) == pytest.approx(exact, rel=1e-5)  # 80 nodes: 3e-6
+
+    v = mixture.axis(problem)
+    rng = np.random.default_rng(3)
+    n = 200_000
+    k = rng.random(n) < comps[1][0]
+    u = np.where(k, comps[1][1], 0.0) * rng.choice([-1, 1], n) + np.sqrt(np.where(k, comps[1][2], comps[0][2])) \
+        * rng.normal(size=n)
+    z = rng.normal(size=(n, d)) * np.sqrt(0.2)
+    W = u[:, None] * np.asarray(v) + z - (z @ np.asarray(v))[:, None] * np.asarray(v)
+    phi = np.asarray(jax.scipy.special.erf(problem.X @ W.T))
+    K_mc = problem.readout_scale * phi @ phi.T / n
+    K = mixture.mixture_kernel(problem, value, problem.X)[0]
+    assert np.max(np.abs(K - K_mc)) < 6e-3 * problem.readout_scale  # ~5 standard errors of 2e5 draws
+
+    separated = (value[0], mixture.encode(1.0, jnp.array([1.5]), jnp.full((1, 1), 0.01)))
+    free_sep = tuple(mixture.encode(w, mk, Sk) for w, mk, Sk in zip(*mixture.full_components(problem, separated)))
+    axis_action = mixture.mixture_action(1, 2, 0, problem, "axis")
+    free_action = mixture.mixture_action(1, 64, 0, problem)
+    assert float(axis_action(separated, problem)) == pytest.approx(float(free_action(free_sep, problem)), rel=1e-10)
+    s, r = 0.3, 0.2
+    centred = (jnp.full((1, 1), r), mixture.encode(1 / a, jnp.zeros(1), jnp.full((1, 1), s)))
+    Sigma_g = s * jnp.outer(v, v) + r * (jnp.eye(d) - jnp.outer(v, v))
+    assert float(axis_action(centred, problem)) == pytest.approx(
+        float(TwoLayerAdaptiveAction("function")(Sigma_g, problem)), rel=1e-12)

@@ -195,3 +195,23 @@ def test_bad_inputs_name_the_parameter():
         aligned_state(problem, ak.Adaptive(), -1.0)
     with pytest.raises(ValueError, match="theory"):
         ak.stationary_points(ak.FCN(3, 5, "erf"), data, 0.1, ak.Adaptive(form="conjugate"))
+
+
+def test_phase_diagram_of_a_convex_case_has_one_phase_with_the_direct_solve_s_action():
+    """phase_diagram over (P, kappa2) for a linear two-layer net, whose Gaussian-ansatz action has one minimum: every
+    grid point reports exactly one minimum, no transition or window, and the posterior's action equals that of an
+    independent ``ak.solve`` (default precision-iteration solver, unpadded first P points) at the same (P, kappa2)."""
+    from adaptive_kernels.phases import phase_diagram, plot_phase_diagram
+
+    data = ak.teacher_dataset(jax.random.PRNGKey(0), 10, 3, P_test=20)
+    arch = ak.FCN(3, 20, "linear", gamma=1.5)
+    diagram = phase_diagram(arch, data, 0.2, ("P", [6, 10]), ("kappa2", [0.1, 0.3]), directions=("up",))
+    assert len(diagram.grid) == 4 and (diagram.grid.minima == 1).all() and not diagram.grid.metastable.any()
+    assert diagram.lines.transition.isna().all() and diagram.lines.upper_fold.isna().all()
+    for row in diagram.grid.itertuples():
+        P = int(row.P)
+        sub = ak.Dataset(X=data.X[:P], y=data.y[:P], X_test=data.X_test, y_test=data.y_test,
+                         w_star=data.w_star)
+        direct = ak.solve(arch, sub, row.kappa2)
+        assert row.action == pytest.approx(float(direct.action), rel=1e-9)
+    plot_phase_diagram(diagram, "learnability")

@@ -115,7 +115,10 @@ def aligned(problem: Problem, count: int, ratio: float, direction):
 def canonical(value):
     """The same density with its components sorted by weight (descending) and each mean's sign chosen so that its
     largest-magnitude entry is positive (M -> D M D, D = diag(1, ..., 1, -1)): a representative for comparing
-    solutions."""
+    solutions (the axis form's leading r unchanged)."""
+    if is_axis_form(value):
+        return value[:1] + canonical(value[1:])
+
     def flip(M):
         b = M[:-1, -1]
         sign = jnp.where(b[jnp.argmax(jnp.abs(b))] < 0, -1.0, 1.0)
@@ -126,9 +129,9 @@ def canonical(value):
     return tuple(flip(value[i]) for i in order)
 
 
-def second_moment(value):
+def second_moment(problem: Problem, value, direction=None):
     """E_rho[w w^T] = sum_k pi_k (Sigma_k + m_k m_k^T) (the symmetrised mixture has mean zero)."""
-    pi, m, Sigma = components(value)
+    pi, m, Sigma = full_components(problem, value, direction)
     return jnp.einsum("k,kij->ij", pi, Sigma + m[:, :, None] * m[:, None, :])
 
 
@@ -158,10 +161,40 @@ def gaussian_product_mean(activation, mu1, mu2, c11, c12, c22):
     return erf(alpha) * erf(beta) + (2 / jnp.pi) * integral
 
 
-def mixture_kernel(problem: Problem, value, X1, X2=None):
+def is_axis_form(value) -> bool:
+    """Whether ``value`` is the axis form (:class:`AxisMixtureAction`: a 1 x 1 leaf r, then 2 x 2 component
+    matrices) rather than the free form ((d+1) x (d+1) component matrices, d >= 1)."""
+    return value[0].shape[0] == 1
+
+
+def axis(problem: Problem, direction=None):
+    """The axis of the axis form: ``direction`` normalised (e.g. the teacher's w*), or without one the unit
+    direction of X^T y (``phases.data_direction``: the direction the linear part of the targets points along; for
+    the cubic teacher E[x y] = w*, but at small P its estimate is noisy when eps He3 dominates y)."""
+    if direction is not None:
+        v = jnp.asarray(direction, problem.X.dtype)
+        return v / jnp.linalg.norm(v)
+    from adaptive_kernels.phases import data_direction  # phases imports this module
+
+    return data_direction(problem)
+
+
+def full_components(problem: Problem, value, direction=None):
+    """(pi (K,), m (K, d), Sigma (K, d, d)) of the mixture in weight space, for either form: the axis form's
+    component k is m_k v, Sigma_k = s_k v v^T + r (I - v v^T), v = :func:`axis`."""
+    if not is_axis_form(value):
+        return components(value)
+    pi, m, s = components(value[1:])
+    v = axis(problem, direction)
+    perp = value[0][0, 0] * (jnp.eye(problem.d, dtype=v.dtype) - jnp.outer(v, v))
+    return pi, m[:, :1] * v, s[:, :1, :1] * jnp.outer(v, v) + perp
+
+
+def mixture_kernel(problem: Problem, value, X1, X2=None, direction=None):
     """K_rho between X1 and X2 (P1 x P2; X2 None: X1 with itself) and its diagonal on X1:
-    c sum_k pi_k E_{N(m_k, Sigma_k)}[phi(w.x) phi(w.x')] (the -m_k half gives the same for odd or linear phi)."""
-    pi, m, Sigma = components(value)
+    c sum_k pi_k E_{N(m_k, Sigma_k)}[phi(w.x) phi(w.x')] (the -m_k half gives the same for odd or linear phi;
+    ``direction``: the axis form's, :func:`axis`)."""
+    pi, m, Sigma = full_components(problem, value, direction)
     act, c = problem.activation, problem.readout_scale
     X2 = X1 if X2 is None else X2
     mu1, mu2 = X1 @ m.T, X2 @ m.T  # (P, K)
@@ -230,6 +263,94 @@ class MixtureAction(EntropicAction):
 
 
 
+HERMITE = 80
+"""Gauss-Hermite nodes per Gaussian of the axis form's one-dimensional KL divergence (:func:`axis_kl_divergence`)."""
+
+
+def axis_kl_divergence(value, precision, nodes: int = HERMITE):
+    """KL(rho_1 || N(0, 1/a)) of the one-dimensional symmetrised mixture rho_1(u) = sum_k pi_k (1/2)[N(u; m_k, s_k)
+    + N(u; -m_k, s_k)] given by 2 x 2 component matrices (``value``, :func:`decode` with d = 1):
+
+        KL = sum_k pi_k E_{u ~ N(m_k, s_k)}[log rho_1(u) - log N(u; 0, 1/a)]
+
+    (the -m_k half gives the same by symmetry), each expectation by ``nodes``-point Gauss-Hermite quadrature
+    (u = m_k + sqrt(2 s_k) x_i, weights w_i / sqrt(pi)): log rho_1 is smooth and grows at most quadratically, so
+    the rule converges fast: 3e-6 relative to adaptive quadrature for narrow, unequal components (tested)."""
+    pi, m, s = components(value)
+    m, s = m[:, 0], s[:, 0, 0]
+    x, w = np.polynomial.hermite.hermgauss(nodes)
+    x, w = jnp.asarray(x, m.dtype), jnp.asarray(w / np.sqrt(np.pi), m.dtype)
+    u = m[:, None] + jnp.sqrt(2 * s)[:, None] * x  # (K, nodes)
+    means, var = jnp.concatenate([m, -m]), jnp.concatenate([s, s])
+    log_w = jnp.log(jnp.concatenate([pi, pi]) / 2) - 0.5 * jnp.log(2 * jnp.pi * var)
+    log_rho = jax.nn.logsumexp(log_w[:, None, None] - (u[None] - means[:, None, None]) ** 2
+                               / (2 * var[:, None, None]), axis=0)
+    log_p = 0.5 * jnp.log(precision / (2 * jnp.pi)) - 0.5 * precision * u**2
+    return jnp.sum(pi * ((log_rho - log_p) @ w))
+
+
+class AxisMixtureAction(EntropicAction):
+    """The mixture restricted to the form of Rubin, Seroussi & Ringel's cubic-teacher states: along one axis v
+    (:func:`axis`) a symmetrised one-dimensional mixture, across it one isotropic Gaussian shared by all components,
+
+        rho(w) = [sum_k pi_k (1/2)(N(u; m_k, s_k) + N(u; -m_k, s_k))] x N(w_perp; 0, r (I - v v^T)),  u = v.w,
+
+    e.g. K = 2: a bulk (m_1 = 0: the Gaussian feature-learning state, variance s_1 along v) plus a fraction pi_2 of
+    neurons at +-m_2 v (the "Gaussian mixture feature learning" state); K = 1, m_1 = 0 is the Gaussian ansatz
+    with Sigma = s v v^T + r (I - v v^T). Because rho factorises, KL(rho || p) = (d-1)/2 (a r - 1 - log a r) +
+    KL(rho_1 || N(0, 1/a)) is computed without sampling (:func:`axis_kl_divergence`); the kernel is
+    :func:`mixture_kernel` of the full components (:func:`full_components`). Order parameters: (R, M_1, ..., M_K)
+    with R = [[r]] and M_k the 2 x 2 matrix of (pi_k, m_k, s_k) (:func:`encode` with d = 1), gauge as
+    :class:`MixtureAction`'s. A variational restriction of the free form: its minimum lies above the free
+    mixture's and below (or at) the Gaussian ansatz's restricted to the same axis.
+
+    count: K; direction: the axis (None: :func:`axis` of the problem's data).
+    """
+
+    count: int = eqx.field(static=True)
+    direction: jnp.ndarray | None = None
+
+    def prior(self, problem: Problem):
+        """R counts with weight N (d - 1) (the d - 1 directions across v), each M_k with weight N; precision a."""
+        N, a = problem.width, problem.prior_precision
+        return (N * (problem.d - 1),) + tuple(N for _ in range(self.count)), tuple(a for _ in range(self.count + 1))
+
+    def total(self, value, problem: Problem):
+        """S(value): N KL(rho || p) + (N/2) d (1 + log a) + gauge + D(K_rho)."""
+        N, a, d = problem.width, problem.prior_precision, problem.d
+        ar = a * value[0][0, 0]
+        kl = 0.5 * (d - 1) * (ar - 1 - jnp.log(ar)) + axis_kl_divergence(value[1:], a)
+        tau = a * sum(M[-1, -1] for M in value[1:]) / self.count
+        K = mixture_kernel(problem, value, problem.X, direction=self.direction)[0]
+        return (N * kl + 0.5 * N * d * (1 + jnp.log(a)) + 0.5 * N * (tau - 1 - jnp.log(tau))
+                + data_term(K, problem.y, problem.kappa2))
+
+    def data_term(self, value, problem: Problem):
+        """S minus the leaves' Gaussian entropies (module docstring)."""
+        return self.total(value, problem) - self.entropy(value, problem)
+
+
+def axis_initial(problem: Problem, count: int):
+    """The prior in the axis form: r = 1/a, M_k = I_2/a (s_k = 1/a, m_k = 0, variance 1/a along v)."""
+    eye = jnp.eye(2, dtype=problem.X.dtype) / problem.prior_precision
+    return (eye[:1, :1],) + tuple(eye for _ in range(count))
+
+
+def axis_aligned(problem: Problem, count: int, ratio: float, pair: float = 0.5):
+    """An aligned start in the axis form: with one component the pair at +-m v carrying ``ratio`` times the prior's
+    second moment along v (m^2 = (ratio - 1)/a); with K >= 2 component 0 the prior (the bulk) with weight
+    1 - ``pair``, the others pairs at +-m v, m^2 = (ratio - 1)/a, sharing the weight ``pair``."""
+    a = problem.prior_precision
+    dtype = problem.X.dtype
+    m = jnp.sqrt(jnp.asarray(max(ratio - 1, 0.0) / a, dtype))[None]
+    var = jnp.ones((1, 1), dtype) / a
+    if count == 1:
+        return (var, encode(1 / a, m, var))
+    weights = [(1 - pair)] + [pair / (count - 1)] * (count - 1)
+    scale = count / (a * sum(weights))  # sum of the s_k = K/a: the gauge's tau = 1
+    return (var,) + tuple(encode(scale * wk, 0 * m if k == 0 else m, var) for k, wk in enumerate(weights))
+
+
 def antithetic_draws(samples: int, seed: int, d: int, dtype=jnp.float64):
     """``samples`` standard normal draws (samples, d) from ``seed``, antithetic (z and -z): the estimate of the
     overlap correction is then exactly even in each m_k, as the exact one is, so m = 0 stays stationary."""
@@ -237,6 +358,18 @@ def antithetic_draws(samples: int, seed: int, d: int, dtype=jnp.float64):
     return jnp.concatenate([half, -half])[:samples]
 
 
-def mixture_action(count: int, samples: int, seed: int, problem: Problem) -> MixtureAction:
-    """The action of ``count`` components with ``samples`` :func:`antithetic_draws` from ``seed``."""
+def mixture_action(count: int, samples: int, seed: int, problem: Problem, along: str = "free", direction=None):
+    """The action of ``count`` components: the free form with ``samples`` :func:`antithetic_draws` from ``seed``
+    (``along="free"``) or the axis form (``along="axis"``, :class:`AxisMixtureAction` along ``direction``, no
+    draws)."""
+    if along == "axis":
+        return AxisMixtureAction(count, direction)
     return MixtureAction(antithetic_draws(samples, seed, problem.d, problem.X.dtype), count)
+
+
+ALONG = ("free", "axis")
+
+
+def check_along(along) -> None:
+    if along not in ALONG:
+        raise ValueError(f"along must be one of {', '.join(ALONG)}, got {along!r}")
