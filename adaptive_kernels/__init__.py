@@ -38,7 +38,7 @@ from adaptive_kernels.observables import (  # noqa: E402
 from adaptive_kernels.phases import continuation, stationary_points  # noqa: E402
 from adaptive_kernels.prediction import Prediction  # noqa: E402
 from adaptive_kernels.problem import Problem, make_problem  # noqa: E402
-from adaptive_kernels.solvers import FixedPoint, Newton, QuasiNewton, Solution, Status  # noqa: E402
+from adaptive_kernels.solvers import FixedPoint, Newton, QuasiNewton, Solution, Status, TrustRegion  # noqa: E402
 from adaptive_kernels.theories import NNGP, Adaptive, Scaling  # noqa: E402
 
 __version__ = "0.1.0"
@@ -61,6 +61,7 @@ __all__ = [
     "Scaling",
     "Solution",
     "Status",
+    "TrustRegion",
     "GPPrediction",
     "Prediction",
     "PrecisionWarning",
