@@ -305,3 +305,28 @@ def test_bad_arguments_are_reported_by_name(small_linear_data):
         ak.solve(arch, small_linear_data, 1e-2, CONJUGATE, QuasiNewton())
     with pytest.raises(ValueError, match="^data"):
         ak.solve(ak.FCN(5, (20, 20)), small_linear_data, 1e-2)
+
+
+def test_cholesky_with_inverse_derivatives_match_lapack_rule():
+    """The matrix-product rule of ``cholesky_with_inverse`` against JAX's own Cholesky derivative (triangular solves)
+    and the inverse from a triangular solve: value, first derivative and the forward-over-reverse second derivative
+    that the Newton-CG products use."""
+    key1, key2, key3 = jax.random.split(jax.random.PRNGKey(3), 3)
+    Z = jax.random.normal(key1, (7, 7))
+    A = Z @ Z.T + 0.5 * jnp.eye(7)
+    dA = jax.random.normal(key2, (7, 7))
+    W = jax.random.normal(key3, (7, 7))
+
+    def ours(M):
+        L, L_inv = act.cholesky_with_inverse(M)
+        return jnp.sum(W * L) + jnp.sum(jnp.sin(L_inv))
+
+    def reference(M):
+        L = jnp.linalg.cholesky(M)
+        return jnp.sum(W * L) + jnp.sum(jnp.sin(jsl.solve_triangular(L, jnp.eye(7), lower=True)))
+
+    L, L_inv = act.cholesky_with_inverse(A)
+    np.testing.assert_allclose(L_inv @ L, np.eye(7), atol=1e-12)
+    np.testing.assert_allclose(jax.grad(ours)(A), jax.grad(reference)(A), rtol=1e-10, atol=1e-12)
+    hvp = lambda f: jax.jvp(jax.grad(f), (A,), (dA,))[1]  # noqa: E731
+    np.testing.assert_allclose(hvp(ours), hvp(reference), rtol=1e-9, atol=1e-11)

@@ -25,9 +25,10 @@ same CG iterates are cut at the ball |delta| <= radius in this metric (Steihaug-
 S is not convex (far from the solution in mean field) instead of backtracking a long negative-curvature step.
 
 Measured (erf, d = 20, N_l = 200, gamma = 2, kappa2 = 1e-2, L = 4; CPU seconds after compilation on the shared
-2-core machine, docs/deep_solver.md): one evaluation of the map / one product with J cost 0.009 / 0.015 s at P = 100,
-0.20 / 0.51 s at P = 400, 2.4 / 5.8 s at P = 1000 (the product repeats the evaluation's triangular solves and
-products forward and backward -- 12 triangular solves and 23 matrix products per layer -- and no factorisation).
+2-core machine, docs/deep_solver.md): one evaluation of the map / one product with J cost 0.023 / 0.031 s at P = 200,
+0.17 / 0.24 s at P = 400, 2.5 / 4.8 s at P = 1000 (the product is ~21 matrix products per layer forward and
+backward, no factorisation and, through ``actions.deep.cholesky_with_inverse``, no triangular solve of the chain;
+with JAX's Cholesky rule it held 12 triangular solves per layer and took 0.060 / 0.38 s at P = 200 / 400).
 With the trust-region rule the P = 100 solves take 10 / 16 / 16 evaluations and 73 / 166 / 313 products at
 L = 2 / 4 / 8 (the damped Newton rule: 17 / 30 / 45 and 114 / 278 / 678), most products in the last Newton steps
 where the forcing term is tight. Forcing terms min(0.3, residual) or min(0.3, sqrt(residual)) save a third of the
@@ -47,6 +48,16 @@ def _inner(A, B, Sigma, weights):
     """<A, B> = sum_l (N_l/2) tr(Sigma_l A_l Sigma_l B_l) over PyTrees of matrices."""
     terms = jax.tree.map(lambda a, b, S, w: 0.5 * w * jnp.sum((S @ a @ S) * b), A, B, Sigma, weights)
     return sum(jax.tree.leaves(terms))
+
+
+def _left(Sigma, A):
+    """Sigma_l A_l per leaf."""
+    return jax.tree.map(lambda S, a: S @ a, Sigma, A)
+
+
+def _inner_left(SA, SB, weights):
+    """<A, B> from SA = Sigma A and SB = Sigma B: tr(Sigma A Sigma B) = sum_ij (Sigma A)_ij (Sigma B)_ji, no product."""
+    return sum(jax.tree.leaves(jax.tree.map(lambda a, b, w: 0.5 * w * jnp.sum(a * b.T), SA, SB, weights)))
 
 
 def _axpy(alpha, x, y):
@@ -96,7 +107,11 @@ class KrylovPrecisionModel(eqx.Module):
 
     def operator(self, delta):
         """(I - J) delta."""
-        dG = self.grad_jvp(jax.tree.map(lambda S, x: -S @ x @ S, self.Sigma, delta))
+        return self._operator(delta, _left(self.Sigma, delta))
+
+    def _operator(self, delta, S_delta):
+        """(I - J) delta from delta and Sigma delta (dSigma = -Sigma delta Sigma = -(Sigma delta) Sigma)."""
+        dG = self.grad_jvp(jax.tree.map(lambda Sx, S: -Sx @ S, S_delta, self.Sigma))
         return jax.tree.map(lambda x, g, w: x - (g + g.T) / w, delta, dG, self.weights)
 
     def newton_step(self, R):
@@ -111,27 +126,29 @@ class KrylovPrecisionModel(eqx.Module):
         iterate would leave the ball or the curvature is not positive (radius inf: the last iterate there). The
         first iterate is along R, so the step is a descent direction of S (whose gradient in this metric is -R)
         and m decreases along the path; ``predicted`` = -m(delta) from the recurrences, no further product."""
-        inner = lambda A, B: _inner(A, B, self.Sigma, self.weights)  # noqa: E731
-        # max |Sigma T - I|, the precision map's residual
-        stationarity = jnp.max(jnp.stack([jnp.max(jnp.abs(S @ r)) for S, r in
-                                          zip(jax.tree.leaves(self.Sigma), jax.tree.leaves(R))]))
-        rr0 = inner(R, R)
+        inner = lambda A, B: _inner_left(A, B, self.weights)  # noqa: E731  (of Sigma A, Sigma B)
+        # the CG carries Sigma r and Sigma p by the same recurrences as r and p: an iteration costs the product with J
+        # and two matrix products per layer (Sigma p Sigma, Sigma (I - J) p), its inner products none
+        SR = _left(self.Sigma, R)
+        stationarity = jnp.max(jnp.stack([jnp.max(jnp.abs(a)) for a in jax.tree.leaves(SR)]))  # max |Sigma T - I|
+        rr0 = inner(SR, SR)
         radius = jnp.asarray(radius, rr0.dtype)
         target = 0.5 * stationarity_tolerance(None, R) / stationarity
         tol2 = jnp.minimum(self.rtol, jnp.maximum(jnp.sqrt(stationarity), target)) ** 2 * rr0
         zero = jax.tree.map(jnp.zeros_like, R)
         scalar = lambda v: jnp.asarray(v, rr0.dtype)  # noqa: E731
-        # carry: iterate x, residual r, direction p, <r, r>, k, stop, |x|^2, <x, p>, |p|^2, -m(x)
-        start = (zero, R, R, rr0, jnp.asarray(0), jnp.asarray(False), scalar(0), scalar(0), rr0, scalar(0))
+        # carry: iterate x, residual r, direction p, Sigma r, Sigma p, <r, r>, k, stop, |x|^2, <x, p>, |p|^2, -m(x)
+        start = (zero, R, R, SR, SR, rr0, jnp.asarray(0), jnp.asarray(False), scalar(0), scalar(0), rr0, scalar(0))
 
         def cond(carry):
-            _, r, _, rr, k, stop, *_ = carry
+            *_, rr, k, stop, _, _, _, _ = carry
             return ~stop & (k < self.max_steps) & (rr > tol2)
 
         def body(carry):
-            x, r, p, rr, k, _, xx, xp, pp, reduction = carry
-            Ap = self.operator(p)
-            curvature = inner(p, Ap)
+            x, r, p, Sr, Sp, rr, k, _, xx, xp, pp, reduction = carry
+            Ap = self._operator(p, Sp)
+            SAp = _left(self.Sigma, Ap)
+            curvature = inner(Sp, SAp)
             negative = ~(curvature > 0)
             alpha = jnp.where(negative, 0.0, rr / jnp.where(negative, 1.0, curvature))
             # the boundary: |x + tau p| = radius (tau = 0 without a finite radius)
@@ -140,13 +157,14 @@ class KrylovPrecisionModel(eqx.Module):
             outside = negative | (xx + 2 * alpha * xp + alpha**2 * pp >= radius**2)
             t = jnp.where(outside, tau, alpha)
             x_new = _axpy(t, p, x)
-            r_new = _axpy(-t, Ap, r)
-            rr_new = inner(r_new, r_new)
+            r_new, Sr_new = _axpy(-t, Ap, r), _axpy(-t, SAp, Sr)
+            rr_new = inner(Sr_new, Sr_new)
             beta = rr_new / rr
-            p_new = _axpy(beta, p, r_new)
+            p_new, Sp_new = _axpy(beta, p, r_new), _axpy(beta, Sp, Sr_new)
             reduction = reduction + t * rr - 0.5 * t**2 * curvature  # m(x + t p) = m(x) - t <r, p> + t^2 <p, Ap> / 2
             keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(outside, b, a), new, old)  # noqa: E731
-            return (x_new, keep(r_new, r), keep(p_new, p), jnp.where(outside, rr, rr_new), k + 1, outside,
+            return (x_new, keep(r_new, r), keep(p_new, p), keep(Sr_new, Sr), keep(Sp_new, Sp),
+                    jnp.where(outside, rr, rr_new), k + 1, outside,
                     xx + 2 * t * xp + t**2 * pp, beta * (xp + alpha * pp), rr_new + beta**2 * pp, reduction)
 
         x, *_, k, _, xx, _, _, reduction = jax.lax.while_loop(cond, body, start)
@@ -154,9 +172,10 @@ class KrylovPrecisionModel(eqx.Module):
         use_R = (xx == 0) | ~finite  # the fixed-point step R, shortened to the ball
         scale = jnp.minimum(1.0, radius / jnp.sqrt(rr0))
         delta = jax.tree.map(lambda a, b: jnp.where(use_R, scale * b, 0.5 * (a + a.T)), x, R)
-        slope = inner(R, delta)  # the fallback's prediction: the first-order decrease
+        S_delta = _left(self.Sigma, delta)
+        slope = inner(SR, S_delta)  # the fallback's prediction: the first-order decrease
         return TrustStep(delta=delta, predicted=jnp.where(use_R, slope, reduction), slope=slope,
-                         length=self.norm(delta), products=k)
+                         length=jnp.sqrt(inner(S_delta, S_delta)), products=k)
 
 
 def krylov_linearisation(action, Sigma, args, rtol: float = 0.1, max_steps: int = 100):

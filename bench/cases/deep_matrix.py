@@ -28,6 +28,8 @@ from bench.cases.common import KAPPA2, Config, Section, _cholesky_time, log, sec
 from bench.timing import time_jitted
 
 ACTIVATIONS = ("erf", "relu", "linear")
+FB_TOL = 1e-12
+"""Relative residual the forward-backward solution is refined to before the agreement is measured (``_refined``)."""
 GAMMAS = (1.0, 1.5, 2.0)
 SIZES = {"full": ((100, 400), (2, 3, 4, 6, 8), (4, 1000)), "quick": ((100,), (2, 4), (2, 200)),
          "tiny": ((30,), (2,), None)}
@@ -49,6 +51,15 @@ def _timed_solve(arch, data, theory):
     wall, cpu = time.perf_counter(), time.process_time()
     sol = jax.block_until_ready(ak.solve(arch, data, KAPPA2, theory))
     return sol, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _refined(arch, data, fb):
+    """The forward-backward solution continued to the relative residual ``FB_TOL`` (where it gets there; else ``fb``).
+    Its stopping rule, |T(x) - x| / |T(x)| <= 1e-10, leaves the output kernel of a deep linear net at P = 400 1.2e-8
+    from the saddle (L = 3, gamma = 1: the residual there is 100-300x the precision map's); at 1e-12 the two forms
+    agree to 7e-11 (docs/deep_solver.md)."""
+    tight = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate"), ak.FixedPoint(tol=FB_TOL), init=fb.value)
+    return tight if tight.converged else fb
 
 
 def _status(sol) -> str:
@@ -78,8 +89,10 @@ def deep_matrix(cfg: Config) -> Section:
         "Jacobian in the CG solves of the Newton steps (`Solution.stats['jacobian_products']`; one forward-over-reverse "
         "pass each, ~2 evaluations in time); stages: "
         "continuation stages run (0: the cold start converged). Forward-backward: "
-        "`Adaptive(form='conjugate')` with `FixedPoint`. Agreement: max |K_L - K_L^fb| / max |K_L^fb| where both "
-        "converged (target 1e-8). Times: wall and CPU seconds of a second call (compiled), on the shared machine.",
+        "`Adaptive(form='conjugate')` with `FixedPoint` (its status and iterations at its default tolerance). Agreement: "
+        "max |K_L - K_L^fb| / max |K_L^fb| where both converged (target 1e-8), the forward-backward solution continued "
+        "to the relative residual 1e-12 where it gets there. Times: wall and CPU seconds of a second call (compiled), "
+        "on the shared machine.",
         ["phi", "P", "L", "gamma", "default", "iterations", "J products", "stages", "wall", "CPU",
          "forward-backward", "fb iterations", "agreement", "check"],
     )
@@ -101,7 +114,7 @@ def deep_matrix(cfg: Config) -> Section:
         agreement, ok = "-", bool(sol.converged)
         if sol.converged and fb.converged:
             K = ak.layer_kernels(sol, arch, data, KAPPA2)[-1]
-            K_fb = ak.layer_kernels(fb, arch, data, KAPPA2)[-1]
+            K_fb = ak.layer_kernels(_refined(arch, data, fb), arch, data, KAPPA2)[-1]
             diff = float(jnp.max(jnp.abs(K - K_fb)) / jnp.max(jnp.abs(K_fb)))
             agreement, ok = f"{diff:.1e}", ok and diff <= 1e-8
         detail = sec.check(f"{activation} P={P} L={depth} gamma={gamma}", ok,
