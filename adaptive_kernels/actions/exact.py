@@ -327,13 +327,16 @@ def adapt_proposal(problem: Problem, Kt, C, layer: int, z, start: Proposal | Non
     path = jnp.asarray(path, B.dtype)
     start = Proposal.prior(B.shape[1], B.dtype) if start is None else start
 
-    proposals, ess = [start], []
-    for t in path:
-        proposals.append(moment_matched_proposal(problem, t * Kt, B, z, proposals[-1], problem.widths[layer]))
-        ess.append(_ess(tilt_log_weights(problem, t * Kt, B, *proposals[-1].points(z)[:2], problem.widths[layer])))
-    good = jnp.cumprod(jnp.stack(ess) >= ANCHOR_ESS * z.shape[0])
+    N = problem.widths[layer]
+
+    def step(proposal, t):  # one moment-matching round at t Kt (a scan: its body compiles once, not once per t)
+        proposal = moment_matched_proposal(problem, t * Kt, B, z, proposal, N)
+        return proposal, (proposal, _ess(tilt_log_weights(problem, t * Kt, B, *proposal.points(z)[:2], N)))
+
+    proposals, ess = jax.lax.scan(step, start, path)[1]
+    good = jnp.cumprod(ess >= ANCHOR_ESS * z.shape[0])
     last = jnp.maximum(jnp.sum(good) - 1, 0)
-    return jax.tree.map(lambda *a: jnp.stack(a)[last], *proposals[1:]), path[last]
+    return jax.tree.map(lambda a: a[last], proposals), path[last]
 
 
 def _finite_or_prior(conjugates):
