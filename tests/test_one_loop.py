@@ -187,7 +187,7 @@ def two_layer(data):
     for loops in (0, 1):
         sol = ak.solve(arch, data, KAPPA2, "adaptive", loops=loops)
         prediction = predict_problem(sol, problem, X_test)
-        out[loops] = (sol, observables(sol, problem, prediction, data.y_test, data.w_star))
+        out[loops] = (sol, observables(sol, problem, prediction, data.y_test, data.w_star), prediction)
     return out
 
 
@@ -229,11 +229,18 @@ def test_matrix_free_estimator_matches_dense(data, two_layer):
     stochastic = one_loop.OneLoopAction(dense.base, one_loop.Stochastic(probes=200, lanczos_steps=20))
     # Hutchinson: relative error ~ sqrt(2/k) |log(I + M)|_F / tr log(I + M)
     np.testing.assert_allclose(stochastic.correction(Sigma, args), dense.correction(Sigma, args), rtol=0.15)
-    fn = Partial(_gp_prediction, theory, problem=problem, X_test=jnp.asarray(data.X_test))  # as predict_problem's
-    exact = one_loop.moments(dense, Sigma, args, fn)[0].mean_test
+    fn = Partial(_gp_prediction, theory, problem=problem, X_test=jnp.asarray(data.X_test))  # the P x P GP
+    generic, spread = one_loop.moments(dense, Sigma, args, fn)
+    exact = generic.mean_test
     approx = one_loop.moments(stochastic, Sigma, args, fn)[0].mean_test
     shift = np.abs(exact - fn(Sigma).mean_test).max()
     assert shift > 0 and np.abs(approx - exact).max() < 0.2 * shift
+    # predict_problem takes this net's one-loop moments in weight space (d x d solves, the kernel as the linear
+    # function of Sigma it is): equal to the generic moments of the P x P GP prediction to rounding
+    fast = two_layer[1][2]
+    for name in ("mean_train", "mean_test", "kernel"):
+        np.testing.assert_allclose(getattr(fast, name), getattr(generic, name), rtol=1e-9, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(fast.var_test, generic.var_test + spread.mean_test, rtol=1e-9)
 
 
 def test_loops_errors(data):

@@ -176,6 +176,12 @@ def chart(action: EntropicAction, Sigma, args):
     return embedding(action, Sigma, args), (lambda S: action.data_term(S, args))
 
 
+def affine_chart(action: EntropicAction, Sigma) -> bool:
+    """Whether :func:`chart`'s embedding is affine in v (every chart but the whitened deep one): there the one-loop
+    mean of the order parameters is the minimiser of Gamma itself, E[q] = q_Gamma."""
+    return not (isinstance(action, InputSpaceAction) and len(Sigma) >= 2)
+
+
 def _curvature(action: EntropicAction, Sigma, args):
     """v -> M v, M the Hessian of the chart's potential along its embedding (forward over reverse)."""
     embed, potential = chart(action, Sigma, args)
@@ -301,7 +307,8 @@ class Structured(eqx.Module):
 
 
 def has_structure(action: EntropicAction, args) -> bool:
-    """Whether :class:`Structured` applies: a linear two-layer FCN (one patch) whose D is evaluated in weight space."""
+    """Whether :class:`Structured` applies: a linear two-layer FCN (one patch) whose D is evaluated in weight space
+    (also where ``prediction`` evaluates the one-loop moments of the prediction in weight space)."""
     return isinstance(action, TwoLayerAdaptiveAction) and action.space == "weight" and args.patches == 1
 
 
@@ -436,13 +443,20 @@ def check_loops(loops) -> None:
 
 # --- observables ----------------------------------------------------------------------------------------------
 @eqx.filter_jit
-def moments(action: OneLoopAction, Sigma, args, fn):
+def moments(action: OneLoopAction, Sigma, args, fn, linear: bool = False):
     """(E[fn], Var[fn]) over the order parameters' posterior at one loop, for a PyTree-valued ``fn(Sigma)``:
 
         E[fn] = fn(Sigma_Gamma) + (1/2) tr((I + M)^{-1} Hess_v fn),   Var[fn] = diag(J (I + M)^{-1} J^T),
 
     J = d fn / dv, in the coordinates v of :func:`chart` (Sigma = ``Sigma``, the minimiser of Gamma). Compiled
-    once per ``fn``: pass a ``jax.tree_util.Partial`` of a module-level function for repeated calls."""
+    once per ``fn``: pass a ``jax.tree_util.Partial`` of a module-level function for repeated calls.
+
+    ``linear=True`` (the caller's promise that fn is linear in the order parameters, e.g. the kernels X Sigma_l X^T
+    of linear nets): E[fn] = fn(E[q]) exactly, with E[q] = Sigma on an affine chart (:func:`affine_chart`; no
+    pairs are formed, so a P x P kernel costs one evaluation instead of m second derivatives), and Var None."""
+    if linear:
+        mean_q = Sigma if affine_chart(action.base, Sigma) else moments(action, Sigma, args, lambda q: q)[0]
+        return fn(mean_q), None
     base = action.base
     embed = chart(base, Sigma, args)[0]
     m = coordinate_count(Sigma)
