@@ -226,6 +226,11 @@ def test_matrix_free_estimator_matches_dense(data, two_layer):
         grads = default.linearised_data_term(point, args)[1] - default.base.linearised_data_term(point, args)[1]
         difference = (dense.correction(point + h * direction, args) - dense.correction(point - h * direction, args))
         np.testing.assert_allclose(jnp.sum(grads * direction), difference / (2 * h), rtol=2e-5)  # O(h^2)
+    # the closed-form pairs of the observables' moments (Woodbury) against the inverse of the dense I + M
+    m = one_loop.coordinate_count(Sigma)
+    U = one_loop.Dense().pairs(one_loop._curvature(default.base, Sigma, args), m, Sigma.dtype)[1]
+    W, Z, c = one_loop.Structured().pairs_at(default.base, Sigma, args)
+    np.testing.assert_allclose(c * W.T @ Z, U.T @ U, atol=1e-12)
     stochastic = one_loop.OneLoopAction(dense.base, one_loop.Stochastic(probes=200, lanczos_steps=20))
     # Hutchinson: relative error ~ sqrt(2/k) |log(I + M)|_F / tr log(I + M)
     np.testing.assert_allclose(stochastic.correction(Sigma, args), dense.correction(Sigma, args), rtol=0.15)
