@@ -46,8 +46,8 @@ def _gp_prediction(theory, value, problem: Problem, X_test) -> Prediction:
 
 
 def _weight_space_prediction(Sigma, problem: Problem, X_test) -> Prediction:
-    """The GP prediction of a linear two-layer FCN in weight space, O(d^3 + (P + P*) d) after the d x d Gram
-    matrix B = X^T X (push-through identity; Sigma positive definite, d < P):
+    """The GP prediction of a linear two-layer FCN in weight space, O(d^3 + P d + P* d^2) per evaluation besides the
+    d x d Gram matrix B = X^T X, which does not depend on Sigma (push-through identity; Sigma positive definite):
 
         G = (kappa2 I + c Sigma B)^{-1} Sigma = c^{-1} (B + (kappa2/c) Sigma^{-1})^{-1},   g = c G X^T y,
         f(X) = X g,   f(x*) = x*^T g,   var f(x*) = kappa2 c x*^T G x*,
