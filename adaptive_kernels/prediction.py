@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jax.tree_util import Partial
 
 from adaptive_kernels._validation import is_traced
+from adaptive_kernels.actions import one_loop
 from adaptive_kernels.gp import posterior
 from adaptive_kernels.observables import eigenvalue_ratio, kernel_target_alignment, learnability, mse
 from adaptive_kernels.problem import Problem
@@ -44,15 +45,46 @@ def _gp_prediction(theory, value, problem: Problem, X_test) -> Prediction:
     return Prediction(out.mean[:P], out.mean[P:], out.variance[P:], K)
 
 
+def _weight_space_prediction(Sigma, problem: Problem, X_test) -> Prediction:
+    """The GP prediction of a linear two-layer FCN in weight space, O(d^3 + P d + P* d^2) per evaluation besides the
+    d x d Gram matrix B = X^T X, which does not depend on Sigma (push-through identity; Sigma positive definite):
+
+        G = (kappa2 I + c Sigma B)^{-1} Sigma = c^{-1} (B + (kappa2/c) Sigma^{-1})^{-1},   g = c G X^T y,
+        f(X) = X g,   f(x*) = x*^T g,   var f(x*) = kappa2 c x*^T G x*,
+
+    equal to :func:`_gp_prediction` with K = c X Sigma X^T. Without the P x P kernel (linear in Sigma; the caller
+    adds it), so that the one-loop moments take their m second derivatives at this cost, not through P x P
+    Cholesky factors."""
+    X, c, kappa2 = problem.X, problem.readout_scale, problem.kappa2
+    eye = jnp.eye(problem.d, dtype=X.dtype)
+    G = jnp.linalg.solve(kappa2 * eye + c * Sigma @ (X.T @ X), Sigma)
+    g = c * G @ (X.T @ problem.y)
+    if X_test is None:
+        return Prediction(X @ g, None, None, None)
+    return Prediction(X @ g, X_test @ g, kappa2 * c * jnp.sum((X_test @ G) * X_test, axis=1), None)
+
+
+def _output_kernel(theory, value, problem: Problem):
+    return theory.output_kernels(value, problem)[0]
+
+
 def predict_problem(solution: Solution, problem: Problem, X_test=None) -> Prediction:
     """:class:`Prediction` of ``solution`` (solved by its ``theory``) on ``problem`` and test inputs ``X_test``.
 
     A one-loop theory (``loops=1``) averages the GP prediction over the order parameters' posterior: the means
     (and the kernel) get (1/2) tr(H^-1 Hess), the test variance also the variance of the mean over the order
-    parameters (``actions.one_loop.moments``)."""
+    parameters (``actions.one_loop.moments``). For a linear two-layer FCN in weight space
+    (``one_loop.has_structure``) the prediction is then taken in weight space (:func:`_weight_space_prediction`)
+    and the kernel, linear in Sigma, is the kernel of the mean Sigma."""
     theory = solution.theory
-    fn = Partial(_gp_prediction, theory, problem=problem, X_test=X_test)
-    prediction, spread = theory.mean(fn, solution.value, problem)
+    if getattr(theory, "loops", 0) and one_loop.has_structure(*theory.saddle_problem(problem)):
+        fn = Partial(_weight_space_prediction, problem=problem, X_test=X_test)
+        prediction, spread = theory.mean(fn, solution.value, problem)
+        kernel = theory.mean(Partial(_output_kernel, theory, problem=problem), solution.value, problem, linear=True)[0]
+        prediction = eqx.tree_at(lambda p: p.kernel, prediction, kernel, is_leaf=lambda x: x is None)
+    else:
+        fn = Partial(_gp_prediction, theory, problem=problem, X_test=X_test)
+        prediction, spread = theory.mean(fn, solution.value, problem)
     if spread is not None and prediction.var_test is not None:
         prediction = eqx.tree_at(lambda p: p.var_test, prediction, prediction.var_test + spread.mean_test)
     return prediction
@@ -98,13 +130,14 @@ def observables(solution: Solution, problem: Problem, prediction: Prediction, y_
         out["test_mse"] = mse(prediction.mean_test, y_test)
     y = problem.y
     if y.ndim == 1 and problem.P >= 2:
-        kernels = theory.mean(Partial(type(theory).layer_kernels, theory, problem=problem), solution.value, problem)[0]
+        kernels = theory.mean(Partial(type(theory).layer_kernels, theory, problem=problem), solution.value, problem,
+                              theory.kernels_linear(problem))[0]
         out["kernel_eigenvalue_ratio"] = [eigenvalue_ratio(K, y) for K in kernels]
         out["kernel_target_alignment"] = [kernel_target_alignment(K, y) for K in kernels]
     covariances = theory.input_covariances(solution.value, problem)
     if covariances is not None:  # their posterior means
         covariances = theory.mean(Partial(type(theory).input_covariances, theory, problem=problem), solution.value,
-                                  problem)[0]
+                                  problem, theory.kernels_linear(problem))[0]
     if w_star is not None and covariances is not None and problem.d >= 2:
         out["eigenvalue_ratio"] = [eigenvalue_ratio(S, w_star) for S in covariances]
     return {k: _python(v) for k, v in out.items()}

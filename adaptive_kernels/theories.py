@@ -81,10 +81,15 @@ class AbstractTheory(eqx.Module):
         """Per-layer input-space covariances Sigma_l (d x d), or None where the theory has none."""
         return None
 
-    def mean(self, fn, value, problem: Problem):
+    def mean(self, fn, value, problem: Problem, linear: bool = False):
         """(E[fn], Var[fn] or None) of an observable fn(order parameters) over their posterior: at the saddle
-        (fn(value), None)."""
+        (fn(value), None). ``linear``: fn is linear in the order parameters (:meth:`kernels_linear`)."""
         return fn(value), None
+
+    def kernels_linear(self, problem: Problem) -> bool:
+        """Whether ``output_kernels``, ``layer_kernels`` and ``input_covariances`` are linear in the order parameters
+        (their means over the posterior are then those of the mean order parameters)."""
+        return False
 
     def check_value(self, value, problem: Problem, name: str = "value") -> None:
         """Raise if ``value`` does not have the structure and shapes this theory's order parameters have on
@@ -166,11 +171,11 @@ class AbstractLoopTheory(AbstractTheory):
             shapes = jax.eval_shape(self.init, problem, args)  # the start's shapes (a deep one loop's is a solve)
             one_loop.check_widths(action, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), args)
 
-    def mean(self, fn, value, problem):
+    def mean(self, fn, value, problem, linear=False):
         if not self.loops:
             return super().mean(fn, value, problem)
         action, args = self.problem(problem)
-        return one_loop.moments(action, value, args, fn)
+        return one_loop.moments(action, value, args, fn, linear)
 
 
 class Scaling(AbstractLoopTheory):
@@ -190,6 +195,10 @@ class Scaling(AbstractLoopTheory):
 
     def _scales(self, value):
         return tuple(jax.tree.leaves(value))
+
+    def kernels_linear(self, problem):
+        """One scale (two-layer nets): the kernels are s K_NNGP."""
+        return problem.depth == 1
 
     def output_kernels(self, value, problem, X_test=None):
         return _nngp_blocks(problem, X_test, jnp.prod(jnp.stack(self._scales(value))))
@@ -370,6 +379,10 @@ class Adaptive(AbstractLoopTheory):
             return exact.default_solver()
         form = self.resolved_form(problem)
         return {"conjugate": FixedPoint(), "kernel": Continuation()}.get(form, Newton())
+
+    def kernels_linear(self, problem):
+        """Linear nets in the weight form (the kernels X Sigma_l X^T, summed over patches for a CNN)."""
+        return self.measure == "gaussian" and self.resolved_form(problem) == "weight" and problem.activation.is_linear
 
     # --- kernels of a solution -----------------------------------------------------------------------------------
     def _conjugates(self, value, problem: Problem):

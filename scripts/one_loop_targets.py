@@ -10,7 +10,8 @@ kappa2 = 0.5/N (the same saddle problem at every width), N = 20-640: errors of t
 learnability against the exact posterior (the 3-D quadrature of ``tests/test_one_loop.py``), Gibbs alongside, with
 fitted slopes in log N. deep: deep linear nets (2 and 3 hidden layers), the
 per-layer kernel ratios along y and the first layer's covariance ratio. speed: d = 50, P = 500, CPU seconds of the
-saddle solve and of the one-loop solve (compile included, then two more calls; the observables are not timed).
+saddle solve and of the one-loop solve (compile included, then two more calls) and of ``summarize`` (the
+one-loop observables' moments included; first and second call).
 """
 
 import sys
@@ -109,8 +110,10 @@ def speed():
     d, P = 50, 500
     data = ak.teacher_dataset(jax.random.PRNGKey(0), P, d, P_test=100)
     arch = ak.FCN(d, 1000, "linear", gamma=1.0)
-    print("| solve | first call (compile + run), CPU s | later calls, CPU s | Newton iterations | converged |")
-    print("|---|---|---|---|---|")
+    print("| theory | solve, first call (compile + run), CPU s | later calls | summarize, first call | later call | "
+          "total, first calls | learnability | Newton iterations | converged |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    totals = []
     for loops in (0, 1):
         times = []
         for _ in range(3):
@@ -118,8 +121,15 @@ def speed():
             sol = ak.solve(arch, data, KAPPA2, "adaptive", loops=loops)
             jax.block_until_ready(sol.value)
             times.append(time.process_time() - t)
-        print(f"| loops={loops} | {times[0]:.1f} | {times[1]:.3f}, {times[2]:.3f} | {int(sol.iterations)} | "
-              f"{bool(sol.converged)} |", flush=True)
+        for _ in range(2):
+            t = time.process_time()
+            summary = ak.summarize(sol, arch, data, KAPPA2)
+            times.append(time.process_time() - t)
+        totals.append(times[0] + times[3])
+        print(f"| loops={loops} | {times[0]:.1f} | {times[1]:.3f}, {times[2]:.3f} | {times[3]:.1f} | {times[4]:.2f} | "
+              f"{totals[-1]:.1f} | {summary['learnability']:.6f} | {int(sol.iterations)} | {bool(sol.converged)} |",
+              flush=True)
+    print(f"\nratio one loop / saddle (solve + summarize, first calls): {totals[1] / totals[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ def test_deep_three_layers_one_loop():
         sol = ak.solve(arch, data, kappa2, theory)
         assert bool(sol.converged), sol.message
         fn = Partial(type(theory).input_covariances, sol.theory, problem=problem)
-        return sol, problem, theory.mean(fn, sol.value, problem)[0]
+        return sol, problem, theory.mean(fn, sol.value, problem, linear=theory.kernels_linear(problem))[0]
 
     _, _, prior = mean_covariances(1e6)
     for layer, S in enumerate(prior):
@@ -143,11 +143,11 @@ def test_deep_three_layers_one_loop():
     est = sample_posterior(arch, data, KAPPA2, method="gibbs", num_chains=4, num_samples=1000, num_warmup=200,
                            key=jax.random.PRNGKey(1))
     saddle = ak.solve(arch, data, KAPPA2, Adaptive(form="weight"))
-    sol, problem, _ = mean_covariances(KAPPA2)
-    loop = theory.mean(Partial(type(theory).layer_kernels, sol.theory, problem=problem), sol.value, problem)[0]
+    sol, problem, covariances = mean_covariances(KAPPA2)
     for layer, sampled in enumerate(est.kernel_eigenvalue_ratio):
         mean, se = float(sampled.mean), float(sampled.se)
-        corrected = float(ak.eigenvalue_ratio(loop[layer], data.y))
+        # the layer kernel X Sigma_l X^T is linear in Sigma_l: its mean is that of the mean Sigma_l (``summarize``)
+        corrected = float(ak.eigenvalue_ratio(problem.X @ covariances[layer] @ problem.X.T, data.y))
         bare = float(ak.eigenvalue_ratio(problem.X @ saddle.value[layer] @ problem.X.T, data.y))
         assert abs(corrected - mean) < 0.01 * mean + 2 * se, (layer, corrected, mean, se)
         assert bare < 0.97 * mean, (layer, bare, mean)
@@ -187,7 +187,7 @@ def two_layer(data):
     for loops in (0, 1):
         sol = ak.solve(arch, data, KAPPA2, "adaptive", loops=loops)
         prediction = predict_problem(sol, problem, X_test)
-        out[loops] = (sol, observables(sol, problem, prediction, data.y_test, data.w_star))
+        out[loops] = (sol, observables(sol, problem, prediction, data.y_test, data.w_star), prediction)
     return out
 
 
@@ -226,14 +226,26 @@ def test_matrix_free_estimator_matches_dense(data, two_layer):
         grads = default.linearised_data_term(point, args)[1] - default.base.linearised_data_term(point, args)[1]
         difference = (dense.correction(point + h * direction, args) - dense.correction(point - h * direction, args))
         np.testing.assert_allclose(jnp.sum(grads * direction), difference / (2 * h), rtol=2e-5)  # O(h^2)
+    # the closed-form pairs of the observables' moments (Woodbury) against the inverse of the dense I + M
+    m = one_loop.coordinate_count(Sigma)
+    U = one_loop.Dense().pairs(one_loop._curvature(default.base, Sigma, args), m, Sigma.dtype)[1]
+    W, Z, c = one_loop.Structured().pairs_at(default.base, Sigma, args)
+    np.testing.assert_allclose(c * W.T @ Z, U.T @ U, atol=1e-12)
     stochastic = one_loop.OneLoopAction(dense.base, one_loop.Stochastic(probes=200, lanczos_steps=20))
     # Hutchinson: relative error ~ sqrt(2/k) |log(I + M)|_F / tr log(I + M)
     np.testing.assert_allclose(stochastic.correction(Sigma, args), dense.correction(Sigma, args), rtol=0.15)
-    fn = Partial(_gp_prediction, theory, problem=problem, X_test=jnp.asarray(data.X_test))  # as predict_problem's
-    exact = one_loop.moments(dense, Sigma, args, fn)[0].mean_test
+    fn = Partial(_gp_prediction, theory, problem=problem, X_test=jnp.asarray(data.X_test))  # the P x P GP
+    generic, spread = one_loop.moments(dense, Sigma, args, fn)
+    exact = generic.mean_test
     approx = one_loop.moments(stochastic, Sigma, args, fn)[0].mean_test
     shift = np.abs(exact - fn(Sigma).mean_test).max()
     assert shift > 0 and np.abs(approx - exact).max() < 0.2 * shift
+    # predict_problem takes this net's one-loop moments in weight space (d x d solves, the kernel as the linear
+    # function of Sigma it is): equal to the generic moments of the P x P GP prediction to rounding
+    fast = two_layer[1][2]
+    for name in ("mean_train", "mean_test", "kernel"):
+        np.testing.assert_allclose(getattr(fast, name), getattr(generic, name), rtol=1e-9, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(fast.var_test, generic.var_test + spread.mean_test, rtol=1e-9)
 
 
 def test_loops_errors(data):

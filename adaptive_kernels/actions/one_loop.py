@@ -38,7 +38,7 @@ Estimators of (1/2) log det(I + M), its gradient and the observable traces, each
 sum_i c w_i z_i^T = (I + M)^{-1}:
 
 - :class:`Structured` (the default for linear two-layer FCNs in weight space): a closed form of the log det, O(d^3)
-  (its class docstring); the observables' pairs as :class:`Dense`;
+  (its class docstring), and the observables' pairs by Woodbury (:meth:`Structured.pairs_at`);
 - :class:`Dense` (default up to ``DENSE_LIMIT`` independent entries): M from m Hessian-vector products,
   Cholesky I + M = L L^T, w_i = z_i = rows of L^{-1};
 - :class:`Stochastic` (matrix-free, larger q, e.g. d x d with d = 100, m = 5050): Rademacher probes z_i,
@@ -88,6 +88,12 @@ def _symmetric(v, n):
     scale = jnp.where(rows == cols, 1.0, 1.0 / math.sqrt(2.0)).astype(v.dtype)
     M = jnp.zeros((n, n), v.dtype).at[rows, cols].set(v * scale)
     return M + jnp.triu(M, 1).T
+
+
+def _coordinates(S):
+    """The orthonormal coordinates of a symmetric matrix (the inverse of :func:`_symmetric`)."""
+    rows, cols = jnp.triu_indices(S.shape[0])
+    return S[rows, cols] * jnp.where(rows == cols, 1.0, math.sqrt(2.0)).astype(S.dtype)
 
 
 def loop_weights(action: EntropicAction, Sigma, args) -> list:
@@ -174,6 +180,12 @@ def chart(action: EntropicAction, Sigma, args):
         embed_q = embedding(action, whitened, args)
         return (lambda v: colour(embed_q(v), args)), (lambda S: _output_term(S, args))
     return embedding(action, Sigma, args), (lambda S: action.data_term(S, args))
+
+
+def affine_chart(action: EntropicAction, Sigma) -> bool:
+    """Whether :func:`chart`'s embedding is affine in v (every chart but the whitened deep one): there the one-loop
+    mean of the order parameters is the minimiser of Gamma itself, E[q] = q_Gamma."""
+    return not (isinstance(action, InputSpaceAction) and len(Sigma) >= 2)
 
 
 def _curvature(action: EntropicAction, Sigma, args):
@@ -273,11 +285,11 @@ class Structured(eqx.Module):
         (W Dg^{-1} W^T)[(i,k),(i',l)] = (1/2)[delta_ii' sum_j Om'_jl Om'_jk / Dg_ij + Om'_il Om'_i'k / Dg_ii'].
 
     lam in [0, 1), so Dg_ij > 0 for w > m. The gradient is autodiff through the eigendecomposition (smooth while C has
-    distinct eigenvalues, the generic case for d < P, where the weight space is used). The observables' moments use
-    the :class:`Dense` pairs."""
+    distinct eigenvalues, the generic case for d < P, where the weight space is used). The observables' moments take
+    their pairs from the same closed form (:meth:`pairs_at`)."""
 
-    def half_logdet(self, action, Sigma, problem):
-        """(1/2) log det(I + M(Sigma)) in closed form (class docstring)."""
+    def _parts(self, action, Sigma, problem):
+        """(lam, U, Om' = U^T Om, Dg, w) of the class docstring."""
         Z = problem.weight_space_factor(Sigma)
         factor, Om = data_term_low_rank(Z, problem.y, problem.kappa2)[1]
         Om = Om.reshape(Om.shape[0], -1)
@@ -285,23 +297,46 @@ class Structured(eqx.Module):
         eye = jnp.eye(d, dtype=Z.dtype)
         C = eye - problem.kappa2 * jsl.cho_solve((factor, True), eye)
         lam, U = jnp.linalg.eigh(0.5 * (C + C.T))
-        Om = U.T @ Om
         w = loop_weights(action, Sigma, problem)[0]
-        Dg = 1.0 - (m / w) * lam[:, None] * lam[None, :]
+        return lam, U, U.T @ Om, 1.0 - (m / w) * lam[:, None] * lam[None, :], w
+
+    def half_logdet(self, action, Sigma, problem):
+        """(1/2) log det(I + M(Sigma)) in closed form (class docstring)."""
+        lam, _, Om, Dg, w = self._parts(action, Sigma, problem)
+        d, m = Om.shape
+        eye = jnp.eye(d, dtype=Om.dtype)
         logdet_diag = 0.5 * (jnp.sum(jnp.log(Dg)) + jnp.sum(jnp.log(jnp.diagonal(Dg))))
         H = 0.5 * (jnp.einsum("ab,jl,jk,aj->akbl", eye, Om, Om, 1.0 / Dg)
                    + jnp.einsum("al,bk,ab->akbl", Om, Om, 1.0 / Dg)).reshape(d * m, d * m)
         scale = jnp.repeat((2.0 / w) * lam, m)
-        logdet_low_rank = jnp.linalg.slogdet(jnp.eye(d * m, dtype=Z.dtype) + scale[:, None] * H)[1]
+        logdet_low_rank = jnp.linalg.slogdet(jnp.eye(d * m, dtype=Om.dtype) + scale[:, None] * H)[1]
         return 0.5 * (logdet_diag + logdet_low_rank)
 
-    def pairs(self, curvature, m, dtype, logdet: bool = True):
-        """The :class:`Dense` pairs (for the observables' moments)."""
-        return Dense().pairs(curvature, m, dtype, logdet)
+    def pairs_at(self, action, Sigma, problem):
+        """Pairs (W, Z, c = 1) with sum_i w_i z_i^T = (I + M)^{-1} in closed form (for the observables' moments):
+        with R the rotation v -> v' (the coordinates of V' = U^T V U) and B = L^{1/2} W (d m x n, n = d(d+1)/2),
+        Woodbury gives
+
+            (I + M)^{-1} = R^T [Dg^{-1} - G^T G] R,   G = chol(I + B Dg^{-1} B^T)^{-1} B Dg^{-1},
+
+        so w_i = z_i = Dg_i^{-1/2} R_i (n pairs) and (w, z) = (-g_k, g_k), g_k the rows of G R (d m pairs): cost
+        O(n d^3 + n (d m)^2) instead of n Hessian-vector products and the Cholesky factor of an n x n matrix."""
+        lam, U, Om, Dg, w = self._parts(action, Sigma, problem)
+        d, m = Om.shape
+        n = d * (d + 1) // 2
+        basis = jnp.eye(n, dtype=Om.dtype)
+        R = jax.vmap(lambda v: _coordinates(U.T @ _symmetric(v, d) @ U))(basis).T
+        B = jax.vmap(lambda v: (jnp.sqrt((2.0 / w) * lam)[:, None] * (_symmetric(v, d) @ Om)).reshape(-1))(basis).T
+        dg = Dg[jnp.triu_indices(d)]
+        factor = jnp.linalg.cholesky(jnp.eye(d * m, dtype=Om.dtype) + (B / dg) @ B.T)
+        GR = jsl.solve_triangular(factor, (B / dg) @ R, lower=True)
+        diagonal = R / jnp.sqrt(dg)[:, None]
+        return (jnp.concatenate([diagonal, -GR]), jnp.concatenate([diagonal, GR]), jnp.ones((), Om.dtype))
 
 
 def has_structure(action: EntropicAction, args) -> bool:
-    """Whether :class:`Structured` applies: a linear two-layer FCN (one patch) whose D is evaluated in weight space."""
+    """Whether :class:`Structured` applies: a linear two-layer FCN (one patch) whose D is evaluated in weight space
+    (also where ``prediction`` evaluates the one-loop moments of the prediction in weight space)."""
     return isinstance(action, TwoLayerAdaptiveAction) and action.space == "weight" and args.patches == 1
 
 
@@ -436,19 +471,29 @@ def check_loops(loops) -> None:
 
 # --- observables ----------------------------------------------------------------------------------------------
 @eqx.filter_jit
-def moments(action: OneLoopAction, Sigma, args, fn):
+def moments(action: OneLoopAction, Sigma, args, fn, linear: bool = False):
     """(E[fn], Var[fn]) over the order parameters' posterior at one loop, for a PyTree-valued ``fn(Sigma)``:
 
         E[fn] = fn(Sigma_Gamma) + (1/2) tr((I + M)^{-1} Hess_v fn),   Var[fn] = diag(J (I + M)^{-1} J^T),
 
     J = d fn / dv, in the coordinates v of :func:`chart` (Sigma = ``Sigma``, the minimiser of Gamma). Compiled
-    once per ``fn``: pass a ``jax.tree_util.Partial`` of a module-level function for repeated calls."""
+    once per ``fn``: pass a ``jax.tree_util.Partial`` of a module-level function for repeated calls.
+
+    ``linear=True`` (the caller's promise that fn is linear in the order parameters, e.g. the kernels X Sigma_l X^T
+    of linear nets): E[fn] = fn(E[q]) exactly, with E[q] = Sigma on an affine chart (:func:`affine_chart`; no
+    pairs are formed, so a P x P kernel costs one evaluation instead of m second derivatives), and Var None."""
+    if linear:
+        mean_q = Sigma if affine_chart(action.base, Sigma) else moments(action, Sigma, args, lambda q: q)[0]
+        return fn(mean_q), None
     base = action.base
     embed = chart(base, Sigma, args)[0]
     m = coordinate_count(Sigma)
     dtype = jax.tree.leaves(Sigma)[0].dtype
     estimator = estimator_for(base, Sigma, args, action.estimator)
-    _, W, Z, c = estimator.pairs(_curvature(base, Sigma, args), m, dtype, logdet=False)
+    if isinstance(estimator, Structured):
+        W, Z, c = estimator.pairs_at(base, Sigma, args)
+    else:
+        _, W, Z, c = estimator.pairs(_curvature(base, Sigma, args), m, dtype, logdet=False)
     zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
 
     def along(w, z):
