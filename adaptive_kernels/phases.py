@@ -195,10 +195,11 @@ class StationaryPoint:
 @dataclasses.dataclass(frozen=True)
 class PhaseStructure:
     """What :func:`stationary_points` found: distinct converged points sorted by action, and the starts whose
-    solve did not converge ({label: status message})."""
+    solve did not converge (``failed``: {label: status message}; ``unconverged``: {label: the Solution})."""
 
     points: tuple[StationaryPoint, ...]
     failed: dict
+    unconverged: dict = dataclasses.field(default_factory=dict)
 
     @property
     def posterior(self) -> StationaryPoint | None:
@@ -266,12 +267,12 @@ def find_stationary_points(theory, problem, starts: dict, solver=None, *, same: 
     """
     _entropic(theory, problem)
     solver = phase_solver(theory) if solver is None else resolve_solver(solver)
-    found, failed = [], {}
+    found, unconverged = [], {}
     for label, init in starts.items():
         theory.check_value(init, problem, f"starts[{label!r}]")
         solution = _solve(problem, theory, solver, init)
         if not bool(solution.converged):
-            failed[label] = solution.message
+            unconverged[label] = solution
             continue
         for i, (point, labels) in enumerate(found):
             if distance(point.value, solution.value, theory) < same:
@@ -288,7 +289,7 @@ def find_stationary_points(theory, problem, starts: dict, solver=None, *, same: 
     lowest = next((i for i, p in enumerate(points) if p.kind == "minimum"), None)
     if lowest is not None:
         points[lowest] = dataclasses.replace(points[lowest], posterior=True)
-    return PhaseStructure(tuple(points), failed)
+    return PhaseStructure(tuple(points), {label: s.message for label, s in unconverged.items()}, unconverged)
 
 
 def stationary_points(arch, data, kappa2, theory="adaptive", starts=None, *, ratios=(30.0,), solver=None,
