@@ -1,5 +1,6 @@
 """Sweeps that report branches (issue 17): ``Sweep(branches="all" | "posterior")`` on a small erf net with two
-known minima, checked against an independent enumeration of the minima of the action (numpy + scipy)."""
+known minima, and pseudo-arclength continuation (``phases.arclength``) through the fold where one of them ends,
+both checked against an independent enumeration of the minima of the action (numpy + scipy)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,38 @@ def test_branch_options_are_checked(tmp_path):
     config.write_text(body.format("most"))
     with pytest.raises(ConfigError, match=r"sweep.toml:11: branches: must be one of"):
         load_config(config)
+
+
+def _numerical_hessian(S, u, h=1e-4):
+    """Central finite-difference gradient and Hessian of S at u."""
+    n = u.size
+    E = np.eye(n) * h
+    g = np.array([(S(u + E[i]) - S(u - E[i])) / (2 * h) for i in range(n)])
+    H = np.array([[(S(u + E[i] + E[j]) - S(u + E[i] - E[j]) - S(u - E[i] + E[j]) + S(u - E[i] - E[j])) / (4 * h * h)
+                   for j in range(n)] for i in range(n)])
+    return g, H
+
+
+def test_arclength_locates_the_fold_where_the_independent_second_minimum_disappears():
+    # the minimum reached from the 1/20-variance start at kappa2 = 0.01, followed up in kappa2 by pseudo-arclength:
+    # it ends at a fold (a zero Hessian eigenvalue) and the trace continues on the saddle branch. Independently
+    # (numpy action + scipy from random starts): two minima 0.1 % below the fold, one 0.1 % above it; on the saddle
+    # branch the numpy action is stationary with exactly one negative Hessian eigenvalue.
+    from adaptive_kernels import phases
+
+    point = Sweep(POINTS, RECIPE).points[0]
+    regime = build_regime(point, RECIPE)
+    arc = phases.arclength(regime.arch, regime.data, 0.01, "kappa2", start="aligned x0.05", ratios=(0.05,),
+                           step=0.05, steps=26, bounds=(0.002, 0.05))
+    (fold,) = arc.folds
+    assert fold.refined and abs(fold.eigenvalue) < 1e-6
+    assert [len(_independent_minima(dict(point, kappa2=fold.parameter * f))) for f in (0.999, 1.001)] == [2, 1]
+    kinds = [p.kind for p in arc.points]
+    assert kinds[0] == "minimum" and kinds[-1] == "saddle" and kinds.index("saddle") == fold.after
+    saddle = arc.points[-1]
+    S = _independent_action(dict(point, kappa2=saddle.parameter))
+    L = np.linalg.cholesky(np.asarray(saddle.value))
+    g, H = _numerical_hessian(S, np.array([np.log(L[0, 0]), L[1, 0], np.log(L[1, 1])]))
+    assert np.max(np.abs(g)) < 1e-4 * np.max(np.abs(H))
+    assert np.sum(np.linalg.eigvalsh(H) < 0) == 1
+    assert saddle.action == pytest.approx(S(np.array([np.log(L[0, 0]), L[1, 0], np.log(L[1, 1])])), rel=1e-10)
