@@ -21,6 +21,9 @@ different branches there (hysteresis).
   brackets each fold (a branch is lost when, even at the smallest step, the warm-started solve does not converge
   or jumps); the transition is where two distinct branches' actions cross. :func:`phase_diagram` repeats this
   over a second parameter; :func:`plot_branches` and :func:`plot_phase_diagram` draw them (matplotlib).
+- :func:`arclength` (core :func:`trace_arclength`): pseudo-arclength continuation in a continuous parameter (N,
+  gamma, kappa2, s_w2, s_a2): follows a branch through its folds onto the saddle branch and locates each fold from
+  the extended system G = 0, H phi = 0 (where the Hessian is singular), instead of bracketing it.
 
 The core (:func:`find_stationary_points`, :func:`trace`) works on any theory object and any family of problems
 (the tests use a scalar action whose stationary points are closed-form); the facades take an architecture, data
