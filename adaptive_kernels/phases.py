@@ -787,7 +787,8 @@ def _arc_functions(theory, problem_at: Callable, value0: float, scale: float, li
 
 def trace_arclength(theory, problem_at: Callable, value0: float, init, *, step: float = 0.05, steps: int = 200,
                     bounds: tuple[float | None, float | None] = (None, None), direction: int = 1,
-                    scale: float | None = None, tol: float = 1e-9, solver=None, label: str = "parameter") -> Arc:
+                    scale: float | None = None, tol: float = 1e-9, solver=None, label: str = "parameter",
+                    turn: float = 0.9) -> Arc:
     """Pseudo-arclength continuation (Keller) of a branch of stationary points of S(u; lambda) through folds.
 
     ``problem_at(lambda)`` gives the problem (the theory's args) at a parameter value and must be traceable in
@@ -798,7 +799,8 @@ def trace_arclength(theory, problem_at: Callable, value0: float, init, *, step: 
     Jacobian [[H, G_mu], [t_u, t_mu]] stays regular at a fold, where H is singular), so the branch passes the fold
     and continues on the saddle branch beyond it. ``ds`` grows by 1.5 after easy corrections (<= 4 Newton steps,
     up to 4 ``step``) and halves after failures (a corrector that does not reach |G| <= tol max(1, |H|) in 12
-    steps or lands farther than ds from the predictor), down to ``step``/256, where the trace stops.
+    steps, lands farther than ds from the predictor, or whose new tangent turns by more than arccos ``turn``
+    from the last -- the signature of a jump onto a nearby branch), down to ``step``/256, where the trace stops.
 
     Folds: where t_mu changes sign between two points; each is refined by Newton on the extended system
     (Moore & Spence) G(u, mu) = 0, H(u, mu) phi = 0, c.phi = 1 (c: the tangent's u part at the point nearer the
@@ -865,8 +867,11 @@ def trace_arclength(theory, problem_at: Callable, value0: float, init, *, step: 
                 break
             continue
         _, _, H, g_mu = system(z_new[:-1], z_new[-1])
-        t = tangent(H, g_mu, t)
-        z = z_new
+        t_new = tangent(H, g_mu, t)
+        if float(t_new @ t) < turn and ds > step / 256:  # the tangent turned sharply: likely another branch
+            ds /= 2
+            continue
+        t, z = t_new, z_new
         points.append(point(z, t))
         ts.append(t)
         zs.append(z)
