@@ -21,6 +21,9 @@ different branches there (hysteresis).
   brackets each fold (a branch is lost when, even at the smallest step, the warm-started solve does not converge
   or jumps); the transition is where two distinct branches' actions cross. :func:`phase_diagram` repeats this
   over a second parameter; :func:`plot_branches` and :func:`plot_phase_diagram` draw them (matplotlib).
+- :func:`arclength` (core :func:`trace_arclength`): pseudo-arclength continuation in a continuous parameter (N,
+  gamma, kappa2, s_w2, s_a2): follows a branch through its folds onto the saddle branch and locates each fold from
+  the extended system G = 0, H phi = 0 (where the Hessian is singular), instead of bracketing it.
 
 The core (:func:`find_stationary_points`, :func:`trace`) works on any theory object and any family of problems
 (the tests use a scalar action whose stationary points are closed-form); the facades take an architecture, data
@@ -195,10 +198,11 @@ class StationaryPoint:
 @dataclasses.dataclass(frozen=True)
 class PhaseStructure:
     """What :func:`stationary_points` found: distinct converged points sorted by action, and the starts whose
-    solve did not converge ({label: status message})."""
+    solve did not converge (``failed``: {label: status message}; ``unconverged``: {label: the Solution})."""
 
     points: tuple[StationaryPoint, ...]
     failed: dict
+    unconverged: dict = dataclasses.field(default_factory=dict)
 
     @property
     def posterior(self) -> StationaryPoint | None:
@@ -266,12 +270,12 @@ def find_stationary_points(theory, problem, starts: dict, solver=None, *, same: 
     """
     _entropic(theory, problem)
     solver = phase_solver(theory) if solver is None else resolve_solver(solver)
-    found, failed = [], {}
+    found, unconverged = [], {}
     for label, init in starts.items():
         theory.check_value(init, problem, f"starts[{label!r}]")
         solution = _solve(problem, theory, solver, init)
         if not bool(solution.converged):
-            failed[label] = solution.message
+            unconverged[label] = solution
             continue
         for i, (point, labels) in enumerate(found):
             if distance(point.value, solution.value, theory) < same:
@@ -288,7 +292,7 @@ def find_stationary_points(theory, problem, starts: dict, solver=None, *, same: 
     lowest = next((i for i, p in enumerate(points) if p.kind == "minimum"), None)
     if lowest is not None:
         points[lowest] = dataclasses.replace(points[lowest], posterior=True)
-    return PhaseStructure(tuple(points), failed)
+    return PhaseStructure(tuple(points), {label: s.message for label, s in unconverged.items()}, unconverged)
 
 
 def stationary_points(arch, data, kappa2, theory="adaptive", starts=None, *, ratios=(30.0,), solver=None,
@@ -594,12 +598,17 @@ def with_parameter(problem: Problem, name: str, value, pad_to: int | None = None
         raise ValueError(f"parameter must be 'P', one of {', '.join(PROBLEM_PARAMETERS)} or a callable, got {name!r}")
     if not float(value) > 0:
         raise ValueError(f"{name} must be positive, got {value}")
+    out = set_parameter(problem, name, value)
+    return Instance(out, out)
+
+
+def set_parameter(problem: Problem, name: str, value) -> Problem:
+    """``problem`` with one of :data:`PROBLEM_PARAMETERS` set to ``value`` (every hidden width for ``"N"``),
+    without checks, so that ``value`` may be traced (:func:`arclength` differentiates the action in it)."""
     v = jnp.asarray(value, problem.X.dtype)
     if name == "N":
-        out = eqx.tree_at(lambda p: p.widths, problem, jnp.full_like(problem.widths, v))
-    else:
-        out = eqx.tree_at(lambda p: getattr(p, name), problem, v)
-    return Instance(out, out)
+        return eqx.tree_at(lambda p: p.widths, problem, jnp.full_like(problem.widths, v))
+    return eqx.tree_at(lambda p: getattr(p, name), problem, v)
 
 
 def _observer(data, extra=None):
@@ -687,6 +696,260 @@ def _continue(theory, problem, data, parameter, values, *, starts, ratios, direc
     return continue_branches(theory, family, values, starts, parameter=name, directions=directions,
                              observe=_observer(data, observe), solver=solver, same=same,
                              max_change=max_change, halvings=halvings, integer=integer)
+
+
+# --- pseudo-arclength continuation ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ArcPoint:
+    """A point of a pseudo-arclength branch: the parameter, the order parameters, the action, the inertia of the
+    Hessian (``kind``, ``index``, ``min_eigenvalue`` as for :class:`StationaryPoint`) and ``slope`` = d parameter /
+    d s (the tangent's parameter component in scaled units; it changes sign at a fold)."""
+
+    parameter: float
+    value: object
+    action: float
+    kind: str
+    index: int
+    min_eigenvalue: float
+    slope: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ArcFold:
+    """A fold (saddle-node) of a pseudo-arclength branch: where it turns back in the parameter and the Hessian of
+    S is singular. ``eigenvalue``: the Hessian eigenvalue nearest zero there (~0 when ``refined``: solved from the
+    extended system G = 0, H phi = 0, c.phi = 1); ``after``: index of the branch point after it."""
+
+    parameter: float
+    value: object
+    action: float
+    eigenvalue: float
+    refined: bool
+    after: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Arc:
+    """What :func:`arclength` traced: the points in arclength order, the folds, and why it stopped
+    (``"steps"``, ``"bounds"`` or ``"unconverged"``: the corrector failed at the smallest step)."""
+
+    parameter: str
+    points: tuple[ArcPoint, ...]
+    folds: tuple[ArcFold, ...]
+    reason: str
+
+    def table(self):
+        """pandas DataFrame, one row per point: parameter, action, kind, index, min_eigenvalue, slope."""
+        import pandas as pd
+
+        return pd.DataFrame([{self.parameter: p.parameter, "action": p.action, "kind": p.kind, "index": p.index,
+                              "min_eigenvalue": p.min_eigenvalue, "slope": p.slope} for p in self.points])
+
+    def window(self) -> tuple[float, float] | None:
+        """(smallest, largest) fold parameter: the metastable window's ends when the branch passes both folds of
+        an S-shaped curve (None without folds)."""
+        if not self.folds:
+            return None
+        values = [f.parameter for f in self.folds]
+        return min(values), max(values)
+
+
+def _arc_functions(theory, problem_at: Callable, value0: float, scale: float, like):
+    """Jitted (S, G, H, G_mu) of u (the unconstrained coordinates of ``solvers.coordinates``) and mu, the scaled
+    parameter value = value0 + scale mu; the coordinates use the prior precision at that value."""
+    action0, args0 = _entropic(theory, problem_at(value0))
+    unravel = ravel_pytree(to_unconstrained(like, action0.prior(args0)[1]))[1]
+
+    def state(u, mu):
+        action, args = theory.problem(problem_at(value0 + scale * mu))
+        return action, args, from_unconstrained(unravel(u), action.prior(args)[1], like)
+
+    def objective(u, mu):
+        action, args, value = state(u, mu)
+        return action(value, args)
+
+    gradient = jax.grad(objective)
+
+    @jax.jit
+    def system(u, mu):
+        return objective(u, mu), gradient(u, mu), jax.hessian(objective)(u, mu), jax.jacfwd(gradient, 1)(u, mu)
+
+    @jax.jit
+    def fold_residual(z, c):
+        n = c.size
+        u, mu, phi = z[:n], z[n], z[n + 1:]
+        H = jax.hessian(objective)(u, mu)
+        return jnp.concatenate([gradient(u, mu), H @ phi, jnp.atleast_1d(c @ phi - 1)])
+
+    fold_jacobian = jax.jit(jax.jacfwd(fold_residual))
+    return system, fold_residual, fold_jacobian, (lambda u, mu: state(u, mu)[2])
+
+
+def trace_arclength(theory, problem_at: Callable, value0: float, init, *, step: float = 0.05, steps: int = 200,
+                    bounds: tuple[float | None, float | None] = (None, None), direction: int = 1,
+                    scale: float | None = None, tol: float = 1e-9, solver=None, label: str = "parameter",
+                    turn: float = 0.9) -> Arc:
+    """Pseudo-arclength continuation (Keller) of a branch of stationary points of S(u; lambda) through folds.
+
+    ``problem_at(lambda)`` gives the problem (the theory's args) at a parameter value and must be traceable in
+    lambda (e.g. :func:`set_parameter`). The branch starts at the stationary point solved at ``value0`` from
+    ``init`` and is followed in z = (u, mu), mu = (lambda - value0)/``scale`` (default |value0|, else 1), along
+    the unit tangent t (G_u t_u + G_mu t_mu = 0, oriented by the previous tangent; initially d lambda =
+    ``direction``): predictor z + ds t, corrector Newton on [G(u, mu) = 0, t.(z - z_pred) = 0] (the bordered
+    Jacobian [[H, G_mu], [t_u, t_mu]] stays regular at a fold, where H is singular), so the branch passes the fold
+    and continues on the saddle branch beyond it. ``ds`` grows by 1.5 after easy corrections (<= 4 Newton steps,
+    up to 4 ``step``) and halves after failures (a corrector that does not reach |G| <= tol max(1, |H|) in 12
+    steps, lands farther than ds from the predictor, or whose new tangent turns by more than arccos ``turn``
+    from the last -- the signature of a jump onto a nearby branch), down to ``step``/256, where the trace stops.
+
+    Folds: where t_mu changes sign between two points; each is refined by Newton on the extended system
+    (Moore & Spence) G(u, mu) = 0, H(u, mu) phi = 0, c.phi = 1 (c: the tangent's u part at the point nearer the
+    fold, phi starting there), whose solution is the saddle-node itself: the fold is *located* (to the Newton
+    tolerance), not bracketed. A refinement that does not converge reports the nearer point (refined False).
+
+    Returns an :class:`Arc` (points with the Hessian's inertia: minima, then a saddle branch between two folds...).
+    """
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be +1 or -1, got {direction}")
+    if not step > 0 or steps < 1:
+        raise ValueError(f"step must be positive and steps >= 1, got step={step}, steps={steps}")
+    value0 = float(value0)
+    scale = float(scale) if scale is not None else (abs(value0) or 1.0)
+    solver = phase_solver(theory) if solver is None else resolve_solver(solver)
+    problem0 = problem_at(value0)
+    first = _solve(problem0, theory, solver, init)
+    if not bool(first.converged):
+        raise ValueError(f"init: the solve at {label} = {value0:g} did not converge ({first.message})")
+    like = first.value
+    system, fold_residual, fold_jacobian, value_of = _arc_functions(theory, problem_at, value0, scale, like)
+    action0, args0 = _entropic(theory, problem0)
+    u = ravel_pytree(to_unconstrained(like, action0.prior(args0)[1]))[0]
+    lo, hi = bounds
+
+    def tangent(H, g_mu, previous):
+        n = H.shape[0]
+        J = jnp.block([[H, g_mu[:, None]], [previous[None, :n], previous[None, n:]]])
+        t = jnp.linalg.solve(J, jnp.zeros(n + 1).at[n].set(1.0))
+        return t / jnp.linalg.norm(t)
+
+    def point(z, t):
+        S, g, H, g_mu = system(z[:-1], z[-1])
+        eigenvalues = np.asarray(jnp.linalg.eigvalsh(0.5 * (H + H.T)))
+        kind, index = classify(eigenvalues)
+        lam = value0 + scale * float(z[-1])
+        return ArcPoint(lam, value_of(z[:-1], z[-1]), float(S), kind, index, float(eigenvalues[0]), float(t[-1]))
+
+    def correct(z_pred, t):
+        z = z_pred
+        for iteration in range(12):
+            _, g, H, g_mu = system(z[:-1], z[-1])
+            residual = jnp.concatenate([g, jnp.atleast_1d(t @ (z - z_pred))])
+            if float(jnp.max(jnp.abs(g))) <= tol * max(1.0, float(jnp.max(jnp.abs(H)))) and iteration > 0:
+                return z, iteration
+            J = jnp.block([[H, g_mu[:, None]], [t[None, :-1], t[None, -1:]]])
+            z = z - jnp.linalg.solve(J, residual)
+            if not bool(jnp.all(jnp.isfinite(z))):
+                return None, iteration
+        return None, 12
+
+    z = jnp.concatenate([u, jnp.zeros(1, u.dtype)])
+    _, _, H, g_mu = system(z[:-1], z[-1])
+    t = tangent(H, g_mu, jnp.zeros_like(z).at[-1].set(direction))
+    points, ts, zs = [point(z, t)], [t], [z]
+    ds, reason = step, "steps"
+    while len(points) <= steps:
+        z_pred = z + ds * t
+        z_new, iterations = correct(z_pred, t)
+        if z_new is None or float(jnp.linalg.norm(z_new - z_pred)) > ds:
+            ds /= 2
+            if ds < step / 256:
+                reason = "unconverged"
+                break
+            continue
+        _, _, H, g_mu = system(z_new[:-1], z_new[-1])
+        t_new = tangent(H, g_mu, t)
+        if float(t_new @ t) < turn and ds > step / 256:  # the tangent turned sharply: likely another branch
+            ds /= 2
+            continue
+        t, z = t_new, z_new
+        points.append(point(z, t))
+        ts.append(t)
+        zs.append(z)
+        lam = points[-1].parameter
+        if (lo is not None and lam < lo) or (hi is not None and lam > hi):
+            reason = "bounds"
+            break
+        if iterations <= 4:
+            ds = min(1.5 * ds, 4 * step)
+    folds = []
+    for i in range(1, len(points)):
+        if np.sign(points[i - 1].slope) == np.sign(points[i].slope):
+            continue
+        near = i - 1 if abs(points[i - 1].slope) < abs(points[i].slope) else i
+        c = ts[near][:-1] / jnp.linalg.norm(ts[near][:-1])
+        guess = jnp.concatenate([zs[near], c])
+        folds.append(_refine_fold(fold_residual, fold_jacobian, guess, c, tol, points[near], value0, scale,
+                                  value_of, system, i))
+    return Arc(label, tuple(points), tuple(folds), reason)
+
+
+def _refine_fold(fold_residual, fold_jacobian, guess, c, tol, nearest: ArcPoint, value0, scale, value_of, system,
+                 after: int) -> ArcFold:
+    """Newton on the extended system (see :func:`trace_arclength`) from ``guess`` = (u, mu, phi)."""
+    n = c.size
+    z = guess
+    for _ in range(30):
+        r = fold_residual(z, c)
+        if float(jnp.max(jnp.abs(r))) <= tol * 10:
+            S, _, H, _ = system(z[:n], z[n])
+            eigenvalues = np.asarray(jnp.linalg.eigvalsh(0.5 * (H + H.T)))
+            return ArcFold(value0 + scale * float(z[n]), value_of(z[:n], z[n]), float(S),
+                           float(eigenvalues[np.argmin(np.abs(eigenvalues))]), True, after)
+        z = z - jnp.linalg.solve(fold_jacobian(z, c), r)
+        if not bool(jnp.all(jnp.isfinite(z))):
+            break
+    eigenvalue = nearest.min_eigenvalue
+    return ArcFold(nearest.parameter, nearest.value, nearest.action, eigenvalue, False, after)
+
+
+def arclength(arch, data, kappa2, parameter: str, theory="adaptive", *, init=None, start: str = "prior",
+              ratios=(30.0,), step: float = 0.05, steps: int = 200, bounds=(None, None), direction: int = 1,
+              scale: float | None = None, tol: float = 1e-9, solver=None, **theory_options) -> Arc:
+    """Follow a branch of stationary points through its folds by pseudo-arclength continuation
+    (:func:`trace_arclength`) in a continuous parameter of the problem.
+
+    Args:
+        arch, data, kappa2, theory, theory_options: as for :func:`adaptive_kernels.solve`; the branch starts at
+            these values.
+        parameter: ``"N"``, ``"gamma"``, ``"kappa2"``, ``"s_w2"`` or ``"s_a2"`` (``"P"`` is discrete: use
+            :func:`continuation`).
+        init: order parameters to start from; default the start ``start`` of :func:`default_starts` (``"prior"``
+            or ``"aligned x<r>"`` for r in ``ratios``).
+        step, steps, bounds, direction, scale, tol, solver: see :func:`trace_arclength` (``bounds``: stop once the
+            parameter leaves (lower, upper)).
+
+    Returns:
+        an :class:`Arc`: ``folds`` (each located where the Hessian is singular), ``window()``, ``table()``.
+
+    Example::
+
+        arc = ak.phases.arclength(arch, data, 0.1, "N", theory, start="aligned x30", bounds=(5, 80))
+        arc.folds       # [ArcFold(parameter=..., eigenvalue~0, refined=True, ...), ...]
+    """
+    if parameter not in PROBLEM_PARAMETERS:
+        raise ValueError(f"parameter must be one of {', '.join(PROBLEM_PARAMETERS)}, got {parameter!r}")
+    theory = get_theory(theory, **theory_options)
+    problem = make_problem(arch, data, kappa2)
+    theory.check(problem)
+    if init is None:
+        starts = default_starts(problem, theory, data.w_star, ratios)
+        if start not in starts:
+            raise ValueError(f"start must be one of {', '.join(starts)}, got {start!r}")
+        init = starts[start]
+    value0 = float(problem.width if parameter == "N" else getattr(problem, parameter))
+    return trace_arclength(theory, lambda v: set_parameter(problem, parameter, v), value0, init, step=step,
+                           steps=steps, bounds=bounds, direction=direction, scale=scale, tol=tol, solver=solver,
+                           label=parameter)
 
 
 # --- phase diagrams and plots -----------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ import pytest
 import adaptive_kernels as ak
 from adaptive_kernels.actions.base import EntropicAction
 from adaptive_kernels.phases import (
-    Instance, aligned_state, classify, continue_branches, find_stationary_points, hessian_eigenvalues, with_parameter,
+    Instance, aligned_state, classify, continue_branches, find_stationary_points, hessian_eigenvalues, trace_arclength,
+    with_parameter,
 )
 from adaptive_kernels.theories import AbstractTheory
 
@@ -143,6 +144,27 @@ def test_continuation_brackets_the_folds_and_finds_the_crossing_where_the_closed
     favoured = np.where(summary.t > 0, "down:left", up.branch)
     inside = np.abs(summary.t) < T_FOLD
     np.testing.assert_array_equal(summary.posterior[inside], favoured[inside])
+
+
+def test_arclength_passes_both_folds_follows_the_saddle_and_locates_the_folds_exactly():
+    # from the right well at t = -2.5 the branch runs up to +t_fold, turns back along the saddle (index 1) to
+    # -t_fold, and continues on the left well to t = 2.5: the whole S-curve 4 b u1 (u1^2 - 1) + t = 0
+    arc = trace_arclength(WellTheory(), args_at, -2.5, state(1.2), step=0.1, bounds=(-2.5, 2.5), label="t")
+    assert arc.reason == "bounds"
+    u1 = np.array([0.5 * float(jnp.log(p.value[0])) for p in arc.points])
+    t = np.array([p.parameter for p in arc.points])
+    np.testing.assert_allclose(4 * B * u1 * (u1**2 - 1) + t, 0.0, atol=1e-7)
+    index = np.array([p.index for p in arc.points])
+    np.testing.assert_array_equal(index, (np.abs(u1) < 1 / np.sqrt(3)).astype(int))
+    assert index.sum() >= 3 and {p.kind for p in arc.points if p.index == 1} == {"saddle"}
+    # the folds solved from the extended system: t = +-8b/(3 sqrt 3), u1 = +-1/sqrt 3, a zero Hessian eigenvalue
+    folds = sorted(arc.folds, key=lambda f: f.parameter)
+    assert len(folds) == 2 and all(f.refined for f in folds)
+    np.testing.assert_allclose([f.parameter for f in folds], [-T_FOLD, T_FOLD], atol=1e-8)
+    np.testing.assert_allclose([0.5 * float(jnp.log(f.value[0])) for f in folds], [-1 / np.sqrt(3), 1 / np.sqrt(3)],
+                               atol=1e-7)
+    assert max(abs(f.eigenvalue) for f in folds) < 1e-6
+    assert arc.window() == pytest.approx((-T_FOLD, T_FOLD), abs=1e-8)
 
 
 def test_plots_draw_every_branch():

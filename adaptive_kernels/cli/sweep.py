@@ -93,6 +93,8 @@ def run(args) -> int:
     solved = table.attrs["solved"]
     unconverged = int((~table["converged"].astype(bool)).sum())
     where = f"{out}.parts (share {args.part}; run again without --part to write {out})" if args.part else out
-    print(f"{len(table)} points -> {where} ({solved} solved now, {len(table) - solved} reused; "
+    points = table["key"].str.partition("/")[0].nunique()  # branches = "all": several rows per point
+    rows = f" in {len(table)} rows (one per branch)" if points != len(table) else ""
+    print(f"{points} points{rows} -> {where} ({solved} solved now, {len(table) - solved} reused; "
           f"{unconverged} not converged)")
     return 0

@@ -6,11 +6,23 @@
     table = run_sweep(sweep, out="results.parquet", progress=True)   # executor=client: on a cluster
 
 See :func:`run_sweep` for the columns and :mod:`adaptive_kernels.sweep.config` for TOML files.
+``Sweep(..., branches="all")`` reports every stationary point of each point (its branch, Hessian class, action;
+the posterior's marked; :func:`adaptive_kernels.sweep.engine.branch_rows`).
 """
 
 from adaptive_kernels.sweep.config import ConfigError, load_config
-from adaptive_kernels.sweep.engine import Batch, PreflightError, Regime, SweepError, build_regime, run_sweep, solve_batch
+from adaptive_kernels.sweep.engine import (
+    Batch,
+    PreflightError,
+    Regime,
+    SweepError,
+    branch_rows,
+    build_regime,
+    run_sweep,
+    solve_batch,
+)
 from adaptive_kernels.sweep.spec import (
+    BRANCH_MODES,
     POINT_PARAMETERS,
     SOLVER_OPTIONS,
     THEORIES,
@@ -23,6 +35,7 @@ from adaptive_kernels.sweep.spec import (
 from adaptive_kernels.sweep.store import SweepWarning, read_table
 
 __all__ = [
+    "BRANCH_MODES",
     "Batch",
     "ConfigError",
     "DigitsData",
@@ -36,6 +49,7 @@ __all__ = [
     "SweepWarning",
     "TeacherData",
     "THEORIES",
+    "branch_rows",
     "build_regime",
     "grid",
     "load_config",

@@ -25,6 +25,8 @@ as ``FILE:LINE: key: what is wrong``. Layout (see ``examples/sweep_example.toml`
     [run]                     # how to run it
     continuation = "P"        # warm-start along this axis
     detect_branches = false   # forward + backward pass, flag differing points
+    # branches = "all"        # "posterior" or "all": every stationary point from several starts, classified
+    # ratios = [30.0, 0.05]   #   and named by branch (Sweep(branches=...), not with detect_branches)
     batch = true              # vmap equal shapes, a chunk per device (false: one by one)
     chunk_size = 256          # most chains per vmapped batch (default 256; 16 with an executor)
 
@@ -66,7 +68,8 @@ from adaptive_kernels.sweep.spec import (
 )
 
 TABLES = ("data", "grid", "points", "run", "solver")
-RUN_KEYS = {"continuation": "str", "detect_branches": "bool", "batch": "bool", "chunk_size": "int"}
+RUN_KEYS = {"continuation": "str", "detect_branches": "bool", "batch": "bool", "chunk_size": "int", "branches": "str",
+            "ratios": "list"}
 DATA_KINDS = {"teacher": TeacherData, "digits": DigitsData}
 
 
@@ -159,12 +162,13 @@ def _points(loc: _Locator, grid_table: dict, point_tables: list) -> list[dict]:
 def _sweep(loc: _Locator, points: list, n_grid: int, recipe, run: dict, solver: dict) -> Sweep:
     """Build the Sweep; an error about a combined point is located at its table."""
     try:
-        return Sweep(points, recipe, run.get("continuation"), run.get("detect_branches", False), solver)
+        return Sweep(points, recipe, run.get("continuation"), run.get("detect_branches", False), solver,
+                     branches=run.get("branches"), ratios=run.get("ratios", (30.0,)))
     except ParameterError as err:
         message = str(err).split(": ", 1)[1]
         if isinstance(err, SolverOptionError):
             raise loc.error("solver", err.key, message) from None
-        if err.key in ("continuation", "detect_branches"):
+        if err.key in ("continuation", "detect_branches", "branches", "ratios"):
             raise loc.error("run", err.key, message) from None
         bad = _first_bad_point(points)
         if bad is not None and bad >= n_grid:
@@ -232,7 +236,9 @@ def load_config(path: str | os.PathLike) -> tuple[Sweep, dict]:
         kind = RUN_KEYS[key]
         if kind == "bool" and not isinstance(value, bool):
             raise loc.error("run", key, f"must be true or false, got {value!r}")
-        if kind != "bool":
+        if kind == "list" and not isinstance(value, list):
+            raise loc.error("run", key, f"must be a list, got {value!r}")
+        if kind not in ("bool", "list"):
             try:
                 check_kind(key, value, kind)
             except ParameterError as err:

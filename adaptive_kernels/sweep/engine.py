@@ -36,6 +36,11 @@ guess of the next (``init=`` of the solver) whenever the order parameters keep t
 shape (the d x d Sigma of the adaptive kernel does; a P x P kernel does not, and then the
 point starts cold and ``warm_start`` says so). Running each chain forward and backward and
 comparing reveals points with more than one solution branch (hysteresis).
+
+Branches (``Sweep(branches="posterior" | "all")``, issue 17): each chain is solved on the host by
+:func:`branch_rows` with the phase tools (``adaptive_kernels.phases``): every point from the prior, teacher-aligned
+starts and every branch of the chain's previous point, the distinct stationary points classified by the inertia of
+their Hessian; rows name the branch each point lies on and mark the posterior's (the lowest-action minimum).
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ from adaptive_kernels.architectures import FCN
 from adaptive_kernels.data import Dataset
 from adaptive_kernels.solvers.solution import Status
 from adaptive_kernels.sweep.spec import POINT_PARAMETERS, SOLVER_OPTIONS, Sweep, axis_value
-from adaptive_kernels.sweep.store import KEY, HOST, ResultStore, SweepWarning, _one_line
+from adaptive_kernels.sweep.store import HOST, KEY, ResultStore, SweepWarning, _one_line, branch_key, with_branch_keys
 
 BRANCH_RTOL = 1e-6  # order parameters of two passes differing by more than this: two branches
 
@@ -229,6 +234,79 @@ def _run_chains(runner: _Runner, chains: list[list[Regime]], axis: str | None):
     return results
 
 
+def _theory_options(theory: str, options: dict) -> dict:
+    """The options of ``THEORIES[theory]``'s constructor among the sweep's."""
+    return {k: v for k, v in _options_for(theory, options).items() if k not in ("solver", "implicit", "linear_solver")}
+
+
+def _branch_label(label: str, chain: Sequence[dict], step: int, axis: str | None) -> str:
+    """A fresh start's branch name: its label, with ``@axis=value`` where it is born after a chain's first point
+    (``prior@P=40``), so that it is not confused with the branch continued from the first point's ``prior``."""
+    if step == 0 or axis is None:
+        return label
+    return f"{label}@{axis}={axis_value(chain[step], axis):g}"
+
+
+def branch_rows(chain: Sequence[dict], recipe, theory_name: str, options: dict, mode: str, ratios: Sequence[float],
+                axis: str | None) -> list[list[dict]]:
+    """Every stationary point of each point of a continuation chain (``adaptive_kernels.phases``), named by branch.
+
+    At each point the action is solved (``phases.find_stationary_points``; solver: the sweep's ``solver`` option or
+    the phase tools' default) from the branches of the previous point (warm starts: a branch keeps its name while
+    it lasts) and from fresh starts, the prior and the teacher-aligned states of ``ratios``
+    (``phases.default_starts``, direction ``data.w_star`` or that of X^T y). Distinct converged points (relative
+    distance 1e-4) are classified by the inertia of the Hessian of S (minimum, saddle, maximum, degenerate); the
+    lowest-action minimum is the posterior's. Returns per point a list of rows (``mode="all"``: one per stationary
+    point, the posterior's first, then by action; ``"posterior"``: the posterior's only, else the lowest point);
+    with no converged start, one row of the lowest-action unconverged solve (``kind = "unconverged"``).
+
+    Columns besides the observables: ``branch`` (the name of the branch: the start it was first reached from,
+    continued along the chain), ``starts`` (every start that reached it), ``kind``, ``index`` (negative Hessian
+    eigenvalues), ``min_eigenvalue``, ``posterior``, ``minima`` and ``metastable`` (of the point: minima found,
+    more than one), ``warm_start`` (reached from the previous point's branch of that name).
+    """
+    from adaptive_kernels import phases
+    from adaptive_kernels.api import resolve_solver
+    from adaptive_kernels.problem import make_problem
+    from adaptive_kernels.theories import get_theory
+
+    theory = get_theory(theory_name, **_theory_options(theory_name, options))
+    solver = resolve_solver(options.get("solver"))
+    previous: dict = {}
+    out = []
+    for step, point in enumerate(chain):
+        start_time = time.perf_counter()
+        regime = build_regime(point, recipe)
+        arch, data, kappa2 = regime.arch, regime.data, regime.kappa2
+        problem = make_problem(arch, data, kappa2)
+        theory.check(problem)
+        shape = jax.tree.map(jnp.shape, theory.init(problem, theory.problem(problem)[1]))
+        starts = {name: value for name, value in previous.items() if jax.tree.map(jnp.shape, value) == shape}
+        for label, value in phases.default_starts(problem, theory, data.w_star, ratios).items():
+            starts[_branch_label(label, chain, step, axis if starts else None)] = value
+        found = phases.find_stationary_points(theory, problem, starts, solver)
+        points = list(found.points)
+        if not points:  # no start converged: report the best attempt, so that every point has its row
+            best = min(found.unconverged.items(), key=lambda kv: float(kv[1].action))
+            points = [phases.StationaryPoint(best[1], float(best[1].action), "unconverged", None, None, (best[0],))]
+        ordered = sorted(points, key=lambda p: (not p.posterior, p.action))
+        minima = len(found.minima)
+        wall = (time.perf_counter() - start_time) / len(ordered)
+        rows = []
+        for p in ordered if mode == "all" else ordered[:1]:
+            scalars = summarize(p.solution, arch, data, kappa2)
+            del scalars["theory"]
+            row = _python_scalars(scalars)
+            row.update(status_message=Status(row["status"]).message, warm_start=p.starts[0] in previous,
+                       wall_time=wall, batch_size=1, branch=p.starts[0], starts=", ".join(p.starts), kind=p.kind,
+                       index=-1 if p.index is None else p.index, min_eigenvalue=p.min_eigenvalue,
+                       posterior=p.posterior, minima=minima, metastable=minima > 1)
+            rows.append(row)
+        previous = {p.starts[0]: p.value for p in ordered if p.kind != "unconverged"}
+        out.append(rows)
+    return out
+
+
 def _branch_gap(forward, backward) -> float:
     """Largest relative difference of two solutions' order parameters (0 when there are none)."""
     leaves_f, leaves_b = jax.tree.leaves(forward), jax.tree.leaves(backward)
@@ -332,6 +410,8 @@ class Batch:
     options: tuple
     batch: bool
     attempt: int = 0
+    branches: str | None = None
+    ratios: tuple = (30.0,)
 
 
 _RUNNERS: dict[tuple, _Runner] = {}
@@ -342,10 +422,20 @@ def solve_batch(task: Batch, devices: Sequence | None = None) -> list[list[dict]
     Python scalars (observables, status, warm_start, wall_time, batch_size, d, P_test, worker).
 
     With ``detect_branches`` each chain also runs backwards and the rows are merged
-    (:func:`_merge_branches`). This is the function executors run on their workers.
+    (:func:`_merge_branches`). With ``branches`` each step holds a list of rows, one per branch reported
+    (:func:`branch_rows`, on the host, one chain at a time). This is the function executors run on their workers.
     """
     devices = local_devices(devices)
     worker = f"{HOST}:{os.getpid()}"
+    if task.branches is not None:
+        merged = [branch_rows(chain, task.data, task.theory, dict(task.options), task.branches, task.ratios,
+                              task.continuation) for chain in task.chains]
+        for chain, steps in zip(task.chains, merged):
+            for point, rows in zip(chain, steps):
+                data = build_regime(point, task.data).data
+                for row in rows:
+                    row.update(d=data.d, P_test=data.X_test.shape[0], worker=worker)
+        return merged
     cache_key = (task.theory, repr(task.options), task.batch, tuple(map(str, devices)))
     runner = _RUNNERS.get(cache_key)
     if runner is None:
@@ -518,7 +608,9 @@ def run_sweep(
     (``host:pid`` of the process that solved the point), ``run``
     (which invocation computed the row; this one's is ``table.attrs["run"]``); with
     ``detect_branches`` also ``branch``, ``multiple_branches``, ``branch_gap``,
-    ``branch_action_gap``. ``table.attrs["solved"]``: how many points this invocation solved.
+    ``branch_action_gap``; with ``branches`` (``Sweep(branches=...)``) the columns of :func:`branch_rows`
+    and, for ``"all"``, one row per stationary point (keys ``<point key>/<j>`` after a point's first row).
+    ``table.attrs["solved"]``: how many rows this invocation solved.
     """
     if executor is not None and not callable(getattr(executor, "submit", None)):
         raise TypeError(f"executor must have a submit(fn, *args) method (concurrent.futures.Executor, "
@@ -554,10 +646,11 @@ def run_sweep(
                              f"({dispatcher.failures[-1][1]}); the points stored are kept: run again to solve them")
         if shares > 1:
             ordered = list(dict.fromkeys(keys[i] for c in mine for i in c))
-            table = store.finished().set_index(KEY, drop=False).loc[ordered].reset_index(drop=True)
+            table = store.rows_of(ordered)
         else:
             ordered = list(dict.fromkeys(keys))
-            table = store.consolidate(ordered) if store is not None else pd.DataFrame([rows[k] for k in ordered])
+            table = (store.consolidate(ordered) if store is not None
+                     else pd.DataFrame([rows[k] for k in with_branch_keys(ordered, rows)]))
             finished = True
     finally:
         dispatcher.cancel()
@@ -616,7 +709,8 @@ def _solve_chains(sweep, keys, chains, store, dispatcher, chunk_size, batch, run
             while dispatcher.busy() < window and (taken := take()) is not None:
                 task = Batch(sweep.points[taken[0][0]]["theory"],
                              tuple(tuple(sweep.points[i] for i in c) for c in taken), sweep.data,
-                             sweep.continuation, sweep.detect_branches, sweep.options, batch)
+                             sweep.continuation, sweep.detect_branches, sweep.options, batch,
+                             branches=sweep.branches, ratios=sweep.ratios)
                 dispatcher.submit(task, taken)
             if dispatcher.busy():
                 result = dispatcher.next(timeout=POLL_S)
@@ -648,15 +742,18 @@ def _solve_chains(sweep, keys, chains, store, dispatcher, chunk_size, batch, run
 
 
 def _new_rows(sweep, keys, chains, results, done, recipe, run_id) -> dict:
-    """Table rows of a finished batch's points not stored yet, by key."""
+    """Table rows of a finished batch's points not stored yet, by key (a point's extra branch rows, with
+    ``branches="all"``, under ``<key>/<j>``, j = 1, 2, ...)."""
     new = {}
     for chain, chain_rows in zip(chains, results):
-        for i, row in zip(chain, chain_rows):
+        for i, rows in zip(chain, chain_rows):
             if keys[i] in done:
                 continue
-            row = dict(row)
-            measured = {"d": row.pop("d"), "P_test": row.pop("P_test")}
-            new[keys[i]] = {KEY: keys[i], **_parameter_columns(sweep.points[i]), **recipe, **measured, **row,
+            for j, row in enumerate(rows if isinstance(rows, list) else [rows]):
+                row = dict(row)
+                measured = {"d": row.pop("d"), "P_test": row.pop("P_test")}
+                key = branch_key(keys[i], j)
+                new[key] = {KEY: key, **_parameter_columns(sweep.points[i]), **recipe, **measured, **row,
                             "run": run_id}
     return new
 

@@ -30,6 +30,9 @@ from adaptive_kernels.solvers import AbstractRule, QuasiNewton
 from adaptive_kernels.theories import FORMS, MEASURES
 
 THEORIES = ("gp", "scaling", "adaptive")
+BRANCH_MODES = ("posterior", "all")
+"""``Sweep(branches=...)``: report each point's posterior branch (one row) or every stationary point found (one row
+each, the posterior's marked); see :func:`adaptive_kernels.sweep.engine.branch_rows`."""
 
 # name -> (default, kind); kind is one of "int", "float", "str". No default: required.
 _REQUIRED = object()
@@ -314,6 +317,15 @@ class Sweep:
         detect_branches: also run every chain backwards and flag points where the two passes
             reach different solutions (more than one branch); the lower action is kept.
         options: keyword options passed to the solver (``adaptive_kernels.solve``).
+        branches: None (one solve per point, as above), ``"posterior"`` or ``"all"``: solve every point from
+            several starts with ``adaptive_kernels.phases`` (the prior, teacher-aligned states with variance
+            ``ratios`` times the prior's along w*, and -- along ``continuation`` -- every branch of the previous
+            point), classify each distinct stationary point by its Hessian and name the branch it lies on;
+            ``"posterior"`` keeps one row per point (the lowest-action minimum), ``"all"`` one row per stationary
+            point (columns ``branch``, ``starts``, ``kind``, ``index``, ``min_eigenvalue``, ``posterior``,
+            ``minima``, ``metastable``; extra rows' keys are ``<point key>/<j>``). Theories with an action only
+            (``"scaling"``, ``"adaptive"``).
+        ratios: the aligned starts' variance ratios (with ``branches``).
     """
 
     points: tuple
@@ -321,8 +333,11 @@ class Sweep:
     continuation: str | None = None
     detect_branches: bool = False
     options: tuple = ()
+    branches: str | None = None
+    ratios: tuple = (30.0,)
 
-    def __init__(self, points, data=None, continuation=None, detect_branches=False, options=None):
+    def __init__(self, points, data=None, continuation=None, detect_branches=False, options=None, *,
+                 branches=None, ratios=(30.0,)):
         points = tuple(normalise_point(p) for p in points)
         if not points:
             raise ValueError("points: the sweep has no points")
@@ -330,6 +345,9 @@ class Sweep:
             raise ParameterError("continuation", f"must be a numeric point parameter, got {continuation!r}")
         if detect_branches and continuation is None:
             raise ParameterError("detect_branches", "needs a continuation axis to run forward and backward")
+        _check_branches(branches, ratios, detect_branches, points)
+        object.__setattr__(self, "branches", branches)
+        object.__setattr__(self, "ratios", tuple(float(r) for r in ratios))
         object.__setattr__(self, "points", points)
         object.__setattr__(self, "data", TeacherData() if data is None else data)
         object.__setattr__(self, "continuation", continuation)
@@ -344,6 +362,8 @@ class Sweep:
     def keys(self) -> list[str]:
         settings = {"options": self.solver_options, "continuation": self.continuation,
                     "detect_branches": self.detect_branches}
+        if self.branches is not None:  # (absent otherwise: the keys of earlier sweeps stay valid)
+            settings.update(branches=self.branches, ratios=list(self.ratios))
         return [point_key(p, self.data, settings) for p in self.points]
 
     def chains(self) -> list[list[int]]:
@@ -363,6 +383,24 @@ class Sweep:
             rest = tuple(sorted((k, v) for k, v in self.points[i].items() if k not in along))
             chains.setdefault(rest, []).append(i)
         return [sorted(ix, key=lambda i: axis_value(self.points[i], axis)) for ix in chains.values()]
+
+
+def _check_branches(branches, ratios, detect_branches, points) -> None:
+    """``branches`` one of None, :data:`BRANCH_MODES`; ``ratios`` positive numbers; not with ``detect_branches``
+    (the phase tools already follow every start); every point's theory has an action to classify by."""
+    if branches is None:
+        return
+    if branches not in BRANCH_MODES:
+        raise ParameterError("branches", f"must be one of {', '.join(map(repr, BRANCH_MODES))} or None, got {branches!r}")
+    if detect_branches:
+        raise ParameterError("detect_branches", "not with branches (they already follow every start both ways)")
+    if not isinstance(ratios, (list, tuple)) or not all(
+            isinstance(r, numbers.Real) and not isinstance(r, bool) and r > 0 for r in ratios):
+        raise ParameterError("ratios", f"must be a list of positive numbers, got {ratios!r}")
+    gp = [i for i, p in enumerate(points) if p["theory"] == "gp"]
+    if gp:
+        raise ParameterError("branches", f"needs theories with an action (scaling, adaptive); point {gp[0]} has "
+                             "theory 'gp' (one kernel, no order parameters)")
 
 
 def axis_value(point: Mapping[str, Any], axis: str) -> float:

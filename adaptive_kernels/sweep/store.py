@@ -53,6 +53,23 @@ LOCK_TIMEOUT_S = 120.0
 HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"  # no dots: temp names split on them
 
 
+def branch_key(key: str, j: int) -> str:
+    """The key of a point's j-th row: the point's key for its first row, ``<key>/<j>`` for further branch rows
+    (``Sweep(branches="all")``: one row per stationary point). Point keys are hex digests, without ``/``."""
+    return key if j == 0 else f"{key}/{j}"
+
+
+def with_branch_keys(keys: list[str], available) -> list[str]:
+    """``keys`` in order, each followed by its branch rows' keys ``<key>/1``, ``<key>/2``, ... present in
+    ``available`` (a set, mapping or index of row keys)."""
+    extra: dict[str, list[tuple[int, str]]] = {}
+    for k in available:
+        base, sep, j = str(k).partition("/")
+        if sep:
+            extra.setdefault(base, []).append((int(j), k))
+    return [row for k in keys for row in [k, *(key for _, key in sorted(extra.get(k, ())))]]
+
+
 class SweepWarning(UserWarning):
     """Something a sweep repaired or retried on its own (printed as one line by the CLI)."""
 
@@ -419,12 +436,17 @@ class ResultStore:
         atomic_write_table(rows, path)
         return path
 
-    def consolidate(self, keys: list[str]) -> pd.DataFrame:
-        """The rows of ``keys`` (in that order), written atomically to ``OUT``."""
+    def rows_of(self, keys: list[str]) -> pd.DataFrame:
+        """The finished rows of the points ``keys`` (in that order), each point's branch rows after its first
+        (:func:`with_branch_keys`)."""
         done = self.finished().set_index(KEY, drop=False)
         missing = [k for k in keys if k not in done.index]
         if missing:
             raise RuntimeError(f"consolidate: {len(missing)} points have no result yet")
-        table = done.loc[keys].reset_index(drop=True)
+        return done.loc[with_branch_keys(keys, done.index)].reset_index(drop=True)
+
+    def consolidate(self, keys: list[str]) -> pd.DataFrame:
+        """The rows of ``keys`` (:meth:`rows_of`), written atomically to ``OUT``."""
+        table = self.rows_of(keys)
         atomic_write_table(table, self.out)
         return table
