@@ -76,7 +76,7 @@ def theory_vs_sampling(cfg: Config) -> Section:
     detail = sec.check("theory vs HMC learnability", ok,
                        f"|{L_theory:.4f} - {L:.4f}| = {abs(L_theory - L):.4f} <= {0.05 + 3 * se:.4f}; "
                        f"theory converged: {_converged(sol)}; eigenvalue ratio along w*: theory "
-                       f"{summary.get('eigenvalue_ratio', float('nan')):.3f}, HMC {float(est.eigenvalue_ratio[0].mean):.3f} "
+                       f"{summary['eigenvalue_ratio'][0]:.3f}, HMC {float(est.eigenvalue_ratio[0].mean):.3f} "
                        f"± {float(est.eigenvalue_ratio[0].se):.3f}")
     mixing = sec.check("HMC ensemble equilibrated", rhat < 1.1,
                        f"split R-hat of the learnability {rhat:.3f} < 1.1 (max over monitors {est.max_rhat:.3f}), "
