@@ -17,7 +17,7 @@ from bench.cases import TINY  # noqa: E402
 from bench.run import render, run_cases  # noqa: E402
 
 
-@pytest.mark.parametrize("case", ["scipy", "deep"])
+@pytest.mark.parametrize("case", ["scipy", "deep", "sampling"])
 def test_tiny_benchmark_cases_pass_their_answer_checks(case):
     (section,) = run_cases(TINY, only=[case])
     assert section.rows, f"{case}: no rows were timed"
