@@ -331,10 +331,14 @@ class InputSpaceAction(EntropicAction):
     couplings (N_l/2)[tr((s_w2 Sigma_{l-1})^{-1} Sigma_l) - a_l tr Sigma_l + log det(s_w2 Sigma_{l-1})], l >= 2.
     For L = 1 it is S(Sigma) of THEORY.md sec. 4."""
 
+    def output_term(self, sigmas, problem: Problem):
+        """D(c X Sigma_L X^T): the data term without the couplings."""
+        X = problem.X
+        return data_term(problem.readout_scale * X @ sigmas[-1] @ X.T, problem.y, problem.kappa2)
+
     def data_term(self, sigmas, problem: Problem):
         _, precisions = self.prior(problem)
-        X = problem.X
-        total = data_term(problem.readout_scale * X @ sigmas[-1] @ X.T, problem.y, problem.kappa2)
+        total = self.output_term(sigmas, problem)
         for layer in range(1, problem.depth):
             N, a, S_prev, S = problem.widths[layer], precisions[layer], sigmas[layer - 1], sigmas[layer]
             L = jnp.linalg.cholesky(problem.s_w2 * symmetrize(S_prev))

@@ -66,7 +66,7 @@ from adaptive_kernels._validation import is_traced
 from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction
 from adaptive_kernels.actions.base import EntropicAction, as_matrix
 from adaptive_kernels.actions.deep import InputSpaceAction
-from adaptive_kernels.gp import data_term, data_term_low_rank
+from adaptive_kernels.gp import data_term_low_rank
 
 DENSE_LIMIT = 2000
 """Largest number of independent entries of q for which :func:`estimator_for` picks :class:`Dense`."""
@@ -155,12 +155,6 @@ def colour(whitened, problem):
     return tuple(out)
 
 
-def _output_term(sigmas, problem):
-    """D(c X Sigma_L X^T): the data term of ``deep.InputSpaceAction`` without its couplings."""
-    X = problem.X
-    return data_term(problem.readout_scale * X @ sigmas[-1] @ X.T, problem.y, problem.kappa2)
-
-
 def chart(action: EntropicAction, Sigma, args):
     """(embed, potential): coordinates v (m,) -> order parameters, embed(0) = Sigma, in which the exact density is
     exp(-S_ex) with Hess_v S_ex = I + M, M = Hess_v potential(embed(v)) at v = 0.
@@ -178,7 +172,7 @@ def chart(action: EntropicAction, Sigma, args):
     if isinstance(action, InputSpaceAction) and len(Sigma) >= 2:
         whitened = whiten(Sigma, args)
         embed_q = embedding(action, whitened, args)
-        return (lambda v: colour(embed_q(v), args)), (lambda S: _output_term(S, args))
+        return (lambda v: colour(embed_q(v), args)), (lambda S: action.output_term(S, args))
     return embedding(action, Sigma, args), (lambda S: action.data_term(S, args))
 
 
