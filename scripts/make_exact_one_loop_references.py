@@ -39,15 +39,24 @@ CASES = [dict(d=5, P=20, widths=[N], gamma=1.0, P_test=200, activation=act) for 
          for N in WIDTHS]
 
 
-def preactivation_ratio(sigma, data):
-    """The first layer's pre-activation kernel X Sigma X^T along y (no biases): HMC's E[H H^T]/N."""
-    return float(ak.eigenvalue_ratio(data.X @ sigma @ data.X.T, data.y))
+def observables(solution, arch, data, kappa2):
+    """(learnability, first-layer eigenvalue ratio along w*, pre-activation kernel ratio along y) of a solution: the
+    last from the first-layer weight covariance, X Sigma X^T (no biases), HMC's E[H H^T]/N."""
+    from jax.tree_util import Partial
+
+    from adaptive_kernels.problem import make_problem
+
+    s = ak.summarize(solution, arch, data, kappa2)
+    problem, theory = make_problem(arch, data, kappa2), solution.theory
+    sigma = theory.mean(Partial(type(theory).input_covariances, theory, problem=problem), solution.value, problem)[0][0]
+    pre = float(ak.eigenvalue_ratio(data.X @ sigma @ data.X.T, data.y))
+    return s["learnability"], s["eigenvalue_ratio"][0], pre
 
 
 def table(path, seeds, samples):
     """Markdown rows: exact saddle / one loop (mean ± SE over keys) / HMC for the learnability, the first-layer
-    eigenvalue ratio along w* and the pre-activation kernel ratio along y."""
-    from adaptive_kernels.theories import Adaptive
+    eigenvalue ratio along w* and the pre-activation kernel ratio along y, with the one-loop's error in HMC SEs."""
+    from adaptive_kernels.actions.exact_one_loop import with_loops
 
     print("| net | N | learnability saddle / one loop / HMC | ratio w* saddle / one loop / HMC "
           "| pre-act. ratio y saddle / one loop / HMC | s/solve |")
@@ -55,28 +64,23 @@ def table(path, seeds, samples):
     for case in json.load(open(path))["cases"]:
         arch, data = references._case_data(case)
         kappa2 = case["kappa2"]
-        rows = {0: ([], [], []), 1: ([], [], [])}
-        seconds = []
+        values, seconds = {0: [], 1: []}, []
         for seed in range(seeds):
             start = time.perf_counter()
-            theory = Adaptive(form="conjugate", measure="exact", samples=samples, seed=jax.numpy.asarray(seed))
-            sol = ak.solve(arch, data, kappa2, theory)
+            sol = ak.solve(arch, data, kappa2, ak.Adaptive(form="conjugate", measure="exact", samples=samples,
+                                                           seed=jax.numpy.asarray(seed)))
             for loops in (0, 1):
-                corrected = sol if loops == 0 else ak.with_loops(sol, 1)
-                s = ak.summarize(corrected, arch, data, kappa2)
-                sigma = corrected.theory.input_covariances(corrected.value, None) if False else None
-                rows[loops][0].append(s["learnability"])
-                rows[loops][1].append(s["eigenvalue_ratio"][0])
-                rows[loops][2].append(s["preactivation_ratio"])
+                values[loops].append(observables(with_loops(sol, loops), arch, data, kappa2))
             seconds.append(time.perf_counter() - start)
-        se = lambda a: np.std(a, ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0  # noqa: E731
-        f = references._fmt
         cells = []
         for i, key in enumerate(("learnability", "eigenvalue_ratio", "kernel_eigenvalue_ratio")):
             hmc = case[key] if key == "learnability" else case[key][0]
             digits = 4 if i == 0 else 3
-            cells.append(" / ".join([f(np.mean(rows[0][i]), se(rows[0][i]), digits),
-                                     f(np.mean(rows[1][i]), se(rows[1][i]), digits), f(*hmc, digits)]))
+            parts = []
+            for loops in (0, 1):
+                a = np.array([v[i] for v in values[loops]])
+                parts.append(references._fmt(a.mean(), a.std(ddof=1) / np.sqrt(len(a)), digits))
+            cells.append(" / ".join(parts + [references._fmt(*hmc, digits)]))
         print(f"| {case['activation']} 2-layer d={case['d']} P={case['P']} | {case['widths'][0]} | "
               + " | ".join(cells) + f" | {np.mean(seconds):.0f} |", flush=True)
 
