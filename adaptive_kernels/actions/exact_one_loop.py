@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import equinox as eqx
 import jax
@@ -74,12 +75,12 @@ def check(problem: Problem) -> None:
 
 class Moments(eqx.Module):
     """One-loop posterior means: ``kernel`` E[K] (P x P), ``sigma`` E[w w^T] of the first layer (d x d), ``mean``
-    E[f] at the training and then the test points, ``shift`` (dK, dKt) in orthonormal coordinates."""
+    E[f] at the training and then the test points; ``saddle``: the same three at the exact saddle."""
 
     kernel: jax.Array
     sigma: jax.Array
     mean: jax.Array
-    shift: tuple
+    saddle: tuple
 
 
 def data_hessian(problem: Problem, K, basis):
@@ -134,8 +135,8 @@ def moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all) -> Moments:
 
     # first-layer weight covariance (s_w2/d) E[u u^T] on the weight coordinates (exact.first_layer_covariance)
     w = jnp.sqrt(problem.s_w2 / problem.d) * u[:, : problem.d]
-    sigma = exact.first_layer_covariance(cgf, problem, (Kt,)) + (w * r[:, None]).T @ w - jnp.sum(r) * (
-        (w * omega[:, None]).T @ w)
+    sigma_saddle = exact.first_layer_covariance(cgf, problem, (Kt,))
+    sigma = sigma_saddle + (w * r[:, None]).T @ w - jnp.sum(r) * ((w * omega[:, None]).T @ w)
 
     # the mean output g = c O A y, O = cross kernel, A = (c K + kappa2)^-1, t = A y
     A = jnp.linalg.inv(c * K + problem.kappa2 * jnp.eye(P, dtype=dtype))
@@ -161,8 +162,9 @@ def moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all) -> Moments:
     T1, T2 = Bt @ A, along_k(jnp.broadcast_to(t, phi.shape)) @ A
     second = along_k(T1) + jnp.einsum("spq,sq->sp", B_mat, T2)
     curvature = (c**3 / (2.0 * N)) * cross @ (A @ (omega @ second))  # (1/2) tr(P_KK Hess_KK g)
-    mean = c * cross @ t + shift + mixed + curvature
-    return Moments(kernel=K + _symmetric(dK, P), sigma=sigma, mean=mean, shift=(dK, dKt))
+    mean_saddle = c * cross @ t
+    return Moments(kernel=K + _symmetric(dK, P), sigma=sigma, mean=mean_saddle + shift + mixed + curvature,
+                   saddle=(K, sigma_saddle, mean_saddle))
 
 
 def mean(theory, fn, value, problem: Problem):
@@ -195,4 +197,6 @@ def with_loops(solution, loops: int = 1):
     """An exact-measure solution with its theory's ``loops`` set: the same saddle (the one loop acts on the
     observables), so one solve gives both ``summarize(solution)`` and ``summarize(with_loops(solution))``."""
     exact._check_exact(solution)
-    return dataclasses.replace(solution, theory=dataclasses.replace(solution.theory, loops=loops))
+    with warnings.catch_warnings():  # an array seed in the theory, a static field of the Solution (as in ``solve``)
+        warnings.filterwarnings("ignore", "A JAX array is being set as static")
+        return dataclasses.replace(solution, theory=dataclasses.replace(solution.theory, loops=loops))
