@@ -10,6 +10,7 @@ where the saddle's O(1/N) error is many HMC standard errors.
 import json
 import pathlib
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,6 +34,17 @@ def _summary(kernel, sigma, mean, data):
                      float(ak.eigenvalue_ratio(kernel, data.y))])
 
 
+@eqx.filter_jit
+def _gaussian_measure(problem, sigma):
+    """(the exact measure sampled with its own tilted Gaussian as the proposal, Kt = -dD/dK) of a linear net at the
+    weight form's saddle ``sigma``."""
+    Kt = deep.output_terms(problem.X @ sigma @ problem.X.T, problem)[1]
+    B = exact.layer_factor(problem, None, 0, problem.X)
+    tilted = jnp.linalg.inv(jnp.eye(B.shape[1]) - (2.0 / problem.widths[0]) * B.T @ Kt @ B)
+    draws = jax.random.normal(jax.random.PRNGKey(1), (4000, B.shape[1]))
+    return exact.ExactCGF((draws,), (exact.Proposal.gaussian(jnp.linalg.cholesky(tilted)),)), Kt
+
+
 def test_linear_net_reproduces_the_gaussian_one_loop():
     """For linear phi the exact measure is Gaussian: the one loop around it must move the saddle's learnability,
     first-layer ratio along w* and kernel ratio along y as the weight form's one loop does (``Adaptive(loops=1)``:
@@ -43,11 +55,7 @@ def test_linear_net_reproduces_the_gaussian_one_loop():
     arch = ak.FCN(5, 50, "linear")
     problem = make_problem(arch, data, KAPPA2)
     sigma = ak.solve(arch, data, KAPPA2, Adaptive()).value
-    Kt = deep.output_terms(problem.X @ sigma @ problem.X.T, problem)[1]
-    B = exact.layer_factor(problem, None, 0, problem.X)
-    tilted = jnp.linalg.inv(jnp.eye(B.shape[1]) - (2.0 / 50) * B.T @ Kt @ B)
-    draws = jax.random.normal(jax.random.PRNGKey(1), (4000, B.shape[1]))
-    cgf = exact.ExactCGF((draws,), (exact.Proposal.gaussian(jnp.linalg.cholesky(tilted)),))
+    cgf, Kt = _gaussian_measure(problem, sigma)
     out = moments(cgf, problem, Kt, jnp.concatenate([problem.X, data.X_test]))
     saddle, loop = _summary(*out.saddle, data), _summary(out.kernel, out.sigma, out.mean, data)
     s = ak.summarize(ak.solve(arch, data, KAPPA2, Adaptive(loops=1)), arch, data, KAPPA2)

@@ -73,14 +73,32 @@ def check(problem: Problem) -> None:
                          f"kernel; P = {problem.P} > {MAX_P} is refused (use loops=0, or fewer points)")
 
 
+class Reweighting(eqx.Module):
+    """The one loop's reweighting of the tilted measure (module docstring) on the training inputs: the sampled points
+    ``u`` with their tilted weights ``omega`` and ``shift`` = omega_s r_s, M = (I + D2 H)^-1, and the means of the
+    kernel and of the first layer's weight covariance, ``kernel`` = E[K] and ``sigma`` = E[w w^T], with their
+    saddle values ``saddle_kernel``, ``saddle_sigma`` (control variate)."""
+
+    u: jax.Array
+    omega: jax.Array
+    shift: jax.Array
+    M: jax.Array
+    kernel: jax.Array
+    sigma: jax.Array
+    saddle_kernel: jax.Array
+    saddle_sigma: jax.Array
+
+
 class Moments(eqx.Module):
     """One-loop posterior means: ``kernel`` E[K] (P x P), ``sigma`` E[w w^T] of the first layer (d x d), ``mean``
-    E[f] at the training and then the test points; ``saddle``: the same three at the exact saddle."""
+    E[f] at the training and then the test points; ``saddle``: the same three at the exact saddle, and
+    ``variance``: the saddle's predictive variance at those points."""
 
     kernel: jax.Array
     sigma: jax.Array
     mean: jax.Array
     saddle: tuple
+    variance: jax.Array
 
 
 def data_hessian(problem: Problem, K, basis):
@@ -99,28 +117,32 @@ def data_hessian(problem: Problem, K, basis):
     return c**2 * (Et @ A @ Et.T - 0.5 * AEA @ basis.reshape(basis.shape[0], -1).T)
 
 
+def _features(problem: Problem, u, X):
+    """phi(X w) of the sampled points (S, P) (``exact.layer_factor``: u are the weights at unit prior variance)."""
+    return problem.activation(u @ exact.layer_factor(problem, None, 0, X).T)
+
+
+def _coordinate_features(phi):
+    """k(w) = phi phi^T of every sampled point in orthonormal coordinates, (S, m)."""
+    rows, cols = jnp.triu_indices(phi.shape[1])
+    return phi[:, rows] * phi[:, cols] * jnp.where(rows == cols, 1.0, math.sqrt(2.0)).astype(phi.dtype)
+
+
+def _centred(k, omega):
+    return k - omega @ k
+
+
 @eqx.filter_jit
-def moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all) -> Moments:
-    """The one-loop means (module docstring) at the exact saddle ``Kt`` (the conjugate kernel), with ``cgf`` the
-    sampled measure the saddle was solved with, on the inputs ``X_all`` = [X; X_test]."""
-    P, N, c = problem.P, problem.widths[0], problem.readout_scale
+def reweighting(cgf: exact.ExactCGF, problem: Problem, Kt) -> Reweighting:
+    """The shift of the tilted measure from the exact saddle ``Kt`` (the conjugate kernel; ``cgf`` the sampled
+    measure it was solved with) to Gamma's stationary point (module docstring), and E[K], E[w w^T]."""
+    P, N = problem.P, problem.widths[0]
     dtype = problem.X.dtype
-    C = deep.input_covariance(problem, problem.X)
-    u, omega, _, _ = cgf.tilted(problem, Kt, C, 0, problem.X)
-    phi_all = problem.activation(u @ exact.layer_factor(problem, C, 0, X_all).T)  # (S, P + P_test)
-    phi = phi_all[:, :P]
-
-    # the saddle's kernels (with the control variate): K* and the cross kernel of every point with the training set
-    padded = jnp.zeros((X_all.shape[0],) * 2, dtype).at[:P, :P].set(Kt)
-    K_all = deep.extended_kernels(problem, X_all, (padded,), cgf)[0]
-    K, cross = K_all[:P, :P], K_all[:, :P]
-
-    # tilted moments of k in orthonormal coordinates
-    rows, cols = jnp.triu_indices(P)
-    k = phi[:, rows] * phi[:, cols] * jnp.where(rows == cols, 1.0, math.sqrt(2.0)).astype(dtype)
-    dk = k - omega @ k
+    u, omega, _, _ = cgf.tilted(problem, Kt, deep.input_covariance(problem, problem.X), 0, problem.X)
+    K = deep.sampled_forward(problem, problem.X, (Kt,), cgf)[0][0]  # the saddle's kernel (control variate)
+    dk = _centred(_coordinate_features(_features(problem, u, problem.X)), omega)
     H = (dk * omega[:, None]).T @ dk / N
-    m = k.shape[1]
+    m = dk.shape[1]
     basis = jax.vmap(lambda x: _symmetric(x, P))(jnp.eye(m, dtype=dtype))
     D2 = data_hessian(problem, K, basis)
     M = jnp.linalg.inv(jnp.eye(m, dtype=dtype) + D2 @ H)
@@ -131,14 +153,26 @@ def moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all) -> Moments:
     b = (omega * quad) @ dk / (2.0 * N**2)
     dKt = -M @ (a - D2 @ b)
     r = omega * ((dk @ dKt) / N - quad / (2.0 * N**2))  # omega_s r_s: the reweighting
-    dK = r @ dk
-
     # first-layer weight covariance (s_w2/d) E[u u^T] on the weight coordinates (exact.first_layer_covariance)
     w = jnp.sqrt(problem.s_w2 / problem.d) * u[:, : problem.d]
-    sigma_saddle = exact.first_layer_covariance(cgf, problem, (Kt,))
-    sigma = sigma_saddle + (w * r[:, None]).T @ w - jnp.sum(r) * ((w * omega[:, None]).T @ w)
+    sigma = exact.first_layer_covariance(cgf, problem, (Kt,))
+    return Reweighting(u, omega, r, M, K + _symmetric(r @ dk, P),
+                       sigma + (w * r[:, None]).T @ w - jnp.sum(r) * ((w * omega[:, None]).T @ w), K, sigma)
 
-    # the mean output g = c O A y, O = cross kernel, A = (c K + kappa2)^-1, t = A y
+
+@eqx.filter_jit
+def output_moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all, rw: Reweighting):
+    """(one-loop mean, saddle mean, saddle predictive variance) of the output at the points ``X_all`` = [X; X_test]
+    (module docstring: g = c O A y, O the cross kernel of the points with the training set, A = (c K + kappa2)^-1)."""
+    P, N, c = problem.P, problem.widths[0], problem.readout_scale
+    dtype = problem.X.dtype
+    omega, r, K = rw.omega, rw.shift, rw.saddle_kernel
+    phi_all = _features(problem, rw.u, X_all)
+    phi = phi_all[:, :P]
+    dk = _centred(_coordinate_features(phi), omega)
+    padded = jnp.zeros((X_all.shape[0],) * 2, dtype).at[:P, :P].set(Kt)
+    K_all = deep.extended_kernels(problem, X_all, (padded,), cgf)[0]  # the saddle's (control variate)
+    cross = K_all[:, :P]
     A = jnp.linalg.inv(c * K + problem.kappa2 * jnp.eye(P, dtype=dtype))
     A = 0.5 * (A + A.T)
     t = A @ problem.y
@@ -155,41 +189,46 @@ def moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all) -> Moments:
         """(k_s - E_t k) vectors_s per s (matrices; vectors (S, P))."""
         return phi * jnp.sum(phi * vectors, axis=1, keepdims=True) - vectors @ K_bar
 
-    B_mat = jax.vmap(lambda x: _symmetric(x, P))(dk @ M)  # mat(M^T dk_s), (S, P, P)
+    B_mat = jax.vmap(lambda x: _symmetric(x, P))(dk @ rw.M)  # mat(M^T dk_s), (S, P, P)
     Bt = B_mat @ t  # (S, P)
-    shift = c * along_o(r, t) - c**2 * cross @ (A @ (_symmetric(dK, P) @ t))  # grad g . (dK, d o-bar)
+    shift = c * along_o(r, t) - c**2 * cross @ (A @ ((rw.kernel - K) @ t))  # grad g . (dK, d o-bar)
     mixed = -(c**2 / N) * along_o(omega, Bt @ A)  # tr(P_oK Hess_Ko g)
     T1, T2 = Bt @ A, along_k(jnp.broadcast_to(t, phi.shape)) @ A
     second = along_k(T1) + jnp.einsum("spq,sq->sp", B_mat, T2)
     curvature = (c**3 / (2.0 * N)) * cross @ (A @ (omega @ second))  # (1/2) tr(P_KK Hess_KK g)
-    mean_saddle = c * cross @ t
-    return Moments(kernel=K + _symmetric(dK, P), sigma=sigma, mean=mean_saddle + shift + mixed + curvature,
-                   saddle=(K, sigma_saddle, mean_saddle))
+    saddle = c * cross @ t
+    variance = c * jnp.diagonal(K_all) - c**2 * jnp.sum((cross @ A) * cross, axis=1)
+    return saddle + shift + mixed + curvature, saddle, variance
+
+
+def moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all) -> Moments:
+    """The one-loop means (module docstring) at the exact saddle ``Kt`` (the conjugate kernel), with ``cgf`` the
+    sampled measure the saddle was solved with, on the inputs ``X_all`` = [X; X_test]."""
+    rw = reweighting(cgf, problem, Kt)
+    mean, saddle, variance = output_moments(cgf, problem, Kt, X_all, rw)
+    return Moments(rw.kernel, rw.sigma, mean, (rw.saddle_kernel, rw.saddle_sigma, saddle), variance)
 
 
 def mean(theory, fn, value, problem: Problem):
     """``Adaptive.mean`` for ``measure="exact", loops=1``: (E[fn], None) for the observables ``summarize`` and
-    ``predict`` take means of -- the GP prediction (its mean output corrected; the test variance and the kernel
-    of the prediction are those of the saddle and of E[K]), the layer kernels (E[K],) and the input covariances
-    (E[w w^T],) -- from one :func:`moments` evaluation at the saddle ``value``."""
-    from adaptive_kernels.prediction import _gp_prediction
+    ``predict`` take means of -- the GP prediction (its mean output corrected; the test variance that of the
+    saddle, and the kernel c E[K]), the layer kernels (E[K],) and the input covariances (E[w w^T],) -- at the saddle
+    ``value`` (one :func:`reweighting`, shared by all three)."""
+    from adaptive_kernels.prediction import Prediction, _gp_prediction
 
-    func, keywords = getattr(fn, "func", None), getattr(fn, "keywords", {})
-    X_test = keywords.get("X_test") if func is _gp_prediction else None
-    X_all = problem.X if X_test is None else jnp.concatenate([problem.X, X_test])
-    out = moments(theory._cgf(problem), problem, value[0], X_all)
+    cgf, Kt = theory._cgf(problem), value[0]
+    rw = reweighting(cgf, problem, Kt)
+    func = getattr(fn, "func", None)
     if func is type(theory).layer_kernels:
-        return (out.kernel,), None
+        return (rw.kernel,), None
     if func is type(theory).input_covariances:
-        return (out.sigma,), None
+        return (rw.sigma,), None
     if func is _gp_prediction:
-        saddle = fn(value)
-        P = problem.P
-        prediction = eqx.tree_at(lambda p: p.mean_train, saddle, out.mean[:P])
-        prediction = eqx.tree_at(lambda p: p.kernel, prediction, problem.readout_scale * out.kernel)
-        if X_test is not None:
-            prediction = eqx.tree_at(lambda p: p.mean_test, prediction, out.mean[P:])
-        return prediction, None
+        X_test, P = fn.keywords.get("X_test"), problem.P
+        X_all = problem.X if X_test is None else jnp.concatenate([problem.X, X_test])
+        means, _, variance = output_moments(cgf, problem, Kt, X_all, rw)
+        test = (None, None) if X_test is None else (means[P:], variance[P:])
+        return Prediction(means[:P], *test, problem.readout_scale * rw.kernel), None
     raise NotImplementedError(f"loops: the one loop around the exact measure has no mean of {fn!r}")
 
 
