@@ -305,8 +305,9 @@ class Adaptive(AbstractLoopTheory):
         if self.loops and form != "weight":
             # the kernel form predicts through a map that equals the layer kernels only at the saddle, so the
             # curvature correction of its mean output is not the prediction's (docs/finite_width.md)
-            raise ValueError(f"loops: one-loop corrections need form='weight' (two-layer nets, deep linear nets); "
-                             f"got form {form!r}. For deep nonlinear nets use Scaling(loops=1)")
+            raise ValueError(f"loops: one-loop corrections need form='weight' (two-layer nets, deep linear nets) or "
+                             f"form='conjugate' with measure='exact' (two-layer FCNs); got form {form!r}. For deep "
+                             f"nonlinear nets use Scaling(loops=1)")
         super().check(problem)
 
     def problem(self, problem):
