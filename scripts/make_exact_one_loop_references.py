@@ -91,9 +91,9 @@ def main(argv=None):
     parser.add_argument("--table", help="a references JSON: print saddle / one loop / HMC instead of sampling")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--exact-samples", type=int, default=20000)
-    parser.add_argument("--chains", type=int, default=8)
-    parser.add_argument("--samples", type=int, default=2000)
-    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--chains", type=int, default=16)
+    parser.add_argument("--samples", type=int, default=4000)
+    parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--only", help="activation to sample (erf or relu; default both)")
     args = parser.parse_args(argv)
     if args.table:
