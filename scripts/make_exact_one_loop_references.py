@@ -3,14 +3,15 @@ tests/test_exact_one_loop.py, docs/finite_width.md).
 
 Width scans of two-layer erf and ReLU nets at gamma = 1 (d = 5, P = 20, kappa2 = 1e-2, cubic teacher,
 ``teacher_dataset(PRNGKey(0), P, d, "cubic", P_test=200)``), sampled with the library's HMC (readout integrated out;
-``make_exact_references.reference``), long enough that the standard errors are several times smaller than the
-large-width saddle's O(1/N) error:
+``make_exact_references.reference``; 8 chains x 2000 draws after 500 warm-up, key 1), long enough that the standard
+errors are several times smaller than the large-width saddle's O(1/N) error:
 
     nice -n 10 .venv/bin/python scripts/make_exact_one_loop_references.py --out tests/data/exact_one_loop.json
 
 With ``--table tests/data/exact_one_loop.json`` it solves the exact saddle and its one-loop correction
 (``Adaptive(form="conjugate", measure="exact", loops=0 / 1)``, ``--seeds`` keys x ``--exact-samples`` samples) on
-each stored case and prints a markdown table against the HMC numbers.
+each stored case and prints a markdown table against the HMC numbers (docs/finite_width.md: ``--seeds 4
+--exact-samples 40000``).
 """
 
 from __future__ import annotations
@@ -91,9 +92,9 @@ def main(argv=None):
     parser.add_argument("--table", help="a references JSON: print saddle / one loop / HMC instead of sampling")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--exact-samples", type=int, default=20000)
-    parser.add_argument("--chains", type=int, default=16)
-    parser.add_argument("--samples", type=int, default=4000)
-    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--chains", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--only", help="activation to sample (erf or relu; default both)")
     args = parser.parse_args(argv)
     if args.table:
