@@ -80,6 +80,27 @@ def test_degenerate_weights_leave_the_domain():
         assert bool(in_domain) == inside and bool(margin > 0) == inside, (scale, float(margin))
 
 
+def test_homogeneous_domain_bound_finds_the_closed_form_sup():
+    """Linear phi (positively homogeneous, as ReLU): the tilted measure is normalisable iff sup_|u|=1 q(u) < N/2, and
+    the domain margin's sup (exact.sphere_sup: gradient ascent on the sphere from the draws with the largest
+    q/|u|^2) equals the closed form lambda_max(B^T Kt B) within 1e-6 (relative), above and below the edge; the
+    margin's sign is the domain's."""
+    problem = _linear_problem()
+    C = problem.s_w2 * problem.X @ problem.X.T / problem.d
+    B = exact.layer_factor(problem, C, 0, problem.X)
+    cgf = exact.ExactCGF((jax.random.normal(jax.random.PRNGKey(0), (2000, problem.d + 1)),),
+                         (exact.Proposal.prior(problem.d + 1, problem.X.dtype),))
+    N = problem.widths[0]
+    for scale in (0.9, 1.1):
+        Kt = _in_domain_conjugate(problem, C, scale)
+        u, _, _ = cgf.proposals[0].points(cgf.draws[0])
+        sup = exact.sphere_sup(problem, Kt, B, u, exact.tilts(problem, Kt, B, u))
+        top = jnp.linalg.eigvalsh(B.T @ Kt @ B)[-1]
+        np.testing.assert_allclose(float(sup), float(top), rtol=1e-6)
+        np.testing.assert_allclose(float(top), scale * N / 2, rtol=1e-10)
+        assert bool(cgf.margin(problem, problem.X, (Kt,), (C,)) < 0) == (scale > 1)
+
+
 def test_linear_net_solution_equals_gaussian_within_monte_carlo_error():
     """Deep linear net (two hidden layers, gamma = 2): the exact-measure solve reproduces the conjugate kernels Kt_l
     of the Gaussian solution (exact for linear phi) in Frobenius norm within 4 standard errors over 2 keys plus 1% of

@@ -288,9 +288,19 @@ class ExactCGF(eqx.Module):
         return {"ess": ess, "samples": jnp.asarray(self.draws[0].shape[0]), "mixture": mixture, "mcmc": mcmc}
 
     def margin(self, problem: Problem, X, conjugates, covariances):
-        """min_l ESS_l / S - ESS_FLOOR: the conjugate map's domain margin. Where the weights degenerate the estimate
-        is unreliable, so the solvers backtrack there, and a solution there has status LEFT_DOMAIN."""
-        return jnp.min(self.stats(problem, X, conjugates, covariances)["ess"]) / self.draws[0].shape[0] - ESS_FLOOR
+        """The conjugate map's domain margin: min_l ESS_l / S - ESS_FLOOR (where the weights degenerate the estimate
+        is unreliable) and, for a positively homogeneous phi (ReLU, linear: q(t u) = t^2 q(u), so the tilted measure
+        is normalisable only if sup_u q(u) / |u|^2 < N/2), min_l 1 - (2/N_l) max_s q_s / |u_s|^2 over the draws (the
+        sup by :func:`sphere_sup`; the fixed draws alone cannot see a tilt beyond the domain, and a solve with them
+        converged there: ReLU gamma = 2, P = 80, one key of four). The solvers backtrack from points where it is
+        negative, and a solution there has status LEFT_DOMAIN."""
+        margins = []
+        for layer, (Kt, C) in enumerate(zip(conjugates, covariances)):
+            logits, q, _, u, B = self._terms(problem, Kt, C, layer, X)
+            margins.append(_ess(logits) / logits.shape[0] - ESS_FLOOR)
+            if homogeneous(problem.activation):
+                margins.append(1.0 - 2.0 * sphere_sup(problem, Kt, B, u, q) / problem.widths[layer])
+        return jnp.min(jnp.stack(margins))
 
     def extended(self, P: int, P_all: int):
         """The CGF on P_all = P + m points (test points appended with zero conjugate rows): the first layer's factor
@@ -426,6 +436,43 @@ def tilted_chains(problem: Problem, Kt, B, N, starts, key, num_warmup: int, num_
         return jax.lax.scan(step(False), state, jax.random.split(k2, num_samples))[1]
 
     return jax.vmap(chain)(starts, jax.random.split(key, starts.shape[0]))
+
+
+SPHERE_STARTS = 16  # draws with the largest q / |u|^2 from which sphere_sup climbs ...
+SPHERE_STEPS = 30  # ... for this many normalised gradient steps
+
+
+def sphere_sup(problem: Problem, Kt, B, u, q):
+    """sup_{|u| = 1} q(u) (q(u) = tr(Kt k(B u))) for a positively homogeneous phi, from below: normalised gradient
+    ascent on the sphere (steps of 0.3 down to 0.01 radians) from the SPHERE_STARTS draws with the largest
+    q_s / |u_s|^2, the largest value met (not differentiated: a domain check)."""
+    u, q = jax.lax.stop_gradient((u, q))
+    Kt, B = jax.lax.stop_gradient((Kt, B))
+    top = jax.lax.top_k(q / jnp.sum(u**2, axis=1), SPHERE_STARTS)[1]
+
+    def ratio(v):
+        return jnp.sum(Kt * feature_kernel(layer_features(problem, v, B, Kt.shape[0]))) / (v @ v)
+
+    value_and_grad = jax.vmap(jax.value_and_grad(ratio))
+
+    def step(carry, eta):
+        v, best = carry
+        value, g = value_and_grad(v)
+        g = g - jnp.sum(g * v, axis=1, keepdims=True) * v  # along the sphere
+        v = v + eta * g / jnp.maximum(jnp.linalg.norm(g, axis=1, keepdims=True), jnp.finfo(v.dtype).tiny)
+        return (v / jnp.linalg.norm(v, axis=1, keepdims=True), jnp.maximum(best, jnp.max(value))), None
+
+    v = u[top] / jnp.linalg.norm(u[top], axis=1, keepdims=True)
+    etas = jnp.geomspace(0.3, 0.01, SPHERE_STEPS).astype(v.dtype)
+    v, best = jax.lax.scan(step, (v, jnp.max(jax.vmap(ratio)(v))), etas)[0]
+    return jnp.maximum(best, jnp.max(jax.vmap(ratio)(v)))
+
+
+def homogeneous(activation) -> bool:
+    """Whether phi(t x) = t phi(x) for t > 0 (ReLU, linear): then q(t u) = t^2 q(u)."""
+    with jax.ensure_compile_time_eval():
+        x = jnp.linspace(-3.0, 3.0, 13)
+        return bool(jnp.allclose(activation(2.0 * x), 2.0 * activation(x)))
 
 
 def odd(activation) -> bool:
