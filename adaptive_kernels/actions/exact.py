@@ -638,7 +638,7 @@ def default_solver():
     return FixedPoint(damping=0.5)
 
 
-def exact_cgf(problem: Problem, samples: int, key, solve=None) -> ExactCGF:
+def exact_cgf(problem: Problem, samples: int, key, solve=None, anchor=None) -> ExactCGF:
     """The exact-measure CGF of every layer: ``samples`` draws per layer from the PRNG ``key``; proposals adapted
     first at the Gaussian anchor (:func:`initial_cgf`), then up to ``REFINE`` times at the exact measure's own saddle
     (:func:`readapted`): the solve with the current proposals from the last adaptation point (where it leaves the
@@ -650,12 +650,14 @@ def exact_cgf(problem: Problem, samples: int, key, solve=None) -> ExactCGF:
     ``solve(cgf, init)``: the conjugates of the Gaussian-equivalent saddle (cgf None) or the solution (``value``,
     ``converged``) of the sampled one. None: inline solves (jittable); ``Adaptive.prepared`` passes the library's
     compiled solves instead, outside jit, so the final solve and the user's Gaussian solves reuse their
-    compilations."""
+    compilations. ``anchor``: the conjugates at which the proposals are first adapted instead of the Gaussian
+    anchor's (e.g. another order parameter's saddle, to follow the exact measure's saddle near it)."""
     if solve is None:
         def solve(cgf, init):
             return gaussian_anchor(problem) if cgf is None else sampled_saddle(problem, cgf, init)
 
-    cgf = rescued(problem, initial_cgf(problem, samples, key, solve(None, None)), key)
+    anchor = solve(None, None) if anchor is None else tuple(anchor)
+    cgf = rescued(problem, initial_cgf(problem, samples, key, anchor), key)
     for round_ in range(MCMC_REFINE):
         if round_ >= REFINE and not any(isinstance(p, ParticleProposal) for p in cgf.proposals):
             break
