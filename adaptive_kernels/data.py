@@ -184,3 +184,31 @@ def load_digits_regression(
     if not 0 < n < len(y):
         raise ValueError(f"n_train must be between 1 and {len(y) - 1}, got {n}")
     return Dataset(X=jnp.asarray(X[:n]), y=jnp.asarray(y[:n]), X_test=jnp.asarray(X[n:]), y_test=jnp.asarray(y[n:]))
+
+
+def modular_addition(key, p: int, P: int) -> Dataset:
+    """Modular addition on Z_p (Gromov, arXiv 2301.02679; the modular teacher of Rubin, Seroussi & Ringel,
+    arXiv 2310.03789): all p^2 pairs (a, b) in a random order (from ``key``), the first ``P`` train, the other
+    p^2 - P are the held-out test set.
+
+    Input x = (p / sqrt(p - 1)) ([e_a; e_b] - 1/p) (d = 2p): the two one-hot vectors, centred and scaled so that
+    |x|^2 = d as for the library's other inputs; target y = e_{(a + b) mod p} - 1/p (p outputs, mean zero). The
+    predicted class of a pair is the argmax of its p outputs (:func:`modular_accuracy`).
+    """
+    p = check_positive_int("p", p)
+    if p < 2:
+        raise ValueError(f"p must be at least 2, got {p}")
+    P = check_positive_int("P", P)
+    if P >= p * p:
+        raise ValueError(f"P must be below p^2 = {p * p} (the rest is the test set), got {P}")
+    dtype = jnp.result_type(float)
+    a, b = jnp.divmod(jax.random.permutation(key, p * p), p)
+    eye = jnp.eye(p, dtype=dtype)
+    X = (p / np.sqrt(p - 1)) * (jnp.concatenate([eye[a], eye[b]], axis=1) - 1 / p)
+    y = eye[(a + b) % p] - 1 / p
+    return Dataset(X=X[:P], y=y[:P], X_test=X[P:], y_test=y[P:])
+
+
+def modular_accuracy(mean, y):
+    """Fraction of rows whose largest predicted output (``mean``, (n, p)) is the target's class (argmax of ``y``)."""
+    return jnp.mean(jnp.argmax(mean, axis=1) == jnp.argmax(y, axis=1))

@@ -14,7 +14,7 @@ Gaussian ansatz of sec. 4 (N KL = (N/2)[a tr Sigma - log det Sigma] - (N/2) d (1
     rho(w) = sum_k pi_k (1/2) [N(w; m_k, Sigma_k) + N(w; -m_k, Sigma_k)],
 
 between the two: K components, each a pair of Gaussians at +-m_k (the posterior of an odd activation is symmetric
-under w -> -w with the readout a -> -a), with the weights pi_k, means m_k and covariances Sigma_k as order
+under w -> -w with the readout a -> -a, that of an even one under w -> -w alone), with the weights pi_k, means m_k and covariances Sigma_k as order
 parameters; K = 1 with m = 0 is the Gaussian ansatz. This is a variational restriction of F, so its minimum lies
 above the exact measure's and below (or at) the Gaussian ansatz's.
 
@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptive_kernels.actions.base import EntropicAction
-from adaptive_kernels.activations import Erf, Linear
+from adaptive_kernels.activations import Erf, Linear, Quadratic
 from adaptive_kernels.gp import data_term
 from adaptive_kernels.problem import Problem
 from adaptive_kernels.solvers.quasi_newton import QuasiNewton
@@ -66,8 +66,9 @@ def check_problem(problem: Problem) -> None:
     if problem.depth != 1 or problem.patches != 1:
         raise ValueError("measure: 'mixture' needs a two-layer fully connected net (one hidden layer, no patches), "
                          f"got depth {problem.depth} with {problem.patches} patches")
-    if not isinstance(problem.activation, (Erf, Linear)):
-        raise ValueError(f"measure: 'mixture' needs activation 'erf' or 'linear', got {problem.activation.name!r}")
+    if not isinstance(problem.activation, (Erf, Linear, Quadratic)):
+        raise ValueError("measure: 'mixture' needs activation 'erf', 'quadratic' or 'linear', "
+                         f"got {problem.activation.name!r}")
 
 
 def check_components(components) -> None:
@@ -137,7 +138,8 @@ def second_moment(problem: Problem, value, direction=None):
 
 def gaussian_product_mean(activation, mu1, mu2, c11, c12, c22):
     """E[phi(u) phi(v)] for (u, v) Gaussian with means (mu1, mu2) and covariance [[c11, c12], [c12, c22]]
-    (broadcasting arrays). Linear phi: mu1 mu2 + c12. Erf: with erf(u) = E_eta[sign(sqrt2 u - eta)], eta ~ N(0, 1),
+    (broadcasting arrays). Linear phi: mu1 mu2 + c12. Quadratic phi: :meth:`activations.Quadratic.mean_expectation`.
+    Erf: with erf(u) = E_eta[sign(sqrt2 u - eta)], eta ~ N(0, 1),
     the average is that of sign(A) sign(B) for a Gaussian pair, i.e. a bivariate normal orthant probability:
 
         E[erf(u) erf(v)] = erf(alpha) erf(beta)
@@ -149,6 +151,8 @@ def gaussian_product_mean(activation, mu1, mu2, c11, c12, c22):
     arcsine kernel exactly."""
     if isinstance(activation, Linear):
         return mu1 * mu2 + c12
+    if isinstance(activation, Quadratic):
+        return activation.mean_expectation(mu1, mu2, c11, c12, c22)
     x, w = np.polynomial.legendre.leggauss(QUADRATURE)
     x, w = jnp.asarray(x, mu1.dtype), jnp.asarray(w, mu1.dtype)
     s1, s2 = jnp.sqrt(1 + 2 * c11), jnp.sqrt(1 + 2 * c22)
@@ -192,7 +196,7 @@ def full_components(problem: Problem, value, direction=None):
 
 def mixture_kernel(problem: Problem, value, X1, X2=None, direction=None):
     """K_rho between X1 and X2 (P1 x P2; X2 None: X1 with itself) and its diagonal on X1:
-    c sum_k pi_k E_{N(m_k, Sigma_k)}[phi(w.x) phi(w.x')] (the -m_k half gives the same for odd or linear phi;
+    c sum_k pi_k E_{N(m_k, Sigma_k)}[phi(w.x) phi(w.x')] (the -m_k half gives the same for odd or even phi;
     ``direction``: the axis form's, :func:`axis`)."""
     pi, m, Sigma = full_components(problem, value, direction)
     act, c = problem.activation, problem.readout_scale
