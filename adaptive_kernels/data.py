@@ -212,3 +212,19 @@ def modular_addition(key, p: int, P: int) -> Dataset:
 def modular_accuracy(mean, y):
     """Fraction of rows whose largest predicted output (``mean``, (n, p)) is the target's class (argmax of ``y``)."""
     return jnp.mean(jnp.argmax(mean, axis=1) == jnp.argmax(y, axis=1))
+
+
+def modular_fourier_projector(p: int, k: int):
+    """The orthogonal projector (2p x 2p) onto frequency k of Z_p in both halves of the modular inputs
+    (:func:`modular_addition`): the span of cos(2 pi k a / p), sin(2 pi k a / p) on the a-half and the same on the
+    b-half (rank 4 for 0 < k < p/2). Frequencies k and p - k are one real mode; the projectors of k = 1..(p-1)/2
+    (odd p) sum to the projector onto the centred inputs' span."""
+    p = check_positive_int("p", p)
+    if not 0 < k < p / 2:
+        raise ValueError(f"k must be a frequency in 1..{(p - 1) // 2}, got {k}")
+    n = np.arange(p)
+    wave = np.stack([np.cos(2 * np.pi * k * n / p), np.sin(2 * np.pi * k * n / p)])
+    zero = np.zeros_like(wave)
+    B = np.concatenate([np.concatenate([wave, zero], axis=1), np.concatenate([zero, wave], axis=1)])
+    B = B / np.linalg.norm(B, axis=1, keepdims=True)
+    return jnp.asarray(B.T @ B, jnp.result_type(float))

@@ -94,3 +94,55 @@ def test_quadratic_mixture_kernel_against_weight_draws():
     se = c * np.sqrt(np.var(phi[:, :, None] * phi[:, None, :], axis=0) / n)
     assert np.all(np.abs(np.asarray(K) - sampled) < 5 * se)
     np.testing.assert_allclose(diag, np.diagonal(K), rtol=1e-12)
+
+
+def test_fourier_projectors_and_concentration():
+    """The frequency projectors of Z_p against their defining properties (rank 4, orthogonal, summing to the
+    projector onto the centred inputs' span, which the inputs themselves span), and the concentration of single
+    waves (1) and of the isotropic second moment (1/K)."""
+    from adaptive_kernels import phases
+
+    p = 7
+    Ps = [np.asarray(D.modular_fourier_projector(p, k)) for k in (1, 2, 3)]
+    for i, Pk in enumerate(Ps):
+        np.testing.assert_allclose(Pk @ Pk, Pk, atol=1e-12)
+        assert round(np.trace(Pk)) == 4
+        for Pj in Ps[i + 1:]:
+            np.testing.assert_allclose(Pk @ Pj, 0, atol=1e-12)
+    data = D.modular_addition(jax.random.PRNGKey(0), p, 48)
+    X = np.concatenate([data.X, data.X_test])
+    U, s, _ = np.linalg.svd(X.T, full_matrices=False)
+    span = U[:, s > 1e-8]  # the inputs span 2(p - 1) dimensions: both halves minus their constant vectors
+    np.testing.assert_allclose(sum(Ps), span @ span.T, atol=1e-12)
+    n = np.arange(p)
+    wave = np.r_[np.cos(2 * np.pi * 3 * n / p + 0.4), np.sin(2 * np.pi * 3 * n / p - 1.0)]  # one neuron, k = 3
+    np.testing.assert_allclose(phases.fourier_concentration(jnp.outer(wave, wave), p), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(phases.fourier_concentration(jnp.eye(2 * p), p), 1 / 3, rtol=1e-12)
+    with pytest.raises(ValueError, match="k must be a frequency"):
+        D.modular_fourier_projector(p, 4)
+
+
+def test_equal_weight_mixture_gauge_and_identity():
+    """``along="equal"``: the weights are 1/K whatever the s_k, which only enter through the gauge
+    (N/2)(a s_k - 1 - log a s_k) (closed form); at s_k = 1/a it is the free mixture's action; a permuted state is
+    one point for the deduplication; the Fourier start is a valid state whose components carry one frequency."""
+    from adaptive_kernels import phases
+
+    p = 5
+    data = D.modular_addition(jax.random.PRNGKey(0), p, 12)
+    arch = ak.FCN(2 * p, 4, "quadratic", gamma=2.0)
+    problem = ak.make_problem(arch, data, 0.1)
+    a, N = float(problem.prior_precision), 4
+    equal = mixture.mixture_action(2, 64, 0, problem, along="equal")
+    free = mixture.mixture_action(2, 64, 0, problem, along="free")
+    value = phases.fourier_state(problem, p, gain=3.0, rest=0.4)
+    ak.Adaptive(measure="mixture", components=2, along="equal").check_value(value, problem, "value")
+    np.testing.assert_allclose(equal.total(value, problem), free.total(value, problem), rtol=1e-12)
+    _, m, Sigma = mixture.decode(value[1])
+    moved = (value[0], mixture.encode(jnp.asarray(1.3 / a), m, Sigma))
+    np.testing.assert_allclose(equal.total(moved, problem) - equal.total(value, problem),
+                               0.5 * N * (1.3 - 1 - np.log(1.3)), rtol=1e-9)
+    assert float(free.total(moved, problem)) != pytest.approx(float(free.total(value, problem)), rel=1e-6)
+    assert phases.distance(value, value[::-1], ak.Adaptive(measure="mixture", components=2, along="equal")) < 1e-12
+    pi, m, Sigma = mixture.components(value)
+    np.testing.assert_allclose(phases.fourier_concentration(Sigma, p), 3.0 * 4 / (3.0 * 4 + 0.4 * 4), rtol=1e-12)

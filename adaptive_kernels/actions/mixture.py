@@ -114,7 +114,8 @@ def aligned(problem: Problem, count: int, ratio: float, direction):
 
 
 def canonical(value):
-    """The same density with its components sorted by weight (descending) and each mean's sign chosen so that its
+    """The same density with its components sorted by weight (descending; equal weights to 6 digits by the trace of
+    their matrices, descending) and each mean's sign chosen so that its
     largest-magnitude entry is positive (M -> D M D, D = diag(1, ..., 1, -1)): a representative for comparing
     solutions (the axis form's leading r unchanged)."""
     if is_axis_form(value):
@@ -126,7 +127,9 @@ def canonical(value):
         D = jnp.concatenate([jnp.ones(M.shape[0] - 1, M.dtype), sign[None].astype(M.dtype)])
         return M * D[:, None] * D[None, :]
 
-    order = np.argsort([-float(M[-1, -1]) for M in value], kind="stable")
+    weights = np.array([float(M[-1, -1]) for M in value])
+    spreads = np.array([float(jnp.trace(M)) for M in value])
+    order = np.lexsort((-spreads, -np.round(weights / weights.max(), 6)))  # equal weights (along="equal"): by spread
     return tuple(flip(value[i]) for i in order)
 
 
@@ -242,11 +245,22 @@ class MixtureAction(EntropicAction):
     """S = N KL(rho || p) + (N/2) d (1 + log a) + gauge + D(K_rho) over K component matrices (module docstring);
     the constant makes S equal to the Gaussian ansatz's action when the mixture is one Gaussian.
 
-    draws: (S, d) fixed standard normals of the entropy's overlap correction; count: K.
+    draws: (S, d) fixed standard normals of the entropy's overlap correction; count: K; equal: the weights are
+    fixed, pi_k = 1/K (``along="equal"``): S is evaluated on the components re-encoded with s_k = 1/a (same m_k,
+    Sigma_k), and the gauge is per component, (N/2) sum_k (a s_k - 1 - log a s_k), so every stationary point has
+    s_k = 1/a exactly and the library's kernels (which read pi_k = s_k / sum s) see the same density.
+
+    Why fixed weights: with an unbounded activation (quadratic) the free weights run away -- a component whose
+    weight pi -> 0 while its variance grows like pi^(-1/2) keeps a finite kernel c pi E[(w.x)^4] at a KL cost
+    ~ pi a tr Sigma -> 0 (observed: pi -> 1e-16, variance 1e4 x the prior, the solver unconverged), i.e. the
+    large-width saddle of a phi = x^2 net puts a vanishing fraction of neurons at infinite weights; fixing the
+    weights (the modular task's frequencies are equivalent under a -> j a, b -> j b, so equal weights are its
+    symmetric states) keeps F bounded below. A variational restriction: its minimum lies above the free mixture's.
     """
 
     draws: jnp.ndarray
     count: int = eqx.field(static=True)
+    equal: bool = eqx.field(static=True, default=False)
 
     def prior(self, problem: Problem):
         """Each component matrix counts with weight N and precision a (its prior value I/a)."""
@@ -256,10 +270,16 @@ class MixtureAction(EntropicAction):
     def total(self, value, problem: Problem):
         """S(value) (the module docstring's F plus the constant and the gauge term)."""
         N, a, d = problem.width, problem.prior_precision, problem.d
-        tau = a * sum(M[-1, -1] for M in value) / len(value)
+        if self.equal:
+            tau = a * jnp.stack([M[-1, -1] for M in value])
+            gauge = 0.5 * N * jnp.sum(tau - 1 - jnp.log(tau))
+            value = tuple(encode(1 / a, *decode(M)[1:]) for M in value)
+        else:
+            tau = a * sum(M[-1, -1] for M in value) / len(value)
+            gauge = 0.5 * N * (tau - 1 - jnp.log(tau))
         entropy = N * kl_divergence(value, a, self.draws) + 0.5 * N * d * (1 + jnp.log(a))
         K = mixture_kernel(problem, value, problem.X)[0]
-        return entropy + 0.5 * N * (tau - 1 - jnp.log(tau)) + data_term(K, problem.y, problem.kappa2)
+        return entropy + gauge + data_term(K, problem.y, problem.kappa2)
 
     def data_term(self, value, problem: Problem):
         """S minus the leaves' Gaussian entropies (module docstring)."""
@@ -364,14 +384,14 @@ def antithetic_draws(samples: int, seed: int, d: int, dtype=jnp.float64):
 
 def mixture_action(count: int, samples: int, seed: int, problem: Problem, along: str = "free", direction=None):
     """The action of ``count`` components: the free form with ``samples`` :func:`antithetic_draws` from ``seed``
-    (``along="free"``) or the axis form (``along="axis"``, :class:`AxisMixtureAction` along ``direction``, no
-    draws)."""
+    (``along="free"``; ``along="equal"``: the same with the weights fixed at 1/K, :class:`MixtureAction`) or the
+    axis form (``along="axis"``, :class:`AxisMixtureAction` along ``direction``, no draws)."""
     if along == "axis":
         return AxisMixtureAction(count, direction)
-    return MixtureAction(antithetic_draws(samples, seed, problem.d, problem.X.dtype), count)
+    return MixtureAction(antithetic_draws(samples, seed, problem.d, problem.X.dtype), count, along == "equal")
 
 
-ALONG = ("free", "axis")
+ALONG = ("free", "axis", "equal")
 
 
 def check_along(along) -> None:
