@@ -17,7 +17,8 @@ s = s_w2 for a hidden layer (C_{l+1} = s_w2 K_l + s_b2) and c for the readout. F
 at every N: G4c = (c^2/N)[3 E4 - (G12 G34 + G13 G24 + G14 G23)] (THEORY.md sec. 8; with gamma = 1, c = s_a2, the
 closed form of Halverson et al.); deeper layers add the propagated term, the leading order in 1/N (the
 recursion of Yaida 2020, "Non-Gaussian processes and neural networks at finite widths"; Roberts, Yaida & Hanin,
-"The principles of deep learning theory", ch. 4).
+"The principles of deep learning theory", ch. 4). For linear phi E4(Chat) is quadratic in Chat, so its mean over
+Chat adds (Cov_ac,be + Cov_ae,bc)/N and the recursion is exact at every depth and width.
 
 E4 by tensor-product Gauss-Hermite quadrature on the P-dimensional Gaussian (P = the number of distinct inputs,
 at most 4 here), h = C^{1/2} u; exact for a linear phi (Isserlis) at any order >= 3, for erf and ReLU accurate to
@@ -89,7 +90,8 @@ def _pairings(K):
 def four_point(arch: FCN, X, nodes: int = 32):
     """Connected 4-point function G4c[a, b, c, e] of the prior's outputs on the rows of X (P <= 4 inputs unless
     phi is linear) for an
-    FCN of any depth and activation (module docstring): exact for one hidden layer, leading order in 1/N beyond.
+    FCN of any depth and activation (module docstring): exact for one hidden layer and for linear phi at any depth,
+    leading order in 1/N otherwise.
     Returns (G4c (P, P, P, P), the NNGP output kernel (P, P))."""
     if not isinstance(arch, FCN):
         raise TypeError(f"arch must be an FCN, got {type(arch).__name__}")
