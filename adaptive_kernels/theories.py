@@ -332,8 +332,10 @@ class Adaptive(AbstractLoopTheory):
             if cgf is None and problem.patches > 1:  # a CNN's Gaussian anchor: its Gaussian-ansatz filter covariance
                 sigma = solve_problem(problem, Adaptive(), None, init=None, implicit=True, linear_solver=None).value
                 return exact.weight_form_conjugates(problem, sigma)
-            theory = Adaptive(form="conjugate") if cgf is None else self._with_sampled(cgf)
-            return solve_problem(problem, theory, None, init=None, implicit=True, linear_solver=None).value
+            if cgf is None:
+                return solve_problem(problem, Adaptive(form="conjugate"), None, init=None, implicit=True,
+                                     linear_solver=None).value
+            return solve_problem(problem, self._with_sampled(cgf), None, init=None, implicit=True, linear_solver=None)
 
         return self._with_sampled(exact.exact_cgf(problem, self.samples, jax.random.PRNGKey(self.seed), solve))
 

@@ -52,6 +52,7 @@ from adaptive_kernels.problem import Problem
 DEFENSIVE = 0.1  # alpha, the prior's share of the mixture proposal
 ADAPT_ROUNDS = 4  # R, tempering steps of the proposal's adaptation
 REFINE = 4  # at most this many re-adaptations of the proposals at the exact measure's own saddle
+MCMC_REFINE = 8  # ... and this many where a proposal is adapted by Markov chains (its continuation takes more)
 SETTLED = 0.02  # ... stopped once a re-adapted solve moves the conjugates by less than this (relative)
 ANCHOR_ESS = 0.05  # ESS / S an adapted proposal must keep along the tempering path (adapt_proposal)
 ESS_FLOOR = 0.01  # ESS / S below which the estimate is called degenerate (outside the conjugate map's domain)
@@ -121,6 +122,11 @@ class Proposal(eqx.Module):
         """Whether the proposal is more than one Gaussian (a bimodal or skewed tilted measure)."""
         return jnp.any(self.shares[1:] > 0)
 
+    @property
+    def reference(self):
+        """L_0: the factor of the zero-mean component N(0, L_0 L_0^T), the control variate's reference."""
+        return self.chols[0]
+
     def padded(self, extra: int):
         """The proposal on r + extra coordinates, the prior on the new ones (zero means, identity factors)."""
         eye = jnp.eye(extra, dtype=self.chols.dtype)
@@ -153,6 +159,54 @@ class Proposal(eqx.Module):
         log_mix = jax.nn.logsumexp(components, axis=1, b=self.shares)
         log_q = jnp.logaddexp(jnp.log(defensive) + log_prior, jnp.log1p(-defensive) + log_mix)
         return u, log_prior - log_q, components[:, 0] - log_q
+
+
+class ParticleProposal(eqx.Module):
+    """q(u) = alpha N(0, I) + (1 - alpha) [pi_0 N(u; 0, L_0 L_0^T) + (1 - pi_0) (1/M) sum_j N(u; c_j, H H^T)]: the
+    defensive prior, the zero-mean reference (the control variate's, as in :class:`Proposal`) and a kernel density
+    estimate whose centres c_j are Markov-chain draws from the tilted measure (:func:`mcmc_proposal`; West 1993's
+    kernel mixtures as importance densities). Any number of modes at any distance is covered where the chains
+    reached it: the proposal of last resort where the moment-matched Gaussian mixtures' weights degenerate. The
+    importance weights still correct the chains' share of each mode, so the chains only need to find the modes."""
+
+    reference: jax.Array  # L_0 (r, r), lower
+    centers: jax.Array  # c_j (M, r)
+    spread: jax.Array  # H (r, r), lower: the kernels' common factor
+
+    @property
+    def mixture(self):
+        return jnp.asarray(True)
+
+    def padded(self, extra: int):
+        """The proposal on r + extra coordinates, the prior on the new ones (:meth:`Proposal.padded`)."""
+        eye = jnp.eye(extra, dtype=self.spread.dtype)
+        return ParticleProposal(jax.scipy.linalg.block_diag(self.reference, eye),
+                                jnp.pad(self.centers, ((0, 0), (0, extra))),
+                                jax.scipy.linalg.block_diag(self.spread, eye))
+
+    def points(self, z, defensive: float = DEFENSIVE):
+        """(u, log w, log v) as :meth:`Proposal.points`: the first alpha S rows from the prior, the next pi_0 of the
+        rest from the reference, the others u = c_j + H z with j cycling over the centres (stratified)."""
+        S, M = z.shape[0], self.centers.shape[0]
+        n_prior = int(round(defensive * S))
+        n_ref = int(round(REFERENCE_SHARE * (S - n_prior)))
+        kernel = z[n_prior + n_ref:]
+        u = jnp.concatenate([z[:n_prior], z[n_prior:n_prior + n_ref] @ self.reference.T,
+                             self.centers[jnp.arange(kernel.shape[0]) % M] + kernel @ self.spread.T])
+        log_prior = -0.5 * jnp.sum(u**2, axis=1)
+
+        def whitened(L, a):
+            return jax.scipy.linalg.solve_triangular(L, a.T, lower=True).T
+
+        v = whitened(self.reference, u)
+        log_ref = -0.5 * jnp.sum(v**2, axis=1) - jnp.sum(jnp.log(jnp.diagonal(self.reference)))
+        a, c = whitened(self.spread, u), whitened(self.spread, self.centers)  # |H^-1 (u - c)|^2 as one matmul
+        squared = jnp.sum(a**2, axis=1)[:, None] - 2.0 * a @ c.T + jnp.sum(c**2, axis=1)[None, :]
+        log_kde = (jax.nn.logsumexp(-0.5 * squared, axis=1) - jnp.log(M)
+                   - jnp.sum(jnp.log(jnp.diagonal(self.spread))))
+        log_mix = jnp.logaddexp(jnp.log(REFERENCE_SHARE) + log_ref, jnp.log1p(-REFERENCE_SHARE) + log_kde)
+        log_q = jnp.logaddexp(jnp.log(defensive) + log_prior, jnp.log1p(-defensive) + log_mix)
+        return u, log_prior - log_q, log_ref - log_q
 
 
 def tilts(problem: Problem, Kt, B, u):
@@ -210,7 +264,7 @@ class ExactCGF(eqx.Module):
         W = problem.widths[layer] * (jax.nn.logsumexp(logits) - jnp.log(logits.shape[0]))
         if not self.control:
             return W
-        K_ref = reference_kernel(problem, B, self.proposals[layer].chols[0], Kt.shape[0])
+        K_ref = reference_kernel(problem, B, self.proposals[layer].reference, Kt.shape[0])
         return W - (jnp.sum(jax.nn.softmax(log_v) * q) - jnp.sum(Kt * K_ref))
 
     def tilted(self, problem: Problem, Kt, C, layer: int, X):
@@ -225,16 +279,28 @@ class ExactCGF(eqx.Module):
 
     def stats(self, problem: Problem, X, conjugates, covariances) -> dict:
         """``ess``: per layer (L,); ``samples``: S; ``mixture``: per layer, whether the proposal is a mixture of
-        Gaussians (a bimodal or skewed tilted measure)."""
+        Gaussians (a bimodal or skewed tilted measure); ``mcmc``: per layer, whether it was adapted by Markov chains
+        (:class:`ParticleProposal`: the moment-matched proposals' weights had degenerated)."""
         ess = jnp.stack([self.ess(problem, Kt, C, layer, X)
                          for layer, (Kt, C) in enumerate(zip(conjugates, covariances))])
         mixture = jnp.stack([p.mixture for p in self.proposals])
-        return {"ess": ess, "samples": jnp.asarray(self.draws[0].shape[0]), "mixture": mixture}
+        mcmc = jnp.asarray([isinstance(p, ParticleProposal) for p in self.proposals])
+        return {"ess": ess, "samples": jnp.asarray(self.draws[0].shape[0]), "mixture": mixture, "mcmc": mcmc}
 
     def margin(self, problem: Problem, X, conjugates, covariances):
-        """min_l ESS_l / S - ESS_FLOOR: the conjugate map's domain margin. Where the weights degenerate the estimate
-        is unreliable, so the solvers backtrack there, and a solution there has status LEFT_DOMAIN."""
-        return jnp.min(self.stats(problem, X, conjugates, covariances)["ess"]) / self.draws[0].shape[0] - ESS_FLOOR
+        """The conjugate map's domain margin: min_l ESS_l / S - ESS_FLOOR (where the weights degenerate the estimate
+        is unreliable) and, for a positively homogeneous phi (ReLU, linear: q(t u) = t^2 q(u), so the tilted measure
+        is normalisable only if sup_u q(u) / |u|^2 < N/2), min_l 1 - (2/N_l) max_s q_s / |u_s|^2 over the draws (the
+        sup by :func:`sphere_sup`; the fixed draws alone cannot see a tilt beyond the domain, and a solve with them
+        converged there: ReLU gamma = 2, P = 80, one key of four). The solvers backtrack from points where it is
+        negative, and a solution there has status LEFT_DOMAIN."""
+        margins = []
+        for layer, (Kt, C) in enumerate(zip(conjugates, covariances)):
+            logits, q, _, u, B = self._terms(problem, Kt, C, layer, X)
+            margins.append(_ess(logits) / logits.shape[0] - ESS_FLOOR)
+            if homogeneous(problem.activation):
+                margins.append(1.0 - 2.0 * sphere_sup(problem, Kt, B, u, q) / problem.widths[layer])
+        return jnp.min(jnp.stack(margins))
 
     def extended(self, P: int, P_all: int):
         """The CGF on P_all = P + m points (test points appended with zero conjugate rows): the first layer's factor
@@ -339,6 +405,120 @@ def adapt_proposal(problem: Problem, Kt, C, layer: int, z, start: Proposal | Non
     return jax.tree.map(lambda a: a[last], proposals), path[last]
 
 
+CHAINS = 64  # Markov chains of an MCMC-adapted proposal (mcmc_proposal) ...
+MCMC_WARMUP = 200  # ... their warm-up transitions (step size tuned by dual averaging)
+MCMC_DRAWS = 8  # ... and the draws each contributes as a kernel centre (CHAINS x MCMC_DRAWS centres)
+BANDWIDTHS = (2.0, 1.0, 0.5)  # candidate multiples of Silverman's bandwidth (the one with the largest ESS is kept)
+
+
+def tilted_chains(problem: Problem, Kt, B, N, starts, key, num_warmup: int, num_samples: int, num_leapfrog: int = 8):
+    """HMC draws (chains, num_samples, r) from one layer's tilted measure p(u) ∝ N(u; 0, I) exp(tr(Kt k(B u)) / N),
+    i.e. the potential U(u) = |u|^2/2 - tr(Kt k(B u)) / N (``sampling.mcmc.metropolis_step``; step size tuned by
+    dual averaging during ``num_warmup`` transitions, then frozen), one chain from each row of ``starts``."""
+    from adaptive_kernels.sampling.mcmc import metropolis_step, start_chain
+
+    def potential(u):
+        return 0.5 * u @ u - jnp.sum(Kt * feature_kernel(layer_features(problem, u, B, Kt.shape[0]))) / N
+
+    value_and_grad = jax.value_and_grad(potential)
+
+    def step(adapt):
+        def body(state, k):
+            state = metropolis_step(value_and_grad, state, k, num_leapfrog=num_leapfrog, target_accept=0.8,
+                                    adapt=adapt, jitter=0.9)[0]
+            return state, state.position
+        return body
+
+    def chain(u, key):
+        k1, k2 = jax.random.split(key)
+        state = jax.lax.scan(step(True), start_chain(value_and_grad, u, 0.1), jax.random.split(k1, num_warmup))[0]
+        state = eqx.tree_at(lambda s: s.adaptation, state, state.adaptation.freeze())
+        return jax.lax.scan(step(False), state, jax.random.split(k2, num_samples))[1]
+
+    return jax.vmap(chain)(starts, jax.random.split(key, starts.shape[0]))
+
+
+SPHERE_STARTS = 16  # draws with the largest q / |u|^2 from which sphere_sup climbs ...
+SPHERE_STEPS = 30  # ... for this many normalised gradient steps
+
+
+def sphere_sup(problem: Problem, Kt, B, u, q):
+    """sup_{|u| = 1} q(u) (q(u) = tr(Kt k(B u))) for a positively homogeneous phi, from below: normalised gradient
+    ascent on the sphere (steps of 0.3 down to 0.01 radians) from the SPHERE_STARTS draws with the largest
+    q_s / |u_s|^2, the largest value met (not differentiated: a domain check)."""
+    u, q = jax.lax.stop_gradient((u, q))
+    Kt, B = jax.lax.stop_gradient((Kt, B))
+    top = jax.lax.top_k(q / jnp.sum(u**2, axis=1), SPHERE_STARTS)[1]
+
+    def ratio(v):
+        return jnp.sum(Kt * feature_kernel(layer_features(problem, v, B, Kt.shape[0]))) / (v @ v)
+
+    value_and_grad = jax.vmap(jax.value_and_grad(ratio))
+
+    def step(carry, eta):
+        v, best = carry
+        value, g = value_and_grad(v)
+        g = g - jnp.sum(g * v, axis=1, keepdims=True) * v  # along the sphere
+        v = v + eta * g / jnp.maximum(jnp.linalg.norm(g, axis=1, keepdims=True), jnp.finfo(v.dtype).tiny)
+        return (v / jnp.linalg.norm(v, axis=1, keepdims=True), jnp.maximum(best, jnp.max(value))), None
+
+    v = u[top] / jnp.linalg.norm(u[top], axis=1, keepdims=True)
+    etas = jnp.geomspace(0.3, 0.01, SPHERE_STEPS).astype(v.dtype)
+    v, best = jax.lax.scan(step, (v, jnp.max(jax.vmap(ratio)(v))), etas)[0]
+    return jnp.maximum(best, jnp.max(jax.vmap(ratio)(v)))
+
+
+def homogeneous(activation) -> bool:
+    """Whether phi(t x) = t phi(x) for t > 0 (ReLU, linear): then q(t u) = t^2 q(u)."""
+    with jax.ensure_compile_time_eval():
+        x = jnp.linspace(-3.0, 3.0, 13)
+        return bool(jnp.allclose(activation(2.0 * x), 2.0 * activation(x)))
+
+
+def odd(activation) -> bool:
+    """Whether phi(-x) = -phi(x) (then every layer's tilted measure is even in u: tr(Kt k(-B u)) = tr(Kt k(B u)))."""
+    with jax.ensure_compile_time_eval():
+        x = jnp.linspace(-3.0, 3.0, 13)
+        return bool(jnp.allclose(activation(-x), -activation(x)))
+
+
+def mcmc_proposal(problem: Problem, Kt, B, z, proposal, N, key) -> ParticleProposal:
+    """A :class:`ParticleProposal` for the tilted measure at Kt from Markov chains (:func:`tilted_chains`): CHAINS
+    chains, half started from points resampled by the current importance weights, half from the current proposal's
+    own points (every component of it), MCMC_DRAWS draws each after MCMC_WARMUP warm-up transitions. The draws,
+    projected on the row space of B (Pi = B^+ B; the tilt does not act elsewhere, where the kernels are the prior),
+    and for an odd phi also their mirror images -u (the measure is even; a chain stays in the mode it started in),
+    are the centres. The kernels' covariance is h^2 times the chains' pooled within-chain covariance (the spread of
+    a mode, not the distance between modes), h a multiple (:data:`BANDWIDTHS`, the largest ESS on the draws z) of
+    Silverman's rule (4 / (M (r + 2)))^(1/(r + 4)), r = rank Pi; the reference is N(0, E[u u^T])."""
+    u, log_w, _ = proposal.points(z)
+    logits = tilt_log_weights(problem, Kt, B, u, log_w, N)
+    k_resample, k_spread, k_chains = jax.random.split(key, 3)
+    half = CHAINS // 2
+    starts = jnp.concatenate([u[jax.random.categorical(k_resample, logits, shape=(half,))],
+                              u[jax.random.choice(k_spread, u.shape[0], (CHAINS - half,), replace=False)]])
+    Pi = symmetrize(jnp.linalg.pinv(B) @ B)
+    draws = tilted_chains(problem, Kt, B, N, starts, k_chains, MCMC_WARMUP, MCMC_DRAWS) @ Pi  # (chains, draws, r)
+    centered = draws - jnp.mean(draws, axis=1, keepdims=True)
+    within = jnp.einsum("cni,cnj->ij", centered, centered) / (CHAINS * (MCMC_DRAWS - 1))
+    centers = draws.reshape(-1, B.shape[1])
+    if odd(problem.activation):
+        centers = jnp.concatenate([centers, -centers])
+    M = centers.shape[0]
+    rank = jnp.trace(Pi)
+    silverman = (4.0 / (M * (rank + 2.0))) ** (1.0 / (rank + 4.0))
+    eye = jnp.eye(B.shape[1], dtype=B.dtype)
+
+    def factor(G, floor):
+        return _floored_cholesky(eye + Pi @ (G - eye) @ Pi, floor)
+
+    reference = factor(centers.T @ centers / M, 0.05)
+    candidates = [ParticleProposal(reference, centers, factor((c * silverman) ** 2 * within, 1e-4)) for c in BANDWIDTHS]
+    quality = jnp.stack([_ess(tilt_log_weights(problem, Kt, B, *c.points(z)[:2], N)) for c in candidates])
+    quality = jnp.where(jnp.isfinite(quality), quality, -1.0)
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves)[jnp.argmax(quality)], *candidates)
+
+
 def _finite_or_prior(conjugates):
     """The conjugates where all are finite, else Kt = 0 (the prior): a failed Gaussian anchor."""
     ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(Kt)) for Kt in conjugates]))
@@ -393,24 +573,60 @@ def initial_cgf(problem: Problem, samples: int, key, anchor) -> ExactCGF:
     return jax.lax.stop_gradient(ExactCGF(draws, tuple(p for p, _ in adapted), start))
 
 
+def _mcmc_key(problem: Problem, key, layer: int):
+    """The key of a layer's Markov chains (:func:`mcmc_proposal`): distinct from the draws' (:func:`_draws`)."""
+    return jax.random.fold_in(key, 2 * problem.depth + layer)
+
+
 @eqx.filter_jit
-def readapted(problem: Problem, cgf: ExactCGF, key, conjugates) -> ExactCGF:
-    """The same draws with the proposals re-adapted (two moment-matching rounds from the current ones) at the exact
-    measure's saddle ``conjugates`` (``key``: the one the draws came from)."""
+def readapted(problem: Problem, cgf: ExactCGF, key, conjugates, mcmc: tuple = ()) -> ExactCGF:
+    """The same draws with the proposals re-adapted at the exact measure's saddle ``conjugates`` (``key``: the one the
+    draws came from): two moment-matching rounds from the current proposals (:func:`adapt_proposal`), or, for the
+    layers in ``mcmc`` and those whose proposal already is one, a new MCMC-adapted :class:`ParticleProposal`
+    (:func:`mcmc_proposal`, chains started from the current proposal)."""
     adapt_draws = _draws(problem, cgf.draws[0].shape[0], key)[1]
     covariances = sampled_forward(problem, problem.X, conjugates, cgf)[2]
-    proposals = tuple(adapt_proposal(problem, conjugates[layer], covariances[layer], layer, adapt_draws[layer],
-                                     cgf.proposals[layer], (1.0, 1.0))[0]
-                      for layer in range(problem.depth))
+
+    def adapted(layer):
+        current = cgf.proposals[layer]
+        if layer in mcmc or isinstance(current, ParticleProposal):
+            B = layer_factor(problem, covariances[layer], layer, problem.X)
+            return mcmc_proposal(problem, conjugates[layer], B, adapt_draws[layer], current, problem.widths[layer],
+                                 _mcmc_key(problem, key, layer))
+        return adapt_proposal(problem, conjugates[layer], covariances[layer], layer, adapt_draws[layer], current,
+                              (1.0, 1.0))[0]
+
+    proposals = tuple(adapted(layer) for layer in range(problem.depth))
     return jax.lax.stop_gradient(ExactCGF(cgf.draws, proposals, jax.lax.stop_gradient(conjugates), cgf.control))
 
 
 @eqx.filter_jit
+def start_ess(problem: Problem, cgf: ExactCGF):
+    """Per layer, the ESS of the importance weights at the proposals' adaptation point ``cgf.start``."""
+    covariances = sampled_forward(problem, problem.X, cgf.start, cgf)[2]
+    return cgf.stats(problem, problem.X, cgf.start, covariances)["ess"]
+
+
+def rescued(problem: Problem, cgf: ExactCGF, key) -> ExactCGF:
+    """``cgf`` with an MCMC-adapted proposal (:func:`readapted` with ``mcmc``) for every layer whose importance weights
+    at its adaptation point have degenerated below ANCHOR_ESS S (where moment-matched Gaussian mixtures no longer
+    cover the tilted measure: a mean-field measure with far modes, ReLU's near the edge of its domain); unchanged
+    where none has, or where traced (the ESS is not known then)."""
+    try:
+        ess = [float(e) for e in start_ess(problem, cgf)]
+    except jax.errors.ConcretizationTypeError:
+        return cgf
+    mcmc = tuple(layer for layer, e in enumerate(ess) if e < ANCHOR_ESS * cgf.draws[0].shape[0])
+    return readapted(problem, cgf, key, cgf.start, mcmc) if mcmc else cgf
+
+
+@eqx.filter_jit
 def sampled_saddle(problem: Problem, cgf: ExactCGF, init):
-    """The conjugates at the saddle of the exact measure with the fixed draws and proposals of ``cgf``."""
+    """The solution (conjugates, status) at the saddle of the exact measure with the fixed draws and proposals of
+    ``cgf``."""
     from adaptive_kernels.solvers import stationary_point
 
-    return stationary_point(ConjugateMap(cgf), default_solver(), init, problem, implicit=False).value
+    return stationary_point(ConjugateMap(cgf), default_solver(), init, problem, implicit=False)
 
 
 def default_solver():
@@ -422,36 +638,49 @@ def default_solver():
     return FixedPoint(damping=0.5)
 
 
-def exact_cgf(problem: Problem, samples: int, key, solve=None) -> ExactCGF:
+def exact_cgf(problem: Problem, samples: int, key, solve=None, anchor=None) -> ExactCGF:
     """The exact-measure CGF of every layer: ``samples`` draws per layer from the PRNG ``key``; proposals adapted
     first at the Gaussian anchor (:func:`initial_cgf`), then up to ``REFINE`` times at the exact measure's own saddle
     (:func:`readapted`): the solve with the current proposals from the last adaptation point (where it leaves the
-    domain, its last point inside: a continuation), until a round moves the saddle by less than ``SETTLED`` (ReLU,
-    gamma = 2, P = 80: one round ended outside the domain; four reached the saddle for one key of two).
+    domain, its last point inside: a continuation), until a round's solve converged and moved the saddle by less
+    than ``SETTLED`` (ReLU, gamma = 2, P = 80: one round ended outside the domain; four reached the saddle for one key
+    of two). Where a layer's importance weights at its adaptation point degenerate (ESS < ANCHOR_ESS S), its proposal
+    is adapted by Markov chains instead (:func:`rescued`), and the rounds go on up to ``MCMC_REFINE``.
 
-    ``solve(cgf, init)``: the conjugates of the Gaussian-equivalent saddle (cgf None) or of the sampled one. None:
-    inline solves (jittable); ``Adaptive.prepared`` passes the library's compiled solves instead, outside jit, so the
-    final solve and the user's Gaussian solves reuse their compilations."""
+    ``solve(cgf, init)``: the conjugates of the Gaussian-equivalent saddle (cgf None) or the solution (``value``,
+    ``converged``) of the sampled one. None: inline solves (jittable); ``Adaptive.prepared`` passes the library's
+    compiled solves instead, outside jit, so the final solve and the user's Gaussian solves reuse their
+    compilations. ``anchor``: the conjugates at which the proposals are first adapted instead of the Gaussian
+    anchor's (e.g. another order parameter's saddle, to follow the exact measure's saddle near it)."""
     if solve is None:
         def solve(cgf, init):
             return gaussian_anchor(problem) if cgf is None else sampled_saddle(problem, cgf, init)
 
-    cgf = initial_cgf(problem, samples, key, solve(None, None))
-    for round_ in range(REFINE):
+    anchor = solve(None, None) if anchor is None else tuple(anchor)
+    cgf = rescued(problem, initial_cgf(problem, samples, key, anchor), key)
+    for round_ in range(MCMC_REFINE):
+        if round_ >= REFINE and not any(isinstance(p, ParticleProposal) for p in cgf.proposals):
+            break
         previous = cgf.start
-        cgf = readapted(problem, cgf, key, solve(cgf, cgf.start))
-        if round_ > 0 and _settled(previous, cgf.start):
+        solution = solve(cgf, cgf.start)
+        cgf = rescued(problem, readapted(problem, cgf, key, solution.value), key)
+        if round_ > 0 and _settled(previous, cgf.start) and _concrete(solution.converged):
             break
     return cgf
+
+
+def _concrete(flag) -> bool:
+    """bool(flag), False where traced."""
+    try:
+        return bool(flag)
+    except jax.errors.ConcretizationTypeError:
+        return False
 
 
 def _settled(previous, current) -> bool:
     """|current - previous| < SETTLED |current| over all layers' conjugates (False where traced: all rounds run)."""
     change = jnp.sqrt(sum(jnp.sum((a - b) ** 2) for a, b in zip(previous, current)))
-    try:
-        return bool(change < SETTLED * jnp.sqrt(sum(jnp.sum(b**2) for b in current)))
-    except jax.errors.ConcretizationTypeError:
-        return False
+    return _concrete(change < SETTLED * jnp.sqrt(sum(jnp.sum(b**2) for b in current)))
 
 
 def tilted_measures(cgf: ExactCGF, problem: Problem, conjugates) -> list:
@@ -471,7 +700,7 @@ def first_layer_covariance(cgf: ExactCGF, problem: Problem, conjugates):
     u, omega, v, _ = tilted_measures(cgf, problem, conjugates[:1])[0]
     second = (u * omega[:, None]).T @ u
     if cgf.control:
-        L = cgf.proposals[0].chols[0]
+        L = cgf.proposals[0].reference
         second = second - (u * v[:, None]).T @ u + L @ L.T
     n = problem.patch_size
     return (problem.s_w2 / n) * second[:n, :n]
@@ -573,43 +802,18 @@ def exact_error_bars(arch, data, kappa2, *, seeds: int = 4, samples: int = 20000
 @eqx.filter_jit
 def hmc_tilted_kernels(cgf: ExactCGF, problem: Problem, conjugates, key, num_chains: int, num_samples: int,
                        num_warmup: int, num_leapfrog: int = 8):
-    """Markov-chain estimates of K_l = E_tilted[phi(h) phi(h)^T] (independent of the importance weights): per layer
-    HMC (``sampling.mcmc.metropolis_step``, step size tuned by dual averaging in warm-up) on u with the potential
-    U(u) = |u|^2/2 - phi(B u)^T Kt phi(B u) / N, h = B u (B at the covariances of the importance-sampled forward
-    pass), ``num_chains`` chains started at the proposal's points. Returns per layer (mean, standard error from the
-    spread of the chain means)."""
-    from adaptive_kernels.sampling.mcmc import metropolis_step, start_chain
-
+    """Markov-chain estimates of K_l = E_tilted[k(u)] (independent of the importance weights): per layer HMC
+    (:func:`tilted_chains`; B at the covariances of the importance-sampled forward pass), ``num_chains`` chains
+    started at the proposal's points. Returns per layer (mean, standard error from the spread of the chain means)."""
     covariances = sampled_forward(problem, problem.X, conjugates, cgf)[2]
     out = []
     for layer, (Kt, C) in enumerate(zip(conjugates, covariances)):
-        B, N = layer_factor(problem, C, layer, problem.X), problem.widths[layer]
-
-        def potential(u, B=B, Kt=Kt, N=N):
-            phi = layer_features(problem, u, B, Kt.shape[0])
-            return 0.5 * u @ u - jnp.sum(Kt * feature_kernel(phi)) / N
-
-        value_and_grad = jax.value_and_grad(potential)
+        B = layer_factor(problem, C, layer, problem.X)
         u0 = cgf.proposals[layer].points(cgf.draws[layer])[0][-num_chains:]
-
-        def chain(u, key, B=B, value_and_grad=value_and_grad):
-            def step(adapt):
-                def body(state, k):
-                    return metropolis_step(value_and_grad, state, k, num_leapfrog=num_leapfrog, target_accept=0.8,
-                                           adapt=adapt, jitter=0.9)[0], None
-                return body
-
-            k1, k2 = jax.random.split(key)
-            state = jax.lax.scan(step(True), start_chain(value_and_grad, u, 0.1), jax.random.split(k1, num_warmup))[0]
-            state = eqx.tree_at(lambda s: s.adaptation, state, state.adaptation.freeze())
-
-            def record(state, k):
-                state = step(False)(state, k)[0]
-                return state, feature_kernel(layer_features(problem, state.position, B, problem.P))
-
-            return jnp.mean(jax.lax.scan(record, state, jax.random.split(k2, num_samples))[1], axis=0)
-
-        means = jax.vmap(chain)(u0, jax.random.split(jax.random.fold_in(key, layer), num_chains))
+        draws = tilted_chains(problem, Kt, B, problem.widths[layer], u0, jax.random.fold_in(key, layer), num_warmup,
+                              num_samples, num_leapfrog)
+        phi = layer_features(problem, draws, B, problem.P)  # (chains, samples, patches, P)
+        means = jnp.einsum("cnsp,cnsq->cpq", phi, phi) / (phi.shape[1] * phi.shape[2])
         out.append((jnp.mean(means, axis=0), jnp.std(means, axis=0, ddof=1) / jnp.sqrt(num_chains)))
     return out
 
