@@ -59,9 +59,9 @@ def table(path, seeds, samples):
     eigenvalue ratio along w* and the pre-activation kernel ratio along y, with the one-loop's error in HMC SEs."""
     from adaptive_kernels.actions.exact_one_loop import with_loops
 
-    print("| net | N | learnability saddle / one loop / HMC | ratio w* saddle / one loop / HMC "
+    print("| net | gamma | N | learnability saddle / one loop / HMC | ratio w* saddle / one loop / HMC "
           "| pre-act. ratio y saddle / one loop / HMC | s/solve |")
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for case in json.load(open(path))["cases"]:
         arch, data = references._case_data(case)
         kappa2 = case["kappa2"]
@@ -82,7 +82,7 @@ def table(path, seeds, samples):
                 a = np.array([v[i] for v in values[loops]])
                 parts.append(references._fmt(a.mean(), a.std(ddof=1) / np.sqrt(len(a)), digits))
             cells.append(" / ".join(parts + [references._fmt(*hmc, digits)]))
-        print(f"| {case['activation']} 2-layer d={case['d']} P={case['P']} | {case['widths'][0]} | "
+        print(f"| {case['activation']} 2-layer d={case['d']} P={case['P']} | {case['gamma']} | {case['widths'][0]} | "
               + " | ".join(cells) + f" | {np.mean(seconds):.0f} |", flush=True)
 
 

@@ -94,10 +94,13 @@ def test_relu_one_loop_closes_the_finite_width_gap_to_hmc():
 
 
 def test_bad_options_name_loops():
-    data = teacher_dataset(jax.random.PRNGKey(0), MAX_P + 1, 3, "cubic")
+    rng = np.random.default_rng(0)
     theory = Adaptive(form="conjugate", measure="exact", loops=1)
+    wide = ak.Dataset(rng.standard_normal((MAX_P + 1, 3)), rng.standard_normal(MAX_P + 1))
     with pytest.raises(ValueError, match="loops.*P = 41"):
-        theory.check(make_problem(ak.FCN(3, 50, "erf"), data, KAPPA2))
-    small = teacher_dataset(jax.random.PRNGKey(0), 8, 3, "cubic")
+        theory.check(make_problem(ak.FCN(3, 50, "erf"), wide, KAPPA2))
+    small = ak.Dataset(rng.standard_normal((8, 3)), rng.standard_normal(8))
     with pytest.raises(ValueError, match="loops.*two-layer"):
         theory.check(make_problem(ak.FCN(3, (50, 50), "erf"), small, KAPPA2))
+    with pytest.raises(ValueError, match="loops.*one output"):
+        theory.check(make_problem(ak.FCN(3, 50, "erf"), ak.Dataset(small.X, rng.standard_normal((8, 2))), KAPPA2))

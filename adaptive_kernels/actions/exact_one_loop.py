@@ -91,14 +91,12 @@ class Reweighting(eqx.Module):
 
 class Moments(eqx.Module):
     """One-loop posterior means: ``kernel`` E[K] (P x P), ``sigma`` E[w w^T] of the first layer (d x d), ``mean``
-    E[f] at the training and then the test points; ``saddle``: the same three at the exact saddle, and
-    ``variance``: the saddle's predictive variance at those points."""
+    E[f] at the training and then the test points; ``saddle``: the same three at the exact saddle."""
 
     kernel: jax.Array
     sigma: jax.Array
     mean: jax.Array
     saddle: tuple
-    variance: jax.Array
 
 
 def data_hessian(problem: Problem, K, basis):
@@ -205,8 +203,8 @@ def moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all) -> Moments:
     """The one-loop means (module docstring) at the exact saddle ``Kt`` (the conjugate kernel), with ``cgf`` the
     sampled measure the saddle was solved with, on the inputs ``X_all`` = [X; X_test]."""
     rw = reweighting(cgf, problem, Kt)
-    mean, saddle, variance = output_moments(cgf, problem, Kt, X_all, rw)
-    return Moments(rw.kernel, rw.sigma, mean, (rw.saddle_kernel, rw.saddle_sigma, saddle), variance)
+    mean, saddle, _ = output_moments(cgf, problem, Kt, X_all, rw)
+    return Moments(rw.kernel, rw.sigma, mean, (rw.saddle_kernel, rw.saddle_sigma, saddle))
 
 
 def mean(theory, fn, value, problem: Problem):
