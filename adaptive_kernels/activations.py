@@ -13,6 +13,7 @@ Closed forms (THEORY.md sec. 2; Cho & Saul 2009 for ReLU; Williams 1997 for erf)
                     cos t = k12/sqrt(k11 k22)
 - :class:`Erf`:     E = (2/pi) arcsin(2 k12 / sqrt((1 + 2 k11)(1 + 2 k22))),
                     E' = (4/pi) / sqrt((1 + 2 k11)(1 + 2 k22) - 4 k12^2)
+- :class:`Quadratic` (phi = x^2): E = k11 k22 + 2 k12^2 (Isserlis),  E' = 4 k12
 
 :class:`Numerical` (any jnp function; neural-tangents' ``ElementwiseNumerical``) integrates by
 two-dimensional Gauss-Hermite quadrature, u = sqrt(k11) z1, v = sqrt(k22)(rho z1 + sqrt(1 - rho^2) z2).
@@ -146,6 +147,39 @@ class Erf(AbstractActivation):
         return (4 / jnp.pi) / jnp.sqrt(1 + 4 * k)
 
 
+class Quadratic(AbstractActivation):
+    """phi(x) = x^2 (the modular-addition networks of Gromov, arXiv 2301.02679, and Rubin, Seroussi & Ringel,
+    arXiv 2310.03789). Gaussian moments by Isserlis' theorem: E[u^2 v^2] = k11 k22 + 2 k12^2, E[(2u)(2v)] = 4 k12;
+    at nonzero means see :meth:`mean_expectation`."""
+
+    name: str = eqx.field(static=True, default="quadratic")
+
+    def __call__(self, x):
+        return x**2
+
+    def derivative(self, x):
+        return 2 * x
+
+    def expectation(self, k11, k12, k22):
+        return k11 * k22 + 2 * k12**2
+
+    def derivative_expectation(self, k11, k12, k22):
+        return 4 * k12 * jnp.ones_like(k11 * k22)
+
+    def diagonal(self, k):
+        return 3 * k**2
+
+    def derivative_diagonal(self, k):
+        return 4 * k
+
+    @staticmethod
+    def mean_expectation(mu1, mu2, c11, c12, c22):
+        """E[u^2 v^2] for (u, v) Gaussian with means (mu1, mu2) and covariance [[c11, c12], [c12, c22]]:
+        expanding (mu + centred)^2 and keeping the even moments (Isserlis),
+        mu1^2 mu2^2 + mu1^2 c22 + mu2^2 c11 + 4 mu1 mu2 c12 + c11 c22 + 2 c12^2."""
+        return (mu1**2 * mu2**2 + mu1**2 * c22 + mu2**2 * c11 + 4 * mu1 * mu2 * c12 + c11 * c22 + 2 * c12**2)
+
+
 # --- Gauss-Hermite quadrature, memory-bounded at every order of differentiation ----------------------------------
 def _hermite_rule(n: int):
     """Nodes and weights for E_{z ~ N(0,1)} f(z) ~= sum_i w_i f(z_i) (probabilists' Hermite)."""
@@ -268,7 +302,8 @@ def _gelu(x):
     return jax.nn.gelu(x, approximate=False)
 
 
-_CLOSED_FORMS: dict[str, type[AbstractActivation]] = {"linear": Linear, "relu": ReLU, "erf": Erf}
+_CLOSED_FORMS: dict[str, type[AbstractActivation]] = {"linear": Linear, "relu": ReLU, "erf": Erf,
+                                                      "quadratic": Quadratic}
 _NUMERICAL: dict[str, Callable] = {
     "tanh": jnp.tanh,
     "gelu": _gelu,

@@ -184,3 +184,47 @@ def load_digits_regression(
     if not 0 < n < len(y):
         raise ValueError(f"n_train must be between 1 and {len(y) - 1}, got {n}")
     return Dataset(X=jnp.asarray(X[:n]), y=jnp.asarray(y[:n]), X_test=jnp.asarray(X[n:]), y_test=jnp.asarray(y[n:]))
+
+
+def modular_addition(key, p: int, P: int) -> Dataset:
+    """Modular addition on Z_p (Gromov, arXiv 2301.02679; the modular teacher of Rubin, Seroussi & Ringel,
+    arXiv 2310.03789): all p^2 pairs (a, b) in a random order (from ``key``), the first ``P`` train, the other
+    p^2 - P are the held-out test set.
+
+    Input x = (p / sqrt(p - 1)) ([e_a; e_b] - 1/p) (d = 2p): the two one-hot vectors, centred and scaled so that
+    |x|^2 = d as for the library's other inputs; target y = e_{(a + b) mod p} - 1/p (p outputs, mean zero). The
+    predicted class of a pair is the argmax of its p outputs (:func:`modular_accuracy`).
+    """
+    p = check_positive_int("p", p)
+    if p < 2:
+        raise ValueError(f"p must be at least 2, got {p}")
+    P = check_positive_int("P", P)
+    if P >= p * p:
+        raise ValueError(f"P must be below p^2 = {p * p} (the rest is the test set), got {P}")
+    dtype = jnp.result_type(float)
+    a, b = jnp.divmod(jax.random.permutation(key, p * p), p)
+    eye = jnp.eye(p, dtype=dtype)
+    X = (p / np.sqrt(p - 1)) * (jnp.concatenate([eye[a], eye[b]], axis=1) - 1 / p)
+    y = eye[(a + b) % p] - 1 / p
+    return Dataset(X=X[:P], y=y[:P], X_test=X[P:], y_test=y[P:])
+
+
+def modular_accuracy(mean, y):
+    """Fraction of rows whose largest predicted output (``mean``, (n, p)) is the target's class (argmax of ``y``)."""
+    return jnp.mean(jnp.argmax(mean, axis=1) == jnp.argmax(y, axis=1))
+
+
+def modular_fourier_projector(p: int, k: int):
+    """The orthogonal projector (2p x 2p) onto frequency k of Z_p in both halves of the modular inputs
+    (:func:`modular_addition`): the span of cos(2 pi k a / p), sin(2 pi k a / p) on the a-half and the same on the
+    b-half (rank 4 for 0 < k < p/2). Frequencies k and p - k are one real mode; the projectors of k = 1..(p-1)/2
+    (odd p) sum to the projector onto the centred inputs' span."""
+    p = check_positive_int("p", p)
+    if not 0 < k < p / 2:
+        raise ValueError(f"k must be a frequency in 1..{(p - 1) // 2}, got {k}")
+    n = np.arange(p)
+    wave = np.stack([np.cos(2 * np.pi * k * n / p), np.sin(2 * np.pi * k * n / p)])
+    zero = np.zeros_like(wave)
+    B = np.concatenate([np.concatenate([wave, zero], axis=1), np.concatenate([zero, wave], axis=1)])
+    B = B / np.linalg.norm(B, axis=1, keepdims=True)
+    return jnp.asarray(B.T @ B, jnp.result_type(float))

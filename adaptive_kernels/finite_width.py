@@ -26,6 +26,9 @@ at most 4 here), h = C^{1/2} u; exact for a linear phi (Isserlis) at any order >
 
 from __future__ import annotations
 
+import functools
+
+import equinox as eqx
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -34,24 +37,48 @@ from adaptive_kernels.architectures import CNN, FCN
 from adaptive_kernels.kernels import kernel_matrix
 
 
+@functools.lru_cache(maxsize=16)
+def _hermite_grid(P: int, nodes: int):
+    """Tensor-product Gauss-Hermite nodes U (nodes^P, P) and weights (nodes^P,) for the standard normal in P
+    dimensions (numpy, float64, read-only)."""
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)  # weight exp(-u^2/2)
+    grids = np.meshgrid(*([x] * P), indexing="ij")
+    U = np.stack([g.ravel() for g in grids], axis=1)
+    weights = np.prod(np.meshgrid(*([w / w.sum()] * P), indexing="ij"), axis=0).ravel()
+    U.flags.writeable = weights.flags.writeable = False
+    return U, weights
+
+
+def _grid(activation, P: int, nodes: int, dtype):
+    """The quadrature nodes of :func:`fourth_moments` as arrays (passed to the compiled programs as arguments, not
+    embedded as constants), or None for a linear phi."""
+    if activation.is_linear:
+        return None
+    return tuple(jnp.asarray(a, dtype) for a in _hermite_grid(P, nodes))
+
+
 def fourth_moments(activation, C, nodes: int = 32):
     """E[phi(h_a) phi(h_b) phi(h_c) phi(h_e)] (P, P, P, P) and E[phi_a phi_b] (P, P) for h ~ N(0, C), C (P x P):
     Isserlis' theorem for a linear phi (any P), else Gauss-Hermite quadrature with ``nodes`` points per
     dimension (P <= 4)."""
-    P = C.shape[0]
-    if activation.is_linear:
+    return _compiled_moments(activation, C, _grid(activation, C.shape[0], nodes, C.dtype))
+
+
+def _moments(activation, C, grid):
+    """:func:`fourth_moments` on the nodes ``grid`` = (U, weights) (None: Isserlis), h = C^{1/2} u."""
+    if grid is None:
         return _pairings(C), C
-    x, w = np.polynomial.hermite_e.hermegauss(nodes)  # weight exp(-u^2/2)
-    w = w / w.sum()
-    grids = np.meshgrid(*([x] * P), indexing="ij")
-    U = jnp.asarray(np.stack([g.ravel() for g in grids], axis=1), C.dtype)
-    weights = jnp.asarray(np.prod(np.meshgrid(*([w] * P), indexing="ij"), axis=0).ravel(), C.dtype)
+    U, weights = grid
+    P = C.shape[0]
     lam, V = jnp.linalg.eigh(0.5 * (C + C.T))
     root = V * jnp.sqrt(jnp.clip(lam, 0.0))
     phi = activation(U @ root.T)
     pairs = (phi[:, :, None] * phi[:, None, :]).reshape(-1, P * P)  # memory: nodes x P^2
     E4 = ((weights[:, None] * pairs).T @ pairs).reshape(P, P, P, P)
     return E4, (weights @ pairs).reshape(P, P)
+
+
+_compiled_moments = eqx.filter_jit(_moments)
 
 
 def _pairings(K):
@@ -74,15 +101,28 @@ def four_point(arch: FCN, X, nodes: int = 32):
     P = X.shape[0]
     C = arch.s_w2 * X @ X.T / arch.d + arch.s_b2
     cov = jnp.zeros((P, P, P, P), X.dtype)
+    grid = _grid(arch.activation, P, nodes, X.dtype)
     for layer, N in enumerate(arch.widths):
-        E4, G = fourth_moments(arch.activation, C, nodes)
-        J = jax.jacfwd(lambda M: kernel_matrix(arch.activation, M))(C)  # (P, P, P, P): dG_ab / dC_ce
         last = layer == len(arch.widths) - 1
         scale = arch.s_a2 * N ** (1 - arch.gamma) if last else arch.s_w2
-        propagated = jnp.einsum("abij,ijkl,cekl->abce", J, cov, J)
-        cov = scale**2 * ((E4 - jnp.einsum("ab,ce->abce", G, G)) / N + propagated)
+        cov, G = _layer_covariance(arch.activation, C, cov, jnp.asarray(N, X.dtype), grid)
+        cov = scale**2 * cov
         C = scale * G + (0.0 if last else arch.s_b2)
     return _symmetrised(cov), C
+
+
+@eqx.filter_jit
+def _layer_covariance(activation, C, cov, N, grid):
+    """(Cov(Khat) at width N given C = E[Chat] and cov = Cov(Chat), G = K_phi(C)) of one layer (module docstring):
+    (E4 - G (x) G)/N + J cov J^T, plus for a linear phi the exact finite-N term (cov_ac,be + cov_ae,bc)/N (there
+    E4(Chat) is quadratic in Chat, so its mean is the pairings of E[Chat (x) Chat] = C (x) C + cov). One compiled
+    program per activation and number of inputs: the widths are traced."""
+    E4, G = _moments(activation, C, grid)
+    J = jax.jacfwd(lambda M: kernel_matrix(activation, M))(C)  # (P, P, P, P): dG_ab / dC_ce
+    propagated = jnp.einsum("abij,ijkl,cekl->abce", J, cov, J)
+    if activation.is_linear:
+        propagated = propagated + (_symmetrised(cov) - cov) / N
+    return (E4 - jnp.einsum("ab,ce->abce", G, G)) / N + propagated, G
 
 
 def four_point_cnn(arch: CNN, X, nodes: int = 24):

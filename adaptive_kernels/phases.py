@@ -168,6 +168,34 @@ def default_starts(problem: Problem, theory, direction=None, ratios=(30.0,)) -> 
     return starts
 
 
+
+def fourier_state(problem: Problem, p: int, gain: float = 2.0, rest: float = 0.5):
+    """A Fourier-aligned start of the mixture ansatz for modular addition on Z_p (``data.modular_addition``; the
+    generalising states of Gromov's quadratic nets, whose neurons each carry one frequency of Z_p): component k
+    (k = 1..(p-1)/2) at m_k = 0 with Sigma_k = [gain P_k + rest (I - P_k)] / a, P_k the projector onto frequency k
+    of both input halves (``data.modular_fourier_projector``), equal weights. Use with
+    ``Adaptive(measure="mixture", components=(p-1)//2, along="equal")``."""
+    from adaptive_kernels.data import modular_fourier_projector
+
+    if problem.d != 2 * p:
+        raise ValueError(f"p: the inputs have d = {problem.d}, not 2p = {2 * p}")
+    a, eye = problem.prior_precision, jnp.eye(problem.d, dtype=problem.X.dtype)
+    zero = jnp.zeros(problem.d, problem.X.dtype)
+    return tuple(mixture.encode(1 / a, zero, (gain * Pk + rest * (eye - Pk)) / a)
+                 for Pk in (modular_fourier_projector(p, k) for k in range(1, (p - 1) // 2 + 1)))
+
+
+def fourier_concentration(second_moments, p: int):
+    """For each d x d second moment C (e.g. Sigma_k + m_k m_k^T of a mixture component, or w w^T of one neuron;
+    leading axes broadcast) the largest fraction of its trace on one frequency of Z_p,
+    max_k tr(P_k C) / sum_k tr(P_k C) (``data.modular_fourier_projector``; the constant modes, which the centred
+    inputs do not see, are left out). 1: the weights carry one frequency; an isotropic C gives 1/((p-1)/2)."""
+    from adaptive_kernels.data import modular_fourier_projector
+
+    parts = jnp.stack([jnp.einsum("ij,...ji->...", modular_fourier_projector(p, k), second_moments)
+                       for k in range(1, (p - 1) // 2 + 1)], axis=-1)
+    return jnp.max(parts, axis=-1) / jnp.sum(parts, axis=-1)
+
 # --- stationary points ----------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class StationaryPoint:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_kernels._validation import is_traced
-from adaptive_kernels.actions import deep, exact, mixture, one_loop
+from adaptive_kernels.actions import deep, exact, exact_one_loop, mixture, one_loop
 from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_space
 from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
 from adaptive_kernels.gp import data_term
@@ -232,7 +232,8 @@ class Adaptive(AbstractLoopTheory):
             None: made from ``samples`` and ``seed`` where needed.
         seed: the key of the sampled measures: an int (each value compiles its own solve) or a scalar integer
             array, e.g. ``jnp.asarray(k)``, traced under jit, so solves over keys share one compilation.
-        loops: 0 (the saddle) or 1 (one-loop corrections; form ``"weight"``: two-layer and deep linear nets).
+        loops: 0 (the saddle) or 1 (one-loop corrections; form ``"weight"``: two-layer and deep linear nets;
+            ``measure="exact"``: two-layer FCNs, the saddle's observables corrected, ``actions.exact_one_loop``).
     """
 
     name: ClassVar[str] = "adaptive"
@@ -298,12 +299,26 @@ class Adaptive(AbstractLoopTheory):
                                  f"got {jnp.shape(self.direction)}")
             if self.loops:
                 raise ValueError("loops: one-loop corrections need measure='gaussian', got 'mixture'")
+        if self.loops and self.measure == "exact":  # loops act on the observables (actions.exact_one_loop)
+            exact_one_loop.check(problem)
+            return AbstractTheory.check(self, problem)
         if self.loops and form != "weight":
             # the kernel form predicts through a map that equals the layer kernels only at the saddle, so the
             # curvature correction of its mean output is not the prediction's (docs/finite_width.md)
-            raise ValueError(f"loops: one-loop corrections need form='weight' (two-layer nets, deep linear nets); "
-                             f"got form {form!r}. For deep nonlinear nets use Scaling(loops=1)")
+            raise ValueError(f"loops: one-loop corrections need form='weight' (two-layer nets, deep linear nets) or "
+                             f"form='conjugate' with measure='exact' (two-layer FCNs); got form {form!r}. For deep "
+                             f"nonlinear nets use Scaling(loops=1)")
         super().check(problem)
+
+    def problem(self, problem):
+        if self.measure == "exact":  # the saddle map itself: its one loop corrects the observables (``mean``)
+            return self.saddle_problem(problem)
+        return super().problem(problem)
+
+    def mean(self, fn, value, problem, linear=False):
+        if self.loops and self.measure == "exact":
+            return exact_one_loop.mean(self, fn, value, problem)
+        return super().mean(fn, value, problem, linear)
 
     def prepared(self, problem: Problem) -> "Adaptive":
         """The exact measure's draws and proposals made once, outside jit (``actions.exact.exact_cgf`` with the

@@ -2,7 +2,7 @@
 nets, and the cost of the correction. Writes markdown tables to stdout (collected in
 ``bench/results/one_loop_targets.md``).
 
-    PYTHONPATH=$PWD python scripts/one_loop_targets.py two_layer|scan|deep|speed
+    PYTHONPATH=$PWD python scripts/one_loop_targets.py two_layer|scan|deep|speed|references
 
 two_layer: d = 40, N = 300, P = 60, kappa2 = 1e-2, gamma in {1, 1.5, 2} (the issue's nets): first-layer eigenvalue
 ratio along the teacher and learnability, saddle and one loop against Gibbs. scan: d = 2, P = 8, gamma = 2,
@@ -11,9 +11,13 @@ learnability against the exact posterior (the 3-D quadrature of ``tests/test_one
 fitted slopes in log N. deep: deep linear nets (2 and 3 hidden layers), the
 per-layer kernel ratios along y and the first layer's covariance ratio. speed: d = 50, P = 500, CPU seconds of the
 saddle solve and of the one-loop solve (compile included, then two more calls) and of ``summarize`` (the
-one-loop observables' moments included; first and second call).
+one-loop observables' moments included; first and second call). references: the exact Gibbs references of
+``tests/test_one_loop.py`` (its two-layer net, d = 4, N = 30, gamma = 1.5, and its 3-hidden-layer net, d = 2, N = 20,
+gamma = 2; 4 chains x 20000 draws), written to ``tests/data/one_loop_gibbs.json``: compiling the Gibbs sampler for
+these two nets took ~14 s of the test file's CPU time, drawing 20000 samples takes seconds here.
 """
 
+import json
 import sys
 import time
 
@@ -132,5 +136,28 @@ def speed():
     print(f"\nratio one loop / saddle (solve + summarize, first calls): {totals[1] / totals[0]:.2f}")
 
 
+REFERENCES = {  # name: (data (P, d, P_test), widths, gamma), as in tests/test_one_loop.py
+    "two_layer": ((10, 4, 50), 30, 1.5),
+    "deep": ((6, 2, 20), (20, 20, 20), 2.0),
+}
+
+
+def references(path="tests/data/one_loop_gibbs.json", chains=4, samples=20000):
+    out = {}
+    for name, ((P, d, P_test), widths, gamma) in REFERENCES.items():
+        data = ak.teacher_dataset(jax.random.PRNGKey(0), P, d, P_test=P_test)
+        est = gibbs(ak.FCN(d, widths, "linear", gamma=gamma), data, chains, samples)
+        summary = lambda stats: {k: [None if s is None else float(getattr(s, k)) for s in stats]  # noqa: E731
+                                 for k in ("mean", "se")}
+        out[name] = {"data": {"P": P, "d": d, "P_test": P_test, "key": 0}, "widths": widths, "gamma": gamma,
+                     "kappa2": KAPPA2, "chains": chains, "samples": samples, "warmup": samples // 5,
+                     "eigenvalue_ratio": summary(est.eigenvalue_ratio),
+                     "kernel_eigenvalue_ratio": summary(est.kernel_eigenvalue_ratio),
+                     "learnability": {"mean": float(est.learnability.mean), "se": float(est.learnability.se)}}
+        print(name, out[name], flush=True)
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+
+
 if __name__ == "__main__":
-    {"two_layer": two_layer, "scan": scan, "deep": deep, "speed": speed}[sys.argv[1]]()
+    {"two_layer": two_layer, "scan": scan, "deep": deep, "speed": speed, "references": references}[sys.argv[1]]()

@@ -1,14 +1,18 @@
-"""Modular addition teacher, qualitatively (issue 17; Rubin, Seroussi & Ringel, arXiv 2310.03789, sec. on modular
-arithmetic; docs/phases.md).
+"""Modular addition teacher, qualitatively (issue 17; Rubin, Seroussi & Ringel, arXiv 2310.03789; Gromov,
+arXiv 2301.02679; docs/phases.md, "Modular addition").
 
-Data: all p^2 pairs (a, b) of Z_p, shuffled (seed), input x = [e_a; e_b] - 1/p (centred one-hots, d = 2p), target
-y = e_{(a+b) mod p} - 1/p (p outputs); the first P pairs train, the rest test. At each P the phase tools
-(``ak.stationary_points``: prior and aligned starts along the top singular direction of X^T Y) find the stationary
-points of a mean-field two-layer erf net's Gaussian-ansatz action; printed: every point's action and inertia, and
-the posterior's test accuracy (argmax of the predicted outputs over the held-out pairs) and its top eigenvalue
-ratio -- a jump of the accuracy at some P where the posterior switches branch is the first-order transition.
+Data: ``data.modular_addition`` (all p^2 pairs of Z_p in a random order, centred one-hot inputs of d = 2p, centred
+one-hot targets of the sum, the first P pairs train, the rest are held out). Network: two-layer, quadratic
+activation phi(x) = x^2, mean-field scaling (gamma = 2). Theory: the Gaussian-mixture ansatz with K = (p-1)/2
+components of equal weight (``Adaptive(measure="mixture", along="equal")``; free weights run away for phi = x^2,
+see ``actions.mixture.MixtureAction``). At each P, ``phases.find_stationary_points`` from the prior and from the
+Fourier state (``phases.fourier_state``: component k on frequency k of Z_p, the generalising state of Gromov's
+nets); printed per point: action, inertia, posterior flag, held-out accuracy (argmax of the predicted outputs,
+``data.modular_accuracy``), each component's Fourier concentration (``phases.fourier_concentration``: 1 = one
+frequency, 1/K isotropic) and the accuracy of the Fourier start's own kernel (what a generalising state would
+give).
 
-    python scripts/phases_modular.py --p 5 --N 20 --kappa2 0.01 --Ps 10 13 16 19 22
+    python scripts/phases_modular.py --p 7 --N 2 --kappa2 0.1 --Ps 16 22 28 34 40 --out modular.csv
 """
 
 from __future__ import annotations
@@ -17,46 +21,59 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 import adaptive_kernels as ak
+from adaptive_kernels import data as D
+from adaptive_kernels import phases
+from adaptive_kernels.actions import mixture
+from adaptive_kernels.gp import gp_predict
 
 
-def modular_addition(p: int, seed: int = 0):
-    """(X, Y) of all p^2 pairs in a random order: centred one-hot inputs (p^2, 2p) and targets (p^2, p)."""
-    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
-    a, b = a.ravel(), b.ravel()
-    eye = np.eye(p)
-    X = np.concatenate([eye[a], eye[b]], axis=1) - 1 / p
-    Y = eye[(a + b) % p] - 1 / p
-    order = np.random.default_rng(seed).permutation(p * p)
-    return jnp.asarray(X[order]), jnp.asarray(Y[order])
+def accuracy(theory, value, problem, data):
+    """Held-out accuracy of the GP with the output kernel of the order parameters ``value``."""
+    K, cross, _ = theory.output_kernels(value, problem, data.X_test)
+    return float(D.modular_accuracy(gp_predict(K, problem.y, problem.kappa2, cross).mean, data.y_test))
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--p", type=int, default=5)
-    parser.add_argument("--N", type=int, default=20)
+    parser.add_argument("--p", type=int, default=7)
+    parser.add_argument("--N", type=int, default=2)
     parser.add_argument("--gamma", type=float, default=2.0)
-    parser.add_argument("--kappa2", type=float, default=0.01)
-    parser.add_argument("--Ps", type=int, nargs="+", default=[10, 13, 16, 19, 22])
-    parser.add_argument("--ratios", type=float, nargs="+", default=[30.0, 0.05])
-    args = parser.parse_args()
-    X, Y = modular_addition(args.p)
-    arch = ak.FCN(2 * args.p, args.N, "erf", gamma=args.gamma)
-    start = time.process_time()
+    parser.add_argument("--kappa2", type=float, default=0.1)
+    parser.add_argument("--Ps", type=int, nargs="+", default=[16, 22, 28, 34, 40])
+    parser.add_argument("--samples", type=int, default=256, help="draws of the mixture entropy's overlap correction")
+    parser.add_argument("--gain", type=float, default=2.0, help="the Fourier start's variance on its frequency")
+    parser.add_argument("--rest", type=float, default=0.5, help="... and elsewhere (times the prior's)")
+    parser.add_argument("--seed", type=int, default=0, help="order of the pairs")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    K = (args.p - 1) // 2
+    theory = ak.Adaptive(measure="mixture", components=K, samples=args.samples, along="equal")
+    arch = ak.FCN(2 * args.p, args.N, "quadratic", gamma=args.gamma)
+    rows, start = [], time.process_time()
     for P in args.Ps:
-        data = ak.Dataset(X=X[:P], y=Y[:P], X_test=X[P:], y_test=Y[P:])
-        found = ak.stationary_points(arch, data, args.kappa2, ratios=tuple(args.ratios))
-        print(f"P = {P}:\n{found.table().to_string()}")
+        data = D.modular_addition(jax.random.PRNGKey(args.seed), args.p, P)
+        problem = ak.make_problem(arch, data, args.kappa2)
+        fourier = phases.fourier_state(problem, args.p, args.gain, args.rest)
+        found = phases.find_stationary_points(theory, problem, {"prior": mixture.initial(problem, K),
+                                                                "fourier": fourier})
         for point in found.points:
-            mean = ak.predict(point.solution, arch, data, args.kappa2, X[P:]).mean_test
-            accuracy = float(jnp.mean(jnp.argmax(mean, axis=1) == jnp.argmax(Y[P:], axis=1)))
-            eigenvalues = jnp.linalg.eigvalsh(point.value) * ak.make_problem(arch, data, args.kappa2).prior_precision
-            print(f"  action {point.action:.3f} ({point.kind}{', posterior' if point.posterior else ''}): "
-                  f"test accuracy {accuracy:.3f}, largest variance ratio {float(eigenvalues[-1]):.2f} "
-                  f"({time.process_time() - start:.0f} s)", flush=True)
+            pi, m, Sigma = mixture.components(point.value)
+            concentration = phases.fourier_concentration(Sigma + m[:, :, None] * m[:, None, :], args.p)
+            rows.append({"P": P, "action": point.action, "kind": point.kind, "posterior": point.posterior,
+                         "starts": "+".join(point.starts), "accuracy": accuracy(theory, point.value, problem, data),
+                         "concentration": np.round(np.sort(np.asarray(concentration))[::-1], 3).tolist(),
+                         "start_accuracy": accuracy(theory, fourier, problem, data)})
+            print(rows[-1], f"({time.process_time() - start:.0f} s CPU)", flush=True)
+        for label, message in found.failed.items():
+            print(f"P = {P}: start {label} did not converge: {message}", flush=True)
+    table = pd.DataFrame(rows)
+    print(table.to_string())
+    if args.out:
+        table.to_csv(args.out, index=False)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ Gaussian ansatz of sec. 4 (N KL = (N/2)[a tr Sigma - log det Sigma] - (N/2) d (1
     rho(w) = sum_k pi_k (1/2) [N(w; m_k, Sigma_k) + N(w; -m_k, Sigma_k)],
 
 between the two: K components, each a pair of Gaussians at +-m_k (the posterior of an odd activation is symmetric
-under w -> -w with the readout a -> -a), with the weights pi_k, means m_k and covariances Sigma_k as order
+under w -> -w with the readout a -> -a, that of an even one under w -> -w alone), with the weights pi_k, means m_k and covariances Sigma_k as order
 parameters; K = 1 with m = 0 is the Gaussian ansatz. This is a variational restriction of F, so its minimum lies
 above the exact measure's and below (or at) the Gaussian ansatz's.
 
@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adaptive_kernels.actions.base import EntropicAction
-from adaptive_kernels.activations import Erf, Linear
+from adaptive_kernels.activations import Erf, Linear, Quadratic
 from adaptive_kernels.gp import data_term
 from adaptive_kernels.problem import Problem
 from adaptive_kernels.solvers.quasi_newton import QuasiNewton
@@ -66,8 +66,9 @@ def check_problem(problem: Problem) -> None:
     if problem.depth != 1 or problem.patches != 1:
         raise ValueError("measure: 'mixture' needs a two-layer fully connected net (one hidden layer, no patches), "
                          f"got depth {problem.depth} with {problem.patches} patches")
-    if not isinstance(problem.activation, (Erf, Linear)):
-        raise ValueError(f"measure: 'mixture' needs activation 'erf' or 'linear', got {problem.activation.name!r}")
+    if not isinstance(problem.activation, (Erf, Linear, Quadratic)):
+        raise ValueError("measure: 'mixture' needs activation 'erf', 'quadratic' or 'linear', "
+                         f"got {problem.activation.name!r}")
 
 
 def check_components(components) -> None:
@@ -113,7 +114,8 @@ def aligned(problem: Problem, count: int, ratio: float, direction):
 
 
 def canonical(value):
-    """The same density with its components sorted by weight (descending) and each mean's sign chosen so that its
+    """The same density with its components sorted by weight (descending; equal weights to 6 digits by the trace of
+    their matrices, descending) and each mean's sign chosen so that its
     largest-magnitude entry is positive (M -> D M D, D = diag(1, ..., 1, -1)): a representative for comparing
     solutions (the axis form's leading r unchanged)."""
     if is_axis_form(value):
@@ -125,7 +127,9 @@ def canonical(value):
         D = jnp.concatenate([jnp.ones(M.shape[0] - 1, M.dtype), sign[None].astype(M.dtype)])
         return M * D[:, None] * D[None, :]
 
-    order = np.argsort([-float(M[-1, -1]) for M in value], kind="stable")
+    weights = np.array([float(M[-1, -1]) for M in value])
+    spreads = np.array([float(jnp.trace(M)) for M in value])
+    order = np.lexsort((-spreads, -np.round(weights / weights.max(), 6)))  # equal weights (along="equal"): by spread
     return tuple(flip(value[i]) for i in order)
 
 
@@ -137,7 +141,8 @@ def second_moment(problem: Problem, value, direction=None):
 
 def gaussian_product_mean(activation, mu1, mu2, c11, c12, c22):
     """E[phi(u) phi(v)] for (u, v) Gaussian with means (mu1, mu2) and covariance [[c11, c12], [c12, c22]]
-    (broadcasting arrays). Linear phi: mu1 mu2 + c12. Erf: with erf(u) = E_eta[sign(sqrt2 u - eta)], eta ~ N(0, 1),
+    (broadcasting arrays). Linear phi: mu1 mu2 + c12. Quadratic phi: :meth:`activations.Quadratic.mean_expectation`.
+    Erf: with erf(u) = E_eta[sign(sqrt2 u - eta)], eta ~ N(0, 1),
     the average is that of sign(A) sign(B) for a Gaussian pair, i.e. a bivariate normal orthant probability:
 
         E[erf(u) erf(v)] = erf(alpha) erf(beta)
@@ -149,6 +154,8 @@ def gaussian_product_mean(activation, mu1, mu2, c11, c12, c22):
     arcsine kernel exactly."""
     if isinstance(activation, Linear):
         return mu1 * mu2 + c12
+    if isinstance(activation, Quadratic):
+        return activation.mean_expectation(mu1, mu2, c11, c12, c22)
     x, w = np.polynomial.legendre.leggauss(QUADRATURE)
     x, w = jnp.asarray(x, mu1.dtype), jnp.asarray(w, mu1.dtype)
     s1, s2 = jnp.sqrt(1 + 2 * c11), jnp.sqrt(1 + 2 * c22)
@@ -192,7 +199,7 @@ def full_components(problem: Problem, value, direction=None):
 
 def mixture_kernel(problem: Problem, value, X1, X2=None, direction=None):
     """K_rho between X1 and X2 (P1 x P2; X2 None: X1 with itself) and its diagonal on X1:
-    c sum_k pi_k E_{N(m_k, Sigma_k)}[phi(w.x) phi(w.x')] (the -m_k half gives the same for odd or linear phi;
+    c sum_k pi_k E_{N(m_k, Sigma_k)}[phi(w.x) phi(w.x')] (the -m_k half gives the same for odd or even phi;
     ``direction``: the axis form's, :func:`axis`)."""
     pi, m, Sigma = full_components(problem, value, direction)
     act, c = problem.activation, problem.readout_scale
@@ -238,11 +245,22 @@ class MixtureAction(EntropicAction):
     """S = N KL(rho || p) + (N/2) d (1 + log a) + gauge + D(K_rho) over K component matrices (module docstring);
     the constant makes S equal to the Gaussian ansatz's action when the mixture is one Gaussian.
 
-    draws: (S, d) fixed standard normals of the entropy's overlap correction; count: K.
+    draws: (S, d) fixed standard normals of the entropy's overlap correction; count: K; equal: the weights are
+    fixed, pi_k = 1/K (``along="equal"``): S is evaluated on the components re-encoded with s_k = 1/a (same m_k,
+    Sigma_k), and the gauge is per component, (N/2) sum_k (a s_k - 1 - log a s_k), so every stationary point has
+    s_k = 1/a exactly and the library's kernels (which read pi_k = s_k / sum s) see the same density.
+
+    Why fixed weights: with an unbounded activation (quadratic) the free weights run away -- a component whose
+    weight pi -> 0 while its variance grows like pi^(-1/2) keeps a finite kernel c pi E[(w.x)^4] at a KL cost
+    ~ pi a tr Sigma -> 0 (observed: pi -> 1e-16, variance 1e4 x the prior, the solver unconverged), i.e. the
+    large-width saddle of a phi = x^2 net puts a vanishing fraction of neurons at infinite weights; fixing the
+    weights (the modular task's frequencies are equivalent under a -> j a, b -> j b, so equal weights are its
+    symmetric states) keeps F bounded below. A variational restriction: its minimum lies above the free mixture's.
     """
 
     draws: jnp.ndarray
     count: int = eqx.field(static=True)
+    equal: bool = eqx.field(static=True, default=False)
 
     def prior(self, problem: Problem):
         """Each component matrix counts with weight N and precision a (its prior value I/a)."""
@@ -252,10 +270,16 @@ class MixtureAction(EntropicAction):
     def total(self, value, problem: Problem):
         """S(value) (the module docstring's F plus the constant and the gauge term)."""
         N, a, d = problem.width, problem.prior_precision, problem.d
-        tau = a * sum(M[-1, -1] for M in value) / len(value)
+        if self.equal:
+            tau = a * jnp.stack([M[-1, -1] for M in value])
+            gauge = 0.5 * N * jnp.sum(tau - 1 - jnp.log(tau))
+            value = tuple(encode(1 / a, *decode(M)[1:]) for M in value)
+        else:
+            tau = a * sum(M[-1, -1] for M in value) / len(value)
+            gauge = 0.5 * N * (tau - 1 - jnp.log(tau))
         entropy = N * kl_divergence(value, a, self.draws) + 0.5 * N * d * (1 + jnp.log(a))
         K = mixture_kernel(problem, value, problem.X)[0]
-        return entropy + 0.5 * N * (tau - 1 - jnp.log(tau)) + data_term(K, problem.y, problem.kappa2)
+        return entropy + gauge + data_term(K, problem.y, problem.kappa2)
 
     def data_term(self, value, problem: Problem):
         """S minus the leaves' Gaussian entropies (module docstring)."""
@@ -360,14 +384,14 @@ def antithetic_draws(samples: int, seed: int, d: int, dtype=jnp.float64):
 
 def mixture_action(count: int, samples: int, seed: int, problem: Problem, along: str = "free", direction=None):
     """The action of ``count`` components: the free form with ``samples`` :func:`antithetic_draws` from ``seed``
-    (``along="free"``) or the axis form (``along="axis"``, :class:`AxisMixtureAction` along ``direction``, no
-    draws)."""
+    (``along="free"``; ``along="equal"``: the same with the weights fixed at 1/K, :class:`MixtureAction`) or the
+    axis form (``along="axis"``, :class:`AxisMixtureAction` along ``direction``, no draws)."""
     if along == "axis":
         return AxisMixtureAction(count, direction)
-    return MixtureAction(antithetic_draws(samples, seed, problem.d, problem.X.dtype), count)
+    return MixtureAction(antithetic_draws(samples, seed, problem.d, problem.X.dtype), count, along == "equal")
 
 
-ALONG = ("free", "axis")
+ALONG = ("free", "axis", "equal")
 
 
 def check_along(along) -> None:

@@ -1,0 +1,241 @@
+"""One loop around the exact large-width measure of a two-layer net (issue 16; docs/finite_width.md, "One loop
+around the exact measure"; THEORY.md secs. 9-10).
+
+The order parameter is the P x P kernel K = (1/N) sum_i k(w_i), k(w) = phi(X w) phi(X w)^T, a mean of N iid
+matrices under the prior, with the posterior exp(-D(K)) p(K). In orthonormal coordinates of symmetric matrices
+(m = P(P+1)/2 entries; ``one_loop._coordinates``) the large-width theory is the saddle of
+
+    S(K, Kt) = tr(Kt K) - W(Kt) + D(K),   W(Kt) = N log E_prior exp(k(w) . Kt / N)
+
+(``actions.exact``: W sampled with fixed draws and proposals, a deterministic smooth function of Kt). Integrating
+K and Kt over a neighbourhood of the saddle (Kt along the imaginary axis; Daniels 1954 for the density of a mean,
+Zinn-Justin ch. 6 for the loop expansion) gives the one-loop effective action
+
+    Gamma(K, Kt) = S(K, Kt) + (1/2) log det(I + D2(K) H(Kt)),   D2 = Hess_K D,   H = Hess_Kt W = Cov_t(k) / N,
+
+Cov_t the covariance under the tilted single-neuron measure p_t(w) ∝ prior(w) exp(k(w) . Kt / N) (eliminating Kt
+gives the K-only form S + (1/2) log det(I + Hess_K D C/N) of the docs, C = N H, to the same order; the joint form
+needs no inverse of H, which is singular for linear phi when d < P). Its stationary point is the posterior mean of
+(K, Kt) to O(1/N^2). From the exact saddle (K*, Kt*), one Newton step of the joint system
+
+    [[D2, I], [I, -H]] (dK, dKt) = -(a, b),   a = dCorr/dK = (1/2) grad_K tr(H M D2(K)),
+                                               b = dCorr/dKt = (1/(2 N^2)) E_t[(dk . G dk) dk],
+
+M = (I + D2 H)^-1, G = M D2, dk = k - E_t k (the tilted third cumulant), gives the shift to that order:
+dKt = -M (a - D2 b), dK = H dKt - b. Every per-neuron average o-bar = (1/N) sum_i o(w_i) (the first-layer weight
+covariance w w^T, the test points' cross kernel phi(x* . w) phi(X w)^T) has the same shift with a source J for o in
+W (Gamma's stationarity in J at J = 0): d o-bar = Cov_t(o, k) dKt / N - dCorr/dJ, so with
+r(w) = dk . dKt / N - (dk . G dk) / (2 N^2)
+
+    d o-bar = E_t[r (o - E_t o)],
+
+a reweighting of the tilted measure (dK is its o = k case). An observable g(K, o-bar) of the two (the mean output
+f(x) = c K(x, X) (c K + kappa2)^-1 y at train and test points) has the mean
+
+    E[g] = g + grad g . (dK, d o-bar) + (1/2) tr(P_KK Hess_KK g) + tr(P_oK Hess_Ko g),
+
+with the fluctuations' covariances P_KK = H M, P_oK = Cov_t(o, k) M / N (the Gaussian posterior of the
+fluctuations: prior covariance H, data precision D2 on K). All tilted moments are self-normalised sums over the
+exact measure's sampled points (no control variate: the correction terms are covariances and third cumulants; the
+saddle's own K*, cross kernel and weight covariance keep theirs). Dense in m: H, D2 and M are m x m, the cost
+S m^2 for S sampled points; P is limited to :data:`MAX_P`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from adaptive_kernels.actions import deep, exact
+from adaptive_kernels.actions.one_loop import _coordinates, _symmetric
+from adaptive_kernels.problem import Problem
+
+MAX_P = 40
+"""Largest number of training points (m = P(P+1)/2 = 820 coordinates: dense m x m matrices)."""
+
+
+def check(problem: Problem) -> None:
+    """Raise a ValueError naming ``loops`` unless the one loop around the exact measure applies to ``problem``:
+    a two-layer fully connected net with one output and at most :data:`MAX_P` training points."""
+    if problem.depth != 1 or problem.patches > 1:
+        raise ValueError(f"loops: the one loop around the exact measure is built for two-layer fully connected nets; "
+                         f"got depth {problem.depth}, {problem.patches} patches")
+    if problem.y.ndim != 1:
+        raise ValueError(f"loops: the one loop around the exact measure needs one output, y of shape (P,); got "
+                         f"{problem.y.shape}")
+    if problem.P > MAX_P:
+        raise ValueError(f"loops: the one loop around the exact measure is dense in the P(P+1)/2 entries of the "
+                         f"kernel; P = {problem.P} > {MAX_P} is refused (use loops=0, or fewer points)")
+
+
+class Reweighting(eqx.Module):
+    """The one loop's reweighting of the tilted measure (module docstring) on the training inputs: the sampled points
+    ``u`` with their tilted weights ``omega`` and ``shift`` = omega_s r_s, M = (I + D2 H)^-1, and the means of the
+    kernel and of the first layer's weight covariance, ``kernel`` = E[K] and ``sigma`` = E[w w^T], with their
+    saddle values ``saddle_kernel``, ``saddle_sigma`` (control variate)."""
+
+    u: jax.Array
+    omega: jax.Array
+    shift: jax.Array
+    M: jax.Array
+    kernel: jax.Array
+    sigma: jax.Array
+    saddle_kernel: jax.Array
+    saddle_sigma: jax.Array
+
+
+class Moments(eqx.Module):
+    """One-loop posterior means: ``kernel`` E[K] (P x P), ``sigma`` E[w w^T] of the first layer (d x d), ``mean``
+    E[f] at the training and then the test points; ``saddle``: the same three at the exact saddle, and
+    ``variance``: the saddle's predictive variance at those points."""
+
+    kernel: jax.Array
+    sigma: jax.Array
+    mean: jax.Array
+    saddle: tuple
+    variance: jax.Array
+
+
+def data_hessian(problem: Problem, K, basis):
+    """Hess_K D in the orthonormal coordinates whose basis matrices are ``basis`` (m, P, P): with A = (c K +
+    kappa2)^-1 and t = A y, D = (1/2) y^T A y + (1/2) log det(c K + kappa2) has the second derivative
+
+        D2[E, F] = c^2 [t^T E A F t - (1/2) tr(A E A F)]
+
+    (matrix products only: cheaper to compile, and to differentiate once more, than autodiff twice through a
+    Cholesky factor)."""
+    c, P = problem.readout_scale, problem.P
+    A = jnp.linalg.inv(c * K + problem.kappa2 * jnp.eye(P, dtype=K.dtype))
+    A = 0.5 * (A + A.T)
+    Et = basis @ (A @ problem.y)  # (m, P)
+    AEA = jnp.einsum("ab,ibc,cd->iad", A, basis, A).reshape(basis.shape[0], -1)
+    return c**2 * (Et @ A @ Et.T - 0.5 * AEA @ basis.reshape(basis.shape[0], -1).T)
+
+
+def _features(problem: Problem, u, X):
+    """phi(X w) of the sampled points (S, P) (``exact.layer_factor``: u are the weights at unit prior variance)."""
+    return problem.activation(u @ exact.layer_factor(problem, None, 0, X).T)
+
+
+def _coordinate_features(phi):
+    """k(w) = phi phi^T of every sampled point in orthonormal coordinates, (S, m)."""
+    rows, cols = jnp.triu_indices(phi.shape[1])
+    return phi[:, rows] * phi[:, cols] * jnp.where(rows == cols, 1.0, math.sqrt(2.0)).astype(phi.dtype)
+
+
+def _centred(k, omega):
+    return k - omega @ k
+
+
+@eqx.filter_jit
+def reweighting(cgf: exact.ExactCGF, problem: Problem, Kt) -> Reweighting:
+    """The shift of the tilted measure from the exact saddle ``Kt`` (the conjugate kernel; ``cgf`` the sampled
+    measure it was solved with) to Gamma's stationary point (module docstring), and E[K], E[w w^T]."""
+    P, N = problem.P, problem.widths[0]
+    dtype = problem.X.dtype
+    u, omega, _, _ = cgf.tilted(problem, Kt, deep.input_covariance(problem, problem.X), 0, problem.X)
+    K = deep.sampled_forward(problem, problem.X, (Kt,), cgf)[0][0]  # the saddle's kernel (control variate)
+    dk = _centred(_coordinate_features(_features(problem, u, problem.X)), omega)
+    H = (dk * omega[:, None]).T @ dk / N
+    m = dk.shape[1]
+    basis = jax.vmap(lambda x: _symmetric(x, P))(jnp.eye(m, dtype=dtype))
+    D2 = data_hessian(problem, K, basis)
+    M = jnp.linalg.inv(jnp.eye(m, dtype=dtype) + D2 @ H)
+    G = M @ D2
+    HM = jax.lax.stop_gradient(H @ M)
+    a = 0.5 * jax.grad(lambda x: jnp.sum(HM * data_hessian(problem, _symmetric(x, P), basis)))(_coordinates(K))
+    quad = jnp.sum(dk * (dk @ G.T), axis=1)  # dk . G dk
+    b = (omega * quad) @ dk / (2.0 * N**2)
+    dKt = -M @ (a - D2 @ b)
+    r = omega * ((dk @ dKt) / N - quad / (2.0 * N**2))  # omega_s r_s: the reweighting
+    # first-layer weight covariance (s_w2/d) E[u u^T] on the weight coordinates (exact.first_layer_covariance)
+    w = jnp.sqrt(problem.s_w2 / problem.d) * u[:, : problem.d]
+    sigma = exact.first_layer_covariance(cgf, problem, (Kt,))
+    return Reweighting(u, omega, r, M, K + _symmetric(r @ dk, P),
+                       sigma + (w * r[:, None]).T @ w - jnp.sum(r) * ((w * omega[:, None]).T @ w), K, sigma)
+
+
+@eqx.filter_jit
+def output_moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all, rw: Reweighting):
+    """(one-loop mean, saddle mean, saddle predictive variance) of the output at the points ``X_all`` = [X; X_test]
+    (module docstring: g = c O A y, O the cross kernel of the points with the training set, A = (c K + kappa2)^-1)."""
+    P, N, c = problem.P, problem.widths[0], problem.readout_scale
+    dtype = problem.X.dtype
+    omega, r, K = rw.omega, rw.shift, rw.saddle_kernel
+    phi_all = _features(problem, rw.u, X_all)
+    phi = phi_all[:, :P]
+    dk = _centred(_coordinate_features(phi), omega)
+    padded = jnp.zeros((X_all.shape[0],) * 2, dtype).at[:P, :P].set(Kt)
+    K_all = deep.extended_kernels(problem, X_all, (padded,), cgf)[0]  # the saddle's (control variate)
+    cross = K_all[:, :P]
+    A = jnp.linalg.inv(c * K + problem.kappa2 * jnp.eye(P, dtype=dtype))
+    A = 0.5 * (A + A.T)
+    t = A @ problem.y
+    O_bar = (phi_all * omega[:, None]).T @ phi  # E_t[o] (no control variate: the centring of o)
+    K_bar = O_bar[:P]
+
+    def along_o(weights, vectors):
+        """sum_s weights_s (o_s - E_t o) vectors_s, o_s = phi_all_s phi_s^T (vectors: (S, P) or (P,))."""
+        if vectors.ndim == 1:
+            return phi_all.T @ (weights * (phi @ vectors)) - jnp.sum(weights) * (O_bar @ vectors)
+        return phi_all.T @ (weights * jnp.sum(phi * vectors, axis=1)) - O_bar @ (weights @ vectors)
+
+    def along_k(vectors):
+        """(k_s - E_t k) vectors_s per s (matrices; vectors (S, P))."""
+        return phi * jnp.sum(phi * vectors, axis=1, keepdims=True) - vectors @ K_bar
+
+    B_mat = jax.vmap(lambda x: _symmetric(x, P))(dk @ rw.M)  # mat(M^T dk_s), (S, P, P)
+    Bt = B_mat @ t  # (S, P)
+    shift = c * along_o(r, t) - c**2 * cross @ (A @ ((rw.kernel - K) @ t))  # grad g . (dK, d o-bar)
+    mixed = -(c**2 / N) * along_o(omega, Bt @ A)  # tr(P_oK Hess_Ko g)
+    T1, T2 = Bt @ A, along_k(jnp.broadcast_to(t, phi.shape)) @ A
+    second = along_k(T1) + jnp.einsum("spq,sq->sp", B_mat, T2)
+    curvature = (c**3 / (2.0 * N)) * cross @ (A @ (omega @ second))  # (1/2) tr(P_KK Hess_KK g)
+    saddle = c * cross @ t
+    variance = c * jnp.diagonal(K_all) - c**2 * jnp.sum((cross @ A) * cross, axis=1)
+    return saddle + shift + mixed + curvature, saddle, variance
+
+
+def moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all) -> Moments:
+    """The one-loop means (module docstring) at the exact saddle ``Kt`` (the conjugate kernel), with ``cgf`` the
+    sampled measure the saddle was solved with, on the inputs ``X_all`` = [X; X_test]."""
+    rw = reweighting(cgf, problem, Kt)
+    mean, saddle, variance = output_moments(cgf, problem, Kt, X_all, rw)
+    return Moments(rw.kernel, rw.sigma, mean, (rw.saddle_kernel, rw.saddle_sigma, saddle), variance)
+
+
+def mean(theory, fn, value, problem: Problem):
+    """``Adaptive.mean`` for ``measure="exact", loops=1``: (E[fn], None) for the observables ``summarize`` and
+    ``predict`` take means of -- the GP prediction (its mean output corrected; the test variance that of the
+    saddle, and the kernel c E[K]), the layer kernels (E[K],) and the input covariances (E[w w^T],) -- at the saddle
+    ``value`` (one :func:`reweighting`, shared by all three)."""
+    from adaptive_kernels.prediction import Prediction, _gp_prediction
+
+    cgf, Kt = theory._cgf(problem), value[0]
+    rw = reweighting(cgf, problem, Kt)
+    func = getattr(fn, "func", None)
+    if func is type(theory).layer_kernels:
+        return (rw.kernel,), None
+    if func is type(theory).input_covariances:
+        return (rw.sigma,), None
+    if func is _gp_prediction:
+        X_test, P = fn.keywords.get("X_test"), problem.P
+        X_all = problem.X if X_test is None else jnp.concatenate([problem.X, X_test])
+        means, _, variance = output_moments(cgf, problem, Kt, X_all, rw)
+        test = (None, None) if X_test is None else (means[P:], variance[P:])
+        return Prediction(means[:P], *test, problem.readout_scale * rw.kernel), None
+    raise NotImplementedError(f"loops: the one loop around the exact measure has no mean of {fn!r}")
+
+
+def with_loops(solution, loops: int = 1):
+    """An exact-measure solution with its theory's ``loops`` set: the same saddle (the one loop acts on the
+    observables), so one solve gives both ``summarize(solution)`` and ``summarize(with_loops(solution))``."""
+    exact._check_exact(solution)
+    with warnings.catch_warnings():  # an array seed in the theory, a static field of the Solution (as in ``solve``)
+        warnings.filterwarnings("ignore", "A JAX array is being set as static")
+        return dataclasses.replace(solution, theory=dataclasses.replace(solution.theory, loops=loops))
