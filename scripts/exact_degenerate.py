@@ -68,6 +68,9 @@ def main():
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--from-mixture", action="store_true",
                         help="phases: adapt the proposals first at the K = 2 axis mixture's aligned state")
+    parser.add_argument("--hmc-check", action="store_true",
+                        help="also compare the importance-sampled kernel with HMC on the tilted measure "
+                             "(ak.exact_hmc_check, 16 chains x 1000 draws after 500)")
     args = parser.parse_args()
     arch, data, kappa2, reference = {"relu": relu_case, "phases": phases_case}[args.case]()
     print(reference, flush=True)
@@ -84,6 +87,13 @@ def main():
         print(f"key {seed}: {sol.message}; learnability {s['learnability']:.4f}, ratio w* {s['eigenvalue_ratio'][0]:.3f}, "
               f"ESS/S {np.asarray(sol.stats['ess']) / args.samples}, mcmc {np.asarray(sol.stats['mcmc'])}, "
               f"{time.process_time() - start:.0f} s CPU", flush=True)
+        if args.hmc_check:
+            (check,) = ak.exact_hmc_check(sol, arch, data, kappa2, num_chains=16, num_samples=1000, num_warmup=500)
+            K, K_hmc, se = (np.asarray(check[k]) for k in ("kernel", "kernel_hmc", "se_hmc"))
+            print(f"  HMC on the tilted measure: |K - K_hmc| = {np.linalg.norm(K - K_hmc):.4f}, HMC SE "
+                  f"{np.sqrt(np.sum(se**2)):.4f}, |K| {np.linalg.norm(K):.2f}; ratio along y "
+                  f"{float(ak.eigenvalue_ratio(K, data.y)):.3f} vs {float(ak.eigenvalue_ratio(K_hmc, data.y)):.3f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ Checked against: the closed form of the layer CGF for linear phi, W = -(N/2) log
 derivative (the estimator's built-in check: the measure is exactly Gaussian there); and HMC posteriors of a finite
 two-layer erf net (tests/data/exact_small.json, exact_small25.json, made by scripts/make_exact_references.py),
 where the Gaussian ansatz is visibly off (N = 100) or has no solution (N = 25) and the exact measure must close the
-gap, and whose single-neuron measure is bimodal (N = 25). The seeds are arrays (traced): one compilation for all
-keys and both widths.
+gap, and whose single-neuron measure is bimodal (N = 25); a grid quadrature of a far-mode two-dimensional tilted
+measure (the Markov-chain-adapted proposal where the weights degenerate); the closed-form domain edge of a linear
+layer (the homogeneous-phi domain bound). The seeds are arrays (traced): one compilation for all keys and both
+widths.
 """
 
 import json

@@ -35,7 +35,10 @@ departure from it to Monte Carlo (:meth:`ExactCGF.__call__`).
 The proposal is adapted to the tilted measure at an anchor (the Gaussian-equivalent solution's conjugates and
 covariances): moment matching to E_tilted[u u^T], restricted to the row space of B where the tilt acts (one Gaussian
 or mixtures for a bimodal or skewed measure, :func:`moment_matched_proposal`), along a tempering path t Kt,
-t = 1/R, ..., 1 (:func:`adapt_proposal`), then re-adapted at the exact saddle (:func:`exact_cgf`).
+t = 1/R, ..., 1 (:func:`adapt_proposal`), then re-adapted at the exact saddle (:func:`exact_cgf`). Where its weights
+degenerate (ESS < 5% of S at the adaptation point), the layer's proposal is instead a kernel mixture on draws of
+Markov chains (HMC) on the tilted measure (:func:`rescued`, :class:`ParticleProposal`): the chains find the modes, the
+importance weights keep the map deterministic and smooth for a key.
 """
 
 from __future__ import annotations
@@ -290,9 +293,9 @@ class ExactCGF(eqx.Module):
     def margin(self, problem: Problem, X, conjugates, covariances):
         """The conjugate map's domain margin: min_l ESS_l / S - ESS_FLOOR (where the weights degenerate the estimate
         is unreliable) and, for a positively homogeneous phi (ReLU, linear: q(t u) = t^2 q(u), so the tilted measure
-        is normalisable only if sup_u q(u) / |u|^2 < N/2), min_l 1 - (2/N_l) max_s q_s / |u_s|^2 over the draws (the
-        sup by :func:`sphere_sup`; the fixed draws alone cannot see a tilt beyond the domain, and a solve with them
-        converged there: ReLU gamma = 2, P = 80, one key of four). The solvers backtrack from points where it is
+        is normalisable only if sup_u q(u) / |u|^2 < N/2), min_l 1 - (2/N_l) sup_u q(u) / |u|^2 (:func:`sphere_sup`,
+        climbing from the draws: the draws alone cannot see a tilt beyond the domain, and a solve with them converged
+        there: ReLU gamma = 2, P = 80, one key of four). The solvers backtrack from points where it is
         negative, and a solution there has status LEFT_DOMAIN."""
         margins = []
         for layer, (Kt, C) in enumerate(zip(conjugates, covariances)):
