@@ -12,12 +12,15 @@ nets); printed per point: action, inertia, posterior flag, held-out accuracy (ar
 frequency, 1/K isotropic) and the accuracy of the Fourier start's own kernel (what a generalising state would
 give).
 
-    python scripts/phases_modular.py --p 7 --N 2 --kappa2 0.1 --Ps 16 22 28 34 40 --out modular.csv
+    python scripts/phases_modular.py --p 7 --N 20 --kappa2 0.01 --Ps 28 32 36 40 44 --out docs/phases_modular_p7.csv \
+        --plot docs/phases_modular_p7.png
+    python scripts/phases_modular.py --points docs/phases_modular_p7.csv --plot docs/phases_modular_p7.png  # re-plot
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import jax
@@ -37,6 +40,32 @@ def accuracy(theory, value, problem, data):
     return float(D.modular_accuracy(gp_predict(K, problem.y, problem.kappa2, cross).mean, data.y_test))
 
 
+def plot(table, path):
+    """Held-out accuracy and mean Fourier concentration of every stationary point against P (the posterior's
+    filled and joined by a line, the others open)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = table.assign(mean_concentration=[float(np.mean(json.loads(c) if isinstance(c, str) else c))
+                                             for c in table["concentration"]])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, column, label in [(axes[0], "accuracy", "held-out accuracy"),
+                              (axes[1], "mean_concentration", "Fourier concentration")]:
+        post = table[table["posterior"]].sort_values("P")
+        ax.plot(post["P"], post[column], "k-", lw=1, label="posterior (lowest minimum)")
+        for start, marker in [("fourier", "o"), ("prior", "s")]:
+            rows = table[table["starts"].str.contains(start)]
+            ax.scatter(rows["P"], rows[column], marker=marker, facecolors=np.where(rows["posterior"], "C0", "none"),
+                       edgecolors="C0" if start == "fourier" else "C1", label=f"reached from {start}")
+        ax.set_xlabel("P (training pairs)")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--p", type=int, default=7)
@@ -48,8 +77,13 @@ def main(argv=None):
     parser.add_argument("--gain", type=float, default=2.0, help="the Fourier start's variance on its frequency")
     parser.add_argument("--rest", type=float, default=0.5, help="... and elsewhere (times the prior's)")
     parser.add_argument("--seed", type=int, default=0, help="order of the pairs")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="CSV of the points")
+    parser.add_argument("--plot", default=None, help="PNG of accuracy and concentration against P")
+    parser.add_argument("--points", default=None, help="re-plot this CSV without solving")
     args = parser.parse_args(argv)
+    if args.points:
+        plot(pd.read_csv(args.points), args.plot)
+        return
     K = (args.p - 1) // 2
     theory = ak.Adaptive(measure="mixture", components=K, samples=args.samples, along="equal")
     arch = ak.FCN(2 * args.p, args.N, "quadratic", gamma=args.gamma)
@@ -74,6 +108,8 @@ def main(argv=None):
     print(table.to_string())
     if args.out:
         table.to_csv(args.out, index=False)
+    if args.plot:
+        plot(table, args.plot)
 
 
 if __name__ == "__main__":

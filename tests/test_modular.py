@@ -146,3 +146,5 @@ def test_equal_weight_mixture_gauge_and_identity():
     assert phases.distance(value, value[::-1], ak.Adaptive(measure="mixture", components=2, along="equal")) < 1e-12
     pi, m, Sigma = mixture.components(value)
     np.testing.assert_allclose(phases.fourier_concentration(Sigma, p), 3.0 * 4 / (3.0 * 4 + 0.4 * 4), rtol=1e-12)
+    with pytest.raises(ValueError, match="p: the inputs have d = 10"):
+        phases.fourier_state(problem, 7)
