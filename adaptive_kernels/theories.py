@@ -219,13 +219,14 @@ class Adaptive(AbstractLoopTheory):
             ``samples`` fixed draws from ``seed``) or ``"exact"`` (conjugate form, FCNs, the CNN: the exact large-width
             layer CGF by importance sampling, ``samples`` fixed draws per layer from ``seed``; ``actions.exact``:
             ``Solution.stats["ess"]`` per layer, and the domain margin min ESS/S - 0.01, so degenerate weights
-            give status LEFT_DOMAIN) or ``"mixture"`` (two-layer FCN, erf or linear, form ``"weight"``/``"auto"``: the
+            give status LEFT_DOMAIN) or ``"mixture"`` (two-layer FCN, erf, linear or quadratic, form ``"weight"``/``"auto"``: the
             single-neuron density a symmetrised mixture of ``components`` Gaussian pairs, ``actions.mixture``;
             ``samples`` fixed draws from ``seed`` for its entropy's overlap correction; default solver dense BFGS, ``mixture.DEFAULT_SOLVER``).
         components: number of mixture components K (``measure="mixture"``).
-        along: ``measure="mixture"``: ``"free"`` (each component a full mean and covariance) or ``"axis"`` (the
-            paper's cubic-teacher form: a one-dimensional mixture along ``direction`` times one isotropic Gaussian
-            across it; exact entropy, 3K + 1 order parameters; ``actions.mixture.AxisMixtureAction``).
+        along: ``measure="mixture"``: ``"free"`` (each component a full mean and covariance), ``"equal"`` (the same
+            with the component weights fixed at 1/K: with phi = x^2 free weights run away to 0 at infinite variance)
+            or ``"axis"`` (the paper's cubic-teacher form: a one-dimensional mixture along ``direction`` times one
+            isotropic Gaussian across it; exact entropy, 3K + 1 order parameters; ``actions.mixture.AxisMixtureAction``).
         direction: ``along="axis"``: the axis (e.g. the teacher's w*; None: the direction of X^T y).
         sampled: ``measure="exact"``: the sampled layer measures (``actions.exact.ExactCGF``: fixed draws and proposals
             adapted to the problem) that ``solve`` attaches (:meth:`prepared`), so a solution's observables reuse them;
