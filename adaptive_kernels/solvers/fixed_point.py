@@ -35,7 +35,7 @@ from jax.flatten_util import ravel_pytree
 
 from adaptive_kernels._validation import check_in_range
 from adaptive_kernels.actions.base import AbstractFixedPointProblem, StepInfo
-from adaptive_kernels.solvers.coordinates import check_steps, check_tolerance, stationarity_tolerance
+from adaptive_kernels.solvers.coordinates import TRUST_PATHS, check_steps, check_tolerance, stationarity_tolerance
 from adaptive_kernels.solvers.driver import AbstractRule
 from adaptive_kernels.solvers.solution import Status
 
@@ -250,6 +250,9 @@ class TrustRegion(AbstractRule):
             layer's Q_l in the metric; at most |R| (the fixed-point step).
         min_radius: give up (with the last rejection's status) below this fraction of the initial radius.
         grow, shrink: the radius factors.
+        path: where a trial point lies (``actions.krylov.KrylovPrecisionModel.trust_step``): ``"additive"`` (default,
+            Lambda + delta), ``"covariance"`` (Sigma - Sigma delta Sigma, along which the Newton model is exact to second
+            order) or ``"hybrid"`` (per step, whichever of the two the second-order term favours).
     Statistics (``Solution.stats``): ``accepted``, ``radius``, ``jacobian_products`` (products with J in all).
     """
 
@@ -259,8 +262,11 @@ class TrustRegion(AbstractRule):
     min_radius: float = eqx.field(static=True, default=1e-10)
     grow: float = eqx.field(static=True, default=2.0)
     shrink: float = eqx.field(static=True, default=0.5)
+    path: str = eqx.field(static=True, default="additive")
 
     def __check_init__(self):
+        if self.path not in TRUST_PATHS:
+            raise ValueError(f"path must be one of {TRUST_PATHS}, got {self.path!r}")
         check_tolerance("tol", self.tol)
         check_steps("max_steps", self.max_steps)
         if not 0 < self.radius < float("inf"):
@@ -283,7 +289,7 @@ class TrustRegion(AbstractRule):
         weights = jnp.min(jnp.stack([jnp.asarray(w, res.dtype) for w in jax.tree.leaves(model.weights)]))
         R = jax.tree.map(jnp.subtract, Tx, x0)
         radius = jnp.minimum(self.radius * jnp.sqrt(0.5 * weights), model.norm(R))
-        step = model.trust_step(R, radius)
+        step = model.trust_step(R, radius, self.path)
         status = jnp.where(ok, jnp.where(info.residual <= tol, Status.SUCCESS, Status.MAX_STEPS),
                            jnp.where(info.in_domain, Status.NONFINITE, Status.LEFT_DOMAIN))
         return TrustRegionState(
@@ -301,7 +307,7 @@ class TrustRegion(AbstractRule):
 
     def step(self, problem, s: TrustRegionState, args):
         tol = stationarity_tolerance(self.tol, s.x)
-        trial = jax.tree.map(jnp.add, s.x, s.step.delta)
+        trial = s.step.point(s.x)
         Tt, info, res, ok = _checked(trial, *problem(trial, args))
         model = self._model(problem, trial, args)  # the same pass (XLA merges the two traces: 4L + 1 Cholesky factors)
         old_res = _norm(jax.tree.map(jnp.subtract, s.Tx, s.x))
@@ -316,7 +322,8 @@ class TrustRegion(AbstractRule):
         success = accept & (info.residual <= tol)
         x = jax.tree.map(lambda a, b: jnp.where(accept, a, b), trial, s.x)
         Tx = jax.tree.map(lambda a, b: jnp.where(accept, a, b), Tt, s.Tx)
-        step = jax.lax.cond(accept & ~success, lambda: model.trust_step(jax.tree.map(jnp.subtract, Tt, trial), radius),
+        step = jax.lax.cond(accept & ~success, lambda: model.trust_step(jax.tree.map(jnp.subtract, Tt, trial), radius,
+                                                                    self.path),
                             lambda: s.step.scaled(jnp.minimum(1.0, radius / jnp.maximum(length, jnp.finfo(
                                 res.dtype).tiny))))
         reason = jnp.where(info.in_domain, jnp.where(ok, Status.LINE_SEARCH_FAILED, Status.NONFINITE),
