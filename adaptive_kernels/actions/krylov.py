@@ -66,10 +66,10 @@ def _axpy(alpha, x, y):
 
 class TrustStep(eqx.Module):
     """A step of :meth:`KrylovPrecisionModel.trust_step`: ``delta`` (in the precisions) and ``sigma_delta`` = Sigma
-    delta; ``additive``: whether the trial point is Lambda + delta (else Sigma - Sigma delta Sigma, :meth:`point`;
-    ``path``: the rule that chose it, :meth:`KrylovPrecisionModel.trust_step`);
-    ``predicted``: the decrease of the action predicted along that path (-m(delta); the hybrid rule adds the additive
-    path's second-order term where it takes that path); ``slope`` = <R, delta> (so that the prediction for t delta is t slope - t^2 (slope -
+    delta; ``additive``: whether the trial point is Lambda + delta (else Sigma - Sigma delta Sigma, :meth:`point`);
+    ``path``: the rule that chose it (:meth:`KrylovPrecisionModel.trust_step`); ``predicted``: the decrease of the
+    action predicted along that path (-m(delta); the hybrid rule adds the additive path's second-order term where it
+    takes that path); ``slope`` = <R, delta> (so that the prediction for t delta is t slope - t^2 (slope -
     predicted)); ``length`` = |delta| in the metric; ``products`` with J taken."""
 
     delta: object

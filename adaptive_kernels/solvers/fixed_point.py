@@ -232,13 +232,14 @@ class TrustRegion(AbstractRule):
     """Newton-CG steps in a trust region on a precision map whose Jacobian model solves by Krylov iterations
     (``actions.krylov.KrylovPrecisionModel.trust_step``; the deep kernel form): at an accepted point x the Newton
     model m of the action S (gradient -R, R = T(x) - x, Hessian I - J in the entropy's metric) is minimised by
-    Steihaug-Toint CG inside |delta| <= radius; the trial x + delta is accepted under :class:`FixedPoint`'s rule (in
-    the domain, finite, the action not raised beyond round-off), and the radius follows the ratio rho of the actual to
-    the predicted decrease (Nocedal & Wright, alg. 4.1): x grow where rho > 3/4 and the step reached the boundary,
-    x shrink (of the step's length) where rho < 1/4 or the trial was rejected; where the prediction is below the
-    action's round-off, rho counts as 1. A rejected trial costs one evaluation of the map: the next trial is the
-    same step shortened to the new radius (its prediction along the line is known): the model is linearised in the
-    evaluation's pass (no further factorisation), the CG solve runs only at accepted points and not at the last one.
+    Steihaug-Toint CG inside |delta| <= radius; the trial x + delta (or the point of ``path``) is accepted under
+    :class:`FixedPoint`'s rule (in the domain, finite, the action not raised beyond round-off), and the radius follows
+    the ratio rho of the actual to the predicted decrease (Nocedal & Wright, alg. 4.1): x grow where rho > 3/4 and
+    the step reached the boundary, x shrink (of the step's length) where rho < 1/4 or the trial was rejected; where
+    the prediction is below the action's round-off, rho counts as 1. A rejected trial costs one evaluation of the
+    map: the next trial is the same step shortened to the new radius (its prediction along the line is known): the
+    model is linearised in the evaluation's pass (no further factorisation), the CG solve runs only at accepted points
+    and not at the last one.
 
     Against :class:`Newton` on the same model (backtracking a step length that regrows by 1.5 per accepted step, the
     CG solve run at every trial point): docs/deep_solver.md.
@@ -250,9 +251,9 @@ class TrustRegion(AbstractRule):
             layer's Q_l in the metric; at most |R| (the fixed-point step).
         min_radius: give up (with the last rejection's status) below this fraction of the initial radius.
         grow, shrink: the radius factors.
-        path: where a trial point lies (``actions.krylov.KrylovPrecisionModel.trust_step``): ``"additive"`` (default,
-            Lambda + delta), ``"covariance"`` (Sigma - Sigma delta Sigma, along which the Newton model is exact to second
-            order) or ``"hybrid"`` (per step, whichever of the two the second-order term favours).
+        path: where a trial point lies (``actions.krylov.KrylovPrecisionModel.trust_step``): ``"additive"``
+            (default, Lambda + delta), ``"covariance"`` (Sigma - Sigma delta Sigma, along which the Newton model is
+            exact to second order) or ``"hybrid"`` (per step, whichever of the two the second-order term favours).
     Statistics (``Solution.stats``): ``accepted``, ``radius``, ``jacobian_products`` (products with J in all).
     """
 
