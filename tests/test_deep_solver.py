@@ -160,6 +160,57 @@ def test_trust_region_rule_checks_its_input():
     data = ak.teacher_dataset(jax.random.PRNGKey(4), 12, 5, P_test=4)
     with pytest.raises(TypeError, match="Krylov"):
         ak.solve(ak.FCN(5, (20,), "erf"), data, KAPPA2, "adaptive", solver=TrustRegion())
-    for name, value in (("radius", 0.0), ("shrink", 1.5), ("grow", 0.5), ("max_steps", 0)):
+    for name, value in (("radius", 0.0), ("shrink", 1.5), ("grow", 0.5), ("max_steps", 0), ("path", "geodesic")):
         with pytest.raises(ValueError, match=name):
             TrustRegion(**{name: value})
+
+
+# --- the trust-region step: linear in the covariances ------------------------------------------------------------
+def test_sigma_retraction_is_the_inverse_of_the_linear_covariance_step():
+    """``sigma_retraction`` (the trust-region rule's trial precisions) against a dense inverse of
+    Sigma - Sigma delta Sigma, Sigma = Lambda^{-1}; Lambda itself for delta = 0."""
+    from adaptive_kernels.actions.krylov import sigma_retraction
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(6, 6))
+    Lam = A @ A.T + 6 * np.eye(6)
+    Sigma = np.linalg.inv(Lam)
+    B = rng.normal(size=(6, 6))
+    delta = 0.5 * (B + B.T)  # eigenvalues of Sigma^1/2 delta Sigma^1/2 below 1: Sigma - Sigma delta Sigma stays SPD
+    expected = np.linalg.inv(Sigma - Sigma @ delta @ Sigma)
+    np.testing.assert_allclose(sigma_retraction(jnp.asarray(Lam), jnp.asarray(delta), jnp.asarray(Sigma @ delta)),
+                               expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
+    zero = jnp.zeros((6, 6))
+    np.testing.assert_array_equal(sigma_retraction(jnp.asarray(Lam), zero, zero), Lam)
+
+
+def test_newton_model_is_the_taylor_expansion_along_the_trial_path():
+    """Away from the saddle (the NNGP start of a mean-field ReLU net, L = 2), the decrease of the action that the
+    trust-region step's Newton model predicts for t delta matches the actual decrease at the trial point
+    ``TrustStep.point`` to third order in t (the error falls 8x when t halves): the model is the second-order Taylor
+    expansion of S along Sigma - t Sigma delta Sigma. Along the additive step in the precisions, Lambda + t delta,
+    the error is second order (falls 4x): the mismatch, proportional to the residual, that made the previous trial
+    point reject more steps (docs/deep_solver.md)."""
+    from adaptive_kernels.solvers.stationary import as_fixed_point_problem
+
+    data = ak.teacher_dataset(jax.random.PRNGKey(3), 12, D, "cubic", P_test=4)
+    problem = ak.make_problem(ak.FCN(D, (N,) * 2, "relu", gamma=2.0), data, KAPPA2)
+    theory = ak.Adaptive().prepared(problem)
+    action, args = theory.problem(problem)
+    fp = as_fixed_point_problem(action, theory.init(problem, args))
+    ts = (0.4, 0.2, 0.1)
+
+    @jax.jit
+    def errors(x, args):  # |actual - predicted decrease| at t delta, per path and t
+        Tx, info = fp(x, args)
+        model = fp.model(x, args)
+        out = []
+        for path in ("covariance", "additive"):
+            step = model.trust_step(jax.tree.map(jnp.subtract, Tx, x), 5.0, path)
+            for t in ts:
+                scaled = step.scaled(t)
+                out.append(jnp.abs(info.merit - fp(scaled.point(x), args)[1].merit - scaled.predicted))
+        return jnp.stack(out).reshape(2, len(ts))
+
+    linear, additive = np.asarray(errors(fp.start(theory.init(problem, args), args), args))
+    assert np.all(linear < additive)

@@ -41,7 +41,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from adaptive_kernels.solvers.coordinates import stationarity_tolerance
+from adaptive_kernels.solvers.coordinates import TRUST_PATHS as PATHS, stationarity_tolerance
 
 
 def _inner(A, B, Sigma, weights):
@@ -65,21 +65,50 @@ def _axpy(alpha, x, y):
 
 
 class TrustStep(eqx.Module):
-    """A step of :meth:`KrylovPrecisionModel.trust_step`: ``delta``; ``predicted`` = -m(delta), the decrease of the
-    action the Newton model predicts; ``slope`` = <R, delta> (so that m(t delta) = -t slope + t^2 (slope -
+    """A step of :meth:`KrylovPrecisionModel.trust_step`: ``delta`` (in the precisions) and ``sigma_delta`` = Sigma
+    delta; ``additive``: whether the trial point is Lambda + delta (else Sigma - Sigma delta Sigma, :meth:`point`);
+    ``path``: the rule that chose it (:meth:`KrylovPrecisionModel.trust_step`); ``predicted``: the decrease of the
+    action predicted along that path (-m(delta); the hybrid rule adds the additive path's second-order term where it
+    takes that path); ``slope`` = <R, delta> (so that the prediction for t delta is t slope - t^2 (slope -
     predicted)); ``length`` = |delta| in the metric; ``products`` with J taken."""
 
     delta: object
+    sigma_delta: object
+    additive: jnp.ndarray
     predicted: jnp.ndarray
     slope: jnp.ndarray
     length: jnp.ndarray
     products: jnp.ndarray
+    path: str = eqx.field(static=True, default="additive")
 
     def scaled(self, t) -> TrustStep:
         """The step t delta (0 <= t <= 1) with its prediction along the line; no product with J."""
         return TrustStep(delta=jax.tree.map(lambda d: t * d, self.delta),
+                         sigma_delta=jax.tree.map(lambda d: t * d, self.sigma_delta), additive=self.additive,
                          predicted=t * self.slope - t**2 * (self.slope - self.predicted), slope=t * self.slope,
-                         length=t * self.length, products=jnp.zeros_like(self.products))
+                         length=t * self.length, products=jnp.zeros_like(self.products), path=self.path)
+
+    def point(self, Lambda):
+        """The trial precisions: Lambda + delta where ``additive``, else the step taken linearly in the covariances,
+        Sigma' = Sigma - Sigma delta Sigma (:func:`sigma_retraction`), the path along which m is the exact second-order
+        Taylor expansion of S."""
+        if self.path == "additive":
+            return jax.tree.map(jnp.add, Lambda, self.delta)
+        covariance = jax.tree.map(sigma_retraction, Lambda, self.delta, self.sigma_delta)
+        if self.path == "covariance":
+            return covariance
+        return jax.tree.map(lambda L, d, c: jnp.where(self.additive, L + d, c), Lambda, self.delta, covariance)
+
+
+def sigma_retraction(Lambda, delta, sigma_delta):
+    """(Sigma - Sigma delta Sigma)^{-1} = (I - delta Sigma)^{-1} Lambda = Lambda + (I - delta Sigma)^{-1} delta for
+    Sigma = Lambda^{-1} (one LU solve, no inverse of Lambda; symmetric in exact arithmetic by the push-through
+    identity, symmetrised here). Equal to Lambda for delta = 0 and to Lambda + delta to first order; it is not
+    positive definite exactly where Sigma - Sigma delta Sigma is not (eigenvalues of Sigma^{1/2} delta Sigma^{1/2}
+    at or above 1), which the domain guard then rejects."""
+    eye = jnp.eye(Lambda.shape[0], dtype=Lambda.dtype)
+    step = jnp.linalg.solve(eye - sigma_delta.T, delta)  # delta Sigma = (Sigma delta)^T
+    return Lambda + 0.5 * (step + step.T)
 
 
 class KrylovPrecisionModel(eqx.Module):
@@ -119,13 +148,24 @@ class KrylovPrecisionModel(eqx.Module):
         already has non-positive curvature."""
         return self.trust_step(R, jnp.inf).delta
 
-    def trust_step(self, R, radius) -> TrustStep:
+    def trust_step(self, R, radius, path: str = "additive") -> TrustStep:
         """Steihaug-Toint CG for the Newton model m(delta) = -<R, delta> + <delta, (I - J) delta> / 2 in the ball
         |delta| <= ``radius`` (the metric norm; Nocedal & Wright, Numerical Optimization, alg. 7.2): the CG iterates
         of (I - J) delta = R until the forcing tolerance (module docstring), or the step to the boundary where an
         iterate would leave the ball or the curvature is not positive (radius inf: the last iterate there). The
         first iterate is along R, so the step is a descent direction of S (whose gradient in this metric is -R)
-        and m decreases along the path; ``predicted`` = -m(delta) from the recurrences, no further product."""
+        and m decreases along the path; ``predicted`` = -m(delta) from the recurrences, no further product.
+
+        ``path``: where the trial point lies (:meth:`TrustStep.point`). ``"additive"``: Lambda + delta (the default).
+        ``"covariance"``: Sigma - Sigma delta Sigma, along which m is the exact second-order Taylor expansion of S (m
+        is the expansion in Sigma: the entropy and D have Hessian I - J there and gradient -R at any point); along
+        Lambda + delta, Sigma = Sigma - Sigma delta Sigma + Sigma delta Sigma delta Sigma + ..., S differs from m by
+        ``bend`` = (N_l/2) tr(R Sigma delta Sigma delta Sigma) (summed over layers) at second order. ``"hybrid"``: the
+        additive path where bend < 0 (it lowers S further at second order), else the covariance path; the prediction
+        includes the chosen path's second-order term. Near the saddle (R -> 0) all three coincide to second order:
+        Newton's quadratic convergence is kept. Measured: docs/deep_solver.md."""
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
         inner = lambda A, B: _inner_left(A, B, self.weights)  # noqa: E731  (of Sigma A, Sigma B)
         # the CG carries Sigma r and Sigma p by the same recurrences as r and p: an iteration costs the product with J
         # and two matrix products per layer (Sigma p Sigma, Sigma (I - J) p), its inner products none
@@ -174,8 +214,13 @@ class KrylovPrecisionModel(eqx.Module):
         delta = jax.tree.map(lambda a, b: jnp.where(use_R, scale * b, 0.5 * (a + a.T)), x, R)
         S_delta = _left(self.Sigma, delta)
         slope = inner(SR, S_delta)  # the fallback's prediction: the first-order decrease
-        return TrustStep(delta=delta, predicted=jnp.where(use_R, slope, reduction), slope=slope,
-                         length=jnp.sqrt(inner(S_delta, S_delta)), products=k)
+        bend = sum(jax.tree.leaves(jax.tree.map(lambda r, d, w: 0.5 * w * jnp.sum(r.T * (d @ d)), SR, S_delta,
+                                                self.weights)))
+        additive = {"additive": jnp.asarray(True), "covariance": jnp.asarray(False), "hybrid": bend < 0}[path]
+        # the hybrid path's prediction includes its second-order term (the additive rule keeps its previous one, m)
+        predicted = jnp.where(use_R, slope, reduction) - jnp.where(additive & (path == "hybrid"), bend, 0.0)
+        return TrustStep(delta=delta, sigma_delta=S_delta, additive=additive, predicted=predicted, slope=slope,
+                         length=jnp.sqrt(inner(S_delta, S_delta)), products=k, path=path)
 
 
 def krylov_linearisation(action, Sigma, args, rtol: float = 0.1, max_steps: int = 100):

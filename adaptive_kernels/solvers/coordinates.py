@@ -55,6 +55,11 @@ def stationarity_tolerance(tol, tree) -> float:
     return max(1e-10, 1000 * float(jnp.finfo(dtype).eps))
 
 
+TRUST_PATHS = ("additive", "covariance", "hybrid")
+"""Where the trust-region rule puts a trial point (``solvers.fixed_point.TrustRegion.path``,
+``actions.krylov.KrylovPrecisionModel.trust_step``)."""
+
+
 def check_tolerance(name: str, tol):
     """Raise unless ``tol`` is None (the dtype default) or positive."""
     if not (tol is None or tol > 0):

@@ -35,7 +35,7 @@ from jax.flatten_util import ravel_pytree
 
 from adaptive_kernels._validation import check_in_range
 from adaptive_kernels.actions.base import AbstractFixedPointProblem, StepInfo
-from adaptive_kernels.solvers.coordinates import check_steps, check_tolerance, stationarity_tolerance
+from adaptive_kernels.solvers.coordinates import TRUST_PATHS, check_steps, check_tolerance, stationarity_tolerance
 from adaptive_kernels.solvers.driver import AbstractRule
 from adaptive_kernels.solvers.solution import Status
 
@@ -232,13 +232,14 @@ class TrustRegion(AbstractRule):
     """Newton-CG steps in a trust region on a precision map whose Jacobian model solves by Krylov iterations
     (``actions.krylov.KrylovPrecisionModel.trust_step``; the deep kernel form): at an accepted point x the Newton
     model m of the action S (gradient -R, R = T(x) - x, Hessian I - J in the entropy's metric) is minimised by
-    Steihaug-Toint CG inside |delta| <= radius; the trial x + delta is accepted under :class:`FixedPoint`'s rule (in
-    the domain, finite, the action not raised beyond round-off), and the radius follows the ratio rho of the actual to
-    the predicted decrease (Nocedal & Wright, alg. 4.1): x grow where rho > 3/4 and the step reached the boundary,
-    x shrink (of the step's length) where rho < 1/4 or the trial was rejected; where the prediction is below the
-    action's round-off, rho counts as 1. A rejected trial costs one evaluation of the map: the next trial is the
-    same step shortened to the new radius (its prediction along the line is known): the model is linearised in the
-    evaluation's pass (no further factorisation), the CG solve runs only at accepted points and not at the last one.
+    Steihaug-Toint CG inside |delta| <= radius; the trial x + delta (or the point of ``path``) is accepted under
+    :class:`FixedPoint`'s rule (in the domain, finite, the action not raised beyond round-off), and the radius follows
+    the ratio rho of the actual to the predicted decrease (Nocedal & Wright, alg. 4.1): x grow where rho > 3/4 and
+    the step reached the boundary, x shrink (of the step's length) where rho < 1/4 or the trial was rejected; where
+    the prediction is below the action's round-off, rho counts as 1. A rejected trial costs one evaluation of the
+    map: the next trial is the same step shortened to the new radius (its prediction along the line is known): the
+    model is linearised in the evaluation's pass (no further factorisation), the CG solve runs only at accepted points
+    and not at the last one.
 
     Against :class:`Newton` on the same model (backtracking a step length that regrows by 1.5 per accepted step, the
     CG solve run at every trial point): docs/deep_solver.md.
@@ -250,6 +251,9 @@ class TrustRegion(AbstractRule):
             layer's Q_l in the metric; at most |R| (the fixed-point step).
         min_radius: give up (with the last rejection's status) below this fraction of the initial radius.
         grow, shrink: the radius factors.
+        path: where a trial point lies (``actions.krylov.KrylovPrecisionModel.trust_step``): ``"additive"``
+            (default, Lambda + delta), ``"covariance"`` (Sigma - Sigma delta Sigma, along which the Newton model is
+            exact to second order) or ``"hybrid"`` (per step, whichever of the two the second-order term favours).
     Statistics (``Solution.stats``): ``accepted``, ``radius``, ``jacobian_products`` (products with J in all).
     """
 
@@ -259,8 +263,11 @@ class TrustRegion(AbstractRule):
     min_radius: float = eqx.field(static=True, default=1e-10)
     grow: float = eqx.field(static=True, default=2.0)
     shrink: float = eqx.field(static=True, default=0.5)
+    path: str = eqx.field(static=True, default="additive")
 
     def __check_init__(self):
+        if self.path not in TRUST_PATHS:
+            raise ValueError(f"path must be one of {TRUST_PATHS}, got {self.path!r}")
         check_tolerance("tol", self.tol)
         check_steps("max_steps", self.max_steps)
         if not 0 < self.radius < float("inf"):
@@ -283,7 +290,7 @@ class TrustRegion(AbstractRule):
         weights = jnp.min(jnp.stack([jnp.asarray(w, res.dtype) for w in jax.tree.leaves(model.weights)]))
         R = jax.tree.map(jnp.subtract, Tx, x0)
         radius = jnp.minimum(self.radius * jnp.sqrt(0.5 * weights), model.norm(R))
-        step = model.trust_step(R, radius)
+        step = model.trust_step(R, radius, self.path)
         status = jnp.where(ok, jnp.where(info.residual <= tol, Status.SUCCESS, Status.MAX_STEPS),
                            jnp.where(info.in_domain, Status.NONFINITE, Status.LEFT_DOMAIN))
         return TrustRegionState(
@@ -301,7 +308,7 @@ class TrustRegion(AbstractRule):
 
     def step(self, problem, s: TrustRegionState, args):
         tol = stationarity_tolerance(self.tol, s.x)
-        trial = jax.tree.map(jnp.add, s.x, s.step.delta)
+        trial = s.step.point(s.x)
         Tt, info, res, ok = _checked(trial, *problem(trial, args))
         model = self._model(problem, trial, args)  # the same pass (XLA merges the two traces: 4L + 1 Cholesky factors)
         old_res = _norm(jax.tree.map(jnp.subtract, s.Tx, s.x))
@@ -316,7 +323,8 @@ class TrustRegion(AbstractRule):
         success = accept & (info.residual <= tol)
         x = jax.tree.map(lambda a, b: jnp.where(accept, a, b), trial, s.x)
         Tx = jax.tree.map(lambda a, b: jnp.where(accept, a, b), Tt, s.Tx)
-        step = jax.lax.cond(accept & ~success, lambda: model.trust_step(jax.tree.map(jnp.subtract, Tt, trial), radius),
+        step = jax.lax.cond(accept & ~success, lambda: model.trust_step(jax.tree.map(jnp.subtract, Tt, trial), radius,
+                                                                    self.path),
                             lambda: s.step.scaled(jnp.minimum(1.0, radius / jnp.maximum(length, jnp.finfo(
                                 res.dtype).tiny))))
         reason = jnp.where(info.in_domain, jnp.where(ok, Status.LINE_SEARCH_FAILED, Status.NONFINITE),
