@@ -15,7 +15,10 @@ LINEAR = ak.FCN(2, 3)
     "arch, data, kappa2, options, error, match",
     [
         (ak.FCN(3, 3), DATA, 0.1, {}, ValueError, "^data: inputs have dimension d = 2 but arch expects d = 3"),
-        (LINEAR, ak.Dataset(X=X, y=np.ones((3, 2))), 0.1, {}, ValueError, "^data: y must hold one output"),
+        (LINEAR, ak.Dataset(X=X, y=np.ones((3, 2))), 0.1, {"method": "gibbs"}, ValueError,
+         "^method: 'gibbs' samples one output, y of shape \\(P,\\); data.y has columns"),
+        (LINEAR, ak.Dataset(X=X, y=np.ones((3, 2))), 0.1, {"method": "langevin"}, ValueError,
+         "^method: 'langevin' samples one output"),
         (LINEAR, (X, DATA.y), 0.1, {}, TypeError, "^data must be an adaptive_kernels.Dataset"),
         ("fcn", DATA, 0.1, {}, TypeError, "^arch must be an FCN or a CNN"),
         (LINEAR, DATA, 0.0, {}, ValueError, "^kappa2 must be positive"),

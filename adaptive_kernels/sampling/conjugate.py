@@ -4,6 +4,10 @@
     posterior precision A = G^T G / kappa2 + I/s,   mean m = A^{-1} G^T y / kappa2
     evidence y ~ N(0, s G G^T + kappa2 I_P)
 
+With k outputs, y (P, k) and x (n, k): the k columns are independent models sharing G, so the
+mean is the same formula column by column, the draws are independent per column and the log
+evidence is the sum over columns (one factorisation serves all of them).
+
 Two equivalent forms, chosen from the static shapes: the primal form factors the n x n
 precision A (cheap when n <= P); the dual form factors the P x P matrix K = s G G^T + kappa2 I
 (Woodbury: m = s G^T K^{-1} y) and samples by Matheron's rule / Bhattacharya et al. (2016):
@@ -21,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 
-from adaptive_kernels.gp import quadratic_and_logdet
+from adaptive_kernels.gp import outputs, quadratic_and_logdet
 
 
 class LinearGaussian(eqx.Module):
@@ -29,7 +33,7 @@ class LinearGaussian(eqx.Module):
 
     Args:
         G: design (P, n), or its left factor (P, m) when ``right`` is given.
-        y: observations (P,).  prior_var, kappa2: the variances s and kappa2.
+        y: observations (P,) or (P, k) (k independent outputs).  prior_var, kappa2: the variances s and kappa2.
         right: optional right factor (m, n) of the design G @ right (kept factored).
     """
 
@@ -75,32 +79,35 @@ class LinearGaussian(eqx.Module):
 
     @property
     def mean(self):
-        """Posterior mean of x, (n,)."""
+        """Posterior mean of x, (n,) or (n, k)."""
         if self.primal:
             return self._solve(self._apply_transpose(self.y) / self.kappa2)
         return self.prior_var * self._apply_transpose(self._solve(self.y))
 
     def sample(self, key):
-        """One exact draw of x from the posterior."""
+        """One exact draw of x from the posterior (independent per output column)."""
         P, n = self.shape
+        columns = self.y.shape[1:]
         if self.primal:
-            xi = jax.random.normal(key, (n,), self.G.dtype)
+            xi = jax.random.normal(key, (n,) + columns, self.G.dtype)
             return self.mean + jsl.solve_triangular(self.factor.T, xi, lower=False)
         k0, k1 = jax.random.split(key)
-        x0 = jnp.sqrt(self.prior_var) * jax.random.normal(k0, (n,), self.G.dtype)
-        e = jnp.sqrt(self.kappa2) * jax.random.normal(k1, (P,), self.G.dtype)
+        x0 = jnp.sqrt(self.prior_var) * jax.random.normal(k0, (n,) + columns, self.G.dtype)
+        e = jnp.sqrt(self.kappa2) * jax.random.normal(k1, self.y.shape, self.G.dtype)
         return x0 + self.prior_var * self._apply_transpose(self._solve(self.y - self._apply(x0) - e))
 
     def log_evidence(self):
-        """log N(y | 0, s G G^T + kappa2 I); in the primal form through
-        y^T K^{-1} y = (|y|^2 - b^T A^{-1} b / kappa2)/kappa2 with b = G^T y, and
+        """sum_j log N(y_j | 0, K) over the k output columns, K = s G G^T + kappa2 I:
+        -tr(y^T K^{-1} y)/2 - (k/2) log det K - (P k/2) log 2 pi. In the primal form through
+        tr y^T K^{-1} y = (|y|^2 - tr b^T A^{-1} b / kappa2)/kappa2 with b = G^T y (Woodbury), and
         log det K = P log kappa2 + n log s + log det A (matrix determinant lemma).
         Differentiable with the closed-form gradient of :func:`quadratic_and_logdet`."""
         P, n = self.shape
+        k = outputs(self.y)
         if self.primal:
             quad_A, logdet_A = quadratic_and_logdet(self.matrix, self._apply_transpose(self.y))
-            quad = (self.y @ self.y - quad_A / self.kappa2) / self.kappa2
+            quad = (jnp.vdot(self.y, self.y) - quad_A / self.kappa2) / self.kappa2
             logdet = P * jnp.log(self.kappa2) + n * jnp.log(self.prior_var) + logdet_A
         else:
             quad, logdet = quadratic_and_logdet(self.matrix, self.y)
-        return -0.5 * quad - 0.5 * logdet - 0.5 * P * jnp.log(2 * jnp.pi)
+        return -0.5 * quad - 0.5 * k * logdet - 0.5 * P * k * jnp.log(2 * jnp.pi)

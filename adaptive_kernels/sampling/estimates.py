@@ -57,7 +57,8 @@ def delta_estimate(fn, batches, step=1e-4) -> Estimate:
 
 
 def _learnability(f, y):
-    return f @ y / (y @ y)
+    """<f, y>/<y, y>, summed over outputs when there are several columns."""
+    return np.vdot(f, y) / np.vdot(y, y)
 
 
 def _mse(f, y):
@@ -85,7 +86,8 @@ class PosteriorEstimates(eqx.Module):
     layer; n x n filters for the CNN), ``eigenvalue_ratio[l]`` its ratio along ``data.w_star``
     for the first layer (None for deeper layers, or where w_star is absent or of another size), ``kernels[l]`` = E[H_l H_l^T]/N_l the
     pre-activation kernel on the training inputs (CNN: also averaged over patches),
-    ``kernel_eigenvalue_ratio[l]`` its ratio along y. Diagnostics: split R-hat and ESS of scalar
+    ``kernel_eigenvalue_ratio[l]`` its ratio along y (None with several outputs). With k outputs the
+    mean outputs are (P, k), learnability sums <f, y> over the columns and the MSEs average over all entries. Diagnostics: split R-hat and ESS of scalar
     monitors (per-draw train MSE, learnability, per-layer weight norms), mean acceptance
     probability after warmup (1 for Gibbs) and the per-chain step size (None for Gibbs).
     """
@@ -151,7 +153,8 @@ def build_estimates(method, batch_means, monitors, acceptance, step_size, y, y_t
             for first, c in zip([True] + [False] * (len(covs) - 1), covs)
         ],
         kernels=[mean_estimate(k) for k in batch_means["kernels"]],
-        kernel_eigenvalue_ratio=[delta_estimate(_ratio_along(y), k) for k in batch_means["kernels"]],
+        kernel_eigenvalue_ratio=[delta_estimate(_ratio_along(y), k) if y.ndim == 1 else None
+                                 for k in batch_means["kernels"]],
         rhat={name: split_rhat(series) for name, series in monitors.items()},
         ess={name: effective_sample_size(series) for name, series in monitors.items()},
         acceptance=float(np.mean(acceptance)),

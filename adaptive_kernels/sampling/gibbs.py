@@ -38,6 +38,7 @@ class Gibbs(eqx.Module):
     """Exact blocked Gibbs for linear FCNs without biases (no tuning parameters)."""
 
     name = "gibbs"
+    multi_output = False
 
     def check(self, arch):
         if not isinstance(arch, FCN) or not arch.activation.is_linear:

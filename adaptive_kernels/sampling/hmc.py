@@ -11,6 +11,11 @@ step size is tuned by dual averaging during warmup, then fixed. The recorded rea
 E[a | W, y] (Rao-Blackwellised): the recorded output is then the exact conditional mean.
 Works for every architecture (deep FCNs, CNN); each leapfrog step costs one min(P, M)-sized
 Cholesky factorisation.
+
+Several outputs, y (P, k): the readout is k vectors a_j ~ N(0, s_a I) with one set of hidden
+weights, so they integrate out column by column with the same Phi and the log evidence is
+sum_j log N(y_j | 0, s_a Phi Phi^T + kappa2 I) (one factorisation); the recorded readout is
+E[A | W, y], (M, k), and the outputs are (P, k).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class HMC(GradientSampler):
     """
 
     name = "hmc"
+    multi_output = True
 
     def __init__(self, num_leapfrog: int = 16, target_accept: float = 0.8, initial_step_size: float = 0.1,
                  jitter: float = 0.9):

@@ -21,6 +21,7 @@ class Langevin(GradientSampler):
     """
 
     name = "langevin"
+    multi_output = False
 
     def __init__(self, target_accept: float = 0.574, initial_step_size: float = 0.05, metropolis: bool = True):
         self.num_leapfrog, self.target_accept = 1, target_accept

@@ -29,9 +29,12 @@ from adaptive_kernels.sampling.target import Posterior
 METHODS = {"gibbs": Gibbs, "hmc": HMC, "langevin": Langevin}
 
 
-def default_method(arch) -> str:
+def default_method(arch, multi_output: bool = False) -> str:
     """'auto': exact Gibbs for linear bias-free FCNs, HMC (readout marginalised) for other
-    one-hidden-layer FCNs, Langevin (MALA) for deep nonlinear FCNs and CNNs."""
+    one-hidden-layer FCNs, Langevin (MALA) for deep nonlinear FCNs and CNNs; HMC for every
+    architecture when y has output columns, (P, k) (``multi_output``: the only sampler that takes them)."""
+    if multi_output:
+        return "hmc"
     if isinstance(arch, FCN):
         if arch.activation.is_linear and float(arch.s_b2) == 0:
             return "gibbs"
@@ -40,14 +43,17 @@ def default_method(arch) -> str:
     return "langevin"
 
 
-def _resolve_sampler(method, arch):
+def _resolve_sampler(method, arch, multi_output):
     if isinstance(method, (Gibbs, HMC, Langevin)):
         sampler = method
     elif isinstance(method, str) and (method == "auto" or method in METHODS):
-        sampler = METHODS[default_method(arch) if method == "auto" else method]()
+        sampler = METHODS[default_method(arch, multi_output) if method == "auto" else method]()
     else:
         raise ValueError(f"method: unknown {method!r}; choose 'auto', {', '.join(map(repr, METHODS))} or a sampler object")
     sampler.check(arch)
+    if multi_output and not sampler.multi_output:
+        raise ValueError(f"method: {sampler.name!r} samples one output, y of shape (P,); data.y has columns, use 'hmc' "
+                         "(its readout integrates out per column)")
     return sampler
 
 
@@ -67,7 +73,7 @@ def _monitors(posterior, y_test, obs):
     """Per-draw scalars for R-hat/ESS."""
     out = {"train_mse": jnp.mean((obs["output_train"] - posterior.y) ** 2)}
     if y_test is not None:
-        out["learnability"] = obs["output_test"] @ y_test / (y_test @ y_test)
+        out["learnability"] = jnp.vdot(obs["output_test"], y_test) / jnp.vdot(y_test, y_test)
     for l, C in enumerate(obs["weight_covariance"]):
         out[f"weight_norm_{l + 1}"] = jnp.trace(C) / C.shape[0]
     return out
@@ -128,8 +134,6 @@ def _check_data(arch, data):
         raise TypeError(f"data must be an adaptive_kernels.Dataset, got {type(data).__name__}")
     if data.d != arch.d:
         raise ValueError(f"data: inputs have dimension d = {data.d} but arch expects d = {arch.d}")
-    if data.y.ndim != 1:
-        raise ValueError(f"data: y must hold one output per input, shape ({data.P},), got {data.y.shape}")
 
 
 def sample_posterior(
@@ -147,14 +151,17 @@ def sample_posterior(
     progress: bool = False,
     chain_batch_size: int | None = None,
 ) -> PosteriorEstimates:
-    """Sample p(theta | D) ∝ prior(theta) exp(-|f(X) - y|^2/(2 kappa2)) (THEORY.md secs. 1, 8).
+    """Sample p(theta | D) ∝ prior(theta) exp(-|f(X) - y|^2/(2 kappa2)) (THEORY.md secs. 1, 8);
+    with k outputs |f(X) - y|^2 is the squared Frobenius norm over the (P, k) outputs.
 
     Args:
         arch: :class:`FCN` (any depth) or :class:`CNN`.
-        data: :class:`Dataset` with one output; its test set (``X_test``, ``y_test``) and
+        data: :class:`Dataset`, y of shape (P,) or (P, k) (k outputs: k readout vectors with
+            the same prior, one hidden network; only ``method="hmc"``, which integrates each
+            readout column out with the same features); its test set (``X_test``, ``y_test``) and
             teacher ``w_star`` are used for the test observables when present.
         kappa2: noise variance (the temperature of Langevin training), > 0.
-        method: "auto" (:func:`default_method`), "gibbs" (exact, linear FCNs), "hmc" (readout
+        method: "auto" (:func:`default_method`; "hmc" with several outputs), "gibbs" (exact, linear FCNs), "hmc" (readout
             integrated out; any architecture), "langevin" (MALA on all weights), or a configured
             sampler object (``Gibbs()``, ``HMC(num_leapfrog=...)``, ``Langevin(metropolis=False)``).
         num_chains: independent chains (vmapped; an ensemble of networks).
@@ -177,7 +184,7 @@ def sample_posterior(
     check_positive_int("num_batches", num_batches)
     if chain_batch_size is not None:
         check_positive_int("chain_batch_size", chain_batch_size)
-    sampler = _resolve_sampler(method, arch)
+    sampler = _resolve_sampler(method, arch, data.y.ndim == 2)
     key = jax.random.key(key) if isinstance(key, int) else key
 
     dtype = jnp.result_type(data.X.dtype, float) if jnp.issubdtype(data.X.dtype, jnp.floating) else jnp.result_type(float)
