@@ -19,7 +19,8 @@ give).
 ``--hmc``: instead of the theory, HMC of the finite network (``sampling.HMC``: hidden weights sampled, the p readout
 columns integrated out) at each P, chains from the prior and from a Fourier-aligned start (neuron i's weights on
 frequency 1 + i mod (p-1)/2): held-out accuracy of the posterior mean output, split R-hat of the train MSE, and
-the Fourier concentration of each neuron's sampled E[w w^T] within a chain (mean over neurons and chains).
+the Fourier concentration of each neuron's sampled E[w w^T] within a chain (mean over neurons and chains), and of
+w w^T of one neuron at one draw (mean over neurons, draws and chains).
 
     python scripts/phases_modular.py --hmc --p 7 --N 20 --kappa2 0.01 --Ps 36 44
 """
@@ -85,9 +86,10 @@ def fourier_start(p, N, d, key):
     return (z * np.sqrt(d / 4)).reshape(-1)
 
 
-def hmc_chains(posterior, X_test, starts, key, num_warmup, num_samples):
+def hmc_chains(posterior, X_test, starts, key, num_warmup, num_samples, p):
     """HMC (``sampling.HMC``, readout integrated out) from the standardised starts (chains, dim): per chain the mean
-    test output (P_test, k), the per-neuron E[w w^T] (N, d, d), the train MSE per draw and the acceptance."""
+    test output (P_test, k), the per-neuron E[w w^T] (N, d, d), the train MSE per draw, the acceptance and the
+    mean over draws and neurons of the Fourier concentration of w w^T (one neuron at one draw)."""
     sampler = HMC()
     value_and_grad, record, _ = sampler.potential_and_unravel(posterior)
 
@@ -106,12 +108,14 @@ def hmc_chains(posterior, X_test, starts, key, num_warmup, num_samples):
             state, acc = step(state, k, False)
             features, readout = record(state.position)
             W = features.weights[0]
-            out = (features.output(X_test, readout), W[:, :, None] * W[:, None, :],
-                   jnp.mean((features.output(posterior.X, readout) - posterior.y) ** 2), acc)
+            ww = W[:, :, None] * W[:, None, :]
+            out = (features.output(X_test, readout), ww,
+                   jnp.mean((features.output(posterior.X, readout) - posterior.y) ** 2), acc,
+                   jnp.mean(phases.fourier_concentration(ww, p)))
             return state, out
 
-        _, (test, ww, mse, acc) = jax.lax.scan(draw, state, jax.random.split(k_draw, num_samples))
-        return test.mean(0), ww.mean(0), mse, acc.mean()
+        _, (test, ww, mse, acc, instant) = jax.lax.scan(draw, state, jax.random.split(k_draw, num_samples))
+        return test.mean(0), ww.mean(0), mse, acc.mean(), instant.mean()
 
     return [chain(z0, k) for z0, k in zip(starts, jax.random.split(key, len(starts)))]
 
@@ -131,7 +135,7 @@ def hmc_check(args):
             starts = [jax.random.normal(k, (dim,)) if label == "prior" else fourier_start(args.p, args.N, arch.d, k)
                       for k in keys]
             start = time.process_time()
-            out = hmc_chains(posterior, data.X_test, starts, jax.random.PRNGKey(P), args.warmup, args.draws)
+            out = hmc_chains(posterior, data.X_test, starts, jax.random.PRNGKey(P), args.warmup, args.draws, args.p)
             test = np.mean([o[0] for o in out], axis=0)
             conc = [float(np.mean(phases.fourier_concentration(o[1], args.p))) for o in out]
             rows.append({"P": P, "start": label, "chains": args.chains, "draws": args.draws,
@@ -139,6 +143,7 @@ def hmc_check(args):
                          "chain_accuracies": [round(float(D.modular_accuracy(o[0], data.y_test)), 3) for o in out],
                          "neuron_concentration": round(float(np.mean(conc)), 3),
                          "chain_concentrations": [round(c, 3) for c in conc],
+                         "instant_concentration": round(float(np.mean([o[4] for o in out])), 3),
                          "train_mse": float(np.mean([o[2].mean() for o in out])),
                          "rhat_train_mse": split_rhat(np.stack([np.asarray(o[2]) for o in out])),
                          "acceptance": float(np.mean([o[3] for o in out])),
