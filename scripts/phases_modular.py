@@ -122,8 +122,6 @@ def hmc_chains(posterior, X_test, starts, key, num_warmup, num_samples, p):
 
 def hmc_check(args):
     """The finite network's posterior by HMC at each P (module docstring, ``--hmc``)."""
-    import jax.numpy as jnp
-
     arch = ak.FCN(2 * args.p, args.N, "quadratic", gamma=args.gamma)
     rows = []
     for P in args.Ps:
