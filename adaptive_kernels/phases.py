@@ -46,6 +46,7 @@ from jax.flatten_util import ravel_pytree
 from adaptive_kernels.actions import deep, mixture
 from adaptive_kernels.actions.base import EntropicAction
 from adaptive_kernels.api import resolve_solver, solve_problem
+from adaptive_kernels.data import modular_fourier_projector
 from adaptive_kernels.gp import data_term
 from adaptive_kernels.prediction import observables, predict_problem
 from adaptive_kernels.problem import Problem, make_problem
@@ -168,6 +169,10 @@ def default_starts(problem: Problem, theory, direction=None, ratios=(30.0,)) -> 
     return starts
 
 
+def _fourier_projectors(p: int):
+    """The projectors onto frequencies k = 1..(p-1)/2 of Z_p in both input halves (``data.modular_fourier_projector``)."""
+    return [modular_fourier_projector(p, k) for k in range(1, (p - 1) // 2 + 1)]
+
 
 def fourier_state(problem: Problem, p: int, gain: float = 2.0, rest: float = 0.5):
     """A Fourier-aligned start of the mixture ansatz for modular addition on Z_p (``data.modular_addition``; the
@@ -175,14 +180,12 @@ def fourier_state(problem: Problem, p: int, gain: float = 2.0, rest: float = 0.5
     (k = 1..(p-1)/2) at m_k = 0 with Sigma_k = [gain P_k + rest (I - P_k)] / a, P_k the projector onto frequency k
     of both input halves (``data.modular_fourier_projector``), equal weights. Use with
     ``Adaptive(measure="mixture", components=(p-1)//2, along="equal")``."""
-    from adaptive_kernels.data import modular_fourier_projector
-
     if problem.d != 2 * p:
         raise ValueError(f"p: the inputs have d = {problem.d}, not 2p = {2 * p}")
     a, eye = problem.prior_precision, jnp.eye(problem.d, dtype=problem.X.dtype)
     zero = jnp.zeros(problem.d, problem.X.dtype)
     return tuple(mixture.encode(1 / a, zero, (gain * Pk + rest * (eye - Pk)) / a)
-                 for Pk in (modular_fourier_projector(p, k) for k in range(1, (p - 1) // 2 + 1)))
+                 for Pk in _fourier_projectors(p))
 
 
 def fourier_concentration(second_moments, p: int):
@@ -190,11 +193,9 @@ def fourier_concentration(second_moments, p: int):
     leading axes broadcast) the largest fraction of its trace on one frequency of Z_p,
     max_k tr(P_k C) / sum_k tr(P_k C) (``data.modular_fourier_projector``; the constant modes, which the centred
     inputs do not see, are left out). 1: the weights carry one frequency; an isotropic C gives 1/((p-1)/2)."""
-    from adaptive_kernels.data import modular_fourier_projector
-
-    parts = jnp.stack([jnp.einsum("ij,...ji->...", modular_fourier_projector(p, k), second_moments)
-                       for k in range(1, (p - 1) // 2 + 1)], axis=-1)
+    parts = jnp.stack([jnp.einsum("ij,...ji->...", Pk, second_moments) for Pk in _fourier_projectors(p)], axis=-1)
     return jnp.max(parts, axis=-1) / jnp.sum(parts, axis=-1)
+
 
 # --- stationary points ----------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)

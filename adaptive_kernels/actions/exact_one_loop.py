@@ -99,6 +99,12 @@ class Moments(eqx.Module):
     saddle: tuple
 
 
+def readout_precision(problem: Problem, K):
+    """A = (c K + kappa2 I)^-1, symmetrised: the precision of the training outputs given the kernel K."""
+    A = jnp.linalg.inv(problem.readout_scale * K + problem.kappa2 * jnp.eye(problem.P, dtype=K.dtype))
+    return 0.5 * (A + A.T)
+
+
 def data_hessian(problem: Problem, K, basis):
     """Hess_K D in the orthonormal coordinates whose basis matrices are ``basis`` (m, P, P): with A = (c K +
     kappa2)^-1 and t = A y, D = (1/2) y^T A y + (1/2) log det(c K + kappa2) has the second derivative
@@ -107,9 +113,7 @@ def data_hessian(problem: Problem, K, basis):
 
     (matrix products only: cheaper to compile, and to differentiate once more, than autodiff twice through a
     Cholesky factor)."""
-    c, P = problem.readout_scale, problem.P
-    A = jnp.linalg.inv(c * K + problem.kappa2 * jnp.eye(P, dtype=K.dtype))
-    A = 0.5 * (A + A.T)
+    c, A = problem.readout_scale, readout_precision(problem, K)
     Et = basis @ (A @ problem.y)  # (m, P)
     AEA = jnp.einsum("ab,ibc,cd->iad", A, basis, A).reshape(basis.shape[0], -1)
     return c**2 * (Et @ A @ Et.T - 0.5 * AEA @ basis.reshape(basis.shape[0], -1).T)
@@ -171,8 +175,7 @@ def output_moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all, rw: Reweigh
     padded = jnp.zeros((X_all.shape[0],) * 2, dtype).at[:P, :P].set(Kt)
     K_all = deep.extended_kernels(problem, X_all, (padded,), cgf)[0]  # the saddle's (control variate)
     cross = K_all[:, :P]
-    A = jnp.linalg.inv(c * K + problem.kappa2 * jnp.eye(P, dtype=dtype))
-    A = 0.5 * (A + A.T)
+    A = readout_precision(problem, K)
     t = A @ problem.y
     O_bar = (phi_all * omega[:, None]).T @ phi  # E_t[o] (no control variate: the centring of o)
     K_bar = O_bar[:P]
