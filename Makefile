@@ -18,8 +18,12 @@ $(STAMP): $(PY) pyproject.toml
 demo: $(STAMP)
 	$(PY) -m adaptive_kernels.cli demo
 
+# A test whose xdist worker process dies (a segfault) is run once more, in a fresh worker; a failed assertion is
+# never re-run. Why: JAX 0.10.2's XLA CPU compiler crashed intermittently (2 of ~10 full runs on 2 loaded cores,
+# each time in a different test while compiling a large solver loop; the same test then passed alone and in the
+# next run). README.md, "Known limitations".
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --durations=25 tests
+	$(PY) -m pytest -n 2 --reruns 1 --only-rerun "crashed while running" --durations=25 tests
 
 bench: $(STAMP)
 	$(PY) bench/run.py
