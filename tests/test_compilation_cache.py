@@ -1,9 +1,9 @@
 """The opt-in persistent compilation cache (``ADAPTIVE_KERNELS_COMPILATION_CACHE``, adaptive_kernels/_config.py).
 
-Each case is a fresh interpreter (the cache is set up once per process). A second process must load its compiled
+The compiling cases run in fresh interpreters (the cache is set up once per process). A second process must load its compiled
 programs from the directory the first one filled (JAX's cache-hit events, not the library's own report) and give the
 first process's answer bit for bit (the first one compiled afresh, the second did not compile them at all); without the
-variable, or where the user set JAX's own, nothing is changed.
+variable (checked in this process), or where the user set JAX's own, nothing is changed.
 """
 
 import json
@@ -11,6 +11,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import jax
+
+from adaptive_kernels._config import _apply_compilation_cache, compilation_cache
 
 ROOT = Path(__file__).resolve().parent.parent
 _CACHE_VARIABLES = ("ADAPTIVE_KERNELS_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR",
@@ -29,9 +33,8 @@ import adaptive_kernels as ak
 from adaptive_kernels._config import compilation_cache
 data = ak.teacher_dataset(jax.random.PRNGKey(0), 12, 3, "cubic", P_test=20)
 arch = ak.FCN(3, (20,), "erf", 1.0, 1.0, gamma=2.0)
-solution = ak.solve(arch, data, 0.01, ak.Adaptive(form="conjugate"))
-learnability = ak.summarize(solution, arch, data, 0.01)["learnability"]
-print(json.dumps(dict(events, cache=compilation_cache(), learnability=float(learnability).hex())))
+value = ak.solve(arch, data, 0.01, ak.Adaptive(form="conjugate")).value[0]
+print(json.dumps(dict(events, cache=compilation_cache(), value=[float(v).hex() for v in value.ravel()])))
 """
 
 
@@ -51,15 +54,16 @@ def test_second_process_loads_the_programs_and_gives_the_same_answer(tmp_path):
     assert first["misses"] > 0 and any(cache.iterdir())  # (a hit: a program compiled twice in one process)
     second = _run(ADAPTIVE_KERNELS_COMPILATION_CACHE=str(cache))
     assert second["misses"] == 0 and second["hits"] == first["hits"] + first["misses"]
-    assert second["learnability"] == first["learnability"]
+    assert second["value"] == first["value"]
 
 
-def test_off_by_default_and_the_users_jax_settings_win(tmp_path):
-    default = _run()
-    assert default["cache"]["directory"] is None and default["hits"] == default["misses"] == 0
+def test_off_by_default_and_the_users_jax_settings_win(tmp_path, monkeypatch):
+    before = jax.config.jax_compilation_cache_dir
+    monkeypatch.delenv("ADAPTIVE_KERNELS_COMPILATION_CACHE", raising=False)
+    _apply_compilation_cache()  # unset: nothing changes
+    assert jax.config.jax_compilation_cache_dir == before and compilation_cache()["directory_set_by"] != "adaptive_kernels"
     own = tmp_path / "own"
     user = _run(ADAPTIVE_KERNELS_COMPILATION_CACHE=str(tmp_path / "ours"), JAX_COMPILATION_CACHE_DIR=str(own),
                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="5")
     assert user["cache"]["directory"] == str(own) and user["cache"]["directory_set_by"] == "user"
     assert user["cache"]["min_compile_time_secs"] == 5.0 and not (tmp_path / "ours").exists()
-    assert user["learnability"] == default["learnability"]
