@@ -1,9 +1,9 @@
 """The opt-in persistent compilation cache (``ADAPTIVE_KERNELS_COMPILATION_CACHE``, adaptive_kernels/_config.py).
 
-The compiling cases run in fresh interpreters (the cache is set up once per process). A second process must load its compiled
-programs from the directory the first one filled (JAX's cache-hit events, not the library's own report) and give the
-first process's answer bit for bit (the first one compiled afresh, the second did not compile them at all); without the
-variable (checked in this process), or where the user set JAX's own, nothing is changed.
+The compiling cases run in fresh interpreters (the cache is set up once per process). A second process must load
+its compiled programs from the directory the first one filled (JAX's cache-hit events, not the library's own report)
+and give the first process's answer bit for bit (the first one compiled afresh, the second did not compile them at
+all); without the variable (checked in this process), or where the user set JAX's own, nothing is changed.
 """
 
 import json
@@ -61,7 +61,8 @@ def test_off_by_default_and_the_users_jax_settings_win(tmp_path, monkeypatch):
     before = jax.config.jax_compilation_cache_dir
     monkeypatch.delenv("ADAPTIVE_KERNELS_COMPILATION_CACHE", raising=False)
     _apply_compilation_cache()  # unset: nothing changes
-    assert jax.config.jax_compilation_cache_dir == before and compilation_cache()["directory_set_by"] != "adaptive_kernels"
+    assert jax.config.jax_compilation_cache_dir == before
+    assert compilation_cache()["directory_set_by"] != "adaptive_kernels"
     own = tmp_path / "own"
     user = _run(ADAPTIVE_KERNELS_COMPILATION_CACHE=str(tmp_path / "ours"), JAX_COMPILATION_CACHE_DIR=str(own),
                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="5")
