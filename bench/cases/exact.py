@@ -166,7 +166,7 @@ def exact_vs_hmc(cfg: Config) -> Section:
                      "", "-", pair(cold), f"{hmc_total[1] / cold[1]:.1f}x / -", cache_detail])
     sec.rows.append(["exact measure, key 0 in a second process: compiled programs loaded from the cache", "loaded",
                      pair(warm), "", "", "-", pair(warm), f"{hmc_total[1] / warm[1]:.1f}x / -", cache_detail])
-    sec.rows.append([f"HMC ensemble ({e['chains']} networks x {draws} draws, float32)", pair(hmc_compile),
+    sec.rows.append([f"HMC ensemble ({e['chains']} networks x {draws} draws, {s['dtype']})", pair(hmc_compile),
                      f"{pair(t_hmc)} ({transitions} transitions per chain)",
                      f"{L_hmc:.4f} ± {se_hmc:.4f}", f"batch-means SE {se_hmc:.4f}; ESS {est.ess['learnability']:.0f}",
                      pair(t_hmc), pair(hmc_total), "1",
