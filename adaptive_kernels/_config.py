@@ -55,6 +55,18 @@ The cost: dense linear algebra without YNN fusions ran up to ~25% slower in our 
 ReLU solve, L = 3, P = 100: 0.33 -> 0.41 s CPU; a two-layer erf solve unchanged). The flag is an
 addition to the process's ``XLA_FLAGS``; it does not count as the user's ``XLA_FLAGS`` for the
 threading policy. :func:`xla_workarounds` reports what was applied.
+
+Persistent compilation cache (opt-in, :func:`_apply_compilation_cache`, run at import). Off unless asked:
+``ADAPTIVE_KERNELS_COMPILATION_CACHE=<directory>`` sets JAX's ``jax_compilation_cache_dir`` to that directory
+(created by JAX; JAX 0.10 supports it on CPU as well as GPU/TPU) and ``jax_persistent_cache_min_compile_time_secs``
+to 0, so that a later process loads the compiled programs instead of compiling them again. The threshold is
+lowered because most of the library's programs compile in under JAX's default of 1 s each (a first exact-measure
+solve and ``summarize``: 90 programs, 8 above 1 s) while together they are most of its cost (erf, d = 50, P = 200:
+``bench/results/exact.md``, the row of a second process; docs/exact_measure.md, Speed). The answers are those of a
+fresh compilation (the same executables; tests/test_compilation_cache.py). Left alone where the user chose:
+``JAX_COMPILATION_CACHE_DIR`` or ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` in the environment, or a cache
+directory already set in ``jax.config``. As JAX warns, the cache directory is trusted: a directory others can
+write to lets them run code in your process. :func:`compilation_cache` reports what is in force.
 """
 
 from __future__ import annotations
@@ -190,6 +202,41 @@ def threads() -> dict:
     return out
 
 
+_CACHE_VARIABLE = "ADAPTIVE_KERNELS_COMPILATION_CACHE"
+_cache_applied: dict[str, object] = {}
+
+
+def _apply_compilation_cache() -> None:
+    """Turn on JAX's persistent compilation cache where ``ADAPTIVE_KERNELS_COMPILATION_CACHE`` asks for it
+    (module docstring); the user's own JAX settings are never changed."""
+    _cache_applied.clear()
+    path = os.environ.get(_CACHE_VARIABLE, "").strip()
+    if not path or "JAX_COMPILATION_CACHE_DIR" in os.environ or jax.config.jax_compilation_cache_dir is not None:
+        return
+    from jax.experimental.compilation_cache import compilation_cache as jax_cache
+
+    jax_cache.set_cache_dir(os.path.abspath(os.path.expanduser(path)))
+    jax_cache.reset_cache()  # where JAX compiled before this import, its cache was initialised without a directory
+    _cache_applied["directory"] = jax.config.jax_compilation_cache_dir
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        _cache_applied["min_compile_time_secs"] = 0.0
+
+
+def compilation_cache() -> dict:
+    """JAX's persistent compilation cache in force: ``directory`` (None: off), ``min_compile_time_secs`` (programs
+    that compile faster are not written) and who set each (``"adaptive_kernels"`` through
+    ``ADAPTIVE_KERNELS_COMPILATION_CACHE``, else ``"user"`` or ``"default"``)."""
+    out = {}
+    for name, option, default in (("directory", "jax_compilation_cache_dir", None),
+                                  ("min_compile_time_secs", "jax_persistent_cache_min_compile_time_secs", 1.0)):
+        value = getattr(jax.config, option)
+        set_by = ("adaptive_kernels" if name in _cache_applied and _cache_applied[name] == value
+                  else "default" if value == default else "user")
+        out[name], out[f"{name}_set_by"] = value, set_by
+    return out
+
+
 def precision() -> str:
     """The floating-point precision JAX uses by default now: ``'float64'`` or ``'float32'``."""
     return "float64" if jax.config.jax_enable_x64 else "float32"
@@ -209,6 +256,9 @@ def cast_floating(tree, dtype):
 
     return jax.tree_util.tree_map(cast, tree)
 
+
+_apply_compilation_cache()
+"""The opt-in persistent compilation cache (``ADAPTIVE_KERNELS_COMPILATION_CACHE``, module docstring)."""
 
 # Before any JAX computation can start XLA's CPU client: adaptive_kernels/__init__.py imports this
 # module first. (The float64 policy is applied from __init__; this one must also cover code that
