@@ -74,11 +74,13 @@ def test_linear_net_reproduces_the_gaussian_one_loop(linear_case):
     np.testing.assert_array_less(np.abs(loop - weight), 0.3 * effect)
 
 
+@eqx.filter_jit
 def _dense_one_loop(cgf, problem, Kt, X_all):
     """The module docstring's one loop written densely, as a reference for the blocked, closed-form implementation:
     D2 and the third derivative of D by autodiff of D(K) = (1/2) y^T (c K + kappa2)^-1 y + (1/2) log det(c K +
     kappa2) in orthonormal coordinates, the centred features dk (S, m) held whole, and the mean output's gradient and
-    Hessians by autodiff of g(K, O) = c O (c K + kappa2)^-1 y. Returns (E[K], E[w w^T], E[f] at X_all)."""
+    Hessians by autodiff of g(K, O) = c O (c K + kappa2)^-1 y (through t(K) = (c K + kappa2)^-1 y: g is linear in
+    the cross kernel O). Returns (E[K], E[w w^T], E[f] at X_all)."""
     P, N, c = problem.P, problem.widths[0], problem.readout_scale
     u, omega, _, _ = cgf.tilted(problem, Kt, deep.input_covariance(problem, problem.X), 0, problem.X)
     K = deep.sampled_forward(problem, problem.X, (Kt,), cgf)[0][0]
@@ -112,14 +114,14 @@ def _dense_one_loop(cgf, problem, Kt, X_all):
     padded = jnp.zeros((X_all.shape[0],) * 2).at[:P, :P].set(Kt)
     cross = deep.extended_kernels(problem, X_all, (padded,), cgf)[0][:, :P]
 
-    def g(x, O):
-        return c * O @ jnp.linalg.solve(c * _symmetric(x, P) + problem.kappa2 * eye, problem.y)
+    def t(x):  # g(K, O) = c O t(K): linear in O, so its O derivatives are those of t
+        return jnp.linalg.solve(c * _symmetric(x, P) + problem.kappa2 * eye, problem.y)
 
-    shift = jax.jvp(g, (x0, cross), (_coordinates(dK), jnp.einsum("s,sij->ij", r, do)))[1]
-    curvature = 0.5 * jnp.einsum("ab,nab->n", HM, jax.hessian(g)(x0, cross))
+    shift = c * (cross @ jax.jvp(t, (x0,), (_coordinates(dK),))[1] + jnp.einsum("s,sij->ij", r, do) @ t(x0))
+    curvature = 0.5 * c * cross @ jnp.einsum("ab,jab->j", HM, jax.hessian(t)(x0))  # (1/2) tr(P_KK Hess_KK g)
     P_oK = jnp.einsum("sij,s,sa->ija", do, omega, dk @ M) / N
-    mixed = jnp.einsum("ija,nija->n", P_oK, jax.jacfwd(jax.jacrev(g, argnums=1), argnums=0)(x0, cross))
-    return K + dK, sigma, g(x0, cross) + shift + curvature + mixed
+    mixed = c * jnp.einsum("nja,ja->n", P_oK, jax.jacfwd(t)(x0))  # tr(P_oK Hess_Ko g)
+    return K + dK, sigma, c * cross @ t(x0) + shift + curvature + mixed
 
 
 def test_blocked_one_loop_equals_the_dense_formulas(linear_case):
