@@ -4,7 +4,8 @@
 Checked against two independent references: the Gaussian-measure one loop of the weight form (a linear net, whose
 exact measure is Gaussian: another formulation, with the exact Wishart exponents, of the same 1/N correction), and
 HMC posteriors of finite ReLU nets (``tests/data/exact_one_loop.json``, scripts/make_exact_one_loop_references.py),
-where the saddle's O(1/N) error is many HMC standard errors.
+where the saddle's O(1/N) error is many HMC standard errors; and the blocked, closed-form implementation against
+the same equations written densely with autodiff derivatives.
 """
 
 import json
@@ -108,7 +109,8 @@ def _dense_one_loop(cgf, problem, Kt, X_all):
     dK = _symmetric(r @ dk, P)
     w = jnp.sqrt(problem.s_w2 / problem.d) * u[:, : problem.d]
     ww = jnp.einsum("si,sj->sij", w, w)
-    sigma = exact.first_layer_covariance(cgf, problem, (Kt,)) + jnp.einsum("s,sij->ij", r, ww - jnp.einsum("s,sij->ij", omega, ww))
+    dww = ww - jnp.einsum("s,sij->ij", omega, ww)
+    sigma = exact.first_layer_covariance(cgf, problem, (Kt,)) + jnp.einsum("s,sij->ij", r, dww)
     o = jnp.einsum("si,sj->sij", phi_all, phi)  # per-neuron cross kernels
     do = o - jnp.einsum("s,sij->ij", omega, o)
     padded = jnp.zeros((X_all.shape[0],) * 2).at[:P, :P].set(Kt)

@@ -37,8 +37,14 @@ f(x) = c K(x, X) (c K + kappa2)^-1 y at train and test points) has the mean
 with the fluctuations' covariances P_KK = H M, P_oK = Cov_t(o, k) M / N (the Gaussian posterior of the
 fluctuations: prior covariance H, data precision D2 on K). All tilted moments are self-normalised sums over the
 exact measure's sampled points (no control variate: the correction terms are covariances and third cumulants; the
-saddle's own K*, cross kernel and weight covariance keep theirs). Dense in m: H, D2 and M are m x m, the cost
-S m^2 for S sampled points; P is limited to :data:`MAX_P`.
+saddle's own K*, cross kernel and weight covariance keep theirs).
+
+Cost. H, D2, M and G are dense m x m (O(m^3)); D2 and its derivative in closed form (O(m^2)). The S per-point
+quadratic forms dk_s . G dk_s (the third cumulant contracted with G) are what keeps the path dense: matrix-free
+(products with H cost S P^2, as k_s = phi_s phi_s^T) each would need a solve, S of them; with G dense they are one
+S m^2 pass, the same order as forming H. Both passes run over blocks of :data:`BLOCK` sampled points; every other
+sum over points works on the features phi_s (O(S P^2) or O(S P^3)), so nothing of size S x m is held. At P = 80
+(m = 3240), S = 2·10^4: ~30-40 s CPU per solution. P is limited to :data:`MAX_P` (memory of the m x m matrices).
 """
 
 from __future__ import annotations
@@ -116,7 +122,8 @@ def data_hessian(problem: Problem, K):
         D2[E, F] = c^2 [t^T E A F t - (1/2) tr(A E A F)],
 
     which for the coordinates' basis matrices E = s_a sym(e_i e_j^T), F = s_b sym(e_k e_l^T) (s = 1 on the diagonal,
-    sqrt 2 off it) is c^2 s_a s_b / 4 [t_i t_l A_jk + t_i t_k A_jl + t_j t_l A_ik + t_j t_k A_il - A_ik A_jl - A_il A_jk]
+    sqrt 2 off it) is
+    c^2 s_a s_b / 4 [t_i t_l A_jk + t_i t_k A_jl + t_j t_l A_ik + t_j t_k A_il - A_ik A_jl - A_il A_jk]
     (gathers only: no basis of m P x P matrices, and cheap to differentiate once more for the third derivative)."""
     c, A = problem.readout_scale, readout_precision(problem, K)
     t = A @ problem.y
@@ -153,7 +160,8 @@ def _blockwise(step, init, phi, weights):
     block = min(BLOCK, S)
     count = -(-S // block)
     pad = count * block - S
-    blocks = (jnp.pad(phi, ((0, pad), (0, 0))).reshape(count, block, -1), jnp.pad(weights, (0, pad)).reshape(count, block))
+    blocks = (jnp.pad(phi, ((0, pad), (0, 0))).reshape(count, block, -1),
+              jnp.pad(weights, (0, pad)).reshape(count, block))
     carry, out = jax.lax.scan(step, init, blocks)
     return carry, out.reshape(-1)[:S]
 
