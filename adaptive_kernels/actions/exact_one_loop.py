@@ -44,7 +44,8 @@ quadratic forms dk_s . G dk_s (the third cumulant contracted with G) are what ke
 (products with H cost S P^2, as k_s = phi_s phi_s^T) each would need a solve, S of them; with G dense they are one
 S m^2 pass, the same order as forming H. Both passes run over blocks of :data:`BLOCK` sampled points; every other
 sum over points works on the features phi_s (O(S P^2) or O(S P^3)), so nothing of size S x m is held. At P = 80
-(m = 3240), S = 2·10^4: ~30-40 s CPU per solution. P is limited to :data:`MAX_P` (memory of the m x m matrices).
+(m = 3240), S = 2·10^4: ~30-40 s CPU per solution; at P = 100, ~90 s and 5 GB. P is limited to :data:`MAX_P`
+(memory of the m x m matrices).
 """
 
 from __future__ import annotations
