@@ -58,6 +58,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from adaptive_kernels._validation import is_traced
 from adaptive_kernels.actions import deep, exact
 from adaptive_kernels.actions.one_loop import _coordinates, _symmetric
 from adaptive_kernels.problem import Problem
@@ -285,7 +286,7 @@ S m^2 passes: ~30 s CPU at P = 80). Matched by identity of the (immutable) input
 
 def _shared_reweighting(theory, problem: Problem, Kt):
     """(cgf, :func:`reweighting`) at the saddle ``Kt`` of ``theory`` on ``problem``, made once per solution."""
-    traced = isinstance(Kt, jax.core.Tracer)
+    traced = is_traced(Kt)
     for entry in [] if traced else _LAST:
         if entry[0] is theory and entry[1] is Kt and entry[2] is problem:
             return entry[3], entry[4]
