@@ -37,8 +37,15 @@ f(x) = c K(x, X) (c K + kappa2)^-1 y at train and test points) has the mean
 with the fluctuations' covariances P_KK = H M, P_oK = Cov_t(o, k) M / N (the Gaussian posterior of the
 fluctuations: prior covariance H, data precision D2 on K). All tilted moments are self-normalised sums over the
 exact measure's sampled points (no control variate: the correction terms are covariances and third cumulants; the
-saddle's own K*, cross kernel and weight covariance keep theirs). Dense in m: H, D2 and M are m x m, the cost
-S m^2 for S sampled points; P is limited to :data:`MAX_P`.
+saddle's own K*, cross kernel and weight covariance keep theirs).
+
+Cost. H, D2, M and G are dense m x m (O(m^3)); D2 and its derivative in closed form (O(m^2)). The S per-point
+quadratic forms dk_s . G dk_s (the third cumulant contracted with G) are what keeps the path dense: matrix-free
+(products with H cost S P^2, as k_s = phi_s phi_s^T) each would need a solve, S of them; with G dense they are one
+S m^2 pass, the same order as forming H. Both passes run over blocks of :data:`BLOCK` sampled points; every other
+sum over points works on the features phi_s (O(S P^2) or O(S P^3)), so nothing of size S x m is held. At P = 80
+(m = 3240), S = 2·10^4: ~30-40 s CPU per solution; at P = 100, ~90 s and 5 GB. P is limited to :data:`MAX_P`
+(memory of the m x m matrices).
 """
 
 from __future__ import annotations
@@ -51,12 +58,17 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from adaptive_kernels._validation import is_traced
 from adaptive_kernels.actions import deep, exact
 from adaptive_kernels.actions.one_loop import _coordinates, _symmetric
 from adaptive_kernels.problem import Problem
 
-MAX_P = 40
-"""Largest number of training points (m = P(P+1)/2 = 820 coordinates: dense m x m matrices)."""
+MAX_P = 100
+"""Largest number of training points (m = P(P+1)/2 = 5050 coordinates: dense m x m matrices, 0.2 GB each in
+float64, and two S m^2 passes over the sampled points)."""
+
+BLOCK = 1024
+"""Sampled points per block of the S x m passes (:func:`reweighting`): holds (BLOCK, m) coordinate features."""
 
 
 def check(problem: Problem) -> None:
@@ -105,18 +117,25 @@ def readout_precision(problem: Problem, K):
     return 0.5 * (A + A.T)
 
 
-def data_hessian(problem: Problem, K, basis):
-    """Hess_K D in the orthonormal coordinates whose basis matrices are ``basis`` (m, P, P): with A = (c K +
-    kappa2)^-1 and t = A y, D = (1/2) y^T A y + (1/2) log det(c K + kappa2) has the second derivative
+def data_hessian(problem: Problem, K):
+    """Hess_K D in the orthonormal coordinates (m x m, closed form, O(m^2)): with A = (c K + kappa2)^-1 and t = A y,
+    D = (1/2) y^T A y + (1/2) log det(c K + kappa2) has the second derivative
 
-        D2[E, F] = c^2 [t^T E A F t - (1/2) tr(A E A F)]
+        D2[E, F] = c^2 [t^T E A F t - (1/2) tr(A E A F)],
 
-    (matrix products only: cheaper to compile, and to differentiate once more, than autodiff twice through a
-    Cholesky factor)."""
+    which for the coordinates' basis matrices E = s_a sym(e_i e_j^T), F = s_b sym(e_k e_l^T) (s = 1 on the diagonal,
+    sqrt 2 off it) is
+    c^2 s_a s_b / 4 [t_i t_l A_jk + t_i t_k A_jl + t_j t_l A_ik + t_j t_k A_il - A_ik A_jl - A_il A_jk]
+    (gathers only: no basis of m P x P matrices, and cheap to differentiate once more for the third derivative)."""
     c, A = problem.readout_scale, readout_precision(problem, K)
-    Et = basis @ (A @ problem.y)  # (m, P)
-    AEA = jnp.einsum("ab,ibc,cd->iad", A, basis, A).reshape(basis.shape[0], -1)
-    return c**2 * (Et @ A @ Et.T - 0.5 * AEA @ basis.reshape(basis.shape[0], -1).T)
+    t = A @ problem.y
+    i, j = jnp.triu_indices(problem.P)
+    s = jnp.where(i == j, 1.0, math.sqrt(2.0)).astype(K.dtype)
+    A_ik, A_jl, A_il, A_jk = A[i][:, i], A[j][:, j], A[i][:, j], A[j][:, i]
+    ti, tj = t[i], t[j]
+    T = (jnp.outer(ti, tj) * A_jk + jnp.outer(ti, ti) * A_jl + jnp.outer(tj, tj) * A_ik + jnp.outer(tj, ti) * A_il
+         - A_ik * A_jl - A_il * A_jk)
+    return (0.25 * c**2) * jnp.outer(s, s) * T
 
 
 def _features(problem: Problem, u, X):
@@ -130,48 +149,84 @@ def _coordinate_features(phi):
     return phi[:, rows] * phi[:, cols] * jnp.where(rows == cols, 1.0, math.sqrt(2.0)).astype(phi.dtype)
 
 
-def _centred(k, omega):
-    return k - omega @ k
+def _quadratic(phi, V):
+    """phi_s^T V phi_s per sampled point: the coordinates' dot product k_s . v with V = mat(v)."""
+    return jnp.sum((phi @ V) * phi, axis=1)
+
+
+def _blockwise(step, init, phi, weights):
+    """``lax.scan`` of ``step(carry, (phi_b, weights_b))`` over blocks of :data:`BLOCK` sampled points (zero-weight
+    padding), so that the (block, m) coordinate features are all that is held of the S x m ones; returns the final
+    carry and the per-point outputs (S,)."""
+    S = phi.shape[0]
+    block = min(BLOCK, S)
+    count = -(-S // block)
+    pad = count * block - S
+    blocks = (jnp.pad(phi, ((0, pad), (0, 0))).reshape(count, block, -1),
+              jnp.pad(weights, (0, pad)).reshape(count, block))
+    carry, out = jax.lax.scan(step, init, blocks)
+    return carry, out.reshape(-1)[:S]
 
 
 @eqx.filter_jit
 def reweighting(cgf: exact.ExactCGF, problem: Problem, Kt) -> Reweighting:
     """The shift of the tilted measure from the exact saddle ``Kt`` (the conjugate kernel; ``cgf`` the sampled
-    measure it was solved with) to Gamma's stationary point (module docstring), and E[K], E[w w^T]."""
+    measure it was solved with) to Gamma's stationary point (module docstring), and E[K], E[w w^T].
+
+    The two S x m x m passes (H and the quadratic forms dk . G dk) run over blocks of sampled points; everything else
+    is O(S P^2) on the features phi_s (k_s . v = phi_s^T mat(v) phi_s) or O(m^3) on dense m x m matrices."""
     P, N = problem.P, problem.widths[0]
     dtype = problem.X.dtype
     u, omega, _, _ = cgf.tilted(problem, Kt, deep.input_covariance(problem, problem.X), 0, problem.X)
     K = deep.sampled_forward(problem, problem.X, (Kt,), cgf)[0][0]  # the saddle's kernel (control variate)
-    dk = _centred(_coordinate_features(_features(problem, u, problem.X)), omega)
-    H = (dk * omega[:, None]).T @ dk / N
-    m = dk.shape[1]
-    basis = jax.vmap(lambda x: _symmetric(x, P))(jnp.eye(m, dtype=dtype))
-    D2 = data_hessian(problem, K, basis)
+    phi = _features(problem, u, problem.X)
+    K_bar = (phi * omega[:, None]).T @ phi  # E_t[k] (self-normalised; no control variate: the centring of k)
+    k_bar = _coordinates(K_bar)
+    m = k_bar.shape[0]
+
+    def second_moment(H, xs):
+        p, w = xs
+        dk = _coordinate_features(p) - k_bar
+        return H + (dk * w[:, None]).T @ dk, jnp.zeros(p.shape[0], dtype)
+
+    H = _blockwise(second_moment, jnp.zeros((m, m), dtype), phi, omega)[0] / N
+    D2 = data_hessian(problem, K)
     M = jnp.linalg.inv(jnp.eye(m, dtype=dtype) + D2 @ H)
-    G = M @ D2
+    G = M @ D2  # = (D2^-1 + H)^-1, symmetric
     HM = jax.lax.stop_gradient(H @ M)
-    a = 0.5 * jax.grad(lambda x: jnp.sum(HM * data_hessian(problem, _symmetric(x, P), basis)))(_coordinates(K))
-    quad = jnp.sum(dk * (dk @ G.T), axis=1)  # dk . G dk
-    b = (omega * quad) @ dk / (2.0 * N**2)
+    a = 0.5 * jax.grad(lambda x: jnp.sum(HM * data_hessian(problem, _symmetric(x, P))))(_coordinates(K))
+
+    def third_moment(b, xs):
+        p, w = xs
+        dk = _coordinate_features(p) - k_bar
+        quad = jnp.sum(dk * (dk @ G), axis=1)  # dk . G dk
+        return b + (w * quad) @ dk, quad
+
+    third, quad = _blockwise(third_moment, jnp.zeros(m, dtype), phi, omega)
+    b = third / (2.0 * N**2)
     dKt = -M @ (a - D2 @ b)
-    r = omega * ((dk @ dKt) / N - quad / (2.0 * N**2))  # omega_s r_s: the reweighting
+    r = omega * ((_quadratic(phi, _symmetric(dKt, P)) - k_bar @ dKt) / N - quad / (2.0 * N**2))  # omega_s r_s
     # first-layer weight covariance (s_w2/d) E[u u^T] on the weight coordinates (exact.first_layer_covariance)
     w = jnp.sqrt(problem.s_w2 / problem.d) * u[:, : problem.d]
     sigma = exact.first_layer_covariance(cgf, problem, (Kt,))
-    return Reweighting(u, omega, r, M, K + _symmetric(r @ dk, P),
+    kernel = K + (phi * r[:, None]).T @ phi - jnp.sum(r) * K_bar  # K + sum_s omega_s r_s (k_s - E_t k)
+    return Reweighting(u, omega, r, M, kernel,
                        sigma + (w * r[:, None]).T @ w - jnp.sum(r) * ((w * omega[:, None]).T @ w), K, sigma)
 
 
 @eqx.filter_jit
 def output_moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all, rw: Reweighting):
     """(one-loop mean, saddle mean, saddle predictive variance) of the output at the points ``X_all`` = [X; X_test]
-    (module docstring: g = c O A y, O the cross kernel of the points with the training set, A = (c K + kappa2)^-1)."""
+    (module docstring: g = c O A y, O the cross kernel of the points with the training set, A = (c K + kappa2)^-1).
+
+    The fluctuation terms need mat(M^T dk_s) only contracted with t (per point) and, weighted by omega_s, with a
+    per-point vector T2_s; both are linear in dk_s, so they are taken through m x P matrices, O(S P^3 + m^2 P),
+    using (mat(v) x) . z = v . coords(sym(z x^T)) (orthonormal coordinates: Frobenius products are dot products)."""
     P, N, c = problem.P, problem.widths[0], problem.readout_scale
     dtype = problem.X.dtype
     omega, r, K = rw.omega, rw.shift, rw.saddle_kernel
     phi_all = _features(problem, rw.u, X_all)
     phi = phi_all[:, :P]
-    dk = _centred(_coordinate_features(phi), omega)
     padded = jnp.zeros((X_all.shape[0],) * 2, dtype).at[:P, :P].set(Kt)
     K_all = deep.extended_kernels(problem, X_all, (padded,), cgf)[0]  # the saddle's (control variate)
     cross = K_all[:, :P]
@@ -179,6 +234,8 @@ def output_moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all, rw: Reweigh
     t = A @ problem.y
     O_bar = (phi_all * omega[:, None]).T @ phi  # E_t[o] (no control variate: the centring of o)
     K_bar = O_bar[:P]
+    k_bar = _coordinates(K_bar)
+    eye = jnp.eye(P, dtype=dtype)
 
     def along_o(weights, vectors):
         """sum_s weights_s (o_s - E_t o) vectors_s, o_s = phi_all_s phi_s^T (vectors: (S, P) or (P,))."""
@@ -190,13 +247,24 @@ def output_moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all, rw: Reweigh
         """(k_s - E_t k) vectors_s per s (matrices; vectors (S, P))."""
         return phi * jnp.sum(phi * vectors, axis=1, keepdims=True) - vectors @ K_bar
 
-    B_mat = jax.vmap(lambda x: _symmetric(x, P))(dk @ rw.M)  # mat(M^T dk_s), (S, P, P)
-    Bt = B_mat @ t  # (S, P)
+    def sym_coordinates(x):
+        """coords(sym(e_p x^T)) for p = 1..P, as the columns of an m x P matrix."""
+        return jax.vmap(lambda e: _coordinates(0.5 * (jnp.outer(e, x) + jnp.outer(x, e))), out_axes=1)(eye)
+
+    # Bt_s = mat(M^T dk_s) t = (dk_s . L_p)_p, L = M coords(sym(e_p t^T))
+    L = rw.M @ sym_coordinates(t)
+    V = jax.vmap(lambda v: _symmetric(v, P))(L.T)  # (P, P, P)
+    Bt = jax.lax.map(lambda v: _quadratic(phi, v), V).T - k_bar @ L  # one P at a time: no (S, P, P) array
+    T2 = along_k(jnp.broadcast_to(t, phi.shape)) @ A
+    # sum_s omega_s mat(M^T dk_s) T2_s = (sum_q mat(Y_q)[p, q])_p, Y = M^T sum_s omega_s dk_s T2_s^T
+    weighted = (jax.lax.map(lambda x: (phi * x[:, None]).T @ phi, (omega[:, None] * T2).T)
+                - (omega @ T2)[:, None, None] * K_bar)
+    Y = rw.M.T @ jax.vmap(_coordinates, out_axes=1)(weighted)
+    along_M = jnp.einsum("qpq->p", jax.vmap(lambda v: _symmetric(v, P))(Y.T))
     shift = c * along_o(r, t) - c**2 * cross @ (A @ ((rw.kernel - K) @ t))  # grad g . (dK, d o-bar)
     mixed = -(c**2 / N) * along_o(omega, Bt @ A)  # tr(P_oK Hess_Ko g)
-    T1, T2 = Bt @ A, along_k(jnp.broadcast_to(t, phi.shape)) @ A
-    second = along_k(T1) + jnp.einsum("spq,sq->sp", B_mat, T2)
-    curvature = (c**3 / (2.0 * N)) * cross @ (A @ (omega @ second))  # (1/2) tr(P_KK Hess_KK g)
+    second = omega @ along_k(Bt @ A) + along_M
+    curvature = (c**3 / (2.0 * N)) * cross @ (A @ second)  # (1/2) tr(P_KK Hess_KK g)
     saddle = c * cross @ t
     variance = c * jnp.diagonal(K_all) - c**2 * jnp.sum((cross @ A) * cross, axis=1)
     return saddle + shift + mixed + curvature, saddle, variance
@@ -210,15 +278,34 @@ def moments(cgf: exact.ExactCGF, problem: Problem, Kt, X_all) -> Moments:
     return Moments(rw.kernel, rw.sigma, mean, (rw.saddle_kernel, rw.saddle_sigma, saddle))
 
 
+_LAST: list = []
+"""[(theory, Kt, problem, cgf, reweighting)] of the last :func:`mean` on concrete inputs: ``summarize`` asks for three
+means of one solution (prediction, layer kernels, input covariances), which share one :func:`reweighting` (two
+S m^2 passes: ~30 s CPU at P = 80). Matched by identity of the (immutable) inputs, whose references it holds."""
+
+
+def _shared_reweighting(theory, problem: Problem, Kt):
+    """(cgf, :func:`reweighting`) at the saddle ``Kt`` of ``theory`` on ``problem``, made once per solution."""
+    traced = is_traced(Kt)
+    for entry in [] if traced else _LAST:
+        if entry[0] is theory and entry[1] is Kt and entry[2] is problem:
+            return entry[3], entry[4]
+    cgf = theory._cgf(problem)
+    rw = reweighting(cgf, problem, Kt)
+    if not traced:
+        _LAST[:] = [(theory, Kt, problem, cgf, rw)]
+    return cgf, rw
+
+
 def mean(theory, fn, value, problem: Problem):
     """``Adaptive.mean`` for ``measure="exact", loops=1``: (E[fn], None) for the observables ``summarize`` and
     ``predict`` take means of -- the GP prediction (its mean output corrected; the test variance that of the
     saddle, and the kernel c E[K]), the layer kernels (E[K],) and the input covariances (E[w w^T],) -- at the saddle
-    ``value`` (one :func:`reweighting`, shared by all three)."""
+    ``value`` (one :func:`reweighting`, shared by all three: :func:`_shared_reweighting`)."""
     from adaptive_kernels.prediction import Prediction, _gp_prediction
 
-    cgf, Kt = theory._cgf(problem), value[0]
-    rw = reweighting(cgf, problem, Kt)
+    cgf, rw = _shared_reweighting(theory, problem, value[0])
+    Kt = value[0]
     func = getattr(fn, "func", None)
     if func is type(theory).layer_kernels:
         return (rw.kernel,), None
