@@ -821,8 +821,8 @@ def _arc_functions(theory, problem_at: Callable, value0: float, scale: float, li
     def fold_residual(z, c):
         n = c.size
         u, mu, phi = z[:n], z[n], z[n + 1:]
-        H = jax.hessian(objective)(u, mu)
-        return jnp.concatenate([gradient(u, mu), H @ phi, jnp.atleast_1d(c @ phi - 1)])
+        g, H_phi = jax.jvp(lambda v: gradient(v, mu), (u,), (phi,))  # H phi without the dense Hessian
+        return jnp.concatenate([g, H_phi, jnp.atleast_1d(c @ phi - 1)])
 
     fold_jacobian = jax.jit(jax.jacfwd(fold_residual))
     partial = jax.jit(jax.grad(objective, 1))

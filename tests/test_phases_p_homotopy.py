@@ -59,16 +59,17 @@ def test_derivatives_in_the_weights_match_finite_differences(kernel):
     tt = np.random.default_rng(2).uniform(0.1, 1, 9)
     h = 1e-6
     E = np.eye(9)
-    for D in (lambda t: data_term(K, y, kappa2, t), lambda t: data_term_low_rank(jnp.asarray(X), y, kappa2, t)[0]):
-        K_used = K if D(jnp.ones(9)) == data_term(K, y, kappa2, jnp.ones(9)) else X @ X.T
-        g = np.asarray(jax.grad(D)(jnp.asarray(tt)))
+    function_space = jax.jit(lambda t: data_term(K, y, kappa2, t))
+    weight_space = jax.jit(lambda t: data_term_low_rank(jnp.asarray(X), y, kappa2, t)[0])
+    for D, K_used in ((function_space, K), (weight_space, X @ X.T)):
+        g = np.asarray(jax.jit(jax.grad(D))(jnp.asarray(tt)))
         fd = [(_tempered(K_used, y, kappa2, tt + h * e) - _tempered(K_used, y, kappa2, tt - h * e)) / (2 * h) for e in E]
         np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-6)
         # at t_mu = 0 (where T^1/2 is not differentiable) the derivative exists: the one-sided difference and the
         # closed form (posterior residual^2 + variance at mu, from the other points) / (2 kappa2)
         t0 = np.ones(9)
         t0[-1] = 0.0
-        g0 = float(jax.grad(D)(jnp.asarray(t0))[-1])
+        g0 = float(jax.jit(jax.grad(D))(jnp.asarray(t0))[-1])
         A = np.linalg.inv(K_used[:-1, :-1] + kappa2 * np.eye(8))
         r = y[-1] - K_used[-1, :-1] @ A @ y[:-1]
         var = K_used[-1, -1] - K_used[-1, :-1] @ A @ K_used[:-1, -1]
@@ -76,11 +77,10 @@ def test_derivatives_in_the_weights_match_finite_differences(kernel):
         one_sided = (_tempered(K_used, y, kappa2, t0 + 1e-7 * E[-1]) - _tempered(K_used, y, kappa2, t0)) / 1e-7
         assert g0 == pytest.approx(one_sided, rel=1e-5)
     # second derivatives (Hessians of the continuation) are finite at t_mu = 0 and match differences of gradients
-    H = np.asarray(jax.hessian(lambda t: data_term(K, y, kappa2, t))(jnp.asarray(tt)))
-    grad = jax.grad(lambda t: data_term(K, y, kappa2, t))
+    hessian, grad = jax.jit(jax.hessian(function_space)), jax.jit(jax.grad(function_space))
     fdH = (np.asarray(grad(jnp.asarray(tt + h * E[3]))) - np.asarray(grad(jnp.asarray(tt - h * E[3])))) / (2 * h)
-    np.testing.assert_allclose(H[3], fdH, rtol=1e-5, atol=1e-5)
-    assert np.all(np.isfinite(np.asarray(jax.hessian(lambda t: data_term(K, y, kappa2, t))(jnp.asarray(np.eye(9)[0])))))
+    np.testing.assert_allclose(np.asarray(hessian(jnp.asarray(tt)))[3], fdH, rtol=1e-5, atol=1e-5)
+    assert np.all(np.isfinite(np.asarray(hessian(jnp.asarray(np.eye(9)[0])))))
 
 
 # The small instance of tests/test_sweep_branches.py (mean-field erf net, d = 2, N = 3, y = z + 3 He3(z),
@@ -104,7 +104,7 @@ def _independent_action(X, y, t, N=3, gamma=2.0, kappa2=0.01):
     return S
 
 
-def _minima(S, starts=30):
+def _minima(S, starts=10):
     """The distinct local minima (actions) of S from random starts (L-BFGS-B within wide bounds)."""
     rng = np.random.default_rng(1)
     found = []
@@ -121,7 +121,7 @@ def test_fold_in_P_is_where_the_independent_tempered_action_loses_a_minimum():
     point = Sweep(grid(theory="adaptive", activation="erf", P=17, width=3, gamma=2.0, kappa2=[0.01]), RECIPE).points[0]
     regime = build_regime(point, RECIPE)
     arc = phases.arclength(regime.arch, regime.data, 0.01, "P", start="prior", at=17, bounds=(15, 17),
-                           direction=-1, step=0.05, steps=30, scale=1.0)
+                           direction=-1, step=0.05, steps=12, scale=1.0, solver=ak.Newton())
     (fold,) = arc.folds
     assert fold.refined and abs(fold.eigenvalue) < 1e-6 and 16 < fold.parameter < 17
     kinds = [p.kind for p in arc.points]
