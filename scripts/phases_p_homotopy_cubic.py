@@ -10,7 +10,7 @@ through their folds; ``phases.arc_crossings`` gives the P where the two minima's
 and crossings and writes the points (with the displaced pair's weight and a m^2 along w*, the second moment along
 w* over the prior's, and the learnability L3 of He3 of the tempered posterior).
 
-    python scripts/phases_p_homotopy_cubic.py --csv docs/phases_p_homotopy_cubic.csv --plot docs/phases_p_homotopy_cubic.png
+    python scripts/phases_p_homotopy_cubic.py --csv docs/phases_p_homotopy_cubic.csv --plot docs/phases_p_homotopy.png
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def main():
 def report(arcs, rows, folds, args):
     """Print the folds and the crossings of the traced minima; write the table and the figure."""
     print(pd.DataFrame(folds).to_string())
-    for c in phases.arc_crossings(*arcs.values()):
+    crossings = phases.arc_crossings(*arcs.values())
+    for c in crossings:
         print("crossing", c)
     if args.csv:
         pd.DataFrame(rows).to_csv(args.csv, index=False)
@@ -131,11 +132,13 @@ def report(arcs, rows, folds, args):
             for kind, marker in (("minimum", "-"), ("saddle", ":")):
                 part = group.where(group.kind == kind)
                 axes[0].plot(part.P, part.ratio_w_star, marker, label=f"{name} ({kind})")
-                axes[1].plot(part.P, part.action - (part.P * 0), marker, label=f"{name} ({kind})")
+                axes[1].plot(part.P, part.L3, marker, label=f"{name} ({kind})")
         for f in folds:
             axes[0].axvline(f["P"], color="r", ls=":", lw=1)
         axes[0].set(xlabel="P (continuous)", ylabel="second moment along w* / prior")
-        axes[1].set(xlabel="P (continuous)", ylabel="action")
+        for c in crossings:
+        axes[1].axvline(c["parameter"], color="k", ls="--", lw=1)
+    axes[1].set(xlabel="P (continuous)", ylabel="learnability of He3 (L3)")
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)

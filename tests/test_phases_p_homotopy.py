@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from arcsine_action import arcsine_action
+from arcsine_action import tempered_data_term as numpy_D
 from scipy.optimize import minimize
 
 import adaptive_kernels as ak
@@ -15,13 +17,6 @@ from adaptive_kernels import phases
 from adaptive_kernels.gp import data_term, data_term_low_rank, posterior
 from adaptive_kernels.problem import with_weights
 from adaptive_kernels.sweep import Sweep, TeacherData, build_regime, grid
-
-
-def _tempered(K, y, kappa2, t):
-    """numpy: (1/2) yt^T (Kt + kappa2)^-1 yt + (1/2) log det(Kt + kappa2), Kt = T^1/2 K T^1/2, yt = T^1/2 y."""
-    w = np.sqrt(t)
-    M = w[:, None] * K * w[None, :] + kappa2 * np.eye(len(y))
-    return 0.5 * (w * y) @ np.linalg.solve(M, w * y) + 0.5 * np.linalg.slogdet(M)[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +32,17 @@ def test_weights_drop_a_point_and_match_the_tempered_evidence(kernel):
     t = np.ones(9)
     t[-1] = 0.0
     # weight 0: the (P-1)-point data term plus the constant (1/2) log kappa2 (also with several outputs: m/2)
-    P1 = _tempered(K[:-1, :-1], y[:-1], kappa2, np.ones(8))
+    P1 = numpy_D(K[:-1, :-1], y[:-1], kappa2, np.ones(8))
     assert float(data_term(K, y, kappa2, jnp.asarray(t))) == pytest.approx(P1 + 0.5 * np.log(kappa2), abs=1e-11)
     Y = np.stack([y, y[::-1]], axis=1)
-    both = sum(_tempered(K[:-1, :-1], Y[:-1, j], kappa2, np.ones(8)) for j in range(2))
+    both = sum(numpy_D(K[:-1, :-1], Y[:-1, j], kappa2, np.ones(8)) for j in range(2))
     assert float(data_term(K, Y, kappa2, jnp.asarray(t))) == pytest.approx(both + np.log(kappa2), abs=1e-11)
     # weights 1: the plain data term; general weights: the numpy formula; Woodbury in feature space alike
     assert float(data_term(K, y, kappa2, jnp.ones(9))) == pytest.approx(float(data_term(K, y, kappa2)), abs=1e-11)
     tt = np.random.default_rng(1).uniform(0, 1, 9)
-    assert float(data_term(K, y, kappa2, jnp.asarray(tt))) == pytest.approx(_tempered(K, y, kappa2, tt), abs=1e-11)
+    assert float(data_term(K, y, kappa2, jnp.asarray(tt))) == pytest.approx(numpy_D(K, y, kappa2, tt), abs=1e-11)
     low = data_term_low_rank(jnp.asarray(X), y, kappa2, jnp.asarray(tt))[0]
-    assert float(low) == pytest.approx(_tempered(X @ X.T, y, kappa2, tt), abs=1e-11)
+    assert float(low) == pytest.approx(numpy_D(X @ X.T, y, kappa2, tt), abs=1e-11)
     # the tempered posterior mean is the GP's on the kept points (weight 0 drops one)
     mean = posterior(jnp.asarray(K), y, kappa2, jnp.asarray(K), weights=jnp.asarray(t)).mean
     expect = K[:, :-1] @ np.linalg.solve(K[:-1, :-1] + kappa2 * np.eye(8), y[:-1])
@@ -63,7 +58,7 @@ def test_derivatives_in_the_weights_match_finite_differences(kernel):
     weight_space = jax.jit(lambda t: data_term_low_rank(jnp.asarray(X), y, kappa2, t)[0])
     for D, K_used in ((function_space, K), (weight_space, X @ X.T)):
         g = np.asarray(jax.jit(jax.grad(D))(jnp.asarray(tt)))
-        fd = [(_tempered(K_used, y, kappa2, tt + h * e) - _tempered(K_used, y, kappa2, tt - h * e)) / (2 * h) for e in E]
+        fd = [(numpy_D(K_used, y, kappa2, tt + h * e) - numpy_D(K_used, y, kappa2, tt - h * e)) / (2 * h) for e in E]
         np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-6)
         # at t_mu = 0 (where T^1/2 is not differentiable) the derivative exists: the one-sided difference and the
         # closed form (posterior residual^2 + variance at mu, from the other points) / (2 kappa2)
@@ -74,7 +69,7 @@ def test_derivatives_in_the_weights_match_finite_differences(kernel):
         r = y[-1] - K_used[-1, :-1] @ A @ y[:-1]
         var = K_used[-1, -1] - K_used[-1, :-1] @ A @ K_used[:-1, -1]
         assert g0 == pytest.approx((r**2 + var) / (2 * kappa2), rel=1e-10)
-        one_sided = (_tempered(K_used, y, kappa2, t0 + 1e-7 * E[-1]) - _tempered(K_used, y, kappa2, t0)) / 1e-7
+        one_sided = (numpy_D(K_used, y, kappa2, t0 + 1e-7 * E[-1]) - numpy_D(K_used, y, kappa2, t0)) / 1e-7
         assert g0 == pytest.approx(one_sided, rel=1e-5)
     # second derivatives (Hessians of the continuation) are finite at t_mu = 0 and match differences of gradients
     hessian, grad = jax.jit(jax.hessian(function_space)), jax.jit(jax.grad(function_space))
@@ -86,22 +81,6 @@ def test_derivatives_in_the_weights_match_finite_differences(kernel):
 # The small instance of tests/test_sweep_branches.py (mean-field erf net, d = 2, N = 3, y = z + 3 He3(z),
 # kappa2 = 0.01, Gaussian ansatz), 17 points: the minimum reached from the prior ends at a fold in P near 16.09.
 RECIPE = TeacherData("cubic", d=2, P_test=20, eps=3.0)
-
-
-def _independent_action(X, y, t, N=3, gamma=2.0, kappa2=0.01):
-    """numpy: S(u) = (N/2)[a tr Sigma - log det Sigma] + D_t(K_Sigma), the erf arcsine kernel, a = d (s_w2 = 1),
-    c = N^(1 - gamma), in the Cholesky coordinates (log l11, l21, log l22) of Sigma."""
-    c, a = N ** (1 - gamma), X.shape[1]
-
-    def S(u):
-        L = np.array([[np.exp(u[0]), 0.0], [u[1], np.exp(u[2])]])
-        Sigma = L @ L.T
-        G = X @ Sigma @ X.T
-        q = 1 + 2 * np.diag(G)
-        K = c * 2 / np.pi * np.arcsin(2 * G / np.sqrt(np.outer(q, q)))
-        return 0.5 * N * (a * np.trace(Sigma) - 2 * (u[0] + u[2])) + _tempered(K, y, kappa2, t)
-
-    return S
 
 
 def _minima(S, starts=10):
@@ -130,14 +109,14 @@ def test_fold_in_P_is_where_the_independent_tempered_action_loses_a_minimum():
 
     def count(P):  # minima of the action of the first 16 points and point 17 at weight P - 16
         t = np.clip(P - np.arange(17), 0, 1)
-        return len(_minima(_independent_action(X, y, t)))
+        return len(_minima(arcsine_action(X, y, 3, 2.0, 0.01, t)))
 
     assert count(fold.parameter + 2e-3) == count(fold.parameter - 2e-3) + 1
     # at an integer P the reported action is the P-point action (the constant of the dropped points removed)
     first = arc.points[0]
     L = np.linalg.cholesky(np.asarray(first.value))
     u = np.array([np.log(L[0, 0]), L[1, 0], np.log(L[1, 1])])
-    assert first.action == pytest.approx(_independent_action(X, y, np.ones(17))(u), rel=1e-10)
+    assert first.action == pytest.approx(arcsine_action(X, y, 3, 2.0, 0.01)(u), rel=1e-10)
 
 
 def test_weights_are_refused_where_not_implemented():
