@@ -1105,7 +1105,7 @@ def _hermite(run: list[ArcPoint]):
                               np.array([p.daction for p in run])[keep])
 
 
-def arc_crossings(*arcs: Arc, atol: float = 1e-3) -> list[dict]:
+def arc_crossings(*arcs: Arc, atol: float = 1e-3, slopes: float = 1e-2) -> list[dict]:
     """Where two distinct branches of minima traced by :func:`arclength` (in one parameter, with one coordinate)
     have equal actions: the first-order transition, where the posterior switches branch.
 
@@ -1113,7 +1113,9 @@ def arc_crossings(*arcs: Arc, atol: float = 1e-3) -> list[dict]:
     another run of the same S-shaped arc). For every pair of runs the action difference, each action interpolated
     in the traced coordinate by cubic Hermite splines through the points' actions and their exact slopes
     (:attr:`ArcPoint.daction`, the envelope derivative), is solved for zero on the common range (brentq). Two runs
-    whose actions agree within ``atol`` over all of it are one branch traced twice (no crossing).
+    whose actions agree within ``atol`` over all of it, or that meet with slopes dS/d coordinate equal within the
+    relative tolerance ``slopes``, are one branch traced twice (e.g. back along its mirror image under a symmetry,
+    within the interpolation's error): no crossing. A first-order transition has a jump of that slope.
     Returns [{parameter, action, runs: ((arc index, first parameter), (arc index, first parameter)), slopes: (dS/d
     coordinate of each), bracket: the parameters of the bracketing points}], sorted by parameter."""
     from scipy.optimize import brentq
@@ -1135,6 +1137,8 @@ def arc_crossings(*arcs: Arc, atol: float = 1e-3) -> list[dict]:
             if np.sign(d0) == np.sign(d1) and d0 != 0:
                 continue
             x = x0 if d0 == 0 else brentq(lambda v: fa(v) - fb(v), x0, x1, xtol=1e-12)
+            if abs(fa(x, 1) - fb(x, 1)) <= slopes * max(abs(fa(x, 1)), abs(fb(x, 1))):
+                continue
             found.append({"parameter": float(to_parameter(x)), "action": float(fa(x)),
                           "runs": ((ia, ra[0].parameter), (ib, rb[0].parameter)),
                           "slopes": (float(fa(x, 1)), float(fb(x, 1))),

@@ -137,8 +137,8 @@ def report(arcs, rows, folds, args):
             axes[0].axvline(f["P"], color="r", ls=":", lw=1)
         axes[0].set(xlabel="P (continuous)", ylabel="second moment along w* / prior")
         for c in crossings:
-        axes[1].axvline(c["parameter"], color="k", ls="--", lw=1)
-    axes[1].set(xlabel="P (continuous)", ylabel="learnability of He3 (L3)")
+            axes[1].axvline(c["parameter"], color="k", ls="--", lw=1)
+        axes[1].set(xlabel="P (continuous)", ylabel="learnability of He3 (L3)")
         axes[0].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)
