@@ -27,3 +27,20 @@ def arcsine_action(X, y, N, gamma, kappa2, t=None):
         return 0.5 * N * (a * np.trace(Sigma) - 2 * (u[0] + u[2])) + tempered_data_term(K, y, kappa2, t)
 
     return S
+
+
+def local_minima(S, starts: int):
+    """The distinct local minima (actions, sorted) of S(u), u = (log l11, l21, log l22), reached by L-BFGS-B from
+    ``starts`` random starts (log l11, log l22 uniform in [-3, 2], l21 standard normal; wide bounds keep the line
+    search away from overflow; a finite-difference gradient at |S| ~ 1e3 has noise ~1e-3, hence the 1e-2 cut)."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(1)
+    found = []
+    for _ in range(starts):
+        u0 = np.array([rng.uniform(-3, 2), rng.normal(), rng.uniform(-3, 2)])
+        res = minimize(S, u0, method="L-BFGS-B", bounds=[(-8, 6), (-30, 30), (-8, 6)],
+                       options={"ftol": 1e-15, "gtol": 1e-8})
+        if np.linalg.norm(res.jac) < 1e-2 and all(abs(res.fun - f) > 1e-6 * abs(f) for f in found):
+            found.append(res.fun)
+    return sorted(found)

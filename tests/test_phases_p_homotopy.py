@@ -8,9 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from arcsine_action import arcsine_action
+from arcsine_action import arcsine_action, local_minima
 from arcsine_action import tempered_data_term as numpy_D
-from scipy.optimize import minimize
 
 import adaptive_kernels as ak
 from adaptive_kernels import phases
@@ -83,19 +82,6 @@ def test_derivatives_in_the_weights_match_finite_differences(kernel):
 RECIPE = TeacherData("cubic", d=2, P_test=20, eps=3.0)
 
 
-def _minima(S, starts=10):
-    """The distinct local minima (actions) of S from random starts (L-BFGS-B within wide bounds)."""
-    rng = np.random.default_rng(1)
-    found = []
-    for _ in range(starts):
-        u0 = np.array([rng.uniform(-3, 2), rng.normal(), rng.uniform(-3, 2)])
-        res = minimize(S, u0, method="L-BFGS-B", bounds=[(-8, 6), (-30, 30), (-8, 6)],
-                       options={"ftol": 1e-15, "gtol": 1e-8})
-        if np.linalg.norm(res.jac) < 1e-2 and all(abs(res.fun - f) > 1e-6 * abs(f) for f in found):
-            found.append(res.fun)
-    return sorted(found)
-
-
 def test_fold_in_P_is_where_the_independent_tempered_action_loses_a_minimum():
     point = Sweep(grid(theory="adaptive", activation="erf", P=17, width=3, gamma=2.0, kappa2=[0.01]), RECIPE).points[0]
     regime = build_regime(point, RECIPE)
@@ -109,7 +95,7 @@ def test_fold_in_P_is_where_the_independent_tempered_action_loses_a_minimum():
 
     def count(P):  # minima of the action of the first 16 points and point 17 at weight P - 16
         t = np.clip(P - np.arange(17), 0, 1)
-        return len(_minima(arcsine_action(X, y, 3, 2.0, 0.01, t)))
+        return len(local_minima(arcsine_action(X, y, 3, 2.0, 0.01, t), 10))
 
     assert count(fold.parameter + 2e-3) == count(fold.parameter - 2e-3) + 1
     # at an integer P the reported action is the P-point action (the constant of the dropped points removed)

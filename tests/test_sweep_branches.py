@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from arcsine_action import arcsine_action
-from scipy.optimize import minimize
+from arcsine_action import arcsine_action, local_minima
 
 from adaptive_kernels.sweep import ConfigError, ParameterError, Sweep, TeacherData, build_regime, grid, load_config
 from adaptive_kernels.sweep import run_sweep
@@ -28,20 +27,8 @@ def _independent_action(point):
 
 
 def _independent_minima(point, starts=40):
-    """The distinct local minima (actions) of :func:`_independent_action` reached by BFGS from random starts
-    (log l11, log l22 uniform in [-3, 2], l21 standard normal; L-BFGS-B within wide bounds, which keep the line
-    search away from overflow)."""
-    S = _independent_action(point)
-    rng = np.random.default_rng(1)
-    found = []
-    for _ in range(starts):
-        u0 = np.array([rng.uniform(-3, 2), rng.normal(), rng.uniform(-3, 2)])
-        res = minimize(S, u0, method="L-BFGS-B", bounds=[(-8, 6), (-30, 30), (-8, 6)],
-                       options={"ftol": 1e-15, "gtol": 1e-8})
-        if np.linalg.norm(res.jac) < 1e-2:  # a finite-difference gradient at |S| ~ 1e3: noise ~1e-3
-            if all(abs(res.fun - f) > 1e-6 * abs(f) for f in found):
-                found.append(res.fun)
-    return sorted(found)
+    """The distinct local minima (actions) of :func:`_independent_action` from random starts (``local_minima``)."""
+    return local_minima(_independent_action(point), starts)
 
 
 @pytest.fixture(scope="module")
