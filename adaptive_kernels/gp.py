@@ -11,6 +11,17 @@ constant, written once here (:func:`data_term`):
 
     D(K) = (1/2) tr y^T (K + kappa2 I)^{-1} y + (m/2) log det(K + kappa2 I),   m outputs,
     dD/dK = (m A - t t^T)/2,   A = (K + kappa2 I)^{-1},  t = A y   (Rasmussen & Williams 2006, eq. 5.9).
+
+Tempered likelihood (optional ``weights`` t_mu in [0, 1], issue 17: a continuous number of data points). With the
+likelihood prod_mu N(y_mu | f_mu, kappa2)^{t_mu} and f ~ GP(0, K): N(y|f, kappa2)^t = N(y|f, kappa2/t) times a
+factor free of f, so the evidence is N(y | 0, K + kappa2 T^{-1}), T = diag(t), up to K-independent factors; with
+K + kappa2 T^{-1} = T^{-1/2} (Kt + kappa2 I) T^{-1/2} its negative logarithm is, up to a constant that depends on
+t and kappa2 but not on K,
+
+    D_t(K) = (1/2) tr yt^T (Kt + kappa2 I)^{-1} yt + (m/2) log det(Kt + kappa2 I),  Kt = T^1/2 K T^1/2, yt = T^1/2 y.
+
+t = 1 is D; t_mu = 0 empties row and column mu, which then adds (m/2) log kappa2 only (the point is dropped).
+D_t is analytic in t (also at t_mu = 0, where T^1/2 is not): :func:`tempered_precision` carries the derivatives.
 """
 
 from __future__ import annotations
@@ -85,10 +96,50 @@ def _regularised(K, kappa2):
     return K + kappa2 * jnp.eye(K.shape[0], dtype=K.dtype)
 
 
-def data_term(K, y, kappa2):
-    """D(K) (module docstring): one Cholesky, with the closed-form gradient of :func:`quadratic_and_logdet`."""
+def data_term(K, y, kappa2, weights=None):
+    """D(K) (module docstring): one Cholesky, with the closed-form gradient of :func:`quadratic_and_logdet`;
+    with ``weights`` (P,) in [0, 1] the tempered D_t(K) (module docstring, :func:`tempered_precision`)."""
+    if weights is not None:
+        B, logdet = tempered_precision(K, weights, kappa2)
+        return 0.5 * jnp.sum(y * (B @ y)) + 0.5 * outputs(y) * logdet
     quad, logdet = quadratic_and_logdet(_regularised(K, kappa2), y)
     return 0.5 * quad + 0.5 * outputs(y) * logdet
+
+
+@jax.custom_jvp
+def tempered_precision(K, weights, kappa2):
+    """(B, log det(Kt + kappa2 I)) of the tempered data term (module docstring), with
+
+        B = (K + kappa2 T^{-1})^{-1} = T^1/2 (Kt + kappa2 I)^{-1} T^1/2,   D_t = (1/2) tr y^T B y + (m/2) log det,
+
+    from one Cholesky factor. Derivatives in a form regular at t_mu = 0 (T^{-1} eliminated with
+    kappa2 T^{-1} B = I - K B), so that every order of them exists there:
+
+        dB = -B dK B + (1/kappa2) (I - B K) diag(dt) (I - K B) - (dkappa2/kappa2) (B - B K B),
+        dlogdet = tr(B dK) + (1/kappa2) sum_mu (K - K B K)_mu,mu dt_mu + (dkappa2/kappa2) (P - tr B K)
+
+    (d(K + kappa2 T^{-1}) = dK - kappa2 T^{-2} dT + T^{-1} dkappa2, and log det(Kt + kappa2) = log det(K +
+    kappa2 T^{-1}) + log det T). At t = 1: B = A, dD/dt_mu = ((y - K B y)_mu^2 + (K - K B K)_mu,mu)/(2 kappa2):
+    the posterior's squared residual plus its variance at mu over 2 kappa2."""
+    root = jnp.sqrt(weights)
+    factor = jax.lax.linalg.cholesky(_regularised(root[:, None] * K * root[None, :], kappa2), symmetrize_input=False)
+    inverse = jsl.cho_solve((factor, True), jnp.eye(K.shape[0], dtype=K.dtype))
+    return root[:, None] * inverse * root[None, :], logdet_from_cholesky(factor)
+
+
+@tempered_precision.defjvp
+def _tempered_precision_jvp(primals, tangents):
+    K, weights, kappa2 = primals
+    dK, dt, dkappa2 = tangents
+    B, logdet = tempered_precision(K, weights, kappa2)
+    eye = jnp.eye(K.shape[0], dtype=K.dtype)
+    BK = B @ K
+    BKB = BK @ B
+    left = eye - BK  # (I - B K); its transpose is I - K B (B, K symmetric)
+    dB = (-B @ dK @ B + (left * dt[None, :]) @ left.T / kappa2 - dkappa2 * (B - BKB) / kappa2)
+    dlogdet = (jnp.sum(B * dK) + jnp.sum(jnp.diagonal(K - K @ BK) * dt) / kappa2
+               + dkappa2 * (K.shape[0] - jnp.trace(BK)) / kappa2)
+    return (B, logdet), (dB, dlogdet)
 
 
 def data_term_with_gradient(K, y, kappa2):
@@ -100,7 +151,7 @@ def data_term_with_gradient(K, y, kappa2):
     return 0.5 * quad + 0.5 * m * logdet, grad, residuals
 
 
-def data_term_low_rank(Z, y, kappa2):
+def data_term_low_rank(Z, y, kappa2, weights=None):
     """(D(Z Z^T), (L, alpha)) for Z (P x m), cost m^3 + P m^2 (Woodbury and Sylvester's determinant identity):
 
         (K + kappa2)^{-1} = (I - Z (kappa2 I_m + Z^T Z)^{-1} Z^T)/kappa2,
@@ -109,20 +160,33 @@ def data_term_low_rank(Z, y, kappa2):
     with L the Cholesky factor of kappa2 I_m + Z^T Z and alpha = (kappa2 I_m + Z^T Z)^{-1} Z^T y. With
     t = (y - Z alpha)/kappa2 = (K + kappa2)^{-1} y, y^T t = kappa2 |t|^2 + |alpha|^2 (Z^T t = alpha): a sum of
     positive terms, free of the cancellation in (y^T y - y^T Z alpha)/kappa2.
+
+    ``weights`` (P,): the tempered D_t (module docstring) is the same with Z -> T^1/2 Z, y -> T^1/2 y, written
+    without T^1/2 (so that it is analytic at t_mu = 0): Z^T T Z, alpha = (kappa2 + Z^T T Z)^{-1} Z^T T y and
+    kappa2 |t|^2 = sum_mu t_mu (y - Z alpha)_mu^2 / kappa2.
     """
     m = Z.shape[1]
-    gram = Z.T @ Z
+    Zw = Z if weights is None else weights[:, None] * Z  # T Z
+    gram = Z.T @ Zw
     L = jnp.linalg.cholesky(gram + kappa2 * jnp.eye(m, dtype=gram.dtype))
-    alpha = jsl.cho_solve((L, True), Z.T @ y)
+    alpha = jsl.cho_solve((L, True), Zw.T @ y)
     t = (y - Z @ alpha) / kappa2
-    quadratic = kappa2 * jnp.sum(t**2) + jnp.sum(alpha**2)
+    if weights is None:
+        quadratic = kappa2 * jnp.sum(t**2) + jnp.sum(alpha**2)
+    else:
+        quadratic = kappa2 * jnp.sum(weights.reshape((-1,) + (1,) * (y.ndim - 1)) * t**2) + jnp.sum(alpha**2)
     logdet = (y.shape[0] - m) * jnp.log(kappa2) + logdet_from_cholesky(L)
     return 0.5 * quadratic + 0.5 * outputs(y) * logdet, (L, alpha)
 
 
-def posterior(K, y, kappa2, K_cross, K_test_diag=None) -> GPPrediction:
+def posterior(K, y, kappa2, K_cross, K_test_diag=None, weights=None) -> GPPrediction:
     """GP posterior mean K_cross (K + kappa2)^{-1} y and variance K_test_diag - diag(K_cross A K_cross^T),
-    without input checks (for kernels the library built itself; :func:`gp_predict` checks user input)."""
+    without input checks (for kernels the library built itself; :func:`gp_predict` checks user input).
+    ``weights``: the tempered likelihood's posterior (module docstring), A -> B of :func:`tempered_precision`."""
+    if weights is not None:
+        B = tempered_precision(K, weights, kappa2)[0]
+        var = None if K_test_diag is None else K_test_diag - jnp.sum((K_cross @ B) * K_cross, axis=1)
+        return GPPrediction(mean=K_cross @ (B @ y), variance=var)
     cf = _factor(K, kappa2)
     mean = K_cross @ jsl.cho_solve(cf, y)
     var = None

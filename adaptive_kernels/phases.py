@@ -22,8 +22,10 @@ different branches there (hysteresis).
   or jumps); the transition is where two distinct branches' actions cross. :func:`phase_diagram` repeats this
   over a second parameter; :func:`plot_branches` and :func:`plot_phase_diagram` draw them (matplotlib).
 - :func:`arclength` (core :func:`trace_arclength`): pseudo-arclength continuation in a continuous parameter (N,
-  gamma, kappa2, s_w2, s_a2): follows a branch through its folds onto the saddle branch and locates each fold from
-  the extended system G = 0, H phi = 0 (where the Hessian is singular), instead of bracketing it.
+  gamma, kappa2, s_w2, s_a2, and P through the tempered likelihood of :func:`tempered_subset`): follows a branch
+  through its folds onto the saddle branch and locates each fold from the extended system G = 0, H phi = 0 (where
+  the Hessian is singular), instead of bracketing it; :func:`arc_crossings` locates where two traced minima's
+  actions cross (the transition).
 
 The core (:func:`find_stationary_points`, :func:`trace`) works on any theory object and any family of problems
 (the tests use a scalar action whose stationary points are closed-form); the facades take an architecture, data
@@ -33,6 +35,7 @@ and kappa2 like :func:`adaptive_kernels.solve`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from typing import Callable
@@ -49,7 +52,7 @@ from adaptive_kernels.api import resolve_solver, solve_problem
 from adaptive_kernels.data import modular_fourier_projector
 from adaptive_kernels.gp import data_term
 from adaptive_kernels.prediction import observables, predict_problem
-from adaptive_kernels.problem import Problem, make_problem
+from adaptive_kernels.problem import Problem, make_problem, with_weights
 from adaptive_kernels.solvers import QuasiNewton, Solution
 from adaptive_kernels.solvers.coordinates import from_unconstrained, to_unconstrained
 from adaptive_kernels.theories import Adaptive, Scaling, get_theory
@@ -108,8 +111,11 @@ def classify(eigenvalues, rtol: float = 1e-7) -> tuple[str, int]:
 # --- starts --------------------------------------------------------------------------------------------------------
 def data_direction(problem: Problem):
     """The input direction the targets point along: the leading left singular vector of sum_s X_s^T Y (patches
-    s; for one output v ∝ X^T y, the direction linear regression learns first). Used when no teacher is given."""
+    s; for one output v ∝ X^T y, the direction linear regression learns first; with likelihood weights X^T T y).
+    Used when no teacher is given."""
     Y = problem.y.reshape(problem.P, -1)
+    if problem.weights is not None:
+        Y = problem.weights[:, None] * Y
     M = jnp.einsum("spn,pm->nm", problem.split(problem.X), Y)
     return jnp.linalg.svd(M, full_matrices=False)[0][:, 0]
 
@@ -741,6 +747,11 @@ class ArcPoint:
     index: int
     min_eigenvalue: float
     slope: float
+    daction: float = float("nan")
+    """d action / d lambda along the branch, lambda the traced coordinate: the partial derivative at fixed order
+    parameters (the branch is stationary, dS/du = 0), used by :func:`arc_crossings` for Hermite interpolation."""
+    coordinate: float | None = None
+    """The traced coordinate lambda where it differs from ``parameter`` (``"P"``: :func:`tempered_subset`'s)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -755,6 +766,7 @@ class ArcFold:
     eigenvalue: float
     refined: bool
     after: int
+    coordinate: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -766,6 +778,8 @@ class Arc:
     points: tuple[ArcPoint, ...]
     folds: tuple[ArcFold, ...]
     reason: str
+    to_parameter: Callable | None = None
+    """The map from the traced coordinate to the parameter (None: they are the same)."""
 
     def table(self):
         """pandas DataFrame, one row per point: parameter, action, kind, index, min_eigenvalue, slope."""
@@ -807,11 +821,20 @@ def _arc_functions(theory, problem_at: Callable, value0: float, scale: float, li
     def fold_residual(z, c):
         n = c.size
         u, mu, phi = z[:n], z[n], z[n + 1:]
-        H = jax.hessian(objective)(u, mu)
-        return jnp.concatenate([gradient(u, mu), H @ phi, jnp.atleast_1d(c @ phi - 1)])
+        g, H_phi = jax.jvp(lambda v: gradient(v, mu), (u,), (phi,))  # H phi without the dense Hessian
+        return jnp.concatenate([g, H_phi, jnp.atleast_1d(c @ phi - 1)])
 
-    fold_jacobian = jax.jit(jax.jacfwd(fold_residual))
-    return system, fold_residual, fold_jacobian, (lambda u, mu: state(u, mu)[2])
+    def fold_jacobian(z, c, h=1e-6):
+        """Central differences of the (exact) extended residual: Newton converges to the residual's tolerance all
+        the same, without compiling third derivatives of S (minutes and gigabytes for the mixture ansatz at
+        P = 120)."""
+        steps = h * jnp.maximum(1.0, jnp.abs(z))
+        columns = [(fold_residual(z.at[i].add(steps[i]), c) - fold_residual(z.at[i].add(-steps[i]), c))
+                   / (2 * steps[i]) for i in range(z.size)]
+        return jnp.stack(columns, axis=1)
+
+    partial = jax.jit(jax.grad(objective, 1))
+    return system, fold_residual, fold_jacobian, (lambda u, mu: state(u, mu)[2]), partial
 
 
 def trace_arclength(theory, problem_at: Callable, value0: float, init, *, step: float = 0.05, steps: int = 200,
@@ -850,7 +873,7 @@ def trace_arclength(theory, problem_at: Callable, value0: float, init, *, step: 
     if not bool(first.converged):
         raise ValueError(f"init: the solve at {label} = {value0:g} did not converge ({first.message})")
     like = first.value
-    system, fold_residual, fold_jacobian, value_of = _arc_functions(theory, problem_at, value0, scale, like)
+    system, fold_residual, fold_jacobian, value_of, partial = _arc_functions(theory, problem_at, value0, scale, like)
     action0, args0 = _entropic(theory, problem0)
     u = ravel_pytree(to_unconstrained(like, action0.prior(args0)[1]))[0]
     lo, hi = bounds
@@ -866,7 +889,8 @@ def trace_arclength(theory, problem_at: Callable, value0: float, init, *, step: 
         eigenvalues = np.asarray(jnp.linalg.eigvalsh(0.5 * (H + H.T)))
         kind, index = classify(eigenvalues)
         lam = value0 + scale * float(z[-1])
-        return ArcPoint(lam, value_of(z[:-1], z[-1]), float(S), kind, index, float(eigenvalues[0]), float(t[-1]))
+        return ArcPoint(lam, value_of(z[:-1], z[-1]), float(S), kind, index, float(eigenvalues[0]), float(t[-1]),
+                        float(partial(z[:-1], z[-1])) / scale)
 
     def correct(z_pred, t):
         z = z_pred
@@ -941,17 +965,71 @@ def _refine_fold(fold_residual, fold_jacobian, guess, c, tol, nearest: ArcPoint,
     return ArcFold(nearest.parameter, nearest.value, nearest.action, eigenvalue, False, after)
 
 
+def _smoothstep(x):
+    return x * x * (3 - 2 * x)
+
+
+def tempered_weights(n: int, lam, dtype=jnp.float64):
+    """The likelihood weights (n,) of the P homotopy at coordinate lambda: t_mu = s(clip(lambda - mu, 0, 1)),
+    mu = 0..n-1, s(x) = 3x^2 - 2x^3. At lambda = (p - 1) + x the first p - 1 points have weight 1, point p the weight
+    s(x), the rest 0; the effective number of points P = sum_mu t_mu = (p - 1) + s(x) is a strictly increasing
+    function of lambda, equal to it at the integers. The smoothstep (s'(0) = s'(1) = 0) makes the action C^1 in
+    lambda across the integers, where one point's weight stops and the next one's starts (with t = clip(lambda - mu)
+    the branch's tangent jumps there, which pseudo-arclength takes for a corrector jump)."""
+    return _smoothstep(jnp.clip(lam - jnp.arange(n, dtype=dtype), 0.0, 1.0))
+
+
+def tempered_count(lam) -> float:
+    """P = sum_mu t_mu at homotopy coordinate lambda (:func:`tempered_weights`): floor(lambda) + s(frac(lambda))."""
+    whole = math.floor(lam)
+    return whole + float(_smoothstep(lam - whole))
+
+
+def tempered_coordinate(P) -> float:
+    """The inverse of :func:`tempered_count`: lambda = floor(P) + s^{-1}(frac(P)), s^{-1}(y) = 1/2 - sin(arcsin(1 - 2y)
+    /3) (the root in [0, 1] of 3x^2 - 2x^3 = y)."""
+    whole = math.floor(P)
+    return whole + 0.5 - math.sin(math.asin(1 - 2 * (P - whole)) / 3)
+
+
+def tempered_subset(problem: Problem, lam) -> Problem:
+    """``problem`` with a continuous number of its data points (in their order): the likelihood weights of
+    :func:`tempered_weights` at homotopy coordinate ``lam`` (``problem.with_weights``; the tempered data term of
+    ``gp.data_term``), P = :func:`tempered_count` effective points.
+
+    At an integer lambda = P the action is that of the first P points plus (m/2)(n - P) log kappa2 (n = problem.P;
+    a point of weight 0 adds (m/2) log kappa2 and nothing else: ``gp.data_term``), and at any lambda the action of
+    the first p - 1 points and point p at weight t (P = p - 1 + t). Traceable in ``lam``: :func:`arclength` runs
+    pseudo-arclength continuation in it."""
+    return with_weights(problem, tempered_weights(problem.P, lam, problem.X.dtype))
+
+
+def _reparametrised(arc: Arc, parameter: Callable, offset: Callable, doffset: Callable) -> Arc:
+    """``arc`` traced in a coordinate lambda, reported in ``parameter(lambda)`` (each point's ``coordinate`` keeps
+    lambda; folds and ``daction`` = dS/d lambda stay in lambda), with ``offset(lambda)`` -- a constant of the action
+    free of the order parameters -- subtracted from every action (``doffset`` its derivative)."""
+    points = tuple(dataclasses.replace(p, parameter=parameter(p.parameter), coordinate=p.parameter,
+                                       action=p.action - offset(p.parameter),
+                                       daction=p.daction - doffset(p.parameter)) for p in arc.points)
+    folds = tuple(dataclasses.replace(f, parameter=parameter(f.parameter), coordinate=f.parameter,
+                                      action=f.action - offset(f.parameter)) for f in arc.folds)
+    return dataclasses.replace(arc, points=points, folds=folds, to_parameter=parameter)
+
+
 def arclength(arch, data, kappa2, parameter: str, theory="adaptive", *, init=None, start: str = "prior",
               ratios=(30.0,), step: float = 0.05, steps: int = 200, bounds=(None, None), direction: int = 1,
-              scale: float | None = None, tol: float = 1e-9, solver=None, **theory_options) -> Arc:
+              scale: float | None = None, tol: float = 1e-9, solver=None, at: float | None = None,
+              **theory_options) -> Arc:
     """Follow a branch of stationary points through its folds by pseudo-arclength continuation
     (:func:`trace_arclength`) in a continuous parameter of the problem.
 
     Args:
         arch, data, kappa2, theory, theory_options: as for :func:`adaptive_kernels.solve`; the branch starts at
             these values.
-        parameter: ``"N"``, ``"gamma"``, ``"kappa2"``, ``"s_w2"`` or ``"s_a2"`` (``"P"`` is discrete: use
-            :func:`continuation`).
+        parameter: ``"N"``, ``"gamma"``, ``"kappa2"``, ``"s_w2"``, ``"s_a2"`` or ``"P"``: a continuous number of
+            data points through the tempered likelihood (:func:`tempered_subset` of ``data``'s first n points, n the
+            upper bound rounded up, default all; the trace starts at P = ``at``, default n); the reported actions
+            are the P-point action's at integer P (the constant (m/2)(n - P) log kappa2 removed).
         init: order parameters to start from; default the start ``start`` of :func:`default_starts` (``"prior"``
             or ``"aligned x<r>"`` for r in ``ratios``).
         step, steps, bounds, direction, scale, tol, solver: see :func:`trace_arclength` (``bounds``: stop once the
@@ -965,20 +1043,107 @@ def arclength(arch, data, kappa2, parameter: str, theory="adaptive", *, init=Non
         arc = ak.phases.arclength(arch, data, 0.1, "N", theory, start="aligned x30", bounds=(5, 80))
         arc.folds       # [ArcFold(parameter=..., eigenvalue~0, refined=True, ...), ...]
     """
-    if parameter not in PROBLEM_PARAMETERS:
-        raise ValueError(f"parameter must be one of {', '.join(PROBLEM_PARAMETERS)}, got {parameter!r}")
+    if parameter not in PROBLEM_PARAMETERS + ("P",):
+        raise ValueError(f"parameter must be one of {', '.join(PROBLEM_PARAMETERS + ('P',))}, got {parameter!r}")
+    if at is not None and parameter != "P":
+        raise ValueError(f"at: only for parameter 'P' (the start is the problem's {parameter}), got {at!r}")
     theory = get_theory(theory, **theory_options)
     problem = make_problem(arch, data, kappa2)
-    theory.check(problem)
+    if parameter == "P":
+        n = problem.P if bounds[1] is None else min(problem.P, math.ceil(bounds[1]))
+        problem = with_parameter(problem, "P", n).report
+        if not 1 <= (n if at is None else at) <= n:
+            raise ValueError(f"at must lie between 1 and {n} (the points used), got {at!r}")
+        value0 = tempered_coordinate(float(n if at is None else at))
+        bounds = (tempered_coordinate(max(1.0, 1.0 if bounds[0] is None else bounds[0])), float(n))
+        problem_at = functools.partial(tempered_subset, problem)
+    else:
+        value0 = float(problem.width if parameter == "N" else getattr(problem, parameter))
+        problem_at = functools.partial(set_parameter, problem, parameter)
+    theory.check(problem_at(value0))
     if init is None:
-        starts = default_starts(problem, theory, data.w_star, ratios)
+        starts = default_starts(problem_at(value0), theory, data.w_star, ratios)
         if start not in starts:
             raise ValueError(f"start must be one of {', '.join(starts)}, got {start!r}")
         init = starts[start]
-    value0 = float(problem.width if parameter == "N" else getattr(problem, parameter))
-    return trace_arclength(theory, lambda v: set_parameter(problem, parameter, v), value0, init, step=step,
-                           steps=steps, bounds=bounds, direction=direction, scale=scale, tol=tol, solver=solver,
-                           label=parameter)
+    arc = trace_arclength(theory, problem_at, value0, init, step=step, steps=steps, bounds=bounds,
+                          direction=direction, scale=scale, tol=tol, solver=solver, label=parameter)
+    if parameter != "P":
+        return arc
+    half_log = 0.5 * problem.outputs * math.log(float(problem.kappa2))
+    return _reparametrised(arc, tempered_count, lambda lam: half_log * (n - tempered_count(lam)),
+                           lambda lam: -half_log * 6 * (lam % 1) * (1 - lam % 1))
+
+
+def _coordinate(point: ArcPoint) -> float:
+    return point.parameter if point.coordinate is None else point.coordinate
+
+
+def _pieces(arc: Arc) -> list[list[ArcPoint]]:
+    """The runs of consecutive minima of ``arc`` along which its coordinate is monotone (a fold ends a run)."""
+    runs, run = [], []
+    for p in arc.points:
+        if p.kind != "minimum" or (run and np.sign(p.slope) != np.sign(run[-1].slope)):
+            if len(run) > 1:
+                runs.append(run)
+            run = [p] if p.kind == "minimum" else []
+            continue
+        run.append(p)
+    if len(run) > 1:
+        runs.append(run)
+    return [sorted(r, key=_coordinate) for r in runs]
+
+
+def _hermite(run: list[ArcPoint]):
+    """The action along a run of minima as a function of the traced coordinate: cubic Hermite between the points
+    (values and the envelope derivatives ``daction``)."""
+    from scipy.interpolate import CubicHermiteSpline
+
+    x = np.array([_coordinate(p) for p in run])
+    keep = np.concatenate([[True], np.diff(x) > 0])
+    return CubicHermiteSpline(x[keep], np.array([p.action for p in run])[keep],
+                              np.array([p.daction for p in run])[keep])
+
+
+def arc_crossings(*arcs: Arc, atol: float = 1e-3, slopes: float = 1e-2) -> list[dict]:
+    """Where two distinct branches of minima traced by :func:`arclength` (in one parameter, with one coordinate)
+    have equal actions: the first-order transition, where the posterior switches branch.
+
+    Every arc is cut into runs of minima monotone in the parameter (between folds; a run of one arc can meet
+    another run of the same S-shaped arc). For every pair of runs the action difference, each action interpolated
+    in the traced coordinate by cubic Hermite splines through the points' actions and their exact slopes
+    (:attr:`ArcPoint.daction`, the envelope derivative), is solved for zero on the common range (brentq). Two runs
+    whose actions agree within ``atol`` over all of it, or that meet with slopes dS/d coordinate equal within the
+    relative tolerance ``slopes``, are one branch traced twice (e.g. back along its mirror image under a symmetry,
+    within the interpolation's error): no crossing. A first-order transition has a jump of that slope.
+    Returns [{parameter, action, runs: ((arc index, first parameter), (arc index, first parameter)), slopes: (dS/d
+    coordinate of each), bracket: the parameters of the bracketing points}], sorted by parameter."""
+    from scipy.optimize import brentq
+
+    runs = [(i, r) for i, arc in enumerate(arcs) for r in _pieces(arc)]
+    found = []
+    for (ia, ra), (ib, rb) in itertools.combinations(runs, 2):
+        lo = max(_coordinate(ra[0]), _coordinate(rb[0]))
+        hi = min(_coordinate(ra[-1]), _coordinate(rb[-1]))
+        if not lo < hi:
+            continue
+        fa, fb = _hermite(ra), _hermite(rb)
+        grid = np.unique(np.concatenate([[lo, hi], [_coordinate(p) for p in ra + rb if lo < _coordinate(p) < hi]]))
+        diff = fa(grid) - fb(grid)
+        if np.max(np.abs(diff)) <= atol:
+            continue
+        to_parameter = arcs[ia].to_parameter or (lambda v: v)
+        for x0, x1, d0, d1 in zip(grid, grid[1:], diff, diff[1:]):
+            if np.sign(d0) == np.sign(d1) and d0 != 0:
+                continue
+            x = x0 if d0 == 0 else brentq(lambda v: fa(v) - fb(v), x0, x1, xtol=1e-12)
+            if abs(fa(x, 1) - fb(x, 1)) <= slopes * max(abs(fa(x, 1)), abs(fb(x, 1))):
+                continue
+            found.append({"parameter": float(to_parameter(x)), "action": float(fa(x)),
+                          "runs": ((ia, ra[0].parameter), (ib, rb[0].parameter)),
+                          "slopes": (float(fa(x, 1)), float(fb(x, 1))),
+                          "bracket": (float(to_parameter(x0)), float(to_parameter(x1)))})
+    return sorted(found, key=lambda c: c["parameter"])
 
 
 # --- phase diagrams and plots -----------------------------------------------------------------------------------

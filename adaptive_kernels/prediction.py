@@ -39,9 +39,9 @@ def _gp_prediction(theory, value, problem: Problem, X_test) -> Prediction:
     K, K_cross, diag = theory.output_kernels(value, problem, X_test)
     P = problem.P
     if X_test is None:
-        return Prediction(posterior(K, problem.y, problem.kappa2, K).mean, None, None, K)
+        return Prediction(posterior(K, problem.y, problem.kappa2, K, weights=problem.weights).mean, None, None, K)
     out = posterior(K, problem.y, problem.kappa2, jnp.concatenate([K, K_cross]),
-                    jnp.concatenate([jnp.diagonal(K), diag]))
+                    jnp.concatenate([jnp.diagonal(K), diag]), problem.weights)
     return Prediction(out.mean[:P], out.mean[P:], out.variance[P:], K)
 
 

@@ -36,6 +36,9 @@ class Problem(eqx.Module):
         kappa2, s_w2, s_a2, s_b2, gamma: float arrays.
         widths: (L,) float array, the hidden widths N_1..N_L (C for a CNN).
         activation: the nonlinearity phi.  patches: S (1 for a fully connected net).
+        weights: None, or (P,) likelihood weights t_mu in [0, 1] (the tempered data term of ``gp.data_term``: a
+            continuous number of data points, issue 17; :func:`with_weights`). Only some actions take them
+            (:func:`check_unweighted`).
     """
 
     X: jnp.ndarray
@@ -48,6 +51,7 @@ class Problem(eqx.Module):
     widths: jnp.ndarray
     activation: AbstractActivation
     patches: int = eqx.field(static=True, default=1)
+    weights: jnp.ndarray | None = None
 
     @property
     def P(self) -> int:
@@ -149,3 +153,27 @@ def make_problem(arch: FCN | CNN, data, kappa2) -> Problem:
     )
     check_scales(problem)
     return problem
+
+
+def with_weights(problem: Problem, weights) -> Problem:
+    """``problem`` with likelihood weights t_mu in [0, 1], one per training point (None: the plain likelihood).
+
+    The tempered data term (``gp.data_term``) is smooth in t, equals the plain one at t = 1 and drops point mu
+    (up to the constant (m/2) log kappa2) at t_mu = 0. Checked unless traced (a traced t, e.g. a continuous P in
+    ``phases.arclength``, is taken as given)."""
+    if weights is None:
+        return eqx.tree_at(lambda p: p.weights, problem, None, is_leaf=lambda x: x is None)
+    if not is_traced(weights):
+        weights = check_array("weights", weights, ndim=1, shape=(problem.P,))
+        if not bool(jnp.all((weights >= 0) & (weights <= 1))):
+            raise ValueError(f"weights must lie in [0, 1], got values in [{float(jnp.min(weights)):g}, "
+                             f"{float(jnp.max(weights)):g}]")
+    return eqx.tree_at(lambda p: p.weights, problem, jnp.asarray(weights, problem.X.dtype),
+                       is_leaf=lambda x: x is None)
+
+
+def check_unweighted(problem: Problem, what: str) -> None:
+    """Raise a ValueError naming ``weights`` if ``problem`` has likelihood weights that ``what`` cannot take."""
+    if problem.weights is not None:
+        raise ValueError(f"weights: {what} does not take likelihood weights (the tempered data term is implemented "
+                         "for the two-layer weight form (Gaussian ansatz) and the mixture ansatz, loops=0)")

@@ -34,7 +34,7 @@ from adaptive_kernels.actions import deep, exact, exact_one_loop, mixture, one_l
 from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_space
 from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
 from adaptive_kernels.gp import data_term
-from adaptive_kernels.problem import Problem
+from adaptive_kernels.problem import Problem, check_unweighted
 from adaptive_kernels.solvers import Continuation, FixedPoint, Newton, stationary_point
 
 FORMS = ("auto", "weight", "kernel", "conjugate")
@@ -135,6 +135,7 @@ class NNGP(AbstractTheory):
         return None
 
     def action(self, problem: Problem):
+        check_unweighted(problem, "the NNGP theory")
         return data_term(problem.nngp_kernel().nngp, problem.y, problem.kappa2)
 
     def output_kernels(self, value, problem, X_test=None):
@@ -163,6 +164,8 @@ class AbstractLoopTheory(AbstractTheory):
 
     def problem(self, problem):
         action, args = self.saddle_problem(problem)
+        if self.loops:
+            check_unweighted(problem, "loops=1")
         return one_loop.with_loops(action, self.loops), args
 
     def check(self, problem):
@@ -188,6 +191,7 @@ class Scaling(AbstractLoopTheory):
     loops: int = eqx.field(static=True, default=0)
 
     def saddle_problem(self, problem):
+        check_unweighted(problem, "the scaling theory")
         return ScalingAction(), scaled_kernel(problem)
 
     def init(self, problem, args):
@@ -361,9 +365,10 @@ class Adaptive(AbstractLoopTheory):
         if self.measure == "mixture":
             return mixture.mixture_action(self.components, self.samples, self.seed, problem, self.along,
                                           self.direction), problem
+        if form == "weight" and problem.depth == 1:
+            return TwoLayerAdaptiveAction(resolve_space(self.space, problem)), problem
+        check_unweighted(problem, f"the adaptive {form} form of depth {problem.depth} (measure {self.measure!r})")
         if form == "weight":
-            if problem.depth == 1:
-                return TwoLayerAdaptiveAction(resolve_space(self.space, problem)), problem
             return deep.InputSpaceAction(), problem
         if form == "kernel":
             return deep.WhitenedKernelAction(), problem

@@ -21,7 +21,7 @@ import pytest
 import adaptive_kernels as ak
 from adaptive_kernels.actions.base import EntropicAction
 from adaptive_kernels.phases import (
-    Instance, aligned_state, classify, continue_branches, find_stationary_points, hessian_eigenvalues, trace_arclength,
+    Instance, aligned_state, arc_crossings, classify, continue_branches, find_stationary_points, hessian_eigenvalues, trace_arclength,
     with_parameter,
 )
 from adaptive_kernels.theories import AbstractTheory
@@ -165,6 +165,11 @@ def test_arclength_passes_both_folds_follows_the_saddle_and_locates_the_folds_ex
                                atol=1e-7)
     assert max(abs(f.eigenvalue) for f in folds) < 1e-6
     assert arc.window() == pytest.approx((-T_FOLD, T_FOLD), abs=1e-8)
+    # the two wells' actions cross at t = 0 (the well is symmetric under u1 -> -u1, t -> -t), with the jump of the
+    # slope dS/dt = u1 between the wells: located from the Hermite interpolants of the two runs of minima
+    (crossing,) = arc_crossings(arc)
+    assert crossing["parameter"] == pytest.approx(0.0, abs=1e-4)  # cubic Hermite over steps up to 0.4
+    assert sorted(crossing["slopes"]) == pytest.approx([-1.0, 1.0], abs=1e-2)
 
 
 def test_plots_draw_every_branch():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.optimize import minimize
+from arcsine_action import arcsine_action, local_minima
 
 from adaptive_kernels.sweep import ConfigError, ParameterError, Sweep, TeacherData, build_regime, grid, load_config
 from adaptive_kernels.sweep import run_sweep
@@ -20,44 +20,15 @@ RATIOS = (30.0, 0.05)
 
 
 def _independent_action(point):
-    """S(Sigma) = (N/2)[a tr Sigma - log det Sigma] + (1/2) y^T (K + kappa2)^-1 y + (1/2) log det(K + kappa2) with
-    the erf arcsine kernel K = c (2/pi) arcsin(2 x.Sigma x' / sqrt((1 + 2 x.Sigma x)(1 + 2 x'.Sigma x'))),
-    c = s_a2 N^(1 - gamma), a = d / s_w2 (THEORY.md secs. 3-4), in numpy, as a function of the Cholesky
-    coordinates (log l11, l21, log l22) of Sigma."""
+    """S(Sigma) in numpy (``arcsine_action``: entropy + GP data term with the erf arcsine kernel) as a function of
+    the Cholesky coordinates (log l11, l21, log l22) of Sigma."""
     data = build_regime(point, RECIPE).data
-    X, y = np.asarray(data.X), np.asarray(data.y)
-    N, kappa2 = point["width"], point["kappa2"]
-    c, a = N ** (1 - point["gamma"]), X.shape[1]
-
-    def S(u):
-        L = np.array([[np.exp(u[0]), 0.0], [u[1], np.exp(u[2])]])
-        Sigma = L @ L.T
-        G = X @ Sigma @ X.T
-        q = 1 + 2 * np.diag(G)
-        K = c * 2 / np.pi * np.arcsin(2 * G / np.sqrt(np.outer(q, q)))
-        A = K + kappa2 * np.eye(len(y))
-        C = np.linalg.cholesky(A)
-        return (0.5 * N * (a * np.trace(Sigma) - 2 * (u[0] + u[2])) + 0.5 * y @ np.linalg.solve(A, y)
-                + np.sum(np.log(np.diag(C))))
-
-    return S
+    return arcsine_action(np.asarray(data.X), np.asarray(data.y), point["width"], point["gamma"], point["kappa2"])
 
 
 def _independent_minima(point, starts=40):
-    """The distinct local minima (actions) of :func:`_independent_action` reached by BFGS from random starts
-    (log l11, log l22 uniform in [-3, 2], l21 standard normal; L-BFGS-B within wide bounds, which keep the line
-    search away from overflow)."""
-    S = _independent_action(point)
-    rng = np.random.default_rng(1)
-    found = []
-    for _ in range(starts):
-        u0 = np.array([rng.uniform(-3, 2), rng.normal(), rng.uniform(-3, 2)])
-        res = minimize(S, u0, method="L-BFGS-B", bounds=[(-8, 6), (-30, 30), (-8, 6)],
-                       options={"ftol": 1e-15, "gtol": 1e-8})
-        if np.linalg.norm(res.jac) < 1e-2:  # a finite-difference gradient at |S| ~ 1e3: noise ~1e-3
-            if all(abs(res.fun - f) > 1e-6 * abs(f) for f in found):
-                found.append(res.fun)
-    return sorted(found)
+    """The distinct local minima (actions) of :func:`_independent_action` from random starts (``local_minima``)."""
+    return local_minima(_independent_action(point), starts)
 
 
 @pytest.fixture(scope="module")

@@ -119,9 +119,11 @@ class TwoLayerAdaptiveAction(EntropicAction):
     space: str = eqx.field(static=True)
 
     def data_term(self, Sigma, problem: Problem):
+        """D, or with ``problem.weights`` the tempered D_t (``gp.data_term``)."""
         if self.space == "weight":
-            return data_term_low_rank(problem.weight_space_factor(Sigma), problem.y, problem.kappa2)[0]
-        return data_term(problem.two_layer_kernel(Sigma).nngp, problem.y, problem.kappa2)
+            return data_term_low_rank(problem.weight_space_factor(Sigma), problem.y, problem.kappa2,
+                                      problem.weights)[0]
+        return data_term(problem.two_layer_kernel(Sigma).nngp, problem.y, problem.kappa2, problem.weights)
 
     def prior(self, problem: Problem):
         """N weight vectors with prior N(0, (s_w2/n) I): weight N, precision n/s_w2."""
@@ -133,9 +135,10 @@ class TwoLayerAdaptiveAction(EntropicAction):
         Function space: one Cholesky factor L of K_Sigma + kappa2 gives D, its closed-form gradient and
         C = F^T B F = W^T W with W = L^-1 Xt F (one triangular solve with d right-hand sides). Weight space
         (linear phi, K = Z Z^T, Z = sqrt(c) X F): C = Z^T A Z = I - kappa2 (kappa2 I + Z^T Z)^{-1} and
-        F^T V = Z^T t = alpha from the Woodbury factors. A CNN (several patches) gets no model.
+        F^T V = Z^T t = alpha from the Woodbury factors. A CNN (several patches) or a tempered data term
+        (``problem.weights``) gets no model.
         """
-        if problem.patches != 1:
+        if problem.patches != 1 or problem.weights is not None:
             return super().linearised_data_term(Sigma, problem)
         F = jnp.linalg.cholesky(Sigma)
         if self.space == "weight":

@@ -281,7 +281,7 @@ class MixtureAction(EntropicAction):
             gauge = 0.5 * N * (tau - 1 - jnp.log(tau))
         entropy = N * kl_divergence(value, a, self.draws) + 0.5 * N * d * (1 + jnp.log(a))
         K = mixture_kernel(problem, value, problem.X)[0]
-        return entropy + gauge + data_term(K, problem.y, problem.kappa2)
+        return entropy + gauge + data_term(K, problem.y, problem.kappa2, problem.weights)
 
     def data_term(self, value, problem: Problem):
         """S minus the leaves' Gaussian entropies (module docstring)."""
@@ -349,7 +349,7 @@ class AxisMixtureAction(EntropicAction):
         tau = a * sum(M[-1, -1] for M in value[1:]) / self.count
         K = mixture_kernel(problem, value, problem.X, direction=self.direction)[0]
         return (N * kl + 0.5 * N * d * (1 + jnp.log(a)) + 0.5 * N * (tau - 1 - jnp.log(tau))
-                + data_term(K, problem.y, problem.kappa2))
+                + data_term(K, problem.y, problem.kappa2, problem.weights))
 
     def data_term(self, value, problem: Problem):
         """S minus the leaves' Gaussian entropies (module docstring)."""
