@@ -5,7 +5,7 @@ Importing the package enables JAX's float64 mode unless the user chose otherwise
 (``JAX_ENABLE_X64`` in the environment, or ``ADAPTIVE_KERNELS_X64=0``): see ``_config``.
 """
 
-from adaptive_kernels._config import _apply_default_precision, compilation_cache, precision, threads, xla_workarounds
+from adaptive_kernels._config import _apply_default_precision, compilation_cache, precision, threads
 
 _apply_default_precision()
 
@@ -96,6 +96,5 @@ __all__ = [
     "teacher_dataset",
     "threads",
     "compilation_cache",
-    "xla_workarounds",
     "wilsonian_rg",
 ]

@@ -25,10 +25,9 @@ therefore asks for ``DEFAULT_THREADS`` threads in each pool, *unless the user ha
 - ``ADAPTIVE_KERNELS_THREADS=n`` (a positive integer) asks for n threads in both pools;
   ``ADAPTIVE_KERNELS_THREADS=default`` keeps JAX's and OpenBLAS's own defaults (all cores);
   empty counts as unset;
-- ``PJRT_NPROC`` / ``NPROC`` set, or (without ``ADAPTIVE_KERNELS_THREADS``) the user's ``XLA_FLAGS``
-  set: XLA's pool is left alone; ``OPENBLAS_NUM_THREADS`` / ``GOTO_NUM_THREADS`` /
-  ``OMP_NUM_THREADS`` set: OpenBLAS is left alone. The user's own thread variables are never changed (``XLA_FLAGS`` may gain
-  the workaround flag below).
+- ``PJRT_NPROC`` / ``NPROC`` set, or (without ``ADAPTIVE_KERNELS_THREADS``) ``XLA_FLAGS`` set:
+  XLA's pool is left alone; ``OPENBLAS_NUM_THREADS`` / ``GOTO_NUM_THREADS`` /
+  ``OMP_NUM_THREADS`` set: OpenBLAS is left alone. The user's own variables are never changed.
 
 The policy works by setting those environment variables for this process (children inherit
 them), so it can only act before the pools exist: if JAX's backend is already initialised
@@ -36,25 +35,6 @@ them), so it can only act before the pools exist: if JAX's backend is already in
 started with, and if ``scipy.linalg`` was already imported, OpenBLAS keeps its size; the
 policy then leaves that pool alone (with a warning if ``ADAPTIVE_KERNELS_THREADS`` asked
 for it). :func:`threads` reports what is in force.
-
-XLA workaround (:func:`_apply_xla_workarounds`, run at import after the threading policy). jaxlib
-0.10.2 and 0.11 hand some CPU fusions to the experimental YNNPACK path (``__ynn_fusion``), which
-crashes (segmentation fault on an XLA worker thread, so the Python traceback shows whatever the
-main thread was doing, often compiling) or hangs on some shapes (jax-ml/jax issues 39257 and
-40412). Our solver loops contain such fusions (seen in the optimised HLO of a solve, a vmapped sweep and the
-fold refinement), and our test runs on jaxlib 0.10.2 died intermittently with segmentation faults
-inside XLA with exactly that signature (not reproducible on demand, so the cause is attributed by
-its symptoms). On those jaxlib versions the library appends ``--xla_cpu_experimental_ynn_fusion_type=`` (empty: no
-YNN fusion) to ``XLA_FLAGS``, *unless*:
-
-- the user's ``XLA_FLAGS`` already sets ``xla_cpu_experimental_ynn_fusion_type`` (their choice);
-- ``ADAPTIVE_KERNELS_YNN=on`` (keep XLA's default; at the user's risk);
-- JAX's backend is already initialised (XLA read its flags then; nothing is changed).
-
-The cost: dense linear algebra without YNN fusions ran up to ~25% slower in our measurements (deep
-ReLU solve, L = 3, P = 100: 0.33 -> 0.41 s CPU; a two-layer erf solve unchanged). The flag is an
-addition to the process's ``XLA_FLAGS``; it does not count as the user's ``XLA_FLAGS`` for the
-threading policy. :func:`xla_workarounds` reports what was applied.
 
 Persistent compilation cache (opt-in, :func:`_apply_compilation_cache`, run at import). Off unless asked:
 ``ADAPTIVE_KERNELS_COMPILATION_CACHE=<directory>`` sets JAX's ``jax_compilation_cache_dir`` to that directory
@@ -121,12 +101,6 @@ def _jax_backend_started() -> bool:
         return False
 
 
-def _user_xla_flags() -> str:
-    """The user's part of ``XLA_FLAGS``: the variable without the flag :func:`_apply_xla_workarounds` adds (a child
-    process inherits it; it is not a choice of the user's)."""
-    return " ".join(flag for flag in os.environ.get("XLA_FLAGS", "").split() if flag != YNN_OFF_FLAG)
-
-
 def _apply_default_threads() -> None:
     """Size XLA's CPU pool and OpenBLAS's pool before they start, unless the user chose (module docstring)."""
     _threads_applied.clear()
@@ -135,12 +109,13 @@ def _apply_default_threads() -> None:
     if count is None:
         return
     pools = (
-        ("xla", "PJRT_NPROC", _XLA_VARIABLES, _jax_backend_started(), "JAX's backend is already initialised"),
+        ("xla", "PJRT_NPROC", _XLA_VARIABLES + (() if explicit else ("XLA_FLAGS",)), _jax_backend_started(),
+         "JAX's backend is already initialised"),
         ("openblas", "OPENBLAS_NUM_THREADS", _BLAS_VARIABLES, any(m.startswith("scipy.linalg") for m in sys.modules),
          "scipy.linalg (and its OpenBLAS) is already loaded"),
     )
     for pool, variable, user_variables, started, why in pools:
-        if any(name in os.environ for name in user_variables) or (pool == "xla" and not explicit and _user_xla_flags()):
+        if any(name in os.environ for name in user_variables):
             continue
         if started:
             if explicit:
@@ -149,42 +124,6 @@ def _apply_default_threads() -> None:
             continue
         os.environ[variable] = str(count)
         _threads_applied[pool] = variable
-
-
-YNN_OFF_FLAG = "--xla_cpu_experimental_ynn_fusion_type="
-"""The XLA flag that turns the YNNPACK fusions off (an empty list of fusion kinds)."""
-YNN_AFFECTED = ((0, 10, 2), (0, 12, 0))
-"""jaxlib versions [first, last) that have the flag and the crashing YNN fusions (module docstring). Older jaxlib
-would abort on the unknown flag; newer ones are left alone until checked."""
-_YNN_VARIABLE = "ADAPTIVE_KERNELS_YNN"
-_xla_applied: list[str] = []
-
-
-def _jaxlib_version() -> tuple[int, ...]:
-    import jaxlib.version
-
-    return tuple(int(part) for part in jaxlib.version.__version__.split(".")[:3] if part.isdigit())
-
-
-def _apply_xla_workarounds() -> None:
-    """Turn off XLA's YNNPACK fusions on the affected jaxlib versions, unless the user chose (module docstring)."""
-    _xla_applied.clear()
-    keep = os.environ.get(_YNN_VARIABLE, "").strip().lower()
-    if keep not in {"", "on", "off"}:
-        raise ValueError(f"{_YNN_VARIABLE} must be 'on' (keep XLA's YNN fusions) or 'off' (the default: turn them off "
-                         f"on jaxlib {'.'.join(map(str, YNN_AFFECTED[0]))} and later), got {os.environ[_YNN_VARIABLE]!r}")
-    first, last = YNN_AFFECTED
-    flags = os.environ.get("XLA_FLAGS", "")
-    if (keep == "on" or not first <= _jaxlib_version() < last or "xla_cpu_experimental_ynn_fusion_type" in flags
-            or _jax_backend_started()):
-        return
-    os.environ["XLA_FLAGS"] = f"{flags} {YNN_OFF_FLAG}".strip()
-    _xla_applied.append(YNN_OFF_FLAG)
-
-
-def xla_workarounds() -> list[str]:
-    """The XLA flags this library added to ``XLA_FLAGS`` at import (module docstring); empty if none."""
-    return list(_xla_applied)
 
 
 def threads() -> dict:
@@ -264,4 +203,3 @@ _apply_compilation_cache()
 # module first. (The float64 policy is applied from __init__; this one must also cover code that
 # imports a submodule directly.)
 _apply_default_threads()
-_apply_xla_workarounds()

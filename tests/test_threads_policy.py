@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-_THREAD_VARIABLES = ("XLA_FLAGS", "PJRT_NPROC", "NPROC", "ADAPTIVE_KERNELS_THREADS", "ADAPTIVE_KERNELS_YNN", "OPENBLAS_NUM_THREADS",
+_THREAD_VARIABLES = ("XLA_FLAGS", "PJRT_NPROC", "NPROC", "ADAPTIVE_KERNELS_THREADS", "OPENBLAS_NUM_THREADS",
                      "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
 
 REPORT = """
@@ -108,51 +108,3 @@ def test_bad_thread_count_raises_naming_the_variable(value):
     done = _run("import adaptive_kernels", ADAPTIVE_KERNELS_THREADS=value)
     assert done.returncode != 0
     assert "ADAPTIVE_KERNELS_THREADS must be a positive integer or 'default'" in done.stderr
-
-
-YNN_REPORT = """
-import json, os
-{before}
-import adaptive_kernels, jax, jax.numpy as jnp
-a = jnp.ones((20, 20))
-hlo = jax.jit(lambda a, b: jnp.tanh(a @ b).sum(0)).lower(a, a).compile().as_text()
-print(json.dumps({{"XLA_FLAGS": os.environ.get("XLA_FLAGS"), "applied": adaptive_kernels.xla_workarounds(),
-                  "ynn_in_hlo": "__ynn_fusion" in hlo, "xla_threads": adaptive_kernels.threads()["xla"]}}))
-"""
-
-
-def _ynn_report(before: str = "pass", **env_vars) -> dict:
-    done = _run(YNN_REPORT.format(before=before), **env_vars)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def test_ynn_fusions_are_off_on_affected_jaxlib_unless_the_user_chose():
-    """The XLA workaround (adaptive_kernels/_config.py): on the jaxlib versions whose YNNPACK fusions crash, the
-    compiled program of a small dot has no ``__ynn_fusion`` with the library's default, and has one where the user
-    keeps XLA's default (``ADAPTIVE_KERNELS_YNN=on``): the flag, not something else, removes them. The user's own
-    XLA_FLAGS are kept (the flag is appended) and the threading policy still treats them as the user's."""
-    from adaptive_kernels._config import YNN_AFFECTED, YNN_OFF_FLAG, _jaxlib_version
-
-    if not YNN_AFFECTED[0] <= _jaxlib_version() < YNN_AFFECTED[1]:
-        default = _ynn_report()
-        assert default["applied"] == [] and default["XLA_FLAGS"] is None  # other jaxlib versions: untouched
-        return
-    default = _ynn_report()
-    assert default["applied"] == [YNN_OFF_FLAG] and default["XLA_FLAGS"] == YNN_OFF_FLAG
-    assert not default["ynn_in_hlo"]
-    assert default["xla_threads"] == {"threads": "1", "variable": "PJRT_NPROC", "set_by": "adaptive_kernels"}
-    kept = _ynn_report(ADAPTIVE_KERNELS_YNN="on")
-    assert kept["applied"] == [] and kept["XLA_FLAGS"] is None and kept["ynn_in_hlo"]
-    user = _ynn_report(XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
-    assert user["XLA_FLAGS"] == f"--xla_cpu_multi_thread_eigen=false {YNN_OFF_FLAG}" and not user["ynn_in_hlo"]
-    assert user["xla_threads"]["set_by"] == "default"  # the user's XLA_FLAGS: XLA's pool left alone, as before
-    chosen = _ynn_report(XLA_FLAGS="--xla_cpu_experimental_ynn_fusion_type=reduce")
-    assert chosen["applied"] == [] and chosen["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=reduce"
-    late = _ynn_report("import jax; jax.numpy.ones(2).block_until_ready()")
-    assert late["applied"] == [] and late["XLA_FLAGS"] is None and late["ynn_in_hlo"]
-
-
-def test_bad_ynn_choice_raises_naming_the_variable():
-    done = _run("import adaptive_kernels", ADAPTIVE_KERNELS_YNN="maybe")
-    assert done.returncode != 0 and "ADAPTIVE_KERNELS_YNN must be 'on'" in done.stderr
