@@ -16,6 +16,7 @@ w* over the prior's, and the learnability L3 of He3 of the tempered posterior).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import pickle
 import time
@@ -49,6 +50,7 @@ def main():
     parser.add_argument("--step", type=float, default=0.05)
     parser.add_argument("--scale", type=float, default=10.0)
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--chunk", type=int, default=150, help="continue (and save) every this many steps")
     parser.add_argument("--only", choices=("aligned", "non-aligned"))
     parser.add_argument("--start", type=int, help="trace only the --only branch, from its minimum at this P "
                         "(fixed starts on the first --start points), in --direction")
@@ -124,28 +126,46 @@ def main():
               f"{[(round(p.action, 3), round(d['pair_weight'], 3), round(d['am2'], 3)) for p, d in described]}",
               flush=True)
         init = min((p for p, a in kinds if a == (name == "aligned")), key=lambda p: p.action).value
-        arc = phases.arclength(arch, data, args.kappa2, "P", theory, init=init, at=at, direction=direction,
-                               bounds=(args.low, args.high), step=args.step, steps=args.steps, scale=args.scale)
         if args.start is not None:
             name = f"{name} K={args.components} from P={at} {'up' if direction > 0 else 'down'}"
-        arcs[name] = arc
-        for i, p in enumerate(arc.points):
-            rows.append({"branch": name, "step": i, "P": p.parameter, "coordinate": p.coordinate,
-                         "action": p.action, "dS_dcoordinate": p.daction, "kind": p.kind, "index": p.index,
-                         "min_eigenvalue": p.min_eigenvalue, **describe(p.value, p.coordinate, template)})
-        for f in arc.folds:
-            folds.append({"branch": name, "P": f.parameter, "action": f.action, "eigenvalue": f.eigenvalue,
-                          "refined": f.refined, **describe(f.value, f.coordinate, template)})
-        print(f"{name}: {len(arc.points)} points, stopped ({arc.reason}); folds "
-              f"{[(round(f.parameter, 4), f.refined, f'{f.eigenvalue:.1e}') for f in arc.folds]}; "
-              f"CPU {time.process_time() - start:.0f} s", flush=True)
-        if args.csv:
-            pd.DataFrame(rows).to_csv(args.csv, index=False)
-    if args.save:
-        with open(args.save, "wb") as f:
-            pickle.dump((arcs, rows, folds), f)
+        points, arc_folds, where, left = [], [], (init, float(at), direction), args.steps
+        while left > 0:  # in chunks of --chunk steps, each continued from the last point, saved as it goes
+            value, P0, sign = where
+            piece = phases.arclength(arch, data, args.kappa2, "P", theory, init=value, at=P0, direction=sign,
+                                     bounds=(args.low, args.high), step=args.step, steps=min(args.chunk, left),
+                                     scale=args.scale)
+            new = piece.points[1:] if points else piece.points
+            points += new
+            arc_folds += piece.folds
+            arc = dataclasses.replace(piece, points=tuple(points), folds=tuple(arc_folds))
+            arcs[name] = arc
+            for i, p in enumerate(new, start=len(points) - len(new)):
+                rows.append({"branch": name, "step": i, "P": p.parameter, "coordinate": p.coordinate,
+                             "action": p.action, "dS_dcoordinate": p.daction, "kind": p.kind, "index": p.index,
+                             "min_eigenvalue": p.min_eigenvalue, **describe(p.value, p.coordinate, template)})
+            for f in piece.folds:
+                folds.append({"branch": name, "P": f.parameter, "action": f.action, "eigenvalue": f.eigenvalue,
+                              "refined": f.refined, **describe(f.value, f.coordinate, template)})
+            print(f"{name}: {len(arc.points)} points, stopped ({arc.reason}) at P = {points[-1].parameter:.4f}; "
+                  f"folds {[(round(f.parameter, 4), f.refined, f'{f.eigenvalue:.1e}') for f in arc.folds]}; "
+                  f"CPU {time.process_time() - start:.0f} s", flush=True)
+            if args.csv:
+                pd.DataFrame(rows).to_csv(args.csv, index=False)
+            save(args.save, arcs, rows, folds)
+            left -= args.chunk
+            if piece.reason != "steps":
+                break
+            last = points[-1]
+            where = (last.value, last.parameter, 1 if last.slope > 0 else -1)
+    save(args.save, arcs, rows, folds)
     print(f"CPU {time.process_time() - start:.0f} s")
     report(arcs, rows, folds, args)
+
+
+def save(path, arcs, rows, folds):
+    if path:
+        with open(path, "wb") as f:
+            pickle.dump((arcs, rows, folds), f)
 
 
 def report(arcs, rows, folds, args):
