@@ -16,6 +16,8 @@ w* over the prior's, and the learnability L3 of He3 of the tempered posterior).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import pathlib
 import pickle
 import time
 
@@ -40,12 +42,23 @@ def main():
     parser.add_argument("--kappa2", type=float, default=0.1)
     parser.add_argument("--gamma", type=float, default=2.0)
     parser.add_argument("--eps", type=float, default=1.0)
+    parser.add_argument("--components", type=int, default=2,
+                        help="K of the axis mixture (1: one symmetrised Gaussian pair, the unsplit non-aligned state "
+                        "without the flat direction that two coinciding components have)")
     parser.add_argument("--low", type=int, default=40)
     parser.add_argument("--high", type=int, default=120)
     parser.add_argument("--step", type=float, default=0.05)
     parser.add_argument("--scale", type=float, default=10.0)
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--chunk", type=int, default=150, help="continue (and save) every this many steps")
     parser.add_argument("--only", choices=("aligned", "non-aligned"))
+    parser.add_argument("--start", type=int, help="trace only the --only branch, from its minimum at this P "
+                        "(fixed starts on the first --start points), in --direction")
+    parser.add_argument("--direction", type=int, choices=(-1, 1), help="with --start: down (-1) or up (+1) in P")
+    parser.add_argument("--warm", type=int, nargs="*", default=(),
+                        help="with --start: find the minima at these P first (fixed starts at the first, then the "
+                        "previous P's minima) and add them to the starts at --start (how the sweeps reached the "
+                        "non-aligned minima at P = 45 and 60: fixed starts there find none)")
     parser.add_argument("--csv")
     parser.add_argument("--plot")
     parser.add_argument("--save", help="pickle the traced arcs, points and folds here (to --combine later)")
@@ -55,7 +68,16 @@ def main():
         arcs, rows, folds = {}, [], []
         for path in args.combine:
             with open(path, "rb") as f:
-                a, r, fo = pickle.load(f)
+                saved = pickle.load(f)
+            if isinstance(saved, phases.Arc):  # a bare arc (a continued run): its points without observables
+                name = pathlib.Path(path).stem
+                saved = ({name: saved}, [{"branch": name, "step": i, "P": p.parameter, "coordinate": p.coordinate,
+                                          "action": p.action, "dS_dcoordinate": p.daction, "kind": p.kind,
+                                          "index": p.index, "min_eigenvalue": p.min_eigenvalue}
+                                         for i, p in enumerate(saved.points)],
+                         [{"branch": name, "P": f.parameter, "action": f.action, "eigenvalue": f.eigenvalue,
+                           "refined": f.refined} for f in saved.folds])
+            a, r, fo = saved
             arcs.update(a), rows.extend(r), folds.extend(fo)
         return report(arcs, rows, folds, args)
 
@@ -63,7 +85,7 @@ def main():
     data = ak.Dataset(X=pool.X[:args.high], y=pool.y[:args.high], X_test=pool.X_test, y_test=pool.y_test,
                       w_star=pool.w_star)
     arch = ak.FCN(args.d, args.N, "erf", gamma=args.gamma)
-    theory = ak.Adaptive(measure="mixture", components=2, along="axis", direction=pool.w_star)
+    theory = ak.Adaptive(measure="mixture", components=args.components, along="axis", direction=pool.w_star)
     problem = ak.make_problem(arch, data, args.kappa2)
     z = pool.X_test @ pool.w_star
     v = pool.w_star / jnp.linalg.norm(pool.w_star)
@@ -80,36 +102,70 @@ def main():
 
     start = time.process_time()
     arcs, rows, folds = {}, [], []
-    for name, at, direction in (("aligned", args.high, -1), ("non-aligned", args.low, +1)):
+    branches = (("aligned", args.high, -1), ("non-aligned", args.low, +1))
+    if args.start is not None:
+        if not args.only or not args.direction:
+            parser.error("--start needs --only and --direction")
+        branches = ((args.only, args.start, args.direction),)
+    for name, at, direction in branches:
         if args.only and name != args.only:
             continue
-        sub = ak.Dataset(X=pool.X[:at], y=pool.y[:at], w_star=pool.w_star)
-        found = phases.stationary_points(arch, sub, args.kappa2, theory)
+        warm = {}
+        for P in (*args.warm, at) if args.start is not None else (at,):
+            sub = ak.Dataset(X=pool.X[:P], y=pool.y[:P], w_star=pool.w_star)
+            found = phases.stationary_points(arch, sub, args.kappa2, theory, starts=warm)
+            warm = {f"P={P}#{j}": p.value for j, p in enumerate(found.minima)}
+            print(f"P = {P}: {found.table().to_string()}", flush=True)
         template = found.points[0].solution
-        kinds = [(p, describe(p.value, float(at), template)["am2"] > ALIGNED) for p in found.minima]
-        print(f"P = {at}: minima {[(round(p.action, 3), 'aligned' if a else 'non-aligned') for p, a in kinds]}",
+        # minima, and points whose only non-positive Hessian eigenvalue is ~0 (a flat direction, "degenerate")
+        flat = [p for p in found.points if p.kind == "minimum" or (
+            p.kind == "degenerate" and p.min_eigenvalue > -1e-6 and p.hessian_eigenvalues[1] > 0)]
+        described = [(p, describe(p.value, float(at), template)) for p in flat]
+        kinds = [(p, d["am2"] > ALIGNED) for p, d in described]
+        print(f"P = {at}: minima (action, pair weight, a m^2) "
+              f"{[(round(p.action, 3), round(d['pair_weight'], 3), round(d['am2'], 3)) for p, d in described]}",
               flush=True)
         init = min((p for p, a in kinds if a == (name == "aligned")), key=lambda p: p.action).value
-        arc = phases.arclength(arch, data, args.kappa2, "P", theory, init=init, at=at, direction=direction,
-                               bounds=(args.low, args.high), step=args.step, steps=args.steps, scale=args.scale)
-        arcs[name] = arc
-        for i, p in enumerate(arc.points):
-            rows.append({"branch": name, "step": i, "P": p.parameter, "coordinate": p.coordinate,
-                         "action": p.action, "dS_dcoordinate": p.daction, "kind": p.kind, "index": p.index,
-                         "min_eigenvalue": p.min_eigenvalue, **describe(p.value, p.coordinate, template)})
-        for f in arc.folds:
-            folds.append({"branch": name, "P": f.parameter, "action": f.action, "eigenvalue": f.eigenvalue,
-                          "refined": f.refined, **describe(f.value, f.coordinate, template)})
-        print(f"{name}: {len(arc.points)} points, stopped ({arc.reason}); folds "
-              f"{[(round(f.parameter, 4), f.refined, f'{f.eigenvalue:.1e}') for f in arc.folds]}; "
-              f"CPU {time.process_time() - start:.0f} s", flush=True)
-        if args.csv:
-            pd.DataFrame(rows).to_csv(args.csv, index=False)
-    if args.save:
-        with open(args.save, "wb") as f:
-            pickle.dump((arcs, rows, folds), f)
+        if args.start is not None:
+            name = f"{name} K={args.components} from P={at} {'up' if direction > 0 else 'down'}"
+        points, arc_folds, where, left = [], [], (init, float(at), direction), args.steps
+        while left > 0:  # in chunks of --chunk steps, each continued from the last point, saved as it goes
+            value, P0, sign = where
+            piece = phases.arclength(arch, data, args.kappa2, "P", theory, init=value, at=P0, direction=sign,
+                                     bounds=(args.low, args.high), step=args.step, steps=min(args.chunk, left),
+                                     scale=args.scale)
+            new = piece.points[1:] if points else piece.points
+            points += new
+            arc_folds += piece.folds
+            arc = dataclasses.replace(piece, points=tuple(points), folds=tuple(arc_folds))
+            arcs[name] = arc
+            for i, p in enumerate(new, start=len(points) - len(new)):
+                rows.append({"branch": name, "step": i, "P": p.parameter, "coordinate": p.coordinate,
+                             "action": p.action, "dS_dcoordinate": p.daction, "kind": p.kind, "index": p.index,
+                             "min_eigenvalue": p.min_eigenvalue, **describe(p.value, p.coordinate, template)})
+            for f in piece.folds:
+                folds.append({"branch": name, "P": f.parameter, "action": f.action, "eigenvalue": f.eigenvalue,
+                              "refined": f.refined, **describe(f.value, f.coordinate, template)})
+            print(f"{name}: {len(arc.points)} points, stopped ({arc.reason}) at P = {points[-1].parameter:.4f}; "
+                  f"folds {[(round(f.parameter, 4), f.refined, f'{f.eigenvalue:.1e}') for f in arc.folds]}; "
+                  f"CPU {time.process_time() - start:.0f} s", flush=True)
+            if args.csv:
+                pd.DataFrame(rows).to_csv(args.csv, index=False)
+            save(args.save, arcs, rows, folds)
+            left -= args.chunk
+            if piece.reason != "steps":
+                break
+            last = points[-1]
+            where = (last.value, last.parameter, 1 if last.slope > 0 else -1)
+    save(args.save, arcs, rows, folds)
     print(f"CPU {time.process_time() - start:.0f} s")
     report(arcs, rows, folds, args)
+
+
+def save(path, arcs, rows, folds):
+    if path:
+        with open(path, "wb") as f:
+            pickle.dump((arcs, rows, folds), f)
 
 
 def report(arcs, rows, folds, args):
