@@ -985,6 +985,12 @@ def tempered_count(lam) -> float:
     return whole + float(_smoothstep(lam - whole))
 
 
+def _tempered_count_slope(lam) -> float:
+    """dP/d lambda of :func:`tempered_count`: s'(frac(lambda)) = 6 x (1 - x)."""
+    x = lam % 1
+    return 6 * x * (1 - x)
+
+
 def tempered_coordinate(P) -> float:
     """The inverse of :func:`tempered_count`: lambda = floor(P) + s^{-1}(frac(P)), s^{-1}(y) = 1/2 - sin(arcsin(1 - 2y)
     /3) (the root in [0, 1] of 3x^2 - 2x^3 = y)."""
@@ -1072,7 +1078,7 @@ def arclength(arch, data, kappa2, parameter: str, theory="adaptive", *, init=Non
         return arc
     half_log = 0.5 * problem.outputs * math.log(float(problem.kappa2))
     return _reparametrised(arc, tempered_count, lambda lam: half_log * (n - tempered_count(lam)),
-                           lambda lam: -half_log * 6 * (lam % 1) * (1 - lam % 1))
+                           lambda lam: -half_log * _tempered_count_slope(lam))
 
 
 def _coordinate(point: ArcPoint) -> float:

@@ -161,15 +161,14 @@ def with_weights(problem: Problem, weights) -> Problem:
     The tempered data term (``gp.data_term``) is smooth in t, equals the plain one at t = 1 and drops point mu
     (up to the constant (m/2) log kappa2) at t_mu = 0. Checked unless traced (a traced t, e.g. a continuous P in
     ``phases.arclength``, is taken as given)."""
-    if weights is None:
-        return eqx.tree_at(lambda p: p.weights, problem, None, is_leaf=lambda x: x is None)
-    if not is_traced(weights):
-        weights = check_array("weights", weights, ndim=1, shape=(problem.P,))
-        if not bool(jnp.all((weights >= 0) & (weights <= 1))):
-            raise ValueError(f"weights must lie in [0, 1], got values in [{float(jnp.min(weights)):g}, "
-                             f"{float(jnp.max(weights)):g}]")
-    return eqx.tree_at(lambda p: p.weights, problem, jnp.asarray(weights, problem.X.dtype),
-                       is_leaf=lambda x: x is None)
+    if weights is not None:
+        if not is_traced(weights):
+            weights = check_array("weights", weights, ndim=1, shape=(problem.P,))
+            if not bool(jnp.all((weights >= 0) & (weights <= 1))):
+                raise ValueError(f"weights must lie in [0, 1], got values in [{float(jnp.min(weights)):g}, "
+                                 f"{float(jnp.max(weights)):g}]")
+        weights = jnp.asarray(weights, problem.X.dtype)
+    return eqx.tree_at(lambda p: p.weights, problem, weights, is_leaf=lambda x: x is None)
 
 
 def check_unweighted(problem: Problem, what: str) -> None:
