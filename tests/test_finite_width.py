@@ -3,11 +3,12 @@ finite networks (independent: the networks are drawn directly, numpy, no library
 widths are small, in their pre-activations on the test inputs, the weights integrated out exactly, where they are
 large: ``readout_kernels``)."""
 
+import jax
 import numpy as np
 import pytest
 
 import adaptive_kernels as ak
-from adaptive_kernels.finite_width import four_point, four_point_cnn, quartic_posterior_mean
+from adaptive_kernels.finite_width import four_point, four_point_cnn, four_point_sampled, quartic_posterior_mean
 from test_one_loop import exact_scaling_means  # the exact posterior of the readout scale, by quadrature
 
 ACTS = {"linear": lambda h: h, "relu": lambda h: np.maximum(h, 0.0),
@@ -125,12 +126,44 @@ def test_outputs_four_point_at_width_two(act):
     assert np.abs(mc).max() > 5 * se.max()
 
 
+@pytest.mark.parametrize("act, depth, N", [("relu", 2, 2), ("relu", 3, 10), ("erf", 3, 2)])
+def test_sampled_four_point_at_small_width(act, depth, N):
+    # Where the 1/N formula is only the leading order (ReLU / erf at depth >= 2) and small widths, where it is off by
+    # 6-26 SE (docs/finite_width.md): four_point_sampled (the layers below the last drawn in JAX, the last layer and
+    # the readout integrated by quadrature) against the numpy networks' readout covariances c Khat (which sample the
+    # last layer as well; 1e5 networks): every entry within 4 combined SE, a signal > 10 SE, and the leading order
+    # more than 5 SE away somewhere (the remainder the estimator is for is real at this size).
+    arch = ak.FCN(3, (N,) * depth, act)
+    est = four_point_sampled(arch, X_FCN, jax.random.PRNGKey(1), samples=20000)
+    mc, se = readout_four_point(readout_kernels(X_FCN, (N,) * depth, act, 100000, np.random.default_rng(2)))
+    combined = np.sqrt(np.asarray(est.se) ** 2 + se**2)
+    assert np.all(np.abs(np.asarray(est.G4c) - mc) < 4 * combined), (est.G4c, mc, combined)
+    assert np.abs(mc).max() > 10 * combined.max()
+    leading = np.asarray(four_point(arch, X_FCN)[0])
+    assert np.max(np.abs(leading - mc) / combined) > 5
+
+
+def test_sampled_four_point_is_exact_for_one_hidden_layer():
+    # One hidden layer: nothing below the last layer is random, so the estimate is the closed form with zero error;
+    # and bad arguments are refused by name.
+    arch = ak.FCN(3, 7, "erf", gamma=1.5)
+    est = four_point_sampled(arch, X_FCN, jax.random.PRNGKey(0), samples=4)
+    G4c, K = four_point(arch, X_FCN)
+    np.testing.assert_allclose(est.G4c, G4c, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(est.K, K, rtol=1e-12)
+    assert float(np.max(est.se)) < 1e-12 * float(np.max(np.abs(G4c)))
+    with pytest.raises(ValueError, match="samples"):
+        four_point_sampled(arch, X_FCN, jax.random.PRNGKey(0), samples=1)
+    with pytest.raises(ValueError, match="NaN"):
+        four_point_sampled(arch, X_FCN * np.nan, jax.random.PRNGKey(0))
+
+
 def test_quartic_posterior_correction_is_the_one_loop_result():
     # Linear net, d = 10, P = 6 training and 3 test points, kappa2 = 0.1, gamma = 1: the GP mean is off by O(1/N),
     # the quartic-corrected mean by O(1/N^2) (measured: 1.6e-4, 3.8e-5, 9.2e-6, 2.3e-6 at
     # N = 50-400 against 7.2e-3 ... 9.1e-4 for the GP), and it agrees with the one-loop mean of the
     # weight-space action (kernel scaling here) to O(1/N^2).
-    data = ak.teacher_dataset(__import__("jax").random.PRNGKey(0), 6, 10, P_test=3)
+    data = ak.teacher_dataset(jax.random.PRNGKey(0), 6, 10, P_test=3)
     errors = []
     for N in (100, 400):
         arch = ak.FCN(10, N, "linear", gamma=1.0)
