@@ -260,6 +260,39 @@ def test_relu_exact_measure_closes_the_gap_to_hmc():
     assert abs(R - R_hmc) < min(0.03 * R_hmc, abs(R_gauss - R_hmc) / 3)
 
 
+def test_start_beyond_the_relu_domain_retreats_towards_the_prior():
+    """A start beyond a ReLU layer's domain (``exact.retreated``; the failure of 4 of 5 keys at d = 20, P = 80, gamma =
+    1.5, S = 2e4): a ReLU layer on d = 2 inputs (width 4, P = 12) tilted by Kt = 2 N s s^T / P (s = sign(X[:, 0])),
+    whose tilted measure is not normalisable: sup_u q(u) / |u|^2 > N/2, checked on a 3600-angle grid of the unit
+    circle (q(t u) = t^2 q(u); independent of the library's sphere search). From the prior as proposal its weights
+    degenerate (ESS < 5% of S); Markov chains on it run off, so the rescue keeps the moment-matched proposal (it does
+    not replace it with a worse one), and the start retreats by halvings to a point inside the domain (grid margin
+    > 0) where the re-adapted proposal's ESS is above ANCHOR_ESS S."""
+    data = ak.teacher_dataset(jax.random.PRNGKey(3), 12, 2, P_test=10)
+    problem = make_problem(ak.FCN(2, 4, "relu"), data, 1e-2)  # s_b2 = 0: the bias coordinate is the prior's
+    N, X, S = problem.widths[0], problem.X, 4000
+    s = jnp.sign(X[:, 0])
+    Kt = 2.0 * N * jnp.outer(s, s) / problem.P
+    B = exact.layer_factor(problem, None, 0, X)
+    angles = jnp.linspace(0.0, 2 * jnp.pi, 3600, endpoint=False)
+    circle = jnp.stack([jnp.cos(angles), jnp.sin(angles), jnp.zeros_like(angles)], axis=1)
+    phi = jax.nn.relu(circle @ B.T)
+
+    def grid_margin(K):
+        return float(1.0 - (2.0 / N) * jnp.max(jnp.sum((phi @ K) * phi, axis=1)))
+
+    start = exact.ExactCGF((jax.random.normal(jax.random.PRNGKey(0), (S, 3)),), (exact.Proposal.prior(3, X.dtype),),
+                           (Kt,))
+    assert grid_margin(Kt) < 0 and float(exact.start_ess(problem, start)[0]) < exact.ANCHOR_ESS * S
+    rescued = exact.rescued(problem, start, jax.random.PRNGKey(0))
+    assert isinstance(rescued.proposals[0], exact.Proposal)
+    retreated = exact.retreated(problem, rescued, jax.random.PRNGKey(0))
+    ratio = float(jnp.linalg.norm(retreated.start[0]) / jnp.linalg.norm(Kt))
+    assert ratio in (0.5, 0.25, 0.125, 0.0625), ratio
+    assert grid_margin(retreated.start[0]) > 0
+    assert float(exact.start_ess(problem, retreated)[0]) >= exact.ANCHOR_ESS * S
+
+
 def test_degenerate_weights_switch_to_mcmc_adapted_proposal_that_matches_quadrature():
     """Where the importance weights degenerate the proposal is adapted by Markov chains (``exact.rescued``): an erf
     layer on d = 2 inputs (width 4, P = 12) tilted by Kt = 12 N (s1 s1^T + s2 s2^T) / P (s_i = sign(X[:, i])), whose
