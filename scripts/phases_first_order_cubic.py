@@ -7,7 +7,7 @@ Mean-field two-layer erf net, d = 6, P = 120 (the first 120 points of one data s
 setting of notebook 06 and scripts/phases_p_homotopy_cubic.py at its largest P. At fixed P and kappa2 the width N
 sets both the weight of the entropy (N KL) and chi = N kappa2; the aligned branch (the posterior at N = 20, a pair
 of ~18 % of the neurons at a m^2 ~ 40 along w*) is followed up in N from --aligned-at, the non-aligned one (the
-lowest strict minimum with a m^2 < 5 found at --nonaligned-at from the prior and an aligned start) down in N.
+lowest minimum with a m^2 < 5 found at N = 50, warm-started from N = 40) down and up in N.
 ``phases.arc_crossings`` gives the N where their actions cross (the Maxwell point); each arc's first fold is the
 end of its branch of minima (a spinodal). Between the folds both are minima: the metastable window.
 
@@ -65,12 +65,16 @@ def observables(args, pool, problem, value, template):
 
 
 def start(args, pool, data, theory, name):
-    """The branch's first minimum: at --aligned-at the lowest aligned minimum, at --nonaligned-at the lowest strict
-    non-aligned one, among the points reached from the prior and the aligned x30 start."""
-    N = args.aligned_at if name == "aligned" else args.nonaligned_at
-    found = phases.stationary_points(arch(args, N), data, args.kappa2, theory)
+    """The branch's first minimum: at --aligned-at the lowest aligned minimum, at the last of --nonaligned-at the
+    lowest non-aligned one, among the points reached from the prior, the aligned x30 start and (along the values of
+    --nonaligned-at) the previous value's minima."""
+    chain = [args.aligned_at] if name == "aligned" else args.nonaligned_at
+    warm = {}
+    for N in chain:
+        found = phases.stationary_points(arch(args, N), data, args.kappa2, theory, starts=warm)
+        warm = {f"N={N}#{j}": p.value for j, p in enumerate(found.minima)}
+        print(f"N = {N}:\n{found.table().to_string()}", flush=True)
     problem = ak.make_problem(arch(args, N), data, args.kappa2)
-    print(f"N = {N}:\n{found.table().to_string()}", flush=True)
     template = found.points[0].solution
     mine = [p for p in found.minima
             if (observables(args, pool, problem, p.value, template)["am2"] > ALIGNED) == (name == "aligned")]
@@ -82,7 +86,7 @@ def start(args, pool, data, theory, name):
 def trace(args, name):
     pool, data, theory = setting(args)
     N, init, template = start(args, pool, data, theory, name)
-    direction = 1 if name == "aligned" else -1
+    direction = 1 if name == "aligned" else (args.direction or -1)
     arc = phases.arclength(arch(args, N), data, args.kappa2, "N", theory, init=init, direction=direction,
                            bounds=(args.low, args.high), step=args.step, steps=args.steps, scale=args.scale)
     print(f"{name}: {len(arc.points)} points, stopped ({arc.reason}) at N = {arc.points[-1].parameter:.4f}; folds "
@@ -125,7 +129,8 @@ def plot(table, arcs, crossings, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    reference = table[(table.branch == "non-aligned") & (table.kind == "minimum")].sort_values("N")
+    reference = (table[table.branch.str.startswith("non-aligned") & (table.kind == "minimum")]
+                 .groupby("N").action.min().reset_index())
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for name, group in table.groupby("branch"):
         for kind, style in (("minimum", "-"), ("saddle", ":")):
@@ -160,7 +165,11 @@ def main():
     parser.add_argument("--eps", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--aligned-at", type=int, default=20)
-    parser.add_argument("--nonaligned-at", type=int, default=90)
+    parser.add_argument("--nonaligned-at", type=int, nargs="+", default=[40, 50],
+                        help="solve here in turn, each from the prior, aligned x30 and the previous minima; the "
+                        "non-aligned branch starts at the last")
+    parser.add_argument("--direction", type=int, choices=(-1, 1),
+                        help="of the non-aligned trace (default -1: down in N)")
     parser.add_argument("--low", type=float, default=15.0)
     parser.add_argument("--high", type=float, default=95.0)
     parser.add_argument("--step", type=float, default=0.05)
@@ -185,8 +194,9 @@ def main():
         if args.only and name != args.only:
             continue
         arc, template = trace(args, name)
-        arcs[name] = arc
-        rows += rows_of(args, name, arc, template)
+        label = name if name == "aligned" or not args.direction else f"{name} {'up' if args.direction > 0 else 'down'}"
+        arcs[label] = arc
+        rows += rows_of(args, label, arc, template)
         if args.save:
             with open(args.save, "wb") as f:
                 pickle.dump((arcs, rows), f)
