@@ -20,6 +20,7 @@ end of its branch of minima (a spinodal). Between the folds both are minima: the
 from __future__ import annotations
 
 import argparse
+import functools
 import pickle
 import time
 
@@ -85,10 +86,21 @@ def start(args, pool, data, theory, name):
 
 def trace(args, name):
     pool, data, theory = setting(args)
-    N, init, template = start(args, pool, data, theory, name)
-    direction = 1 if name == "aligned" else (args.direction or -1)
-    arc = phases.arclength(arch(args, N), data, args.kappa2, "N", theory, init=init, direction=direction,
-                           bounds=(args.low, args.high), step=args.step, steps=args.steps, scale=args.scale)
+    if args.resume:  # continue the saved arc from its last point, in the direction it was going
+        with open(args.resume, "rb") as f:
+            last = next(iter(pickle.load(f)[0].values())).points[-1]
+        problem = ak.make_problem(arch(args, args.aligned_at), data, args.kappa2)
+        template = phases.find_stationary_points(theory, phases.set_parameter(problem, "N", last.parameter),
+                                                 {"last": last.value}).points[0].solution
+        N, init, direction = last.parameter, last.value, 1 if last.slope > 0 else -1
+        arc = phases.trace_arclength(theory, functools.partial(phases.set_parameter, problem, "N"), N, init,
+                                     direction=direction, bounds=(args.low, args.high), step=args.step,
+                                     steps=args.steps, scale=args.scale, label="N")
+    else:
+        N, init, template = start(args, pool, data, theory, name)
+        direction = 1 if name == "aligned" else (args.direction or -1)
+        arc = phases.arclength(arch(args, N), data, args.kappa2, "N", theory, init=init, direction=direction,
+                               bounds=(args.low, args.high), step=args.step, steps=args.steps, scale=args.scale)
     print(f"{name}: {len(arc.points)} points, stopped ({arc.reason}) at N = {arc.points[-1].parameter:.4f}; folds "
           f"{[(round(f.parameter, 4), f.refined, f'{f.eigenvalue:.1e}') for f in arc.folds]}", flush=True)
     return arc, template
@@ -177,6 +189,7 @@ def main():
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--only", choices=("aligned", "non-aligned"))
     parser.add_argument("--save", help="pickle (arcs, rows) here")
+    parser.add_argument("--resume", help="a --save pickle of one arc: continue it from its last point")
     parser.add_argument("--combine", nargs="+", help="pickles of --save runs: report them together")
     parser.add_argument("--csv")
     parser.add_argument("--plot")
@@ -195,6 +208,7 @@ def main():
             continue
         arc, template = trace(args, name)
         label = name if name == "aligned" or not args.direction else f"{name} {'up' if args.direction > 0 else 'down'}"
+        label += " (resumed)" if args.resume else ""
         arcs[label] = arc
         rows += rows_of(args, label, arc, template)
         if args.save:
