@@ -206,7 +206,8 @@ def main():
         for path in args.combine:
             with open(path, "rb") as f:
                 a, r = pickle.load(f)
-            arcs.update(a), rows.extend(r)
+            arcs.update({name if name not in arcs else f"{name} ({path})": arc for name, arc in a.items()})
+            rows.extend(r)
         return report(args, arcs, rows)
     start_time = time.process_time()
     arcs, rows = {}, []
