@@ -20,9 +20,11 @@ KAPPA2 = 1e-2
 
 
 def _measure(problem, conjugates, samples, tilted: bool):
-    """An exact measure sampled at the given conjugates, layer by layer: proposals the tilted Gaussians
+    """An exact measure sampled at the given conjugates, layer by layer (covariances from the Gaussian-equivalent
+    forward pass, exact for a linear net; a two-layer net needs only the input's): proposals the tilted Gaussians
     N(0, (I - (2/N) B^T Kt B)^-1) of a linear net (its exact tilted measure; ``tilted``) or the prior."""
     C, props, draws = deep.input_covariance(problem, problem.X), [], []
+    terms = deep.gaussian_forward(problem, problem.X, conjugates)
     for layer, Kt in enumerate(conjugates):
         B = exact.layer_factor(problem, C, layer, problem.X)
         if tilted:
@@ -31,9 +33,8 @@ def _measure(problem, conjugates, samples, tilted: bool):
         else:
             props.append(exact.Proposal.prior(B.shape[1], B.dtype))
         draws.append(jax.random.normal(jax.random.PRNGKey(10 + layer), (samples, B.shape[1])))
-        cgf = exact.ExactCGF(tuple(draws), tuple(props))
-        C = deep.next_covariance(problem, deep.sampled_forward(problem, problem.X, conjugates[:layer + 1], cgf)[0][-1])
-    return cgf
+        C = deep.next_covariance(problem, terms[layer].kernel)
+    return exact.ExactCGF(tuple(draws), tuple(props))
 
 
 def test_deep_linear_net_reproduces_the_input_space_one_loop():

@@ -129,9 +129,8 @@ def hessian(cgf: exact.ExactCGF, problem: Problem, x, sources):
     """Hess_x S_J(x) (n x n) from n Hessian-vector products, :data:`CHUNK` at a time (forward over reverse)."""
     n = x.shape[0]
     grad = jax.grad(lambda y: action(cgf, problem, y, sources))
-    pad = -n % CHUNK
-    basis = jnp.eye(n + pad, n, dtype=x.dtype).reshape(-1, CHUNK, n)
-    rows = jax.lax.map(jax.vmap(lambda e: jax.jvp(grad, (x,), (e,))[1]), basis)
+    chunks = jnp.arange(n + (-n % CHUNK)).reshape(-1, CHUNK)  # unit vectors made in the loop: no n x n constant
+    rows = jax.lax.map(jax.vmap(lambda i: jax.jvp(grad, (x,), (jax.nn.one_hot(i, n, dtype=x.dtype),))[1]), chunks)
     H = rows.reshape(-1, n)[:n]
     return 0.5 * (H + H.T)
 

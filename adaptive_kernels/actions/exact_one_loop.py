@@ -76,7 +76,9 @@ def check(problem: Problem) -> None:
     a two-layer fully connected net with one output and at most :data:`MAX_P` training points."""
     if problem.depth != 1 or problem.patches > 1:
         raise ValueError(f"loops: the one loop around the exact measure is built for two-layer fully connected nets; "
-                         f"got depth {problem.depth}, {problem.patches} patches")
+                         f"got depth {problem.depth}, {problem.patches} patches (deep FCNs, small P: the one-loop "
+                         f"kernels and per-neuron second moments, without the mean output, are "
+                         f"actions.deep_exact_one_loop.moments)")
     if problem.y.ndim != 1:
         raise ValueError(f"loops: the one loop around the exact measure needs one output, y of shape (P,); got "
                          f"{problem.y.shape}")
