@@ -51,7 +51,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from adaptive_kernels.actions import deep, exact
+from adaptive_kernels.actions import deep, exact, exact_one_loop
 from adaptive_kernels.actions.one_loop import _coordinates, _symmetric
 from adaptive_kernels.problem import Problem
 
@@ -63,20 +63,13 @@ CHUNK = 8
 """Hessian-vector products evaluated together (vmapped) in :func:`hessian`."""
 
 
-
-
 def check(problem: Problem) -> None:
     """Raise a ValueError naming ``loops`` unless the deep exact one loop applies: a fully connected net with one
     output and at most :data:`MAX_P` training points."""
     if problem.patches > 1:
         raise ValueError(f"loops: the one loop around the exact measure is built for fully connected nets; got "
                          f"{problem.patches} patches")
-    if problem.y.ndim != 1:
-        raise ValueError(f"loops: the one loop around the exact measure needs one output, y of shape (P,); got "
-                         f"{problem.y.shape}")
-    if problem.P > MAX_P:
-        raise ValueError(f"loops: the one loop around the exact measure is dense in the P(P+1)/2 entries of each "
-                         f"layer's kernel; P = {problem.P} > {MAX_P} is refused (use loops=0, or fewer points)")
+    exact_one_loop.check_size(problem, MAX_P)
 
 
 def _split(x, L: int, m: int, P: int):
@@ -130,7 +123,9 @@ def hessian(cgf: exact.ExactCGF, problem: Problem, x, sources):
     n = x.shape[0]
     grad = jax.grad(lambda y: action(cgf, problem, y, sources))
     chunks = jnp.arange(n + (-n % CHUNK)).reshape(-1, CHUNK)  # unit vectors made in the loop: no n x n constant
-    rows = jax.lax.map(jax.vmap(lambda i: jax.jvp(grad, (x,), (jax.nn.one_hot(i, n, dtype=x.dtype),))[1]), chunks)
+    # checkpointed: a reverse pass through the Hessian recomputes each chunk instead of holding its residuals
+    rows = jax.lax.map(jax.checkpoint(jax.vmap(lambda i: jax.jvp(grad, (x,), (jax.nn.one_hot(i, n, dtype=x.dtype),))[1])),
+                       chunks)
     H = rows.reshape(-1, n)[:n]
     return 0.5 * (H + H.T)
 
