@@ -42,7 +42,8 @@ input-space one loop of the weight form (``Adaptive(form="weight", loops=1)``, W
 formulation); depth 1 against the two-layer exact one loop (``actions.exact_one_loop``, one Newton step of Gamma).
 
 Cost: n = 2 L m variables (m = P(P+1)/2), n Hessian-vector products over the S points for the Hessian, ~4n more for
-the reverse pass, O(n^3) for the inverse: P <= :data:`MAX_P` (P = 20, L = 2, S = 2·10^4: ~minutes of CPU).
+the reverse pass, O(n^3) for the inverse: P <= :data:`MAX_P` (P = 20, L = 2, S = 4000: 158 s at load ~11; the
+reverse pass recomputes each chunk of Hessian-vector products (checkpointed): 1.5 GB there, 16 GB without).
 """
 
 from __future__ import annotations
