@@ -76,13 +76,21 @@ def check(problem: Problem) -> None:
     a two-layer fully connected net with one output and at most :data:`MAX_P` training points."""
     if problem.depth != 1 or problem.patches > 1:
         raise ValueError(f"loops: the one loop around the exact measure is built for two-layer fully connected nets; "
-                         f"got depth {problem.depth}, {problem.patches} patches")
+                         f"got depth {problem.depth}, {problem.patches} patches (deep FCNs, small P: the one-loop "
+                         f"kernels and per-neuron second moments, without the mean output, are "
+                         f"actions.deep_exact_one_loop.moments)")
+    check_size(problem, MAX_P)
+
+
+def check_size(problem: Problem, max_p: int) -> None:
+    """Raise a ValueError naming ``loops`` unless ``problem`` has one output and at most ``max_p`` training points
+    (the one loops around the exact measure are dense in the P(P+1)/2 kernel entries)."""
     if problem.y.ndim != 1:
         raise ValueError(f"loops: the one loop around the exact measure needs one output, y of shape (P,); got "
                          f"{problem.y.shape}")
-    if problem.P > MAX_P:
+    if problem.P > max_p:
         raise ValueError(f"loops: the one loop around the exact measure is dense in the P(P+1)/2 entries of the "
-                         f"kernel; P = {problem.P} > {MAX_P} is refused (use loops=0, or fewer points)")
+                         f"kernel; P = {problem.P} > {max_p} is refused (use loops=0, or fewer points)")
 
 
 class Reweighting(eqx.Module):
