@@ -342,11 +342,12 @@ def extended_kernels(problem: Problem, X_all, conjugates, cgf) -> tuple:
 
 
 # --- the forms -----------------------------------------------------------------------------------------------------
-def whitened_chain(problem: Problem, X, covariances) -> tuple:
+def whitened_chain(problem: Problem, X, covariances, factor=whitening_factor) -> tuple:
     """Kernels K_l = B_l Q_l B_l^T of the whitened primal form (``covariances`` = (Q_1..Q_L)) on inputs X. Only a
     linear net's explicitly propagated factor needs F = B_l chol(Q_l) (B_{l+1} = [sqrt(s_w2) F, sqrt(s_b2) 1]);
-    otherwise B_{l+1} is the symmetric square root of G_{l+1}(K_l) (:func:`whitening_factor`) and Q_l is not
-    factorised."""
+    otherwise B_{l+1} = ``factor(problem, K_l)``, a factor of G_{l+1}(K_l) (default the symmetric square root,
+    :func:`whitening_factor`; :func:`prior_factor`, its Cholesky factor, gives the coordinates used before) and Q_l is
+    not factorised."""
     B = input_factor(problem, X)
     kernels = []
     for layer, Q in enumerate(covariances):
@@ -357,7 +358,7 @@ def whitened_chain(problem: Problem, X, covariances) -> tuple:
             B = next_factor(problem, F)
         else:
             kernels.append(symmetrize(B @ Q @ B.T))
-            B = B if last else whitening_factor(problem, kernels[-1])
+            B = B if last else factor(problem, kernels[-1])
     return tuple(kernels)
 
 
