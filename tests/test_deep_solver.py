@@ -8,6 +8,7 @@ the forward-backward equations of the conjugate form (``Adaptive(form="conjugate
 its own fixed-point iteration where that converges.
 """
 
+import functools
 import json
 
 import jax
@@ -17,6 +18,8 @@ import pytest
 
 import adaptive_kernels as ak
 from adaptive_kernels.actions import deep as act
+from adaptive_kernels.gp import data_term
+from adaptive_kernels.solvers import Continuation, stationary_point
 
 KAPPA2 = 1e-2
 D, N, P = 20, 200, 24
@@ -59,12 +62,17 @@ def primal_action(kernels, arch, X, y):
 CELLS = [("erf", 3, 2.0), ("erf", 3, 1.5), ("relu", 4, 2.0)]
 
 
-@pytest.fixture(scope="module", params=CELLS, ids=[f"{a}-L{L}-gamma{g}" for a, L, g in CELLS])
-def cell(request):
-    activation, depth, gamma = request.param
+@functools.lru_cache(maxsize=None)
+def _solved(activation, depth, gamma):
+    """(arch, data, default solution) of a cell (shared by the tests of this module that use it)."""
     data = ak.teacher_dataset(jax.random.PRNGKey(3), P, D, "cubic", P_test=10)
     arch = ak.FCN(D, (N,) * depth, activation, gamma=gamma)
     return arch, data, ak.solve(arch, data, KAPPA2, "adaptive")
+
+
+@pytest.fixture(scope="module", params=CELLS, ids=[f"{a}-L{L}-gamma{g}" for a, L, g in CELLS])
+def cell(request):
+    return _solved(*request.param)
 
 
 def test_default_solver_converges_to_a_stationary_point_of_the_primal_action(cell):
@@ -100,6 +108,32 @@ def test_solution_satisfies_the_forward_backward_equations(cell):
         np.testing.assert_allclose(kernels[-1], K_fb, rtol=0, atol=1e-8 * float(jnp.abs(K_fb).max()))
 
 
+class CholeskyWhitenedAction(act.WhitenedKernelAction):
+    """The kernel form in the previous coordinates: every layer whitened by the Cholesky factor of its prior kernel
+    (``deep.prior_factor``) instead of the symmetric square root (``deep.whitening_factor``). The same action of the
+    same kernels K_l, so the same saddle, in other coordinates Q_l."""
+
+    def data_term(self, covariances, problem):
+        K = act.whitened_chain(problem, problem.X, covariances, act.prior_factor)[-1]
+        return data_term(problem.readout_scale * K, problem.y, problem.kappa2)
+
+
+def test_symmetric_whitening_gives_the_cholesky_coordinates_saddle_in_fewer_evaluations():
+    """ReLU, L = 4, gamma = 2 (the reduced matrix's cell): the default solve in symmetric-root coordinates and the same
+    solver in the previous Cholesky coordinates reach the same per-layer kernels (to 1e-10 relative: both stop at
+    stationarity residual 1e-10), and the symmetric coordinates need fewer evaluations of the map (in Cholesky
+    coordinates the raised directions of the upper layers turn with every step below them: docs/deep_solver.md)."""
+    arch, data, sol = _solved("relu", 4, 2.0)
+    problem = ak.make_problem(arch, data, KAPPA2)
+    action = CholeskyWhitenedAction()
+    old = stationary_point(action, Continuation(), action.initial(problem), problem, implicit=False)
+    assert bool(sol.converged) and bool(old.converged), (sol.message, old.message)
+    kernels = ak.layer_kernels(sol, arch, data, KAPPA2)
+    for K, K_old in zip(kernels, act.whitened_chain(problem, problem.X, old.value, act.prior_factor)):
+        np.testing.assert_allclose(K, K_old, rtol=0, atol=1e-10 * float(jnp.abs(K_old).max()))
+    assert int(sol.iterations) < int(old.iterations)
+
+
 # --- deep linear nets: the CLI's per-layer eigenvalue ratios against exact Gibbs sampling -------------------------
 def test_cli_per_layer_eigenvalue_ratios_match_gibbs(tmp_path, capsys):
     """``adaptive-kernels solve --depth 2 --json`` on a deep linear net in mean field (d = 10, N_l = 60, P = 24,
@@ -133,7 +167,7 @@ def test_continuation_fallback_where_the_cold_start_fails():
     then continues in the data term (``Continuation``) and must report it in ``Solution.stats``, converge, reach a
     stationary point of the independently written primal action (|dS/dK_l| < 1e-6 of its entropic part) and give the
     kernels of the cold start with its full budget (same compiled solve: ``cold_steps`` is a dynamic leaf) to 1e-8."""
-    from adaptive_kernels.solvers import Continuation, Status
+    from adaptive_kernels.solvers import Status
 
     data = ak.teacher_dataset(jax.random.PRNGKey(4), 20, D, "cubic", P_test=10)
     arch = ak.FCN(D, (N, N), "erf", gamma=2.0)

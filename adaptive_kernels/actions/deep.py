@@ -80,6 +80,45 @@ def _cholesky_with_inverse_jvp(primals, tangents):
     return (L, L_inv), (L @ Phi, -Phi @ L_inv)
 
 
+@jax.custom_jvp
+def _eigh(A):
+    """``jnp.linalg.eigh`` whose derivative leaves out the eigenvector rotation between equal eigenvalues: JAX's rule
+    divides by w_j - w_i (NaN where two coincide); here those terms are 0. Only the second derivatives of
+    :func:`symmetric_sqrt` (the Jacobian products of the whitened kernel form) go through it; its first derivative is
+    exact for any spectrum."""
+    return jnp.linalg.eigh(A)
+
+
+@_eigh.defjvp
+def _eigh_jvp(primals, tangents):
+    (A,), (dA,) = primals, tangents
+    w, U = _eigh(A)
+    Ad = U.T @ symmetrize(dA) @ U
+    gap = w[None, :] - w[:, None]
+    distinct = jnp.abs(gap) > 16 * jnp.finfo(w.dtype).eps * jnp.max(jnp.abs(w))
+    F = jnp.where(distinct, 1.0 / jnp.where(distinct, gap, 1.0), 0.0)
+    return (w, U), (jnp.diagonal(Ad), U @ (F * Ad))
+
+
+@jax.custom_jvp
+def symmetric_sqrt(A):
+    """A^{1/2} (symmetric) of a symmetric positive-definite A, from one eigendecomposition (NaN where A has a negative
+    eigenvalue: the domain guard rejects the point, as a failed Cholesky factor). Its tangent solves the Sylvester
+    equation B dB + dB B = dA (B = A^{1/2}; Higham, Functions of Matrices, 2008, sec. 6.1.1): in A's eigenbasis
+    dB_ij = dA_ij / (r_i + r_j), r = sqrt(w), finite for any spectrum; its derivative in turn goes through
+    :func:`_eigh`."""
+    w, U = _eigh(A)
+    return (U * jnp.sqrt(w)) @ U.T
+
+
+@symmetric_sqrt.defjvp
+def _symmetric_sqrt_jvp(primals, tangents):
+    (A,), (dA,) = primals, tangents
+    w, U = _eigh(A)
+    r = jnp.sqrt(w)
+    return symmetric_sqrt(A), U @ ((U.T @ symmetrize(dA) @ U) / (r[:, None] + r[None, :])) @ U.T
+
+
 def jittered_cholesky(G):
     """Lower Cholesky factor of a PSD matrix with a relative jitter 10 P eps mean(diag G)
     (:func:`cholesky_with_inverse`'s derivatives)."""
@@ -150,6 +189,26 @@ def next_factor(problem: Problem, F):
 def prior_factor(problem: Problem, K):
     """The Cholesky factor of G_{l+1} = K_phi(s_w2 K_l + s_b2) (jittered)."""
     return jittered_cholesky(prior_kernel(problem, next_covariance(problem, K)))
+
+
+def whitening_factor(problem: Problem, K):
+    """The symmetric square root B_{l+1} = G_{l+1}^{1/2} of G_{l+1} = K_phi(s_w2 K_l + s_b2) (jittered as
+    :func:`jittered_cholesky`): the whitening of the kernel form's layers l >= 2 (:func:`whitened_chain`).
+
+    Any factor B with B B^T = G gives the same action, but the coordinates Q_{l+1} of the layers above move with the
+    factor when K_l changes: a Cholesky factor B' = G^{1/2} O turns with G by an orthogonal O(G) that is first order in
+    the change of G, so a fixed Q_{l+1} = I + (q - 1) v v^T points its raised direction elsewhere in function space
+    after every step below it. In mean field, where the saddle raises the top eigenvalues of every Q_l together, that
+    couples all layers (the top eigenvector of Q_8 at the solution of a ReLU L = 8, gamma = 2 net has overlap 0.2 with
+    the NNGP's gradient direction in Cholesky coordinates, 0.92 in symmetric ones) and the trust-region steps cycled
+    along it. The symmetric root does not turn (its change dB is symmetric: the orthogonal polar factor of B + dB is I
+    to first order): with it
+    the P = 100 ReLU L = 8 solves take 11 / 10 / 20 evaluations at gamma = 1 / 1.5 / 2 instead of 15 / 22 / 58
+    (docs/deep_solver.md). One eigendecomposition per layer replaces the Cholesky factor."""
+    G = prior_kernel(problem, next_covariance(problem, K))
+    P = G.shape[0]
+    jitter = 10 * P * jnp.finfo(G.dtype).eps * jnp.mean(jnp.diagonal(G))
+    return symmetric_sqrt(symmetrize(G) + jitter * jnp.eye(P, dtype=G.dtype))
 
 
 # --- one layer's cumulant generating function ---------------------------------------------------------------------
@@ -283,10 +342,12 @@ def extended_kernels(problem: Problem, X_all, conjugates, cgf) -> tuple:
 
 
 # --- the forms -----------------------------------------------------------------------------------------------------
-def whitened_chain(problem: Problem, X, covariances) -> tuple:
+def whitened_chain(problem: Problem, X, covariances, factor=whitening_factor) -> tuple:
     """Kernels K_l = B_l Q_l B_l^T of the whitened primal form (``covariances`` = (Q_1..Q_L)) on inputs X. Only a
     linear net's explicitly propagated factor needs F = B_l chol(Q_l) (B_{l+1} = [sqrt(s_w2) F, sqrt(s_b2) 1]);
-    otherwise B_{l+1} is the Cholesky factor of G_{l+1}(K_l) and Q_l is not factorised."""
+    otherwise B_{l+1} = ``factor(problem, K_l)``, a factor of G_{l+1}(K_l) (default the symmetric square root,
+    :func:`whitening_factor`; :func:`prior_factor`, its Cholesky factor, gives the coordinates used before) and Q_l is
+    not factorised."""
     B = input_factor(problem, X)
     kernels = []
     for layer, Q in enumerate(covariances):
@@ -297,7 +358,7 @@ def whitened_chain(problem: Problem, X, covariances) -> tuple:
             B = next_factor(problem, F)
         else:
             kernels.append(symmetrize(B @ Q @ B.T))
-            B = B if last else prior_factor(problem, kernels[-1])
+            B = B if last else factor(problem, kernels[-1])
     return tuple(kernels)
 
 

@@ -27,11 +27,13 @@ S is not convex (far from the solution in mean field) instead of backtracking a 
 Measured (erf, d = 20, N_l = 200, gamma = 2, kappa2 = 1e-2, L = 4; CPU seconds after compilation on the shared
 2-core machine, docs/deep_solver.md): one evaluation of the map / one product with J cost 0.023 / 0.031 s at P = 200,
 0.17 / 0.24 s at P = 400, 2.5 / 4.8 s at P = 1000 (the product is ~21 matrix products per layer forward and
-backward, no factorisation and, through ``actions.deep.cholesky_with_inverse``, no triangular solve of the chain;
-with JAX's Cholesky rule it held 12 triangular solves per layer and took 0.060 / 0.38 s at P = 200 / 400).
-With the trust-region rule the P = 100 solves take 10 / 16 / 16 evaluations and 73 / 166 / 313 products at
-L = 2 / 4 / 8 (the damped Newton rule: 17 / 30 / 45 and 114 / 278 / 678), most products in the last Newton steps
-where the forcing term is tight. Forcing terms min(0.3, residual) or min(0.3, sqrt(residual)) save a third of the
+backward, no factorisation and no triangular solve of the chain: the derivatives of the layer factors are matrix
+products, ``actions.deep.symmetric_sqrt``; with JAX's Cholesky rule it held 12 triangular solves per layer and took
+0.060 / 0.38 s at P = 200 / 400; the symmetric factors cost 15% more per evaluation and product than Cholesky factors
+by ``actions.deep.cholesky_with_inverse`` at P = 400). With the trust-region rule the P = 100 solves take 10 / 11 / 12
+evaluations and 47 / 72 / 122 products at L = 2 / 4 / 8 (10 / 16 / 16 and 73 / 166 / 313 in Cholesky coordinates;
+the damped Newton rule there: 17 / 30 / 45 and 114 / 278 / 678), most products in the last Newton steps where the
+forcing term is tight. Forcing terms min(0.3, residual) or min(0.3, sqrt(residual)) save a third of the
 products for erf at L = 8 under the damped Newton rule but cost ReLU more rejected steps (docs/deep_solver.md).
 """
 

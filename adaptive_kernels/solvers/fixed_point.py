@@ -310,7 +310,7 @@ class TrustRegion(AbstractRule):
         tol = stationarity_tolerance(self.tol, s.x)
         trial = s.step.point(s.x)
         Tt, info, res, ok = _checked(trial, *problem(trial, args))
-        model = self._model(problem, trial, args)  # the same pass (XLA merges the two traces: 4L + 1 Cholesky factors)
+        model = self._model(problem, trial, args)  # the same pass (XLA merges the two traces: 3L + 1 Cholesky, L - 1 eigh)
         old_res = _norm(jax.tree.map(jnp.subtract, s.Tx, s.x))
         accept = ok & (s.fresh | _improves(info, s.info, res, old_res))
         noise = jnp.maximum(64 * jnp.finfo(res.dtype).eps, 1e-10) * (1 + jnp.abs(s.info.merit))
