@@ -71,15 +71,19 @@ def _moments(activation, C, grid):
         return _pairings(C), C
     U, weights = grid
     P = C.shape[0]
-    lam, V = jnp.linalg.eigh(0.5 * (C + C.T))
-    root = V * jnp.sqrt(jnp.clip(lam, 0.0))
-    phi = activation(U @ root.T)
+    phi = activation(U @ _root(C).T)
     pairs = (phi[:, :, None] * phi[:, None, :]).reshape(-1, P * P)  # memory: nodes x P^2
     E4 = ((weights[:, None] * pairs).T @ pairs).reshape(P, P, P, P)
     return E4, (weights @ pairs).reshape(P, P)
 
 
 _compiled_moments = eqx.filter_jit(_moments)
+
+
+def _root(C):
+    """A square root R (R R^T = C) of a PSD C from its eigendecomposition (negative round-off eigenvalues clipped)."""
+    lam, V = jnp.linalg.eigh(0.5 * (C + C.T))
+    return V * jnp.sqrt(jnp.clip(lam, 0.0))
 
 
 def _pairings(K):
@@ -199,9 +203,8 @@ def _conditional_moments(arch: FCN, C0, keys, grid, batch: int):
     def one(key):
         C = C0
         for layer, N in enumerate(arch.widths[:-1]):
-            lam, V = jnp.linalg.eigh(0.5 * (C + C.T))
             z = jax.random.normal(jax.random.fold_in(key, layer), (C.shape[0], N), C.dtype)
-            phi = arch.activation((V * jnp.sqrt(jnp.clip(lam, 0.0))) @ z)
+            phi = arch.activation(_root(C) @ z)
             C = arch.s_w2 * (phi @ phi.T) / N + arch.s_b2
         E4, G = _moments(arch.activation, C, grid)
         return E4 - jnp.einsum("ab,ce->abce", G, G), G

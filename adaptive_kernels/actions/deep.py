@@ -119,12 +119,17 @@ def _symmetric_sqrt_jvp(primals, tangents):
     return symmetric_sqrt(A), U @ ((U.T @ symmetrize(dA) @ U) / (r[:, None] + r[None, :])) @ U.T
 
 
+def _jittered(G):
+    """symmetrize(G) + 10 P eps mean(diag G) I: the relative jitter of the layer factors."""
+    P = G.shape[0]
+    jitter = 10 * P * jnp.finfo(G.dtype).eps * jnp.mean(jnp.diagonal(G))
+    return symmetrize(G) + jitter * jnp.eye(P, dtype=G.dtype)
+
+
 def jittered_cholesky(G):
     """Lower Cholesky factor of a PSD matrix with a relative jitter 10 P eps mean(diag G)
     (:func:`cholesky_with_inverse`'s derivatives)."""
-    P = G.shape[0]
-    jitter = 10 * P * jnp.finfo(G.dtype).eps * jnp.mean(jnp.diagonal(G))
-    return cholesky_with_inverse(symmetrize(G) + jitter * jnp.eye(P, dtype=G.dtype))[0]
+    return cholesky_with_inverse(_jittered(G))[0]
 
 
 # --- the layer maps on P x P matrices -------------------------------------------------------------------------
@@ -205,10 +210,7 @@ def whitening_factor(problem: Problem, K):
     to first order): with it
     the P = 100 ReLU L = 8 solves take 11 / 10 / 20 evaluations at gamma = 1 / 1.5 / 2 instead of 15 / 22 / 58
     (docs/deep_solver.md). One eigendecomposition per layer replaces the Cholesky factor."""
-    G = prior_kernel(problem, next_covariance(problem, K))
-    P = G.shape[0]
-    jitter = 10 * P * jnp.finfo(G.dtype).eps * jnp.mean(jnp.diagonal(G))
-    return symmetric_sqrt(symmetrize(G) + jitter * jnp.eye(P, dtype=G.dtype))
+    return symmetric_sqrt(_jittered(prior_kernel(problem, next_covariance(problem, K))))
 
 
 # --- one layer's cumulant generating function ---------------------------------------------------------------------

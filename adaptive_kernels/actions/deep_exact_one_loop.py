@@ -90,33 +90,33 @@ def _quadratic(a, V):
     return jnp.sum((a @ V) * a, axis=1)
 
 
+def _layers(cgf: exact.ExactCGF, problem: Problem, x):
+    """Per layer l of x: (K_l, Kt_l, C_l, the tilted log weights l_s, the observed features o_s), C_l following the
+    kernels below (C_{l+1} = s_w2 K_l + s_b2)."""
+    P = problem.P
+    C, out = deep.input_covariance(problem, problem.X), []
+    for layer, (K, Kt) in enumerate(_split(x, problem.depth, P * (P + 1) // 2, P)):
+        logits, _, _, u, B = cgf._terms(problem, Kt, C, layer, problem.X)
+        out.append((K, Kt, C, logits, _observed(problem, layer, u, B)))
+        C = deep.next_covariance(problem, K)
+    return out
+
+
 def action(cgf: exact.ExactCGF, problem: Problem, x, sources):
     """S_J(x) (module docstring): sum_l [tr(Kt_l K_l) - W_l(Kt_l | C_l; J_l)] + D(K_L), the sampled W_l of the exact
     measure plus the source term N_l [LSE(l_s + o_s^T J_l o_s / N_l) - LSE(l_s)]; ``sources`` one matrix J_l per
     layer (d x d for the first, P x P deeper)."""
-    L, P = problem.depth, problem.P
-    m = P * (P + 1) // 2
-    C, total = deep.input_covariance(problem, problem.X), 0.0
-    for layer, ((K, Kt), J) in enumerate(zip(_split(x, L, m, P), sources)):
+    total = 0.0
+    for layer, ((K, Kt, C, logits, o), J) in enumerate(zip(_layers(cgf, problem, x), sources)):
         N = problem.widths[layer]
-        logits, _, _, u, B = cgf._terms(problem, Kt, C, layer, problem.X)
-        source = jax.nn.logsumexp(logits + _quadratic(_observed(problem, layer, u, B), J) / N) - jax.nn.logsumexp(logits)
+        source = jax.nn.logsumexp(logits + _quadratic(o, J) / N) - jax.nn.logsumexp(logits)
         total = total + jnp.sum(Kt * K) - cgf(problem, Kt, C, layer, problem.X) - N * source
-        C = deep.next_covariance(problem, K)
     return total + deep.output_terms(K, problem)[0]
 
 
 def averages(cgf: exact.ExactCGF, problem: Problem, x) -> tuple:
     """E_tilted[o o^T] per layer (self-normalised) as functions of x: the J-derivatives of W_l at J = 0."""
-    L, P = problem.depth, problem.P
-    m = P * (P + 1) // 2
-    C, out = deep.input_covariance(problem, problem.X), []
-    for layer, (K, Kt) in enumerate(_split(x, L, m, P)):
-        logits, _, _, u, B = cgf._terms(problem, Kt, C, layer, problem.X)
-        o = _observed(problem, layer, u, B)
-        out.append((o * jax.nn.softmax(logits)[:, None]).T @ o)
-        C = deep.next_covariance(problem, K)
-    return tuple(out)
+    return tuple((o * jax.nn.softmax(logits)[:, None]).T @ o for _, _, _, logits, o in _layers(cgf, problem, x))
 
 
 def hessian(cgf: exact.ExactCGF, problem: Problem, x, sources):

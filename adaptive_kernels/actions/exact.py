@@ -617,11 +617,8 @@ def rescued(problem: Problem, cgf: ExactCGF, key) -> ExactCGF:
     cover the tilted measure: a mean-field measure with far modes, ReLU's near the edge of its domain); unchanged
     where none has, where the chains' proposal has a lower ESS at that point than the one it would replace, or where
     traced (the ESS is not known then)."""
-    try:
-        ess = [float(e) for e in start_ess(problem, cgf)]
-    except jax.errors.ConcretizationTypeError:
-        return cgf
-    mcmc = tuple(layer for layer, e in enumerate(ess) if e < ANCHOR_ESS * cgf.draws[0].shape[0])
+    ess = _concrete_start_ess(problem, cgf)
+    mcmc = () if ess is None else tuple(layer for layer, e in enumerate(ess) if e < ANCHOR_ESS * cgf.draws[0].shape[0])
     if not mcmc:
         return cgf
     candidate = readapted(problem, cgf, key, cgf.start, mcmc)
@@ -641,14 +638,19 @@ def retreated(problem: Problem, cgf: ExactCGF, key, tries: int = RETREATS) -> Ex
     tempered anchor kept an ESS of 0.1-2.6% on 4 of 5 keys, and every solve from it left the domain at once.)
     Unchanged where traced."""
     for _ in range(tries):
-        try:
-            ess = [float(e) for e in start_ess(problem, cgf)]
-        except jax.errors.ConcretizationTypeError:
-            return cgf
-        if min(ess) >= ANCHOR_ESS * cgf.draws[0].shape[0]:
+        ess = _concrete_start_ess(problem, cgf)
+        if ess is None or min(ess) >= ANCHOR_ESS * cgf.draws[0].shape[0]:
             break
         cgf = readapted(problem, cgf, key, tuple(0.5 * Kt for Kt in cgf.start))
     return cgf
+
+
+def _concrete_start_ess(problem: Problem, cgf: ExactCGF) -> list[float] | None:
+    """:func:`start_ess` as floats, None where traced (the ESS is not known then)."""
+    try:
+        return [float(e) for e in start_ess(problem, cgf)]
+    except jax.errors.ConcretizationTypeError:
+        return None
 
 
 @eqx.filter_jit
