@@ -73,7 +73,8 @@ def predict_problem(solution: Solution, problem: Problem, X_test=None) -> Predic
 
     A one-loop theory (``loops=1``) averages the GP prediction over the order parameters' posterior: the means
     (and the kernel) get (1/2) tr(H^-1 Hess), the test variance also the variance of the mean over the order
-    parameters (``actions.one_loop.moments``). For a linear two-layer FCN in weight space
+    parameters (``actions.one_loop.moments``), plus what the test points' own fluctuations add
+    (``theory.test_fluctuations``: the deep kernel form, ``actions.test_points``). For a linear two-layer FCN in weight space
     (``one_loop.has_structure``) the prediction is then taken in weight space (:func:`_weight_space_prediction`)
     and the kernel, linear in Sigma, is the kernel of the mean Sigma."""
     theory = solution.theory
@@ -87,6 +88,11 @@ def predict_problem(solution: Solution, problem: Problem, X_test=None) -> Predic
         prediction, spread = theory.mean(fn, solution.value, problem)
     if spread is not None and prediction.var_test is not None:
         prediction = eqx.tree_at(lambda p: p.var_test, prediction, prediction.var_test + spread.mean_test)
+    fluctuations = None if X_test is None else theory.test_fluctuations(solution.value, problem, X_test)
+    if fluctuations is not None:
+        d_mean, d_var = fluctuations
+        prediction = eqx.tree_at(lambda p: (p.mean_test, p.var_test), prediction,
+                                 (prediction.mean_test + d_mean, prediction.var_test + d_var))
     return prediction
 
 

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_kernels._validation import is_traced
-from adaptive_kernels.actions import deep, exact, exact_one_loop, mixture, one_loop
+from adaptive_kernels.actions import deep, exact, exact_one_loop, mixture, one_loop, test_points
 from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_space
 from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
 from adaptive_kernels.gp import data_term
@@ -85,6 +85,11 @@ class AbstractTheory(eqx.Module):
         """(E[fn], Var[fn] or None) of an observable fn(order parameters) over their posterior: at the saddle
         (fn(value), None). ``linear``: fn is linear in the order parameters (:meth:`kernels_linear`)."""
         return fn(value), None
+
+    def test_fluctuations(self, value, problem: Problem, X_test):
+        """(d mean_test, d var_test) that the test points' own order-parameter fluctuations add at one loop beyond
+        the average over ``value``'s posterior (:meth:`mean`), or None where the prediction has none."""
+        return None
 
     def kernels_linear(self, problem: Problem) -> bool:
         """Whether ``output_kernels``, ``layer_kernels`` and ``input_covariances`` are linear in the order parameters
@@ -238,6 +243,8 @@ class Adaptive(AbstractLoopTheory):
         seed: the key of the sampled measures: an int (each value compiles its own solve) or a scalar integer
             array, e.g. ``jnp.asarray(k)``, traced under jit, so solves over keys share one compilation.
         loops: 0 (the saddle) or 1 (one-loop corrections; form ``"weight"``: two-layer and deep linear nets;
+            form ``"kernel"``: deep nets of any activation, the one loop of the Gaussian-equivalent chain of
+            Wisharts with N_l > P + 1, the test points' own fluctuations included, ``actions.test_points``;
             ``measure="exact"``: two-layer FCNs, the saddle's observables corrected, ``actions.exact_one_loop``).
     """
 
@@ -307,12 +314,10 @@ class Adaptive(AbstractLoopTheory):
         if self.loops and self.measure == "exact":  # loops act on the observables (actions.exact_one_loop)
             exact_one_loop.check(problem)
             return AbstractTheory.check(self, problem)
-        if self.loops and form != "weight":
-            # the kernel form predicts through a map that equals the layer kernels only at the saddle, so the
-            # curvature correction of its mean output is not the prediction's (docs/finite_width.md)
-            raise ValueError(f"loops: one-loop corrections need form='weight' (two-layer nets, deep linear nets) or "
-                             f"form='conjugate' with measure='exact' (two-layer FCNs); got form {form!r}. For deep "
-                             f"nonlinear nets use Scaling(loops=1)")
+        if self.loops and form == "conjugate":
+            raise ValueError("loops: one-loop corrections need an action to expand: form='weight' or 'kernel' "
+                             "(measure='gaussian'), or form='conjugate' with measure='exact' (fully connected nets); "
+                             "the Gaussian conjugate form is a saddle map")
         super().check(problem)
 
     def problem(self, problem):
@@ -324,6 +329,12 @@ class Adaptive(AbstractLoopTheory):
         if self.loops and self.measure == "exact":
             return exact_one_loop.mean(self, fn, value, problem)
         return super().mean(fn, value, problem, linear)
+
+    def test_fluctuations(self, value, problem, X_test):
+        """The kernel form at one loop: the test rows' own fluctuations (``actions.test_points``)."""
+        if self.loops and self.measure == "gaussian" and self.resolved_form(problem) == "kernel":
+            return test_points.fluctuation_correction(problem, value, X_test, self._factor())
+        return None
 
     def prepared(self, problem: Problem) -> "Adaptive":
         """The exact measure's draws and proposals made once, outside jit (``actions.exact.exact_cgf`` with the
@@ -371,8 +382,12 @@ class Adaptive(AbstractLoopTheory):
         if form == "weight":
             return deep.InputSpaceAction(), problem
         if form == "kernel":
-            return deep.WhitenedKernelAction(), problem
+            return deep.WhitenedKernelAction(self._factor()), problem
         return deep.ConjugateMap(self._cgf(problem)), problem
+
+    def _factor(self):
+        """The kernel form's factor of G_l (``deep.WhitenedKernelAction``): Cholesky for the one loop."""
+        return deep.prior_factor if self.loops else deep.whitening_factor
 
     def init(self, problem, args):
         form = self.resolved_form(problem)
@@ -408,15 +423,10 @@ class Adaptive(AbstractLoopTheory):
         return self.measure == "gaussian" and self.resolved_form(problem) == "weight" and problem.activation.is_linear
 
     # --- kernels of a solution -----------------------------------------------------------------------------------
-    def _conjugates(self, value, problem: Problem):
-        if self.resolved_form(problem) == "kernel":
-            return deep.backward_conjugates(problem, deep.whitened_chain(problem, problem.X, value))
-        return value
-
     def _joint_kernels(self, value, problem: Problem, X_test) -> tuple:
-        """Per-layer kernels on [X; X_test]: the test inputs are appended with zero conjugate kernel on their rows and
-        columns and the same forward pass is run (THEORY.md sec. 5)."""
-        conjugates = self._conjugates(value, problem)
+        """Per-layer kernels of the conjugate form on [X; X_test]: the test inputs are appended with zero conjugate
+        kernel on their rows and columns and the same forward pass is run (THEORY.md sec. 5)."""
+        conjugates = value
         X_all = problem.X if X_test is None else jnp.concatenate([problem.X, X_test])
         P, P_all = problem.P, X_all.shape[0]
         padded = tuple(jnp.zeros((P_all, P_all), K.dtype).at[:P, :P].set(K) for K in conjugates)
@@ -439,6 +449,12 @@ class Adaptive(AbstractLoopTheory):
             cross = problem.two_layer_kernel(value, X_test, problem.X)
             return train.nngp, cross.nngp, cross.var1
         c = problem.readout_scale
+        if form == "kernel":  # test rows by Gaussian conditioning on the training kernels (``actions.test_points``)
+            train = c * deep.whitened_chain(problem, problem.X, value, self._factor())[-1]
+            if X_test is None:
+                return train, None, None
+            cross, diag = test_points.test_kernels(problem, value, X_test, self._factor())
+            return train, c * cross, c * diag
         if form == "weight":
             X_all = problem.X if X_test is None else jnp.concatenate([problem.X, X_test])
             K_all = c * X_all @ value[-1] @ X_all.T
@@ -459,7 +475,7 @@ class Adaptive(AbstractLoopTheory):
                 return (problem.two_layer_kernel(value).nngp / problem.readout_scale,)
             return tuple(problem.X @ S @ problem.X.T for S in value)
         if form == "kernel":
-            return deep.whitened_chain(problem, problem.X, value)
+            return deep.whitened_chain(problem, problem.X, value, self._factor())
         return self._joint_kernels(value, problem, None)
 
     def input_covariances(self, value, problem):

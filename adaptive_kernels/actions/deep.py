@@ -38,6 +38,8 @@ Three forms of the same saddle, each a problem for the shared solvers:
 
 from __future__ import annotations
 
+from typing import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -85,8 +87,10 @@ def _eigh(A):
     """``jnp.linalg.eigh`` whose derivative leaves out the eigenvector rotation between equal eigenvalues: JAX's rule
     divides by w_j - w_i (NaN where two coincide); here those terms are 0. Only the second derivatives of
     :func:`symmetric_sqrt` (the Jacobian products of the whitened kernel form) go through it; its first derivative is
-    exact for any spectrum."""
-    return jnp.linalg.eigh(A)
+    exact for any spectrum. Returns a plain (w, U) pair, the structure its JVP rule returns (``EighResult`` would not
+    match it when the rule itself is differentiated: third derivatives, the one loop of the kernel form)."""
+    w, U = jnp.linalg.eigh(A)
+    return w, U
 
 
 @_eigh.defjvp
@@ -367,11 +371,17 @@ def whitened_chain(problem: Problem, X, covariances, factor=whitening_factor) ->
 class WhitenedKernelAction(EntropicAction):
     """sum_l N_l KL(N(0, Q_l) || N(0, I)) + D(c K_L), K_l = B_l Q_l B_l^T (module docstring): the Legendre transform
     of the CGF, N_l KL(N(0, K_l) || N(0, G_l)), restricted to the range of G_l. The entropy part is the shared
-    (N_l/2)[tr Q_l - log det Q_l]; for a linear net this is the input-space form in whitened coordinates."""
+    (N_l/2)[tr Q_l - log det Q_l]; for a linear net this is the input-space form in whitened coordinates.
+    ``factor``: the factor of G_l (:func:`whitened_chain`): the symmetric root for the solves; :func:`prior_factor`
+    (Cholesky) for the one loop, whose third and fourth derivatives are matrix products (``cholesky_with_inverse``)
+    where the eigendecomposition's nest of custom derivatives compiles for many minutes (the one-loop means of
+    observables do not depend on the choice: Q_l -> O^T Q_l O, O orthogonal, leaves the Wishart prior unchanged)."""
+
+    factor: Callable = eqx.field(static=True, default=whitening_factor)
 
     def data_term(self, covariances, problem: Problem):
-        return data_term(problem.readout_scale * whitened_chain(problem, problem.X, covariances)[-1], problem.y,
-                         problem.kappa2)
+        return data_term(problem.readout_scale * whitened_chain(problem, problem.X, covariances, self.factor)[-1],
+                         problem.y, problem.kappa2)
 
     def prior(self, problem: Problem):
         one = jnp.ones((), problem.X.dtype)
