@@ -348,24 +348,26 @@ def extended_kernels(problem: Problem, X_all, conjugates, cgf) -> tuple:
 
 
 # --- the forms -----------------------------------------------------------------------------------------------------
-def whitened_chain(problem: Problem, X, covariances, factor=whitening_factor) -> tuple:
-    """Kernels K_l = B_l Q_l B_l^T of the whitened primal form (``covariances`` = (Q_1..Q_L)) on inputs X. Only a
-    linear net's explicitly propagated factor needs F = B_l chol(Q_l) (B_{l+1} = [sqrt(s_w2) F, sqrt(s_b2) 1]);
-    otherwise B_{l+1} = ``factor(problem, K_l)``, a factor of G_{l+1}(K_l) (default the symmetric square root,
-    :func:`whitening_factor`; :func:`prior_factor`, its Cholesky factor, gives the coordinates used before) and Q_l is
-    not factorised."""
+def layer_factors(problem: Problem, X, covariances, factor=whitening_factor) -> tuple:
+    """The factors B_1..B_L of the whitened primal form on inputs X (K_l = B_l Q_l B_l^T, ``covariances`` =
+    (Q_1..Q_L)). Only a linear net's explicitly propagated factor needs F = B_l chol(Q_l) (B_{l+1} = [sqrt(s_w2) F,
+    sqrt(s_b2) 1]); otherwise B_{l+1} = ``factor(problem, K_l)``, a factor of G_{l+1}(K_l) (default the symmetric
+    square root, :func:`whitening_factor`; :func:`prior_factor`, its Cholesky factor, gives the coordinates used
+    before and by the one loop) and Q_l is not factorised."""
     B = input_factor(problem, X)
-    kernels = []
-    for layer, Q in enumerate(covariances):
-        last = layer + 1 == problem.depth
-        if not last and explicit_factor(problem, B.shape[1], B.shape[0]):
-            F = B @ jnp.linalg.cholesky(symmetrize(Q))
-            kernels.append(F @ F.T)
-            B = next_factor(problem, F)
+    factors = [B]
+    for Q in covariances[:-1]:
+        if explicit_factor(problem, B.shape[1], B.shape[0]):
+            B = next_factor(problem, B @ jnp.linalg.cholesky(symmetrize(Q)))
         else:
-            kernels.append(symmetrize(B @ Q @ B.T))
-            B = B if last else factor(problem, kernels[-1])
-    return tuple(kernels)
+            B = factor(problem, symmetrize(B @ Q @ B.T))
+        factors.append(B)
+    return tuple(factors)
+
+
+def whitened_chain(problem: Problem, X, covariances, factor=whitening_factor) -> tuple:
+    """Kernels K_l = B_l Q_l B_l^T of the whitened primal form on inputs X (:func:`layer_factors`)."""
+    return tuple(symmetrize(B @ Q @ B.T) for B, Q in zip(layer_factors(problem, X, covariances, factor), covariances))
 
 
 class WhitenedKernelAction(EntropicAction):

@@ -42,26 +42,11 @@ from adaptive_kernels.actions import deep
 from adaptive_kernels.problem import Problem
 
 
-def layer_factors(problem: Problem, covariances, factor=deep.whitening_factor) -> tuple:
-    """The factors B_1..B_L of the kernel form on the training inputs (``deep.whitened_chain``: K_l = B_l Q_l B_l^T;
-    a linear net's explicitly propagated factor while it has fewer columns than rows, else ``factor`` of G_l (the
-    first layer: its Cholesky factor))."""
-    B = deep.input_factor(problem, problem.X)
-    factors = [B]
-    for Q in covariances[:-1]:
-        if deep.explicit_factor(problem, B.shape[1], B.shape[0]):
-            B = deep.next_factor(problem, B @ jnp.linalg.cholesky(deep.symmetrize(Q)))
-        else:
-            B = factor(problem, deep.symmetrize(B @ Q @ B.T))
-        factors.append(B)
-    return tuple(factors)
-
-
 def _layers(problem: Problem, covariances, factor):
     """Per layer, what the test rows need from the training side: (B_l, B_l^{-1} or None where the factor is
     explicit, Q_l, chol(Q_l) where the next factor is explicit, diag C_{l+1} on the training inputs)."""
     out = []
-    for layer, (B, Q) in enumerate(zip(layer_factors(problem, covariances, factor), covariances)):
+    for layer, (B, Q) in enumerate(zip(deep.layer_factors(problem, problem.X, covariances, factor), covariances)):
         Q = deep.symmetrize(Q)
         square = B.shape[0] == B.shape[1] and not (layer == 0 and deep.explicit_factor(problem, problem.d, problem.P))
         last = layer + 1 == problem.depth
