@@ -109,7 +109,9 @@ def main(argv=None):
     parser.add_argument("--warm", type=int, nargs="*",
                         help="theory: also start from the minima of the previous width, up the --N grid and these "
                         "widths (solved, not sampled)")
-    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--chains", type=int, default=4, help="per start; 0: the theory only")
+    parser.add_argument("--starts", nargs="+", choices=("prior", "aligned", "predicted-aligned"),
+                        help="sample from these starts only (default: all)")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--theory", choices=("gaussian", "mixture"), default="gaussian",
@@ -149,6 +151,13 @@ def main(argv=None):
         for N in args.N:
             problem = problem_at(N)
             a = problem.prior_precision
+
+            def displaced(point):
+                """The mixture's most displaced pair along w*: its a (m_k . w*)^2 and weight pi_k."""
+                pi, m, _ = mixture.full_components(problem, point.value, pool.w_star)
+                am2 = a * (m @ pool.w_star) ** 2
+                return {"am2": float(jnp.max(am2)), "pair_weight": float(pi[jnp.argmax(am2)])}
+
             for point in found[N].points:
                 prediction = predict_problem(point.solution, problem, pool.X_test)
                 s = observables(point.solution, problem, prediction, pool.y_test, pool.w_star)
@@ -156,19 +165,17 @@ def main(argv=None):
                              "posterior": point.posterior, "action": point.action,
                              "alignment": float(a * theory.input_covariances(point.value, problem)[0][0, 0]),
                              "eigenvalue_ratio": s["eigenvalue_ratio"][0], "learnability": s["learnability"],
-                             **hermite(prediction.mean_test)})
+                             **hermite(prediction.mean_test),
+                             **(displaced(point) if args.theory == "mixture" else {})})
             starts = {"prior": HMC(), "aligned": MixtureStartHMC.aligned(pool.w_star, args.ratio)}
-            if args.theory == "mixture":  # also from the predicted state with the most aligned component, if any
-
-                def alignment(point):  # the largest a (m_k . w*)^2 of its components
-                    m = mixture.full_components(problem, point.value, pool.w_star)[1]
-                    return float(jnp.max(a * (m @ pool.w_star) ** 2))
-
-                best = max(found[N].points, key=alignment)
+            if args.theory == "mixture":  # also from the predicted state with the most aligned pair, if any
+                best = max(found[N].points, key=lambda point: displaced(point)["am2"])
                 pi, m, Sigma = mixture.full_components(problem, best.value, pool.w_star)
-                if alignment(best) > 5:
+                if displaced(best)["am2"] > 5:
                     starts["predicted-aligned"] = MixtureStartHMC(pi, m * a**0.5, Sigma * a)
             for label, sampler in starts.items():
+                if not args.chains or label not in (args.starts or starts):
+                    continue
                 est = sample_posterior(arch(N), data, args.kappa2, method=sampler, num_chains=args.chains,
                                        num_samples=args.samples, num_warmup=args.warmup, key=P + 1000 * N)
                 C = est.weight_covariance[0]
