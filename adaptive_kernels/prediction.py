@@ -74,9 +74,9 @@ def predict_problem(solution: Solution, problem: Problem, X_test=None) -> Predic
     A one-loop theory (``loops=1``) averages the GP prediction over the order parameters' posterior: the means
     (and the kernel) get (1/2) tr(H^-1 Hess), the test variance also the variance of the mean over the order
     parameters (``actions.one_loop.moments``), plus what the test points' own fluctuations add
-    (``theory.test_fluctuations``: the deep kernel form, ``actions.test_points``). For a linear two-layer FCN in weight space
-    (``one_loop.has_structure``) the prediction is then taken in weight space (:func:`_weight_space_prediction`)
-    and the kernel, linear in Sigma, is the kernel of the mean Sigma."""
+    (``theory.test_fluctuations``: the deep kernel form, ``actions.test_points``). For a linear two-layer FCN in
+    weight space (``one_loop.has_structure``) the prediction is then taken in weight space
+    (:func:`_weight_space_prediction`) and the kernel, linear in Sigma, is the kernel of the mean Sigma."""
     theory = solution.theory
     if getattr(theory, "loops", 0) and one_loop.has_structure(*theory.saddle_problem(problem)):
         fn = Partial(_weight_space_prediction, problem=problem, X_test=X_test)

@@ -453,7 +453,7 @@ class Adaptive(AbstractLoopTheory):
             train = c * deep.whitened_chain(problem, problem.X, value, self._factor())[-1]
             if X_test is None:
                 return train, None, None
-            cross, diag = test_points.test_kernels(problem, value, X_test, self._factor())
+            cross, diag = test_points.kernel_rows(problem, value, X_test, self._factor())
             return train, c * cross, c * diag
         if form == "weight":
             X_all = problem.X if X_test is None else jnp.concatenate([problem.X, X_test])

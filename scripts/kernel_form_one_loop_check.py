@@ -88,7 +88,8 @@ def main():
     print("x*  sampled mean (se)      one loop   saddle     | sampled var  one loop  saddle")
     for t in range(len(mean)):
         print(f"{t}   {mean[t]: .6f} ({se[t]:.1e})  {float(predictions[1].mean_test[t]): .6f}  "
-              f"{float(predictions[0].mean_test[t]): .6f}  | {var[t]:.5f}      {float(predictions[1].var_test[t]):.5f}   "
+              f"{float(predictions[0].mean_test[t]): .6f}  | {var[t]:.5f}      "
+              f"{float(predictions[1].var_test[t]):.5f}   "
               f"{float(predictions[0].var_test[t]):.5f}")
 
 

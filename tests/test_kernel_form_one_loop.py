@@ -49,7 +49,7 @@ def test_test_rows_against_the_sampled_prior_chain():
     theory = ak.Adaptive(form="kernel", loops=1)
     value = deep.WhitenedKernelAction().initial(problem)
     factor = deep.prior_factor  # the one loop's coordinates (``Adaptive._factor``)
-    fn = Partial(lambda v, problem, X: test_points.test_kernels(problem, v, X, factor), problem=problem, X=data.X_test)
+    fn = Partial(lambda v, problem, X: test_points.kernel_rows(problem, v, X, factor), problem=problem, X=data.X_test)
     (rows, diag), _ = theory.mean(fn, value, problem)
     (saddle_rows, saddle_diag), (shift_rows, shift_diag), _ = test_points.row_moments(problem, value, data.X_test,
                                                                                        factor)
@@ -57,8 +57,9 @@ def test_test_rows_against_the_sampled_prior_chain():
     def flat(r, d):
         return np.concatenate([np.ravel(r), np.ravel(d)])
 
+    X_all = np.concatenate([data.X, data.X_test])
     draws = np.concatenate([np.concatenate([K[:, P:, :P].reshape(len(K), -1), np.diagonal(K, axis1=1, axis2=2)[:, P:]],
-                                           axis=1) for K in sampled_chain(np.concatenate([data.X, data.X_test]), 2, 100000)])
+                                           axis=1) for K in sampled_chain(X_all, 2, 100000)])
     mc, se = draws.mean(0), draws.std(0) / np.sqrt(len(draws))
     loop = flat(rows + shift_rows, diag + shift_diag)
     rows_only = flat(rows, diag)  # without the test rows' own fluctuations

@@ -61,7 +61,8 @@ def _first_row(problem: Problem, x, B_inv):
     """(b_1, beta_1) of one test input x: explicit [sqrt(s_w2/d) x, sqrt(s_b2)] and 0 where the first factor is
     explicit, else B_1^{-1} g_1 and the Schur complement of G_1's joint matrix."""
     if B_inv is None:
-        return jnp.concatenate([jnp.sqrt(problem.s_w2 / problem.d) * x, jnp.sqrt(problem.s_b2)[None] * jnp.ones(1, x.dtype)]), 0.0
+        bias = jnp.sqrt(problem.s_b2) * jnp.ones(1, x.dtype)
+        return jnp.concatenate([jnp.sqrt(problem.s_w2 / problem.d) * x, bias]), 0.0
     c_xx = problem.s_w2 * x @ x / problem.d + problem.s_b2
     c_xA = problem.s_w2 * problem.X @ x / problem.d + problem.s_b2
     c_AA = problem.s_w2 * jnp.sum(problem.X ** 2, axis=1) / problem.d + problem.s_b2
@@ -87,13 +88,13 @@ def _rows(problem: Problem, layers, x, noise):
             return row, diag
         if chol_Q is not None:  # explicit next factor (a linear net; beta = 0 there)
             b, beta = jnp.concatenate([jnp.sqrt(problem.s_w2) * chol_Q.T @ b,
-                                       jnp.sqrt(problem.s_b2)[None] * jnp.ones(1, b.dtype)]), 0.0
+                                       jnp.sqrt(problem.s_b2) * jnp.ones(1, b.dtype)]), 0.0
         else:
             b, beta = _square_row(problem, layers[layer + 1][1], problem.s_w2 * diag + problem.s_b2,
                                   problem.s_w2 * row + problem.s_b2, layers[layer][4])
 
 
-def test_kernels(problem: Problem, covariances, X_test, factor=deep.whitening_factor):
+def kernel_rows(problem: Problem, covariances, X_test, factor=deep.whitening_factor):
     """(K_L(X_test, X), diag K_L(X_test)) at q = 0, omega = 1 (module docstring): Gaussian conditioning of every
     layer's test rows on its training kernel, a function of the order parameters Q_l alone."""
     layers = _layers(problem, covariances, factor)
@@ -118,7 +119,7 @@ def _noise_directions(layers, widths) -> tuple:
 
 def row_moments(problem: Problem, covariances, X_test, factor=deep.whitening_factor):
     """Per test input, the one-loop average over the test rows' own fluctuations at fixed order parameters
-    ``covariances`` (module docstring): (rows, diag) at q = 0, omega = 1 (:func:`test_kernels`), their mean shifts
+    ``covariances`` (module docstring): (rows, diag) at q = 0, omega = 1 (:func:`kernel_rows`), their mean shifts
     (1/2) sum_j d^2 r[u_j, u_j] (P*, P) and (P*,), and the first derivatives along the u_j, (P*, n, P) and (P*, n)
     (Cov(r) = sum_j (dr u_j)(dr u_j)^T)."""
     layers = _layers(problem, covariances, factor)
