@@ -426,10 +426,9 @@ class Adaptive(AbstractLoopTheory):
     def _joint_kernels(self, value, problem: Problem, X_test) -> tuple:
         """Per-layer kernels of the conjugate form on [X; X_test]: the test inputs are appended with zero conjugate
         kernel on their rows and columns and the same forward pass is run (THEORY.md sec. 5)."""
-        conjugates = value
         X_all = problem.X if X_test is None else jnp.concatenate([problem.X, X_test])
         P, P_all = problem.P, X_all.shape[0]
-        padded = tuple(jnp.zeros((P_all, P_all), K.dtype).at[:P, :P].set(K) for K in conjugates)
+        padded = tuple(jnp.zeros((P_all, P_all), K.dtype).at[:P, :P].set(K) for K in value)
         cgf = self._cgf(problem)
         if cgf is None:
             return deep.ConjugateMap().kernels(problem, X_all, padded)[0]
@@ -450,11 +449,9 @@ class Adaptive(AbstractLoopTheory):
             return train.nngp, cross.nngp, cross.var1
         c = problem.readout_scale
         if form == "kernel":  # test rows by Gaussian conditioning on the training kernels (``actions.test_points``)
-            train = c * deep.whitened_chain(problem, problem.X, value, self._factor())[-1]
             if X_test is None:
-                return train, None, None
-            cross, diag = test_points.kernel_rows(problem, value, X_test, self._factor())
-            return train, c * cross, c * diag
+                return c * deep.whitened_chain(problem, problem.X, value, self._factor())[-1], None, None
+            return tuple(c * K for K in test_points.kernel_rows(problem, value, X_test, self._factor()))
         if form == "weight":
             X_all = problem.X if X_test is None else jnp.concatenate([problem.X, X_test])
             K_all = c * X_all @ value[-1] @ X_all.T

@@ -49,7 +49,8 @@ def test_test_rows_against_the_sampled_prior_chain():
     theory = ak.Adaptive(form="kernel", loops=1)
     value = deep.WhitenedKernelAction().initial(problem)
     factor = deep.prior_factor  # the one loop's coordinates (``Adaptive._factor``)
-    fn = Partial(lambda v, problem, X: test_points.kernel_rows(problem, v, X, factor), problem=problem, X=data.X_test)
+    fn = Partial(lambda v, problem, X: test_points.kernel_rows(problem, v, X, factor)[1:], problem=problem,
+                 X=data.X_test)
     (rows, diag), _ = theory.mean(fn, value, problem)
     (saddle_rows, saddle_diag), (shift_rows, shift_diag), _ = test_points.row_moments(problem, value, data.X_test,
                                                                                        factor)

@@ -94,11 +94,18 @@ def _rows(problem: Problem, layers, x, noise):
                                   problem.s_w2 * row + problem.s_b2, layers[layer][4])
 
 
+def _last_kernel(layers):
+    """K_L = B_L Q_L B_L^T on the training inputs (``deep.whitened_chain``'s last kernel) from :func:`_layers`."""
+    B, _, Q, _, _ = layers[-1]
+    return deep.symmetrize(B @ Q @ B.T)
+
+
 def kernel_rows(problem: Problem, covariances, X_test, factor=deep.whitening_factor):
-    """(K_L(X_test, X), diag K_L(X_test)) at q = 0, omega = 1 (module docstring): Gaussian conditioning of every
-    layer's test rows on its training kernel, a function of the order parameters Q_l alone."""
+    """(K_L, K_L(X_test, X), diag K_L(X_test)) at q = 0, omega = 1 (module docstring): the training kernel and,
+    by Gaussian conditioning of every layer's test rows on its training kernel, the test rows, functions of the
+    order parameters Q_l alone (one pass of the layer factors for both)."""
     layers = _layers(problem, covariances, factor)
-    return jax.vmap(lambda x: _rows(problem, layers, x, None))(X_test)
+    return (_last_kernel(layers),) + jax.vmap(lambda x: _rows(problem, layers, x, None))(X_test)
 
 
 def _noise_directions(layers, widths) -> tuple:
@@ -122,7 +129,11 @@ def row_moments(problem: Problem, covariances, X_test, factor=deep.whitening_fac
     ``covariances`` (module docstring): (rows, diag) at q = 0, omega = 1 (:func:`kernel_rows`), their mean shifts
     (1/2) sum_j d^2 r[u_j, u_j] (P*, P) and (P*,), and the first derivatives along the u_j, (P*, n, P) and (P*, n)
     (Cov(r) = sum_j (dr u_j)(dr u_j)^T)."""
-    layers = _layers(problem, covariances, factor)
+    return _row_moments(problem, _layers(problem, covariances, factor), X_test)
+
+
+def _row_moments(problem: Problem, layers, X_test):
+    """:func:`row_moments` from the training side's :func:`_layers`."""
     center = tuple((jnp.zeros(Q.shape[0], Q.dtype), jnp.ones((), Q.dtype)) for _, _, Q, _, _ in layers)
     tangents = _noise_directions(layers, problem.widths)
 
@@ -144,10 +155,11 @@ def fluctuation_correction(problem: Problem, covariances, X_test, factor=deep.wh
     """(d mean, d var) of the GP prediction at the test inputs from the test rows' own fluctuations at one loop
     (module docstring), at the order parameters ``covariances`` (Q_1..Q_L)."""
     c = problem.readout_scale
-    kernel = c * deep.whitened_chain(problem, problem.X, covariances, factor)[-1]
+    layers = _layers(problem, covariances, factor)
+    kernel = c * _last_kernel(layers)
     A = jnp.linalg.inv(kernel + problem.kappa2 * jnp.eye(problem.P, dtype=kernel.dtype))
     alpha = c * A @ problem.y
-    (row, _), (shift_row, shift_diag), (d_row, _) = row_moments(problem, covariances, X_test, factor)
+    (row, _), (shift_row, shift_diag), (d_row, _) = _row_moments(problem, layers, X_test)
     d_mean = shift_row @ alpha
     spread = jnp.sum(jnp.einsum("tnp,p...->tn...", d_row, alpha) ** 2, axis=1)
     d_var = (c * shift_diag - c ** 2 * (2.0 * jnp.einsum("tp,pq,tq->t", row, A, shift_row)
