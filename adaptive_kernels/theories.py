@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from adaptive_kernels._validation import is_traced
-from adaptive_kernels.actions import deep, exact, exact_one_loop, mixture, one_loop, test_points
+from adaptive_kernels.actions import deep, deep_exact_one_loop, exact, exact_one_loop, mixture, one_loop, test_points
 from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_space
 from adaptive_kernels.actions.scaling import ScalingAction, scaled_kernel, scales_like
 from adaptive_kernels.gp import data_term
@@ -44,6 +44,12 @@ MEASURES = ("gaussian", "second_order", "exact", "mixture")
 def has_bias(problem: Problem) -> bool:
     """s_b2 > 0 (False while s_b2 is traced: checks of traced values are skipped)."""
     return not is_traced(problem.s_b2) and float(problem.s_b2) != 0
+
+
+def _exact_loop(problem: Problem):
+    """The module of the one loop around the exact measure: ``actions.exact_one_loop`` (two-layer nets, closed-form
+    blocks) or ``actions.deep_exact_one_loop`` (deeper FCNs, small P)."""
+    return deep_exact_one_loop if problem.depth > 1 else exact_one_loop
 
 
 class AbstractTheory(eqx.Module):
@@ -245,7 +251,8 @@ class Adaptive(AbstractLoopTheory):
         loops: 0 (the saddle) or 1 (one-loop corrections; form ``"weight"``: two-layer and deep linear nets;
             form ``"kernel"``: deep nets of any activation, the one loop of the Gaussian-equivalent chain of
             Wisharts with N_l > P + 1, the test points' own fluctuations included, ``actions.test_points``;
-            ``measure="exact"``: two-layer FCNs, the saddle's observables corrected, ``actions.exact_one_loop``).
+            ``measure="exact"``: FCNs, the saddle's observables corrected, ``actions.exact_one_loop`` for two-layer
+            nets, ``actions.deep_exact_one_loop`` for deeper ones with P <= its ``MAX_P``, mean output included).
     """
 
     name: ClassVar[str] = "adaptive"
@@ -311,8 +318,8 @@ class Adaptive(AbstractLoopTheory):
                                  f"got {jnp.shape(self.direction)}")
             if self.loops:
                 raise ValueError("loops: one-loop corrections need measure='gaussian', got 'mixture'")
-        if self.loops and self.measure == "exact":  # loops act on the observables (actions.exact_one_loop)
-            exact_one_loop.check(problem)
+        if self.loops and self.measure == "exact":  # loops act on the observables (actions.(deep_)exact_one_loop)
+            _exact_loop(problem).check(problem)
             return AbstractTheory.check(self, problem)
         if self.loops and form == "conjugate":
             raise ValueError("loops: one-loop corrections need an action to expand: form='weight' or 'kernel' "
@@ -327,7 +334,7 @@ class Adaptive(AbstractLoopTheory):
 
     def mean(self, fn, value, problem, linear=False):
         if self.loops and self.measure == "exact":
-            return exact_one_loop.mean(self, fn, value, problem)
+            return _exact_loop(problem).mean(self, fn, value, problem)
         return super().mean(fn, value, problem, linear)
 
     def test_fluctuations(self, value, problem, X_test):

@@ -1,8 +1,10 @@
-"""Saddle -> one loop of the deep exact measure (``actions.deep_exact_one_loop``) against the HMC references of
-``tests/data/exact_deep.json`` (issue 15's deep erf cases: d = 15, N1 = N2 = N, gamma, P; cubic teacher, kappa2 =
-1e-2): the first layer's weight-covariance ratio along w* and the last hidden layer's pre-activation ratio along y.
+"""Saddle -> one loop of the deep exact measure (``Adaptive(form="conjugate", measure="exact", loops=1)``,
+``actions.deep_exact_one_loop``) against the HMC references of ``tests/data/exact_deep.json`` and
+``tests/data/exact_issue.json`` (issue 15's deep erf cases: d = 15, N1 = N2 = N, gamma, P; cubic teacher, kappa2 =
+1e-2): learnability (the mean output at the 500 test points), the first layer's weight-covariance ratio along w* and
+both layers' kernel ratios along y; one solve per key, summarised at the saddle and at one loop (``with_loops``).
 
-    PYTHONPATH=. python scripts/deep_exact_one_loop.py --P 20 --N 80 --samples 5000 --seeds 1
+    PYTHONPATH=. python scripts/deep_exact_one_loop.py --P 20 --N 80 --gamma 1 --samples 4000 --seeds 2
 """
 
 import argparse
@@ -14,12 +16,16 @@ import jax
 import numpy as np
 
 import adaptive_kernels as ak
-from adaptive_kernels.actions import deep_exact_one_loop
+from adaptive_kernels.actions import exact_one_loop
 from adaptive_kernels.data import teacher_dataset
-from adaptive_kernels.problem import make_problem
 
-REFERENCES = pathlib.Path(__file__).parents[1] / "tests" / "data" / "exact_deep.json"
+DATA = pathlib.Path(__file__).parents[1] / "tests" / "data"
 KAPPA2 = 1e-2
+
+
+def _line(name, out):
+    return (f"{name}: learnability {out['learnability']:.4f}, ratio w* {out['eigenvalue_ratio'][0]:.4f}, kernel ratios y "
+            + " / ".join(f"{r:.3f}" for r in out["kernel_eigenvalue_ratio"]))
 
 
 def main(argv=None):
@@ -27,29 +33,35 @@ def main(argv=None):
     parser.add_argument("--P", type=int, default=20)
     parser.add_argument("--N", type=int, default=80)
     parser.add_argument("--gamma", type=float, default=1.0)
-    parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--seeds", type=int, default=1)
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     data = teacher_dataset(jax.random.PRNGKey(0), args.P, 15, "cubic", P_test=500)
     arch = ak.FCN(15, (args.N, args.N), "erf", gamma=args.gamma)
-    problem = make_problem(arch, data, KAPPA2)
-    for case in json.load(open(REFERENCES))["cases"]:
-        if (case["P"], case["widths"], case["gamma"]) == (args.P, [args.N, args.N], args.gamma):
-            print(f"HMC: ratio w* {case['eigenvalue_ratio'][0]}, last pre-act. ratio y {case['kernel_eigenvalue_ratio'][-1]}")
+    for name in ("exact_deep.json", "exact_issue.json"):
+        for case in json.load(open(DATA / name))["cases"]:
+            if (case["P"], case["widths"], case["gamma"], case.get("activation", "erf")) == (
+                    args.P, [args.N, args.N], args.gamma, "erf"):
+                print(f"HMC ({name}): learnability {case['learnability']}, ratio w* {case['eigenvalue_ratio'][0]}, "
+                      f"kernel ratios y {case['kernel_eigenvalue_ratio']}", flush=True)
+    loops = []
     for seed in range(args.seeds):
         start = time.perf_counter()
         sol = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate", measure="exact", samples=args.samples,
                                                        seed=jax.numpy.asarray(seed)))
         solved = time.perf_counter()
-        out = deep_exact_one_loop.moments(sol.theory.sampled, problem, sol.value)
-        jax.block_until_ready(out)
-        w = [float(ak.eigenvalue_ratio(s[0], data.w_star)) for s in (out.saddle[1], out.second)]
-        y = [float(ak.eigenvalue_ratio(s[-1], data.y)) for s in (out.saddle[1], out.second)]
-        k = [float(ak.eigenvalue_ratio(s[-1], data.y)) for s in (out.saddle[0], out.kernels)]
-        print(f"seed {seed} ({sol.message}; solve {solved - start:.0f} s, one loop {time.perf_counter() - solved:.0f} s,"
-              f" |grad S|/|x| {float(out.gradient):.1e}): ratio w* {w[0]:.4f} -> {w[1]:.4f}; last pre-act. ratio y "
-              f"{y[0]:.3f} -> {y[1]:.3f}; last kernel ratio y {k[0]:.3f} -> {k[1]:.3f}", flush=True)
+        saddle = ak.summarize(sol, arch, data, KAPPA2)
+        loop = ak.summarize(exact_one_loop.with_loops(sol, 1), arch, data, KAPPA2)
+        loops.append(loop)
+        print(f"seed {seed} ({sol.message}; solve {solved - start:.0f} s, one loop {time.perf_counter() - solved:.0f} s)"
+              f"\n  {_line('saddle', saddle)}\n  {_line('one loop', loop)}", flush=True)
+    if len(loops) > 1:
+        for key in ("learnability",):
+            v = np.array([o[key] for o in loops])
+            print(f"one loop {key}: {v.mean():.4f} +- {v.std(ddof=1) / np.sqrt(len(v)):.4f}")
+        v = np.array([o["kernel_eigenvalue_ratio"][-1] for o in loops])
+        print(f"one loop last kernel ratio y: {v.mean():.3f} +- {v.std(ddof=1) / np.sqrt(len(v)):.3f}")
 
 
 if __name__ == "__main__":

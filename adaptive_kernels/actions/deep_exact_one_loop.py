@@ -52,7 +52,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from adaptive_kernels.actions import deep, exact, exact_one_loop
+from adaptive_kernels._validation import is_traced
+from adaptive_kernels.actions import deep, exact, exact_one_loop, test_points
 from adaptive_kernels.actions.one_loop import _coordinates, _symmetric
 from adaptive_kernels.problem import Problem
 
@@ -62,6 +63,9 @@ sampled points and ~4n more in the reverse pass; P = 24, L = 2: n = 1200)."""
 
 CHUNK = 8
 """Hessian-vector products evaluated together (vmapped) in :func:`hessian`."""
+
+OUTPUT_CHUNK = 2
+"""Directions of the test chain evaluated together in :func:`output_moments` (each holds several S x P* arrays)."""
 
 
 def check(problem: Problem) -> None:
@@ -91,13 +95,13 @@ def _quadratic(a, V):
 
 
 def _layers(cgf: exact.ExactCGF, problem: Problem, x):
-    """Per layer l of x: (K_l, Kt_l, C_l, the tilted log weights l_s, the observed features o_s), C_l following the
-    kernels below (C_{l+1} = s_w2 K_l + s_b2)."""
+    """Per layer l of x: (K_l, Kt_l, C_l, the tilted log weights l_s, the points u_s, the factor B_l: h_s = B_l u_s),
+    C_l following the kernels below (C_{l+1} = s_w2 K_l + s_b2)."""
     P = problem.P
     C, out = deep.input_covariance(problem, problem.X), []
     for layer, (K, Kt) in enumerate(_split(x, problem.depth, P * (P + 1) // 2, P)):
         logits, _, _, u, B = cgf._terms(problem, Kt, C, layer, problem.X)
-        out.append((K, Kt, C, logits, _observed(problem, layer, u, B)))
+        out.append((K, Kt, C, logits, u, B))
         C = deep.next_covariance(problem, K)
     return out
 
@@ -107,8 +111,8 @@ def action(cgf: exact.ExactCGF, problem: Problem, x, sources):
     measure plus the source term N_l [LSE(l_s + o_s^T J_l o_s / N_l) - LSE(l_s)]; ``sources`` one matrix J_l per
     layer (d x d for the first, P x P deeper)."""
     total = 0.0
-    for layer, ((K, Kt, C, logits, o), J) in enumerate(zip(_layers(cgf, problem, x), sources)):
-        N = problem.widths[layer]
+    for layer, ((K, Kt, C, logits, u, B), J) in enumerate(zip(_layers(cgf, problem, x), sources)):
+        N, o = problem.widths[layer], _observed(problem, layer, u, B)
         source = jax.nn.logsumexp(logits + _quadratic(o, J) / N) - jax.nn.logsumexp(logits)
         total = total + jnp.sum(Kt * K) - cgf(problem, Kt, C, layer, problem.X) - N * source
     return total + deep.output_terms(K, problem)[0]
@@ -116,7 +120,11 @@ def action(cgf: exact.ExactCGF, problem: Problem, x, sources):
 
 def averages(cgf: exact.ExactCGF, problem: Problem, x) -> tuple:
     """E_tilted[o o^T] per layer (self-normalised) as functions of x: the J-derivatives of W_l at J = 0."""
-    return tuple((o * jax.nn.softmax(logits)[:, None]).T @ o for _, _, _, logits, o in _layers(cgf, problem, x))
+    out = []
+    for layer, (_, _, _, logits, u, B) in enumerate(_layers(cgf, problem, x)):
+        o = _observed(problem, layer, u, B)
+        out.append((o * jax.nn.softmax(logits)[:, None]).T @ o)
+    return tuple(out)
 
 
 def hessian(cgf: exact.ExactCGF, problem: Problem, x, sources):
@@ -135,12 +143,16 @@ class Moments(eqx.Module):
     """One-loop means at the exact saddle: ``kernels`` E[K_l] per layer; ``second`` E[o o^T] per layer (the first
     layer's weight covariance E[w w^T], d x d; deeper layers' pre-activation second moments E[h h^T], P x P);
     ``saddle``: (kernels, second) at the saddle (the exact measure's values, control variate included where it has
-    one); ``gradient``: |grad S| / |x| at the saddle (the solve's stationarity in this action)."""
+    one); ``gradient``: |grad S| / |x| at the saddle (the solve's stationarity in this action); the expansion itself
+    for further observables (:func:`output_moments`): ``point`` x*, ``inverse`` G = Hess S(x*)^-1, ``shift`` G t."""
 
     kernels: tuple
     second: tuple
     saddle: tuple
     gradient: jax.Array
+    point: jax.Array
+    inverse: jax.Array
+    shift: jax.Array
 
 
 @eqx.filter_jit
@@ -162,4 +174,155 @@ def moments(cgf: exact.ExactCGF, problem: Problem, conjugates) -> Moments:
     saddle_second = (exact.first_layer_covariance(cgf, problem, conjugates),) + second[1:]
     corrected = tuple(s - 0.5 * (deep.symmetrize(g) + d) for s, g, d in zip(saddle_second, tau, along))
     gradient = jax.grad(lambda y: action(cgf, problem, y, sources))(x)
-    return Moments(means, corrected, (tuple(kernels), saddle_second), jnp.linalg.norm(gradient) / jnp.linalg.norm(x))
+    return Moments(means, corrected, (tuple(kernels), saddle_second), jnp.linalg.norm(gradient) / jnp.linalg.norm(x),
+                   x, G, shift)
+
+
+# --- the mean output ---------------------------------------------------------------------------------------------
+def _test_chain(problem: Problem, layers, X_test, columns, noise):
+    """Per layer, (omega_s, phi(h_s) (S, P), phi(h*_s) (S, P*), rows K_l(X_test, X) (P*, P), diag K_l(X_test) (P*,))
+    of the test inputs given the training side ``layers`` (:func:`_layers`): the first layer's h* = B* u from the
+    weights themselves, deeper layers' by Gaussian conditioning on the training pre-activations under the joint C_l,
+    h* = b^T u + beta z (b = B_l^-1 C_l(X, x*), beta^2 = C_l(x*, x*) - |b|^2, z: ``columns`` (S, P*) per layer, the
+    saddle's own extended draws), C_l's test entries from the rows below. beta must stay away from 0: a linear net
+    whose test inputs lie in the span of its training inputs has beta = 0 at the saddle but not off it (the rows are
+    tilted averages, the training block the coordinates K_l), where the expansion is singular. ``noise``: per layer (P*, P + 1) added to
+    (rows, diag), or None."""
+    out = []
+    h_star = layers[0][4] @ exact.layer_factor(problem, None, 0, X_test).T
+    for layer, (_, _, _, logits, u, B) in enumerate(layers):
+        omega, phi, phi_star = jax.nn.softmax(logits), problem.activation(u @ B.T), problem.activation(h_star)
+        rows, diag = (phi_star * omega[:, None]).T @ phi, omega @ phi_star**2
+        if noise is not None:
+            rows, diag = rows + noise[layer][:, :-1], diag + noise[layer][:, -1]
+        out.append((omega, phi, phi_star, rows, diag))
+        if layer + 1 < problem.depth:
+            cross, var = problem.s_w2 * rows + problem.s_b2, problem.s_w2 * diag + problem.s_b2
+            b = jax.scipy.linalg.solve_triangular(layers[layer + 1][5], cross.T, lower=True)  # (P, P*)
+            gap = var - jnp.sum(b**2, axis=0)
+            beta = jnp.where(gap > 0, jnp.sqrt(jnp.where(gap > 0, gap, 1.0)), 0.0)  # no NaN tangent at gap = 0
+            h_star = layers[layer + 1][4] @ b + beta * columns[layer + 1]
+    return out
+
+
+def _outputs(cgf: exact.ExactCGF, problem: Problem, x, X_test, columns, noise):
+    """(mean on the training inputs c K_L A y, mean c K_L(X_test, X) A y and variance
+    c K_L(x*, x*) - c^2 K_L(x*, X) A K_L(X, x*) at the test inputs) as functions of the order parameters x and the
+    test rows' noise (:func:`_test_chain`), A = (c K_L + kappa2)^-1."""
+    layers = _layers(cgf, problem, x)
+    c, K = problem.readout_scale, layers[-1][0]
+    A = exact_one_loop.readout_precision(problem, K)
+    alpha = c * A @ problem.y
+    rows, diag = _test_chain(problem, layers, X_test, columns, noise)[-1][3:]
+    return c * K @ alpha, rows @ alpha, c * diag - c**2 * jnp.sum((rows @ A) * rows, axis=1)
+
+
+def _noise_directions(problem: Problem, chain) -> jax.Array:
+    """Columns of a square root of the test rows' own covariance Cov_tilted(o)/N_l per layer and test input,
+    o = (phi(h*) phi(h), phi(h*)^2) (given the order parameters the rows are means of N_l iid draws of o from the
+    tilted measure), as noise tangents: (L (P + 1), L, P*, P + 1), direction j of every test input at once (the
+    inputs' rows are independent given the order parameters, and each output depends on its own input's noise)."""
+    L, (P_star, P) = problem.depth, chain[0][3].shape
+    directions = []
+    for layer, (omega, phi, phi_star, rows, diag) in enumerate(chain):
+        o = jnp.concatenate([phi_star[:, :, None] * phi[:, None, :], phi_star[:, :, None] ** 2], axis=2)  # (S, P*, P+1)
+        mean = jnp.concatenate([rows, diag[:, None]], axis=1)
+        cov = jnp.einsum("s,stp,stq->tpq", omega, o, o) - mean[:, :, None] * mean[:, None, :]
+        w, U = jnp.linalg.eigh(0.5 * (cov + jnp.swapaxes(cov, 1, 2)) / problem.widths[layer])
+        roots = jnp.moveaxis(U * jnp.sqrt(jnp.maximum(w, 0.0))[:, None, :], 2, 0)  # (P + 1, P*, P + 1)
+        directions.append(jnp.zeros((P + 1, L, P_star, P + 1), rows.dtype).at[:, layer].set(roots))
+    return jnp.concatenate(directions)
+
+
+class Outputs(eqx.Module):
+    """One-loop shifts of the GP prediction from the saddle's (:func:`output_moments`): ``mean_train`` (P,),
+    ``mean_test`` and ``var_test`` (P*,)."""
+
+    mean_train: jax.Array
+    mean_test: jax.Array
+    var_test: jax.Array
+
+
+@eqx.filter_jit
+def output_moments(cgf: exact.ExactCGF, problem: Problem, expansion: Moments, X_test) -> Outputs:
+    """The one-loop shifts of the mean output and predictive variance (docs/exact_measure.md, "The mean output of
+    the deep exact one loop"). Given the order parameters x = (K_l, Kt_l), the test rows of layer l are exactly the
+    mean of N_l iid draws of o = (phi(h*) phi(h), phi(h*)^2) from the tilted measure (integrating the test rows and
+    their conjugates of the joint representation gives the tilted moment generating function), with h* conditioned
+    on h under the joint C_l, whose test entries are the rows below. So with g = (f, v) the mean and variance as
+    functions of x and of the rows' noise e (:func:`_outputs`),
+
+        E[f] = f* + (1/2) sum_j lam_j d^2 f[v_j, v_j] - (1/2) df[G t] + (1/2) sum_k d^2 f[u_k, u_k],
+        Var  = v* + (same three terms of v) + sum_j lam_j df[v_j]^2 + sum_k df[u_k]^2,
+
+    G = sum_j lam_j v_j v_j^T the inverse Hessian of S and G t the expansion's shift (:func:`moments`, the same
+    one-loop formula E[O] = O* + (1/2) tr(G Hess O) - (1/2) grad O . G t), u_k the rows' noise directions
+    (:func:`_noise_directions`; the outer average is over x, the inner over the rows' own fluctuations, as in
+    ``actions.test_points``). n second-order directional derivatives of the test chain (forward over forward,
+    :data:`OUTPUT_CHUNK` at a time), then 2 L (P + 1) more for the noise."""
+    x, P_star = expansion.point, X_test.shape[0]
+    columns = (None,) + tuple(deep.extended_draws(z, problem.P, problem.P + P_star, layer)[:, problem.P:]
+                              for layer, z in enumerate(cgf.draws) if layer > 0)
+    lam, V = jnp.linalg.eigh(expansion.inverse)
+
+    def in_x(y):
+        return _outputs(cgf, problem, y, X_test, columns, None)
+
+    first, second = test_points.directional_derivatives(in_x, x, V.T, OUTPUT_CHUNK)
+    along = jax.jvp(in_x, (x,), (expansion.shift,))[1]
+    outer = [0.5 * jnp.tensordot(lam, dd, 1) - 0.5 * a for dd, a in zip(second, along)]
+    spread = jnp.tensordot(lam, first[1] ** 2, 1)
+
+    chain = _test_chain(problem, _layers(cgf, problem, x), X_test, columns, None)
+    center = jnp.zeros((problem.depth, P_star, problem.P + 1), x.dtype)
+    first_e, second_e = test_points.directional_derivatives(
+        lambda e: _outputs(cgf, problem, x, X_test, columns, e)[1:], center, _noise_directions(problem, chain), OUTPUT_CHUNK)
+    return Outputs(outer[0], outer[1] + 0.5 * jnp.sum(second_e[0], axis=0),
+                   outer[2] + 0.5 * jnp.sum(second_e[1], axis=0) + spread + jnp.sum(first_e[0] ** 2, axis=0))
+
+
+_LAST: list = []
+"""[(theory, value, problem, moments)] of the last :func:`mean` on concrete inputs: ``summarize`` asks for three means
+of one solution (prediction, layer kernels, input covariances), which share one :func:`moments`. Matched by identity
+of the (immutable) inputs, whose references it holds."""
+
+
+def _shared_moments(theory, problem: Problem, value):
+    """(cgf, :func:`moments`) at the saddle ``value`` of ``theory`` on ``problem``, made once per solution."""
+    traced = is_traced(value[0])
+    for entry in [] if traced else _LAST:
+        if entry[0] is theory and entry[1] is value and entry[2] is problem:
+            return entry[3], entry[4]
+    cgf = theory._cgf(problem)
+    out = moments(cgf, problem, value)
+    if not traced:
+        _LAST[:] = [(theory, value, problem, cgf, out)]
+    return cgf, out
+
+
+def mean(theory, fn, value, problem: Problem):
+    """``Adaptive.mean`` for ``measure="exact", loops=1`` on a deep net: (E[fn], None) for the observables
+    ``summarize`` and ``predict`` take means of -- the GP prediction (mean output and predictive variance at one
+    loop, :func:`output_moments`, added to the saddle's; the kernel c E[K_L]), the layer kernels (E[K_l]) and the
+    input covariances (E[w w^T] of the first layer) -- at the saddle ``value`` (one :func:`moments`, shared)."""
+    from adaptive_kernels.prediction import _gp_prediction
+
+    cgf, out = _shared_moments(theory, problem, value)
+    func = getattr(fn, "func", None)
+    if func is type(theory).layer_kernels:
+        return out.kernels, None
+    if func is type(theory).input_covariances:
+        return out.second[:1], None
+    if func is _gp_prediction:
+        X_test = fn.keywords.get("X_test")
+        saddle = fn(value)
+        kernel = problem.readout_scale * out.kernels[-1]
+        if X_test is None:
+            shifts = output_moments(cgf, problem, out, problem.X[:1])
+            return eqx.tree_at(lambda p: (p.mean_train, p.kernel), saddle,
+                               (saddle.mean_train + shifts.mean_train, kernel)), None
+        shifts = output_moments(cgf, problem, out, X_test)
+        return eqx.tree_at(lambda p: (p.mean_train, p.mean_test, p.var_test, p.kernel), saddle,
+                           (saddle.mean_train + shifts.mean_train, saddle.mean_test + shifts.mean_test,
+                            saddle.var_test + shifts.var_test, kernel)), None
+    raise NotImplementedError(f"loops: the one loop around the deep exact measure has no mean of {fn!r}")

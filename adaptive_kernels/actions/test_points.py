@@ -141,14 +141,23 @@ def _row_moments(problem: Problem, layers, X_test):
         def rows(noise):
             return _rows(problem, layers, x, noise)
 
-        def along(u):
-            (_, first), (_, second) = jax.jvp(lambda z: jax.jvp(rows, (z,), (u,)), (center,), (u,))
-            return first, second
-
-        (d_row, d_diag), (dd_row, dd_diag) = jax.vmap(along)(tangents)
+        (d_row, d_diag), (dd_row, dd_diag) = directional_derivatives(rows, center, tangents)
         return rows(center), (0.5 * jnp.sum(dd_row, axis=0), 0.5 * jnp.sum(dd_diag, axis=0)), (d_row, d_diag)
 
     return jax.vmap(one)(X_test)
+
+
+def directional_derivatives(fn, center, tangents, batch_size=None):
+    """(d fn[u_j], d^2 fn[u_j, u_j]) at ``center`` for the tangents u_j stacked on the leading axis of ``tangents``
+    (pytrees like ``center``), each stacked the same way: forward over forward, all at once (vmap) or
+    ``batch_size`` at a time (memory); also the one-loop directions of ``actions.deep_exact_one_loop``."""
+    def along(u):
+        (_, first), (_, second) = jax.jvp(lambda z: jax.jvp(fn, (z,), (u,)), (center,), (u,))
+        return first, second
+
+    if batch_size is None:
+        return jax.vmap(along)(tangents)
+    return jax.lax.map(along, tangents, batch_size=batch_size)
 
 
 def fluctuation_correction(problem: Problem, covariances, X_test, factor=deep.whitening_factor):
