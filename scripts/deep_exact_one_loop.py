@@ -24,8 +24,8 @@ KAPPA2 = 1e-2
 
 
 def _line(name, out):
-    return (f"{name}: learnability {out['learnability']:.4f}, ratio w* {out['eigenvalue_ratio'][0]:.4f}, kernel ratios y "
-            + " / ".join(f"{r:.3f}" for r in out["kernel_eigenvalue_ratio"]))
+    return (f"{name}: learnability {out['learnability']:.4f}, ratio w* {out['eigenvalue_ratio'][0]:.4f}, "
+            "kernel ratios y " + " / ".join(f"{r:.3f}" for r in out["kernel_eigenvalue_ratio"]))
 
 
 def main(argv=None):
@@ -51,10 +51,14 @@ def main(argv=None):
         sol = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate", measure="exact", samples=args.samples,
                                                        seed=jax.numpy.asarray(seed)))
         solved = time.perf_counter()
+        if not bool(sol.converged):
+            print(f"seed {seed}: {sol.message} (solve {solved - start:.0f} s), skipped", flush=True)
+            continue
         saddle = ak.summarize(sol, arch, data, KAPPA2)
         loop = ak.summarize(exact_one_loop.with_loops(sol, 1), arch, data, KAPPA2)
         loops.append(loop)
-        print(f"seed {seed} ({sol.message}; solve {solved - start:.0f} s, one loop {time.perf_counter() - solved:.0f} s)"
+        print(f"seed {seed} ({sol.message}; solve {solved - start:.0f} s, "
+              f"one loop {time.perf_counter() - solved:.0f} s)"
               f"\n  {_line('saddle', saddle)}\n  {_line('one loop', loop)}", flush=True)
     if len(loops) > 1:
         for key in ("learnability",):

@@ -172,7 +172,7 @@ def test_bad_options_name_loops():
     with pytest.raises(ValueError, match=f"loops.*P = {MAX_P + 1}"):
         theory.check(make_problem(ak.FCN(3, 50, "erf"), wide, KAPPA2))
     small = ak.Dataset(rng.standard_normal((8, 3)), rng.standard_normal(8))
-    with pytest.raises(ValueError, match="loops.*two-layer"):
-        theory.check(make_problem(ak.FCN(3, (50, 50), "erf"), small, KAPPA2))
+    with pytest.raises(ValueError, match=f"loops.*P = {MAX_P + 1}"):  # deep nets: actions.deep_exact_one_loop
+        theory.check(make_problem(ak.FCN(3, (50, 50), "erf"), wide, KAPPA2))
     with pytest.raises(ValueError, match="loops.*one output"):
         theory.check(make_problem(ak.FCN(3, 50, "erf"), ak.Dataset(small.X, rng.standard_normal((8, 2))), KAPPA2))

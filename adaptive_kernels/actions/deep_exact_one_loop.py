@@ -37,13 +37,21 @@ reverse, in chunks), t and tau by one reverse pass through them (third order). (
 fixed in h and C in the importance weights, linear inside the LSEs, was tried first: its score-function derivatives
 in C are too noisy, |grad S| at the saddle 15% of |Kt_1| at S = 3000 and still 2-3% at S = 3·10^5, P = 6.)
 
+Mean output (:func:`output_moments`; ``Adaptive(measure="exact", loops=1)``'s prediction, :func:`mean`): given x the
+test inputs' kernel rows are exactly means of N_l iid draws from the tilted measures (their conjugates integrated
+out), so E[f] = E_x[E[f | x]], the outer average this module's one loop (same G, G t), the inner one over the rows' own
+O(1/N_l) fluctuations (as ``actions.test_points`` does for the Gaussian kernel form).
+
 Checks (tests/test_deep_exact_one_loop.py): a deep linear net, where the exact measure is Gaussian, against the
 input-space one loop of the weight form (``Adaptive(form="weight", loops=1)``, Wishart exponents: another
-formulation); depth 1 against the two-layer exact one loop (``actions.exact_one_loop``, one Newton step of Gamma).
+formulation; the mean output too); depth 1 against the two-layer exact one loop (``actions.exact_one_loop``, one
+Newton step of Gamma).
 
 Cost: n = 2 L m variables (m = P(P+1)/2), n Hessian-vector products over the S points for the Hessian, ~4n more for
 the reverse pass, O(n^3) for the inverse: P <= :data:`MAX_P` (P = 20, L = 2, S = 4000: 158 s at load ~11; the
-reverse pass recomputes each chunk of Hessian-vector products (checkpointed): 1.5 GB there, 16 GB without).
+reverse pass recomputes each chunk of Hessian-vector products (checkpointed): 1.5 GB there, 16 GB without); the mean
+output adds n second-order passes of the test chain over the S points and P* test inputs (P* = 500: ~1000 s wall at
+load ~8).
 """
 
 from __future__ import annotations
@@ -70,7 +78,7 @@ OUTPUT_CHUNK = 2
 
 def check(problem: Problem) -> None:
     """Raise a ValueError naming ``loops`` unless the deep exact one loop applies: a fully connected net with one
-    output and at most :data:`MAX_P` training points."""
+    output and at most :data:`MAX_P` training points (the error names P)."""
     if problem.patches > 1:
         raise ValueError(f"loops: the one loop around the exact measure is built for fully connected nets; got "
                          f"{problem.patches} patches")
@@ -186,8 +194,8 @@ def _test_chain(problem: Problem, layers, X_test, columns, noise):
     h* = b^T u + beta z (b = B_l^-1 C_l(X, x*), beta^2 = C_l(x*, x*) - |b|^2, z: ``columns`` (S, P*) per layer, the
     saddle's own extended draws), C_l's test entries from the rows below. beta must stay away from 0: a linear net
     whose test inputs lie in the span of its training inputs has beta = 0 at the saddle but not off it (the rows are
-    tilted averages, the training block the coordinates K_l), where the expansion is singular. ``noise``: per layer (P*, P + 1) added to
-    (rows, diag), or None."""
+    tilted averages, the training block the coordinates K_l), where the expansion is singular. ``noise``: per layer
+    (P*, P + 1) added to (rows, diag), or None."""
     out = []
     h_star = layers[0][4] @ exact.layer_factor(problem, None, 0, X_test).T
     for layer, (_, _, _, logits, u, B) in enumerate(layers):
@@ -275,8 +283,9 @@ def output_moments(cgf: exact.ExactCGF, problem: Problem, expansion: Moments, X_
 
     chain = _test_chain(problem, _layers(cgf, problem, x), X_test, columns, None)
     center = jnp.zeros((problem.depth, P_star, problem.P + 1), x.dtype)
+    noise = _noise_directions(problem, chain)
     first_e, second_e = test_points.directional_derivatives(
-        lambda e: _outputs(cgf, problem, x, X_test, columns, e)[1:], center, _noise_directions(problem, chain), OUTPUT_CHUNK)
+        lambda e: _outputs(cgf, problem, x, X_test, columns, e)[1:], center, noise, OUTPUT_CHUNK)
     return Outputs(outer[0], outer[1] + 0.5 * jnp.sum(second_e[0], axis=0),
                    outer[2] + 0.5 * jnp.sum(second_e[1], axis=0) + spread + jnp.sum(first_e[0] ** 2, axis=0))
 
