@@ -13,11 +13,13 @@ import pathlib
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import adaptive_kernels as ak
-from adaptive_kernels.actions import exact_one_loop
+from adaptive_kernels.actions import deep_exact_one_loop, exact_one_loop
 from adaptive_kernels.data import teacher_dataset
+from adaptive_kernels.problem import make_problem
 
 DATA = pathlib.Path(__file__).parents[1] / "tests" / "data"
 KAPPA2 = 1e-2
@@ -35,6 +37,9 @@ def main(argv=None):
     parser.add_argument("--gamma", type=float, default=1.0)
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--chain", action="store_true", help="the test chain's own saddle prediction as the base "
+                        "(where the saddle's joint prediction is not finite at small S)")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     data = teacher_dataset(jax.random.PRNGKey(0), args.P, 15, "cubic", P_test=500)
@@ -46,7 +51,7 @@ def main(argv=None):
                 print(f"HMC ({name}): learnability {case['learnability']}, ratio w* {case['eigenvalue_ratio'][0]}, "
                       f"kernel ratios y {case['kernel_eigenvalue_ratio']}", flush=True)
     loops = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         start = time.perf_counter()
         sol = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate", measure="exact", samples=args.samples,
                                                        seed=jax.numpy.asarray(seed)))
@@ -54,8 +59,19 @@ def main(argv=None):
         if not bool(sol.converged):
             print(f"seed {seed}: {sol.message} (solve {solved - start:.0f} s), skipped", flush=True)
             continue
-        saddle = ak.summarize(sol, arch, data, KAPPA2)
-        loop = ak.summarize(exact_one_loop.with_loops(sol, 1), arch, data, KAPPA2)
+        if args.chain:  # the test chain's own saddle (no joint Cholesky of P + P* points) plus the one-loop shift
+            problem = make_problem(arch, data, KAPPA2)
+            out = deep_exact_one_loop.moments(sol.theory.sampled, problem, sol.value)
+            shifts = deep_exact_one_loop.output_moments(sol.theory.sampled, problem, out, jnp.asarray(data.X_test))
+            kernels = {"saddle": out.saddle[0], "one loop": out.kernels}
+            saddle, loop = ({"learnability": float(ak.learnability(mean, data.y_test)),
+                             "eigenvalue_ratio": [float(ak.eigenvalue_ratio(second[0], data.w_star))],
+                             "kernel_eigenvalue_ratio": [float(ak.eigenvalue_ratio(K, data.y)) for K in kernels[name]]}
+                            for name, mean, second in (("saddle", shifts.saddle[1], out.saddle[1]),
+                                                       ("one loop", shifts.saddle[1] + shifts.mean_test, out.second)))
+        else:
+            saddle = ak.summarize(sol, arch, data, KAPPA2)
+            loop = ak.summarize(exact_one_loop.with_loops(sol, 1), arch, data, KAPPA2)
         loops.append(loop)
         print(f"seed {seed} ({sol.message}; solve {solved - start:.0f} s, "
               f"one loop {time.perf_counter() - solved:.0f} s)"

@@ -244,11 +244,14 @@ def _noise_directions(problem: Problem, chain) -> jax.Array:
 
 class Outputs(eqx.Module):
     """One-loop shifts of the GP prediction from the saddle's (:func:`output_moments`): ``mean_train`` (P,),
-    ``mean_test`` and ``var_test`` (P*,)."""
+    ``mean_test`` and ``var_test`` (P*,); ``saddle``: (mean_train, mean_test, var_test) at the saddle from the same
+    test chain (no control variate, each test input conditioned alone: finite where the saddle's joint prediction,
+    a Cholesky factor of the P + P* joint kernel estimated from S points, is not)."""
 
     mean_train: jax.Array
     mean_test: jax.Array
     var_test: jax.Array
+    saddle: tuple
 
 
 @eqx.filter_jit
@@ -287,7 +290,8 @@ def output_moments(cgf: exact.ExactCGF, problem: Problem, expansion: Moments, X_
     first_e, second_e = test_points.directional_derivatives(
         lambda e: _outputs(cgf, problem, x, X_test, columns, e)[1:], center, noise, OUTPUT_CHUNK)
     return Outputs(outer[0], outer[1] + 0.5 * jnp.sum(second_e[0], axis=0),
-                   outer[2] + 0.5 * jnp.sum(second_e[1], axis=0) + spread + jnp.sum(first_e[0] ** 2, axis=0))
+                   outer[2] + 0.5 * jnp.sum(second_e[1], axis=0) + spread + jnp.sum(first_e[0] ** 2, axis=0),
+                   in_x(x))
 
 
 _LAST: list = []
