@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.linalg
 
 import adaptive_kernels as ak
 from adaptive_kernels.actions import deep as act
@@ -202,8 +203,9 @@ def test_trust_region_rule_checks_its_input():
 # --- the trust-region step: linear in the covariances ------------------------------------------------------------
 def test_sigma_retraction_is_the_inverse_of_the_linear_covariance_step():
     """``sigma_retraction`` (the trust-region rule's trial precisions) against a dense inverse of
-    Sigma - Sigma delta Sigma, Sigma = Lambda^{-1}; Lambda itself for delta = 0."""
-    from adaptive_kernels.actions.krylov import sigma_retraction
+    Sigma - Sigma delta Sigma, Sigma = Lambda^{-1}; Lambda itself for delta = 0. ``exponential_retraction`` (the
+    exponential path's) against Lambda^{1/2} expm(Lambda^{-1/2} delta Lambda^{-1/2}) Lambda^{1/2} by scipy."""
+    from adaptive_kernels.actions.krylov import exponential_retraction, sigma_retraction
 
     rng = np.random.default_rng(0)
     A = rng.normal(size=(6, 6))
@@ -216,6 +218,12 @@ def test_sigma_retraction_is_the_inverse_of_the_linear_covariance_step():
                                expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
     zero = jnp.zeros((6, 6))
     np.testing.assert_array_equal(sigma_retraction(jnp.asarray(Lam), zero, zero), Lam)
+    # the exponential path's trial point (a Cholesky factor inside) against the geodesic by scipy's sqrtm and expm
+    root = np.real(scipy.linalg.sqrtm(Lam))
+    inv_root = np.linalg.inv(root)
+    geodesic = root @ scipy.linalg.expm(3 * inv_root @ delta @ inv_root) @ root
+    np.testing.assert_allclose(exponential_retraction(jnp.asarray(Lam), 3 * jnp.asarray(delta)), geodesic, rtol=1e-10,
+                               atol=1e-12 * np.abs(geodesic).max())
 
 
 def test_newton_model_is_the_taylor_expansion_along_the_trial_path():

@@ -96,10 +96,28 @@ class TrustStep(eqx.Module):
         Taylor expansion of S."""
         if self.path == "additive":
             return jax.tree.map(jnp.add, Lambda, self.delta)
+        if self.path == "exponential":
+            return jax.tree.map(exponential_retraction, Lambda, self.delta)
         covariance = jax.tree.map(sigma_retraction, Lambda, self.delta, self.sigma_delta)
         if self.path == "covariance":
             return covariance
         return jax.tree.map(lambda L, d, c: jnp.where(self.additive, L + d, c), Lambda, self.delta, covariance)
+
+
+def exponential_retraction(Lambda, delta):
+    """The affine-invariant geodesic from Lambda along delta: Lambda^{1/2} expm(Lambda^{-1/2} delta Lambda^{-1/2})
+    Lambda^{1/2} (the exponential map of the metric <A, B> = tr(Sigma A Sigma B); a step linear in the log-eigenvalues
+    of the whitened Q = Lambda^{-1} where delta commutes with Lambda). Written with any factor C C^T = Lambda -- here the
+    Cholesky factor: C expm(C^{-1} delta C^{-T}) C^T is the same matrix, since C = Lambda^{1/2} O, O orthogonal -- as
+    W diag(exp e) W^T, W = C U, for the eigendecomposition U diag(e) U^T of C^{-1} delta C^{-T} (one Cholesky, two
+    triangular solves, one eigh). Positive definite for every finite delta; equal to Lambda + delta + delta Sigma delta
+    / 2 to second order."""
+    C = jnp.linalg.cholesky(Lambda)
+    half = jax.scipy.linalg.solve_triangular(C, delta, lower=True)
+    X = jax.scipy.linalg.solve_triangular(C, half.T, lower=True)
+    e, U = jnp.linalg.eigh(0.5 * (X + X.T))
+    W = C @ U
+    return (W * jnp.exp(e)) @ W.T
 
 
 def sigma_retraction(Lambda, delta, sigma_delta):
@@ -164,8 +182,10 @@ class KrylovPrecisionModel(eqx.Module):
         Lambda + delta, Sigma = Sigma - Sigma delta Sigma + Sigma delta Sigma delta Sigma + ..., S differs from m by
         ``bend`` = (N_l/2) tr(R Sigma delta Sigma delta Sigma) (summed over layers) at second order. ``"hybrid"``: the
         additive path where bend < 0 (it lowers S further at second order), else the covariance path; the prediction
-        includes the chosen path's second-order term. Near the saddle (R -> 0) all three coincide to second order:
-        Newton's quadratic convergence is kept. Measured: docs/deep_solver.md."""
+        includes the chosen path's second-order term. ``"exponential"``: the geodesic Lambda^{1/2} expm(Lambda^{-1/2}
+        delta Lambda^{-1/2}) Lambda^{1/2} (:func:`exponential_retraction`; linear in the log-eigenvalues of Q along the
+        all-layer mode), second-order term bend / 2, predicted by m alone. Near the saddle (R -> 0) all four coincide
+        to second order: Newton's quadratic convergence is kept. Measured: docs/deep_solver.md."""
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
         inner = lambda A, B: _inner_left(A, B, self.weights)  # noqa: E731  (of Sigma A, Sigma B)
@@ -218,7 +238,8 @@ class KrylovPrecisionModel(eqx.Module):
         slope = inner(SR, S_delta)  # the fallback's prediction: the first-order decrease
         bend = sum(jax.tree.leaves(jax.tree.map(lambda r, d, w: 0.5 * w * jnp.sum(r.T * (d @ d)), SR, S_delta,
                                                 self.weights)))
-        additive = {"additive": jnp.asarray(True), "covariance": jnp.asarray(False), "hybrid": bend < 0}[path]
+        additive = {"additive": jnp.asarray(True), "covariance": jnp.asarray(False), "hybrid": bend < 0,
+                    "exponential": jnp.asarray(False)}[path]
         # the hybrid path's prediction includes its second-order term (the additive rule keeps its previous one, m)
         predicted = jnp.where(use_R, slope, reduction) - jnp.where(additive & (path == "hybrid"), bend, 0.0)
         return TrustStep(delta=delta, sigma_delta=S_delta, additive=additive, predicted=predicted, slope=slope,

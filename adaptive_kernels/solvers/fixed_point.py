@@ -253,7 +253,9 @@ class TrustRegion(AbstractRule):
         grow, shrink: the radius factors.
         path: where a trial point lies (``actions.krylov.KrylovPrecisionModel.trust_step``): ``"additive"``
             (default, Lambda + delta), ``"covariance"`` (Sigma - Sigma delta Sigma, along which the Newton model is
-            exact to second order) or ``"hybrid"`` (per step, whichever of the two the second-order term favours).
+            exact to second order), ``"hybrid"`` (per step, whichever of the two the second-order term favours) or
+            ``"exponential"`` (the geodesic Lambda^{1/2} expm(Lambda^{-1/2} delta Lambda^{-1/2}) Lambda^{1/2}: a step in
+            the log-eigenvalues of the whitened Q_l, positive definite for any delta; not better, docs/deep_solver.md).
     Statistics (``Solution.stats``): ``accepted``, ``radius``, ``jacobian_products`` (products with J in all).
     """
 
