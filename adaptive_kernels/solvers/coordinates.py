@@ -60,6 +60,10 @@ TRUST_PATHS = ("additive", "covariance", "hybrid", "exponential")
 ``actions.krylov.KrylovPrecisionModel.trust_step``)."""
 
 
+TRUST_SUBPROBLEMS = ("steihaug", "lanczos")
+"""How the trust-region rule minimises the Newton model in the ball (``TrustRegion.subproblem``)."""
+
+
 def check_tolerance(name: str, tol):
     """Raise unless ``tol`` is None (the dtype default) or positive."""
     if not (tol is None or tol > 0):
