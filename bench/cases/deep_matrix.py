@@ -61,8 +61,9 @@ def _solver():
 def _timed_solve(arch, data, compiled: dict):
     """(solution, wall seconds, CPU seconds) of the default solve (``ak.solve(arch, data, KAPPA2, "adaptive")``; with
     ``DEEP_MATRIX_RULE``, that rule's), run by an executable compiled ahead of time (``solve_problem.lower(...)
-    .compile()``, once per entry of ``compiled``: the gammas of one (phi, P, L) differ only in a float leaf of the problem and share it), so that only the solve
-    itself is timed and it runs once (a warm-up call would run the whole solve a second time)."""
+    .compile()``, once per entry of ``compiled``: the gammas of one (phi, P, L) differ only in a float leaf of the
+    problem and share it), so that only the solve itself is timed and it runs once (a warm-up call would run the whole
+    solve a second time)."""
     theory = ak.Adaptive()
     problem = ak.make_problem(arch, data, KAPPA2)
     key = jax.tree.structure(problem), tuple(jnp.shape(leaf) for leaf in jax.tree.leaves(problem))
