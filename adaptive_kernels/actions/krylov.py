@@ -280,7 +280,10 @@ class KrylovPrecisionModel(eqx.Module):
         includes the chosen path's second-order term. ``"exponential"``: the geodesic Lambda^{1/2} expm(Lambda^{-1/2}
         delta Lambda^{-1/2}) Lambda^{1/2} (:func:`exponential_retraction`; linear in the log-eigenvalues of Q along the
         all-layer mode), second-order term bend / 2, predicted by m alone. Near the saddle (R -> 0) all four coincide
-        to second order: Newton's quadratic convergence is kept. Measured: docs/deep_solver.md."""
+        to second order: Newton's quadratic convergence is kept.
+
+        ``subproblem``: ``"steihaug"`` (the CG cut at the ball, above) or ``"lanczos"`` (:meth:`_gltr`: m's minimiser
+        over the ball in the Krylov space, the same step where that lies inside). Measured: docs/deep_solver.md."""
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
         if subproblem not in SUBPROBLEMS:

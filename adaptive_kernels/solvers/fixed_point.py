@@ -256,7 +256,7 @@ class TrustRegion(AbstractRule):
             (default, Lambda + delta), ``"covariance"`` (Sigma - Sigma delta Sigma, along which the Newton model is
             exact to second order), ``"hybrid"`` (per step, whichever of the two the second-order term favours) or
             ``"exponential"`` (the geodesic Lambda^{1/2} expm(Lambda^{-1/2} delta Lambda^{-1/2}) Lambda^{1/2}: a step in
-            the log-eigenvalues of the whitened Q_l, positive definite for any delta; not better, docs/deep_solver.md).
+            the log-eigenvalues of the whitened Q_l, positive definite for any delta; docs/deep_solver.md, eighth pass).
         subproblem: how the model is minimised in the ball: ``"steihaug"`` (default; CG cut at the first boundary
             crossing) or ``"lanczos"`` (GLTR: the model's minimiser over the ball in the Krylov space, which takes
             more products on the boundary; ``actions.krylov.KrylovPrecisionModel.trust_step``).
