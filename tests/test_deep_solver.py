@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.linalg
 
 import adaptive_kernels as ak
 from adaptive_kernels.actions import deep as act
@@ -194,7 +195,8 @@ def test_trust_region_rule_checks_its_input():
     data = ak.teacher_dataset(jax.random.PRNGKey(4), 12, 5, P_test=4)
     with pytest.raises(TypeError, match="Krylov"):
         ak.solve(ak.FCN(5, (20,), "erf"), data, KAPPA2, "adaptive", solver=TrustRegion())
-    for name, value in (("radius", 0.0), ("shrink", 1.5), ("grow", 0.5), ("max_steps", 0), ("path", "geodesic")):
+    for name, value in (("radius", 0.0), ("shrink", 1.5), ("grow", 0.5), ("max_steps", 0), ("path", "geodesic"),
+                        ("subproblem", "exact")):
         with pytest.raises(ValueError, match=name):
             TrustRegion(**{name: value})
 
@@ -202,8 +204,9 @@ def test_trust_region_rule_checks_its_input():
 # --- the trust-region step: linear in the covariances ------------------------------------------------------------
 def test_sigma_retraction_is_the_inverse_of_the_linear_covariance_step():
     """``sigma_retraction`` (the trust-region rule's trial precisions) against a dense inverse of
-    Sigma - Sigma delta Sigma, Sigma = Lambda^{-1}; Lambda itself for delta = 0."""
-    from adaptive_kernels.actions.krylov import sigma_retraction
+    Sigma - Sigma delta Sigma, Sigma = Lambda^{-1}; Lambda itself for delta = 0. ``exponential_retraction`` (the
+    exponential path's) against Lambda^{1/2} expm(Lambda^{-1/2} delta Lambda^{-1/2}) Lambda^{1/2} by scipy."""
+    from adaptive_kernels.actions.krylov import exponential_retraction, sigma_retraction
 
     rng = np.random.default_rng(0)
     A = rng.normal(size=(6, 6))
@@ -216,6 +219,52 @@ def test_sigma_retraction_is_the_inverse_of_the_linear_covariance_step():
                                expected, rtol=1e-10, atol=1e-12 * np.abs(expected).max())
     zero = jnp.zeros((6, 6))
     np.testing.assert_array_equal(sigma_retraction(jnp.asarray(Lam), zero, zero), Lam)
+    # the exponential path's trial point (a Cholesky factor inside) against the geodesic by scipy's sqrtm and expm
+    root = np.real(scipy.linalg.sqrtm(Lam))
+    inv_root = np.linalg.inv(root)
+    geodesic = root @ scipy.linalg.expm(3 * inv_root @ delta @ inv_root) @ root
+    np.testing.assert_allclose(exponential_retraction(jnp.asarray(Lam), 3 * jnp.asarray(delta)), geodesic, rtol=1e-10,
+                               atol=1e-12 * np.abs(geodesic).max())
+
+
+def test_lanczos_trust_step_is_the_trust_region_minimiser():
+    """``trust_step(..., subproblem="lanczos")`` (GLTR) against the minimiser of the Newton model over the ball found
+    densely (the operator as a matrix on an orthonormal basis of symmetric matrices, the secular equation by brentq),
+    for an indefinite I - J (1 - mu_i mu_j, mu the eigenvalues of M): inside the ball (lambda = 0, the CG iterate) and
+    on its boundary; Steihaug's step is not that minimiser on the boundary."""
+    from scipy.optimize import brentq
+
+    from adaptive_kernels.actions.krylov import KrylovPrecisionModel
+
+    n, rng = 4, np.random.default_rng(1)
+    A, B = rng.normal(size=(n, n)), rng.normal(size=(n, n))
+    basis = [np.outer(np.eye(n)[i], np.eye(n)[j]) for i in range(n) for j in range(i, n)]
+    basis = [(E + E.T) / np.linalg.norm(E + E.T) for E in basis]
+    R = B + B.T
+    g = np.array([np.sum(E * R) for E in basis])
+
+    @jax.jit
+    def steps(M, radius):  # (I - J) x = x - M x M in the Frobenius metric (Sigma = I, N = 2)
+        model = KrylovPrecisionModel({"a": jnp.eye(n)}, {"a": 2.0},
+                                     jax.tree_util.Partial(lambda t, M: {"a": -M @ t["a"] @ M}, M=M), rtol=1e-13,
+                                     max_steps=30)
+        return (model.trust_step({"a": jnp.asarray(R)}, radius, "additive", "lanczos"),
+                model.trust_step({"a": jnp.asarray(R)}, radius, "additive").predicted)
+
+    for scale, radius in ((0.5, 1e3), (0.5, 2.0), (1.3, 2.0)):
+        M = scale * (A + A.T) / 2 / np.sqrt(n)
+        H = np.array([[np.sum(Ei * (Ej - M @ Ej @ M)) for Ej in basis] for Ei in basis])
+        theta, V = np.linalg.eigh(H)
+        c = V.T @ g
+        size = lambda lam: np.linalg.norm(c / (theta + lam))  # noqa: E731
+        lam = 0.0 if theta[0] > 0 and size(0.0) <= radius else brentq(
+            lambda x: size(x) - radius, max(0.0, -theta[0]) + 1e-12, 1e6)
+        x = V @ (c / (theta + lam))
+        expected = sum(xi * E for xi, E in zip(x, basis))
+        step, steihaug = steps(jnp.asarray(M), radius)
+        np.testing.assert_allclose(step.delta["a"], expected, atol=1e-9 * np.abs(expected).max())
+        np.testing.assert_allclose(step.predicted, g @ x - x @ H @ x / 2, rtol=1e-10)
+        assert lam == 0 or step.predicted > steihaug * (1 + 1e-6)
 
 
 def test_newton_model_is_the_taylor_expansion_along_the_trial_path():

@@ -43,7 +43,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from adaptive_kernels.solvers.coordinates import TRUST_PATHS as PATHS, stationarity_tolerance
+from adaptive_kernels.solvers.coordinates import TRUST_PATHS as PATHS
+from adaptive_kernels.solvers.coordinates import TRUST_SUBPROBLEMS as SUBPROBLEMS
+from adaptive_kernels.solvers.coordinates import stationarity_tolerance
 
 
 def _inner(A, B, Sigma, weights):
@@ -96,10 +98,28 @@ class TrustStep(eqx.Module):
         Taylor expansion of S."""
         if self.path == "additive":
             return jax.tree.map(jnp.add, Lambda, self.delta)
+        if self.path == "exponential":
+            return jax.tree.map(exponential_retraction, Lambda, self.delta)
         covariance = jax.tree.map(sigma_retraction, Lambda, self.delta, self.sigma_delta)
         if self.path == "covariance":
             return covariance
         return jax.tree.map(lambda L, d, c: jnp.where(self.additive, L + d, c), Lambda, self.delta, covariance)
+
+
+def exponential_retraction(Lambda, delta):
+    """The affine-invariant geodesic from Lambda along delta, Lambda^{1/2} expm(Lambda^{-1/2} delta Lambda^{-1/2})
+    Lambda^{1/2}: the exponential map of the metric <A, B> = tr(Sigma A Sigma B), a step linear in the log-eigenvalues
+    of the whitened Q = Lambda^{-1} where delta commutes with Lambda. Written with any factor C C^T = Lambda (here the
+    Cholesky factor: C expm(C^{-1} delta C^{-T}) C^T is the same matrix, since C = Lambda^{1/2} O with O orthogonal) as
+    W diag(exp e) W^T, W = C U, for the eigendecomposition U diag(e) U^T of C^{-1} delta C^{-T} (one Cholesky, two
+    triangular solves, one eigh). Positive definite for every finite delta; Lambda + delta + delta Sigma delta / 2 to
+    second order."""
+    C = jnp.linalg.cholesky(Lambda)
+    half = jax.scipy.linalg.solve_triangular(C, delta, lower=True)
+    X = jax.scipy.linalg.solve_triangular(C, half.T, lower=True)
+    e, U = jnp.linalg.eigh(0.5 * (X + X.T))
+    W = C @ U
+    return (W * jnp.exp(e)) @ W.T
 
 
 def sigma_retraction(Lambda, delta, sigma_delta):
@@ -111,6 +131,42 @@ def sigma_retraction(Lambda, delta, sigma_delta):
     eye = jnp.eye(Lambda.shape[0], dtype=Lambda.dtype)
     step = jnp.linalg.solve(eye - sigma_delta.T, delta)  # delta Sigma = (Sigma delta)^T
     return Lambda + 0.5 * (step + step.T)
+
+
+def _tridiagonal_trust(diag, off, k, gnorm, radius, newton_steps: int = 60):
+    """(h, lambda): the minimiser of -gnorm h_0 + h^T T h / 2 over |h| <= radius for the k x k leading block T of the
+    symmetric tridiagonal (``diag``, ``off``) (the Lanczos form of the Newton model; Gould, Lucidi, Roma & Toint,
+    SIAM J. Optim. 9 (1999) 504, sec. 5): h = (T + lambda I)^{-1} gnorm e_0 with lambda = 0 where T is positive
+    definite and that h lies inside, else lambda >= max(0, -theta_min) with |h| = radius, found by Newton's
+    iteration on 1/|h(lambda)| - 1/radius from the left (More & Sorensen), in T's eigenbasis. The rows from k on are
+    decoupled and set above the Gershgorin bound of the block (so its spectrum is untouched and h vanishes there); the
+    hard case (e_0 orthogonal to the lowest eigenvector) returns the interior point at the lowest admissible lambda."""
+    m = diag.shape[0]
+    active = jnp.arange(m) < k
+    bound = jnp.max(jnp.where(active, diag, -jnp.inf)) + 2 * jnp.max(jnp.abs(jnp.where(active[1:], off[:m - 1], 0)))
+    d = jnp.where(active, diag, bound + 1 + jnp.arange(m))
+    e = jnp.where(jnp.arange(m - 1) < k - 1, off[:m - 1], 0.0)
+    theta, V = jnp.linalg.eigh(jnp.diag(d) + jnp.diag(e, 1) + jnp.diag(e, -1))
+    c = gnorm * V[0]
+
+    def norm2(lam):
+        return jnp.sum((c / (theta + lam)) ** 2)
+
+    floor = jnp.maximum(0.0, -theta[0])
+    interior = (theta[0] > 0) & (norm2(0.0) <= radius**2)
+    start = floor + 1e-12 * (1 + jnp.abs(theta[0]) + jnp.abs(floor))
+
+    def newton(_, lam):
+        n2 = norm2(lam)
+        slope = -jnp.sum(c**2 / (theta + lam) ** 3)  # d|h|^2/dlambda / 2
+        # phi = 1/|h| - 1/radius; phi' = -slope / |h|^3
+        step = (1 / jnp.sqrt(n2) - 1 / radius) * n2**1.5 / slope
+        return jnp.maximum(lam + step, floor)
+
+    lam = jnp.where(interior | jnp.isinf(radius), floor, jax.lax.fori_loop(0, newton_steps, newton, start))
+    lam = jnp.where(interior, 0.0, lam)
+    h = V @ (c / (theta + lam))
+    return jnp.where(active, h, 0.0), lam
 
 
 class KrylovPrecisionModel(eqx.Module):
@@ -150,7 +206,64 @@ class KrylovPrecisionModel(eqx.Module):
         already has non-positive curvature."""
         return self.trust_step(R, jnp.inf).delta
 
-    def trust_step(self, R, radius, path: str = "additive") -> TrustStep:
+    def _gltr(self, R, SR, rr0, radius, tol2):
+        """(delta, products, |delta|^2, -m(delta)) by the generalised Lanczos trust-region method (GLTR; Gould, Lucidi,
+        Roma & Toint 1999): the CG recurrences, run on through non-positive curvature, give the Lanczos tridiagonal T
+        of I - J in the metric (Lanczos vectors (-1)^j r_j / |r_j|; diagonal 1/alpha_j + beta_{j-1}/alpha_{j-1},
+        off-diagonal sqrt(beta_j)/alpha_j: Saad, Iterative Methods for Sparse Linear Systems, sec. 6.7.3); after each
+        product the model is minimised over the ball in the Krylov space (:func:`_tridiagonal_trust`) and the loop
+        stops when the residual of that minimiser, |(I - J + lambda) delta - R| = |T_{k+1,k} h_k|, is below the
+        forcing tolerance. Interior solution (lambda = 0): the CG iterate itself; on the boundary the Lanczos vectors
+        are regenerated by a second pass of the same recurrences (k more products; they are not stored)."""
+        inner = lambda A, B: _inner_left(A, B, self.weights)  # noqa: E731
+        m = self.max_steps
+        dtype = rr0.dtype
+        zero = jax.tree.map(jnp.zeros_like, R)
+
+        def advance(r, p, Sr, Sp, rr):
+            Ap = self._operator(p, Sp)
+            SAp = _left(self.Sigma, Ap)
+            curvature = inner(Sp, SAp)
+            alpha = rr / jnp.where(curvature == 0, jnp.finfo(dtype).tiny, curvature)
+            r_new, Sr_new = _axpy(-alpha, Ap, r), _axpy(-alpha, SAp, Sr)
+            rr_new = inner(Sr_new, Sr_new)
+            beta = rr_new / rr
+            return alpha, beta, r_new, _axpy(beta, p, r_new), Sr_new, _axpy(beta, Sp, Sr_new), rr_new
+
+        def cond(carry):
+            return ~carry[-1]
+
+        def body(carry):
+            x, r, p, Sr, Sp, rr, k, alpha_prev, beta_prev, diag, off, _, _ = carry
+            alpha, beta, r, p_new, Sr, Sp, rr_new = advance(r, p, Sr, Sp, rr)
+            diag = diag.at[k].set(1 / alpha + jnp.where(k > 0, beta_prev / alpha_prev, 0.0))
+            off = off.at[k].set(jnp.sqrt(beta) / alpha)
+            h, lam = _tridiagonal_trust(diag, off, k + 1, jnp.sqrt(rr0), radius)
+            residual2 = (off[k] * h[k]) ** 2
+            done = (residual2 <= tol2) | (rr_new == 0) | (k + 1 >= m) | ~jnp.isfinite(residual2)
+            return (_axpy(alpha, p, x), r, p_new, Sr, Sp, rr_new, k + 1, alpha, beta, diag, off, lam, done)
+
+        start = (zero, R, R, SR, SR, rr0, jnp.asarray(0), jnp.asarray(1.0, dtype), jnp.asarray(0.0, dtype),
+                 jnp.zeros(m, dtype), jnp.zeros(m, dtype), jnp.asarray(0.0, dtype), jnp.asarray(False))
+        x, *_, k, _, _, diag, off, lam, _ = jax.lax.while_loop(cond, body, start)
+        h, _ = _tridiagonal_trust(diag, off, k, jnp.sqrt(rr0), radius)
+        e = jnp.where(jnp.arange(m - 1) < k - 1, off[:m - 1], 0.0)
+        reduction = jnp.sqrt(rr0) * h[0] - 0.5 * (jnp.sum(diag * h**2) + 2 * jnp.sum(e * h[:-1] * h[1:]))
+
+        def second_pass():
+            def body2(carry):
+                delta, r, p, Sr, Sp, rr, i = carry
+                sign = jnp.where(i % 2 == 0, 1.0, -1.0)
+                delta = _axpy(sign * h[i] / jnp.sqrt(rr), r, delta)
+                _, _, r, p, Sr, Sp, rr = advance(r, p, Sr, Sp, rr)
+                return delta, r, p, Sr, Sp, rr, i + 1
+
+            return jax.lax.while_loop(lambda c: c[-1] < k, body2, (zero, R, R, SR, SR, rr0, jnp.asarray(0)))[0]
+
+        delta = jax.lax.cond(lam > 0, second_pass, lambda: x)
+        return delta, jnp.where(lam > 0, 2 * k, k), jnp.sum(h**2), reduction
+
+    def trust_step(self, R, radius, path: str = "additive", subproblem: str = "steihaug") -> TrustStep:
         """Steihaug-Toint CG for the Newton model m(delta) = -<R, delta> + <delta, (I - J) delta> / 2 in the ball
         |delta| <= ``radius`` (the metric norm; Nocedal & Wright, Numerical Optimization, alg. 7.2): the CG iterates
         of (I - J) delta = R until the forcing tolerance (module docstring), or the step to the boundary where an
@@ -164,10 +277,17 @@ class KrylovPrecisionModel(eqx.Module):
         Lambda + delta, Sigma = Sigma - Sigma delta Sigma + Sigma delta Sigma delta Sigma + ..., S differs from m by
         ``bend`` = (N_l/2) tr(R Sigma delta Sigma delta Sigma) (summed over layers) at second order. ``"hybrid"``: the
         additive path where bend < 0 (it lowers S further at second order), else the covariance path; the prediction
-        includes the chosen path's second-order term. Near the saddle (R -> 0) all three coincide to second order:
-        Newton's quadratic convergence is kept. Measured: docs/deep_solver.md."""
+        includes the chosen path's second-order term. ``"exponential"``: the geodesic Lambda^{1/2} expm(Lambda^{-1/2}
+        delta Lambda^{-1/2}) Lambda^{1/2} (:func:`exponential_retraction`; linear in the log-eigenvalues of Q along the
+        all-layer mode), second-order term bend / 2, predicted by m alone. Near the saddle (R -> 0) all four coincide
+        to second order: Newton's quadratic convergence is kept.
+
+        ``subproblem``: ``"steihaug"`` (the CG cut at the ball, above) or ``"lanczos"`` (:meth:`_gltr`: m's minimiser
+        over the ball in the Krylov space, the same step where that lies inside). Measured: docs/deep_solver.md."""
         if path not in PATHS:
             raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+        if subproblem not in SUBPROBLEMS:
+            raise ValueError(f"subproblem must be one of {SUBPROBLEMS}, got {subproblem!r}")
         inner = lambda A, B: _inner_left(A, B, self.weights)  # noqa: E731  (of Sigma A, Sigma B)
         # the CG carries Sigma r and Sigma p by the same recurrences as r and p: an iteration costs the product with J
         # and two matrix products per layer (Sigma p Sigma, Sigma (I - J) p), its inner products none
@@ -209,7 +329,10 @@ class KrylovPrecisionModel(eqx.Module):
                     jnp.where(outside, rr, rr_new), k + 1, outside,
                     xx + 2 * t * xp + t**2 * pp, beta * (xp + alpha * pp), rr_new + beta**2 * pp, reduction)
 
-        x, *_, k, _, xx, _, _, reduction = jax.lax.while_loop(cond, body, start)
+        if subproblem == "lanczos":
+            x, k, xx, reduction = self._gltr(R, SR, rr0, radius, tol2)
+        else:
+            x, *_, k, _, xx, _, _, reduction = jax.lax.while_loop(cond, body, start)
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(x)])) & jnp.isfinite(reduction)
         use_R = (xx == 0) | ~finite  # the fixed-point step R, shortened to the ball
         scale = jnp.minimum(1.0, radius / jnp.sqrt(rr0))
@@ -218,7 +341,8 @@ class KrylovPrecisionModel(eqx.Module):
         slope = inner(SR, S_delta)  # the fallback's prediction: the first-order decrease
         bend = sum(jax.tree.leaves(jax.tree.map(lambda r, d, w: 0.5 * w * jnp.sum(r.T * (d @ d)), SR, S_delta,
                                                 self.weights)))
-        additive = {"additive": jnp.asarray(True), "covariance": jnp.asarray(False), "hybrid": bend < 0}[path]
+        additive = {"additive": jnp.asarray(True), "covariance": jnp.asarray(False), "hybrid": bend < 0,
+                    "exponential": jnp.asarray(False)}[path]
         # the hybrid path's prediction includes its second-order term (the additive rule keeps its previous one, m)
         predicted = jnp.where(use_R, slope, reduction) - jnp.where(additive & (path == "hybrid"), bend, 0.0)
         return TrustStep(delta=delta, sigma_delta=S_delta, additive=additive, predicted=predicted, slope=slope,

@@ -55,9 +55,13 @@ def stationarity_tolerance(tol, tree) -> float:
     return max(1e-10, 1000 * float(jnp.finfo(dtype).eps))
 
 
-TRUST_PATHS = ("additive", "covariance", "hybrid")
+TRUST_PATHS = ("additive", "covariance", "hybrid", "exponential")
 """Where the trust-region rule puts a trial point (``solvers.fixed_point.TrustRegion.path``,
 ``actions.krylov.KrylovPrecisionModel.trust_step``)."""
+
+
+TRUST_SUBPROBLEMS = ("steihaug", "lanczos")
+"""How the trust-region rule minimises the Newton model in the ball (``TrustRegion.subproblem``)."""
 
 
 def check_tolerance(name: str, tol):

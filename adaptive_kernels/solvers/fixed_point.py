@@ -35,7 +35,8 @@ from jax.flatten_util import ravel_pytree
 
 from adaptive_kernels._validation import check_in_range
 from adaptive_kernels.actions.base import AbstractFixedPointProblem, StepInfo
-from adaptive_kernels.solvers.coordinates import TRUST_PATHS, check_steps, check_tolerance, stationarity_tolerance
+from adaptive_kernels.solvers.coordinates import (TRUST_PATHS, TRUST_SUBPROBLEMS, check_steps, check_tolerance,
+                                                  stationarity_tolerance)
 from adaptive_kernels.solvers.driver import AbstractRule
 from adaptive_kernels.solvers.solution import Status
 
@@ -253,7 +254,12 @@ class TrustRegion(AbstractRule):
         grow, shrink: the radius factors.
         path: where a trial point lies (``actions.krylov.KrylovPrecisionModel.trust_step``): ``"additive"``
             (default, Lambda + delta), ``"covariance"`` (Sigma - Sigma delta Sigma, along which the Newton model is
-            exact to second order) or ``"hybrid"`` (per step, whichever of the two the second-order term favours).
+            exact to second order), ``"hybrid"`` (per step, whichever of the two the second-order term favours) or
+            ``"exponential"`` (the geodesic Lambda^{1/2} expm(Lambda^{-1/2} delta Lambda^{-1/2}) Lambda^{1/2}: a step in
+            the log-eigenvalues of the whitened Q_l, positive definite for any delta; docs/deep_solver.md, eighth pass).
+        subproblem: how the model is minimised in the ball: ``"steihaug"`` (default; CG cut at the first boundary
+            crossing) or ``"lanczos"`` (GLTR: the model's minimiser over the ball in the Krylov space, which takes
+            more products on the boundary; ``actions.krylov.KrylovPrecisionModel.trust_step``).
     Statistics (``Solution.stats``): ``accepted``, ``radius``, ``jacobian_products`` (products with J in all).
     """
 
@@ -264,10 +270,13 @@ class TrustRegion(AbstractRule):
     grow: float = eqx.field(static=True, default=2.0)
     shrink: float = eqx.field(static=True, default=0.5)
     path: str = eqx.field(static=True, default="additive")
+    subproblem: str = eqx.field(static=True, default="steihaug")
 
     def __check_init__(self):
         if self.path not in TRUST_PATHS:
             raise ValueError(f"path must be one of {TRUST_PATHS}, got {self.path!r}")
+        if self.subproblem not in TRUST_SUBPROBLEMS:
+            raise ValueError(f"subproblem must be one of {TRUST_SUBPROBLEMS}, got {self.subproblem!r}")
         check_tolerance("tol", self.tol)
         check_steps("max_steps", self.max_steps)
         if not 0 < self.radius < float("inf"):
@@ -290,7 +299,7 @@ class TrustRegion(AbstractRule):
         weights = jnp.min(jnp.stack([jnp.asarray(w, res.dtype) for w in jax.tree.leaves(model.weights)]))
         R = jax.tree.map(jnp.subtract, Tx, x0)
         radius = jnp.minimum(self.radius * jnp.sqrt(0.5 * weights), model.norm(R))
-        step = model.trust_step(R, radius, self.path)
+        step = model.trust_step(R, radius, self.path, self.subproblem)
         status = jnp.where(ok, jnp.where(info.residual <= tol, Status.SUCCESS, Status.MAX_STEPS),
                            jnp.where(info.in_domain, Status.NONFINITE, Status.LEFT_DOMAIN))
         return TrustRegionState(
@@ -324,7 +333,7 @@ class TrustRegion(AbstractRule):
         x = jax.tree.map(lambda a, b: jnp.where(accept, a, b), trial, s.x)
         Tx = jax.tree.map(lambda a, b: jnp.where(accept, a, b), Tt, s.Tx)
         step = jax.lax.cond(accept & ~success, lambda: model.trust_step(jax.tree.map(jnp.subtract, Tt, trial), radius,
-                                                                    self.path),
+                                                                    self.path, self.subproblem),
                             lambda: s.step.scaled(jnp.minimum(1.0, radius / jnp.maximum(length, jnp.finfo(
                                 res.dtype).tiny))))
         reason = jnp.where(info.in_domain, jnp.where(ok, Status.LINE_SEARCH_FAILED, Status.NONFINITE),

@@ -9,7 +9,9 @@ erf, gamma = 2, at most 10 s after compilation, its time per iteration in P x P 
 
 The full matrix takes hours on a shared 2-core machine; ``DEEP_MATRIX_P``, ``DEEP_MATRIX_DEPTHS``,
 ``DEEP_MATRIX_GAMMAS`` and ``DEEP_MATRIX_ACTIVATIONS`` (comma-separated) restrict it, ``DEEP_MATRIX_TARGET=0`` skips
-the target row.
+the target row. ``DEEP_MATRIX_RULE=PATH[:SUBPROBLEM]`` (e.g. ``exponential:lanczos``) runs the default solver with
+those trust-region settings (``Continuation(rule=TrustRegion(path=PATH, subproblem=SUBPROBLEM))``) instead of the
+default ones (docs/deep_solver.md, eighth pass).
 """
 
 from __future__ import annotations
@@ -47,18 +49,28 @@ def _problem(activation, depth, gamma, P):
     return ak.FCN(20, (200,) * depth, activation, gamma=gamma), data
 
 
+def _solver():
+    """None (the default solver), or the trust-region settings of ``DEEP_MATRIX_RULE`` (module docstring)."""
+    rule = os.environ.get("DEEP_MATRIX_RULE")
+    if not rule:
+        return None
+    path, _, subproblem = rule.partition(":")
+    return ak.solvers.Continuation(rule=ak.solvers.TrustRegion(path=path, subproblem=subproblem or "steihaug"))
+
+
 def _timed_solve(arch, data, compiled: dict):
-    """(solution, wall seconds, CPU seconds) of the default solve (``ak.solve(arch, data, KAPPA2, "adaptive")``),
-    run by an executable compiled ahead of time (``solve_problem.lower(...).compile()``, once per entry of ``compiled``:
-    the gammas of one (phi, P, L) differ only in a float leaf of the problem and share it), so that only the solve
-    itself is timed and it runs once (a warm-up call would run the whole solve a second time)."""
+    """(solution, wall seconds, CPU seconds) of the default solve (``ak.solve(arch, data, KAPPA2, "adaptive")``; with
+    ``DEEP_MATRIX_RULE``, that rule's), run by an executable compiled ahead of time (``solve_problem.lower(...)
+    .compile()``, once per entry of ``compiled``: the gammas of one (phi, P, L) differ only in a float leaf of the
+    problem and share it), so that only the solve itself is timed and it runs once (a warm-up call would run the whole
+    solve a second time)."""
     theory = ak.Adaptive()
     problem = ak.make_problem(arch, data, KAPPA2)
     key = jax.tree.structure(problem), tuple(jnp.shape(leaf) for leaf in jax.tree.leaves(problem))
     if key not in compiled:
-        compiled[key] = solve_problem.lower(problem, theory).compile()
+        compiled[key] = solve_problem.lower(problem, theory, _solver()).compile()
     wall, cpu = time.perf_counter(), time.process_time()
-    sol = jax.block_until_ready(compiled[key](problem, theory))
+    sol = jax.block_until_ready(compiled[key](problem, theory, _solver()))
     return dataclasses.replace(sol, theory=theory), time.perf_counter() - wall, time.process_time() - cpu
 
 
