@@ -157,7 +157,7 @@ def small_linear_data():
     return teacher_dataset(jax.random.PRNGKey(3), 24, 12, P_test=200)
 
 
-@pytest.mark.parametrize("widths,gamma", [((40, 40), 2.0), ((30, 40, 50), 1.0)])
+@pytest.mark.parametrize("widths,gamma", [((40, 40), 2.0), pytest.param((30, 40, 50), 1.0, marks=pytest.mark.slow)])
 def test_deep_linear_kernels_match_input_space_form(small_linear_data, widths, gamma):
     """Per-layer P x P kernels (whitened primal) vs one d x d Sigma_l per layer (input-space
     action, a separate implementation of the same posterior): mean test output to 1e-6

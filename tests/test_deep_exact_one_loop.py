@@ -88,6 +88,7 @@ def test_deep_linear_net_reproduces_the_input_space_one_loop():
     assert np.linalg.norm(shift - slope * effect) < np.linalg.norm(effect), (shift, effect)
 
 
+@pytest.mark.slow
 def test_depth_one_reduces_to_the_two_layer_exact_one_loop():
     """Two-layer erf net (d = 5, P = 8, N = 30): the generic one loop (G = Hess S^-1 by autodiff, third derivatives
     by one reverse pass) gives the two-layer module's shifts of E[K] and E[w w^T] (its closed-form Newton step of

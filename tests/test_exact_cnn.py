@@ -96,6 +96,7 @@ def erf_cases():
     return out
 
 
+@pytest.mark.slow
 def test_erf_cnn_mean_field_closes_the_gap_to_hmc(erf_cases):
     """Mean field (gamma = 2), erf CNN against HMC of the finite CNN: the Gaussian ansatz's learnability is off by
     more than 0.005 (C = 25: 0.006; C = 100: 0.012), the exact measure's is within half of that gap (C = 25: 0.002,

@@ -103,6 +103,7 @@ def test_homogeneous_domain_bound_finds_the_closed_form_sup():
         assert bool(cgf.margin(problem, problem.X, (Kt,), (C,)) < 0) == (scale > 1)
 
 
+@pytest.mark.slow
 def test_linear_net_solution_equals_gaussian_within_monte_carlo_error():
     """Deep linear net (two hidden layers, gamma = 2): the exact-measure solve reproduces the conjugate kernels Kt_l
     of the Gaussian solution (exact for linear phi) in Frobenius norm within 4 standard errors over 2 keys plus 1% of
@@ -239,6 +240,7 @@ def test_exact_measure_samples_and_bad_options(small_case):
         ak.exact_error_bars(arch, data, case["kappa2"], seeds=1)
 
 
+@pytest.mark.slow
 def test_relu_exact_measure_closes_the_gap_to_hmc():
     """Two-layer ReLU (not odd: the tilted measure is not even in w), d = 20, N = 200, P = 20, gamma = 1.5, cubic
     teacher; HMC reference tests/data/exact_relu.json (4 x 400 draws; learnability SE 6e-4, ratio SE 0.005). The

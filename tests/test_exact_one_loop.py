@@ -137,6 +137,7 @@ def test_blocked_one_loop_equals_the_dense_formulas(linear_case):
         np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9 * float(jnp.max(jnp.abs(want))))
 
 
+@pytest.mark.slow
 def test_relu_one_loop_closes_the_finite_width_gap_to_hmc():
     """ReLU, d = 5, P = 20, N = 50, gamma = 1 (P/N = 0.4): the exact saddle is off the HMC posterior by many standard
     errors (its O(1/N) error); ``summarize`` of the one loop is within 3 combined standard errors in the learnability

@@ -46,7 +46,8 @@ def test_closed_forms_match_neural_tangents(entry):
 
 
 @pytest.mark.parametrize(
-    "entry", [e for e in META["entries"] if e["activation"] == "gelu" and e["hidden_layers"] != 2 and e["b_std"] > 0],
+    "entry", [pytest.param(e, marks=pytest.mark.slow) if e["hidden_layers"] > 2 else e  # depth 3: `make test-all`
+              for e in META["entries"] if e["activation"] == "gelu" and e["hidden_layers"] != 2 and e["b_std"] > 0],
     ids=lambda e: e["key"],
 )
 def test_quadrature_gelu_matches_neural_tangents_closed_form(entry):

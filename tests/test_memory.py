@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import jax
+import pytest
 
 import adaptive_kernels as ak
 from adaptive_kernels.solvers import Continuation, Status
@@ -45,6 +46,7 @@ def test_trust_region_is_the_default_deep_solver():
     assert isinstance(default, Continuation) and default.rule == TrustRegion()
 
 
+@pytest.mark.slow
 def test_deep_tanh_solves_within_3_gb_with_the_default_and_gradient_solvers():
     solvers = ("default", "gradient:20")  # QuasiNewton with CG Hessian solves: bench/results/memory.md
     _check(*run_worker(LIMIT_GB, "deep", 10, 4, solvers, timeout=3600), solvers)

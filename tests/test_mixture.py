@@ -89,6 +89,7 @@ def test_kl_divergence_against_quadrature_grid():
     assert float(mixture.kl_divergence(same, a, jnp.ones((3, d)))) == pytest.approx(closed, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_collapsed_mixture_is_the_gaussian_ansatz(setup):
     """One pair at m = 0, or two identical components (any weights), with the gauge at 1: S equals the Gaussian
     ansatz's action; solving K = 1 from the prior (m stays 0 by symmetry) gives the Gaussian ansatz's Sigma."""

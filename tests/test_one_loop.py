@@ -131,6 +131,7 @@ def test_two_layer_width_scan_slopes():
         assert -1.3 < slopes[0] < -0.7 and -2.4 < slopes[1] < -1.7, slopes
 
 
+@pytest.mark.slow
 def test_deep_three_layers_one_loop():
     # Deep linear net, 3 hidden layers (input-space Sigma_l, d = 2, N = 20). (1) No data (kappa2 = 1e6): the exact
     # prior means E[Sigma_l] = s_w2^l/d I; the one-loop means must equal them (the whitened chain's expansion is
@@ -215,6 +216,7 @@ def test_two_layer_one_loop_mean_output_and_ratio(data, two_layer):
     assert abs(saddle["eigenvalue_ratio"][0] - ratio) > 0.02 * ratio
 
 
+@pytest.mark.slow
 def test_matrix_free_estimator_matches_dense(data, two_layer):
     # The closed form of the linear two-layer net (the default here) against the dense Hessian from m Hessian-vector
     # products: the correction equal to rounding, and its gradient (autodiff through the eigendecomposition) against

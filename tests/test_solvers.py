@@ -158,7 +158,7 @@ def test_quadrature_activation_converges_below_the_actions_round_off():
     assert float(jnp.max(jnp.abs(newton.value - plain.value))) < 1e-8 * scale
 
 
-@pytest.mark.parametrize("solver", [Newton(), QuasiNewton()], ids=["fixed-point", "gradient"])
+@pytest.mark.parametrize("solver", [pytest.param(Newton(), marks=pytest.mark.slow), QuasiNewton()], ids=["fixed-point", "gradient"])
 def test_float32_solves_converge_to_the_float64_answer(data, solver):
     # float32 data: both solvers stop at the float32 tolerance (1000 eps = 1.2e-4, not float64's 1e-10,
     # which float32 round-off never reaches), return float32 and agree with the float64 solve to float32

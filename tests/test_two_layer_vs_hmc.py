@@ -65,6 +65,7 @@ def _learnability(est):
     return float(est.learnability.mean), float(est.learnability.se)
 
 
+@pytest.mark.slow
 def test_standard_scaling_hmc_and_adaptive_approach_nngp_as_width_grows(compare):
     # gamma = 1: adaptation is O(1/N). HMC's distance to the NNGP learnability must shrink at
     # least 3-fold from N = 25 to N = 100 (measured 0.030 -> 0.005, ~1/N would be 4-fold; 3 leaves
