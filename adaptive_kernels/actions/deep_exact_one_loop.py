@@ -60,7 +60,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from adaptive_kernels._validation import is_traced
 from adaptive_kernels.actions import deep, exact, exact_one_loop, test_points
 from adaptive_kernels.actions.one_loop import _coordinates, _symmetric
 from adaptive_kernels.problem import Problem
@@ -300,19 +299,6 @@ of one solution (prediction, layer kernels, input covariances), which share one 
 of the (immutable) inputs, whose references it holds."""
 
 
-def _shared_moments(theory, problem: Problem, value):
-    """(cgf, :func:`moments`) at the saddle ``value`` of ``theory`` on ``problem``, made once per solution."""
-    traced = is_traced(value[0])
-    for entry in [] if traced else _LAST:
-        if entry[0] is theory and entry[1] is value and entry[2] is problem:
-            return entry[3], entry[4]
-    cgf = theory._cgf(problem)
-    out = moments(cgf, problem, value)
-    if not traced:
-        _LAST[:] = [(theory, value, problem, cgf, out)]
-    return cgf, out
-
-
 def mean(theory, fn, value, problem: Problem):
     """``Adaptive.mean`` for ``measure="exact", loops=1`` on a deep net: (E[fn], None) for the observables
     ``summarize`` and ``predict`` take means of -- the GP prediction (mean output and predictive variance at one
@@ -320,7 +306,7 @@ def mean(theory, fn, value, problem: Problem):
     input covariances (E[w w^T] of the first layer) -- at the saddle ``value`` (one :func:`moments`, shared)."""
     from adaptive_kernels.prediction import _gp_prediction
 
-    cgf, out = _shared_moments(theory, problem, value)
+    cgf, out = exact_one_loop.shared_per_solution(_LAST, theory, problem, value, moments)
     func = getattr(fn, "func", None)
     if func is type(theory).layer_kernels:
         return out.kernels, None

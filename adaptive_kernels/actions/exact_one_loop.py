@@ -76,9 +76,8 @@ def check(problem: Problem) -> None:
     a two-layer fully connected net with one output and at most :data:`MAX_P` training points."""
     if problem.depth != 1 or problem.patches > 1:
         raise ValueError(f"loops: the one loop around the exact measure is built for two-layer fully connected nets; "
-                         f"got depth {problem.depth}, {problem.patches} patches (deep FCNs, small P: the one-loop "
-                         f"kernels and per-neuron second moments, without the mean output, are "
-                         f"actions.deep_exact_one_loop.moments)")
+                         f"got depth {problem.depth}, {problem.patches} patches (deep FCNs with small P: "
+                         f"actions.deep_exact_one_loop)")
     check_size(problem, MAX_P)
 
 
@@ -292,27 +291,29 @@ means of one solution (prediction, layer kernels, input covariances), which shar
 S m^2 passes: ~30 s CPU at P = 80). Matched by identity of the (immutable) inputs, whose references it holds."""
 
 
-def _shared_reweighting(theory, problem: Problem, Kt):
-    """(cgf, :func:`reweighting`) at the saddle ``Kt`` of ``theory`` on ``problem``, made once per solution."""
-    traced = is_traced(Kt)
-    for entry in [] if traced else _LAST:
-        if entry[0] is theory and entry[1] is Kt and entry[2] is problem:
+def shared_per_solution(cache: list, theory, problem: Problem, value, compute):
+    """(cgf, compute(cgf, problem, value)) for the saddle ``value`` of ``theory`` on ``problem``, made once per
+    solution: ``cache`` holds the last concrete (theory, value, problem, cgf, result), matched by identity (traced
+    inputs are never cached). Shared by this module's and ``deep_exact_one_loop``'s ``mean``."""
+    traced = is_traced(jax.tree.leaves(value)[0])
+    for entry in [] if traced else cache:
+        if entry[0] is theory and entry[1] is value and entry[2] is problem:
             return entry[3], entry[4]
     cgf = theory._cgf(problem)
-    rw = reweighting(cgf, problem, Kt)
+    out = compute(cgf, problem, value)
     if not traced:
-        _LAST[:] = [(theory, Kt, problem, cgf, rw)]
-    return cgf, rw
+        cache[:] = [(theory, value, problem, cgf, out)]
+    return cgf, out
 
 
 def mean(theory, fn, value, problem: Problem):
     """``Adaptive.mean`` for ``measure="exact", loops=1``: (E[fn], None) for the observables ``summarize`` and
     ``predict`` take means of -- the GP prediction (its mean output corrected; the test variance that of the
     saddle, and the kernel c E[K]), the layer kernels (E[K],) and the input covariances (E[w w^T],) -- at the saddle
-    ``value`` (one :func:`reweighting`, shared by all three: :func:`_shared_reweighting`)."""
+    ``value`` (one :func:`reweighting`, shared by all three: :func:`shared_per_solution`)."""
     from adaptive_kernels.prediction import Prediction, _gp_prediction
 
-    cgf, rw = _shared_reweighting(theory, problem, value[0])
+    cgf, rw = shared_per_solution(_LAST, theory, problem, value[0], reweighting)
     Kt = value[0]
     func = getattr(fn, "func", None)
     if func is type(theory).layer_kernels:
