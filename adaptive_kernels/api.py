@@ -145,7 +145,19 @@ def predict(solution: Solution, arch, data, kappa2, X_test=None) -> Prediction:
     """
     problem = _checked(solution, arch, data, kappa2)
     X_test = data.X_test if X_test is None else check_array("X_test", X_test, ndim=2, shape=(None, arch.d))
-    return predict_problem(solution, problem, None if X_test is None else jnp.asarray(X_test, problem.X.dtype))
+    return _finite(predict_problem(solution, problem, None if X_test is None else jnp.asarray(X_test, problem.X.dtype)))
+
+
+def _finite(prediction: Prediction) -> Prediction:
+    """``prediction``, or a ValueError if its mean output is not finite (concrete values only): the GP posterior's
+    Cholesky factor of K + kappa2 I failed, which a valid saddle does not cause; a NaN is never handed back."""
+    means = [m for m in (prediction.mean_train, prediction.mean_test) if m is not None]
+    if not is_traced(means) and not all(bool(jnp.all(jnp.isfinite(m))) for m in means):
+        raise ValueError("prediction: the mean output is not finite: K + kappa2 I of this solution's output kernel "
+                         "could not be factorised (kappa2 too small for a (nearly) singular kernel, e.g. repeated "
+                         "training inputs; or a Monte Carlo kernel of the exact measure, measure='exact', that is not "
+                         "positive definite at this sample count: raise samples)")
+    return prediction
 
 
 def layer_kernels(solution: Solution, arch, data, kappa2) -> tuple:
@@ -163,4 +175,4 @@ def summarize(solution: Solution, arch, data, kappa2, prediction: Prediction | N
     if prediction is None:
         X_test = None if data.X_test is None else jnp.asarray(data.X_test, problem.X.dtype)
         prediction = predict_problem(solution, problem, X_test)
-    return observables(solution, problem, prediction, data.y_test, data.w_star)
+    return observables(solution, problem, _finite(prediction), data.y_test, data.w_star)

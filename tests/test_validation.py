@@ -1,5 +1,6 @@
 """Bad input gets an exception whose message names the argument and the problem."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -110,6 +111,20 @@ DATA = ak.Dataset(X=X, y=X[:, 0])
 def test_silent_wrong_answers_and_obscure_failures_now_raise(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_a_non_finite_prediction_raises_instead_of_returning_nan():
+    """Training inputs repeated 10 times (a rank-4 NNGP kernel, P = 40) and kappa2 = 1e-150: K + kappa2 I is singular
+    to float64, its Cholesky factor fails, and the GP mean would be NaN (before: ``predict`` returned it, ``summarize``
+    failed with "f contains NaN values"). Both now name the prediction and the cause."""
+    data = ak.teacher_dataset(jax.random.PRNGKey(0), 40, 3, P_test=5)
+    data = ak.Dataset(X=jnp.tile(data.X[:4], (10, 1)), y=jnp.tile(data.y[:4], 10), X_test=data.X_test,
+                      y_test=data.y_test)
+    arch = ak.FCN(3, 50, "erf")
+    sol = ak.solve(arch, data, 1e-150, "gp")
+    for call in (ak.predict, ak.summarize):
+        with pytest.raises(ValueError, match="prediction: the mean output is not finite"):
+            call(sol, arch, data, 1e-150)
 
 
 def test_a_solution_used_with_other_data_is_rejected():
