@@ -5,8 +5,8 @@ import os
 os.environ.setdefault("ADAPTIVE_KERNELS_THREADS", "1")
 # The test programs are small and compiled once each, so compilation dominates the suite's CPU time: XLA's LLVM
 # backend at optimisation level 0 compiles them faster (user CPU -31% on a compile-bound one-loop test, -14% on an
-# HMC test, 2026-12-03) (fast-math stays off, as at every level). Children (README examples, notebooks, CLI runs) inherit it;
-# a user's own XLA_FLAGS is kept.
+# HMC test, 2026-12-03); fast-math stays off, as at every level. Children (README examples, notebooks, CLI runs)
+# inherit it; a user's own XLA_FLAGS is kept.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 import adaptive_kernels  # noqa: E402,F401  (enables float64 before any test builds arrays)
