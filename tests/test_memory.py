@@ -29,12 +29,8 @@ from bench.cases.memory import run_worker  # noqa: E402
 LIMIT_GB = 3.0
 
 
-@pytest.fixture(autouse=True)
-def _default_optimisation_in_the_worker(monkeypatch):
-    """The workers' solves run long after compiling: they compile at XLA's default optimisation level, not at the
-    suite's level 0 (tests/conftest.py), which made them 1.5-2.4x slower (2026-12-03)."""
-    flags = os.environ.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "").strip()
-    monkeypatch.setenv("XLA_FLAGS", flags)
+# The workers' solves run long after compiling: they compile at XLA's default optimisation level (conftest.py).
+pytestmark = pytest.mark.usefixtures("default_xla_optimisation")
 
 
 def _check(rows, failure, solvers):
