@@ -10,7 +10,6 @@ Newton polish, which materialises the Hessian, whatever the step count), keeping
 compilations. The L = 6 and larger-P rows are in bench/results/memory.md.
 """
 
-import os
 import sys
 from pathlib import Path
 
