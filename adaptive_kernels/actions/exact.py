@@ -326,11 +326,12 @@ def _floored_cholesky(Sigma, floor):
     return jnp.linalg.cholesky(symmetrize((evecs * jnp.maximum(evals, floor)) @ evecs.T))
 
 
-def moment_matched_proposal(problem: Problem, Kt, B, z, proposal: Proposal, N, floor: float = 0.05) -> Proposal:
-    """The best (largest ESS on the draws z) of four moment-matched proposals, from the tilted moments estimated
-    with ``proposal`` and restricted to the row space of B (Pi = B^+ B: the tilt does not act elsewhere; a
-    covariance G enters as I + Pi (G - I) Pi). With M = E[u u^T] and v the top eigenvector of Pi M Pi (the direction
-    along which a bimodal measure splits, or a skewed one has its heavy tail), and the halves u . v >= 0 and < 0:
+def moment_matched_proposal(problem: Problem, Kt, B, z, proposal: Proposal, N, floor: float = 0.05):
+    """(proposal, its ESS on the draws z; 0 where nothing finite was found): the best (largest ESS on z) of four
+    moment-matched proposals, from the tilted moments estimated with ``proposal`` and restricted to the row space of
+    B (Pi = B^+ B: the tilt does not act elsewhere; a covariance G enters as I + Pi (G - I) Pi). With M = E[u u^T]
+    and v the top eigenvector of Pi M Pi (the direction along which a bimodal measure splits, or a skewed one has its
+    heavy tail), and the halves u . v >= 0 and < 0:
 
     - one Gaussian N(0, M);
     - a symmetric pair (odd phi: an even measure): fold u -> sign(u . v) u, m = Pi E[u_folded], +-m with the folded
@@ -381,7 +382,8 @@ def moment_matched_proposal(problem: Problem, Kt, B, z, proposal: Proposal, N, f
     quality = jnp.stack([_ess(tilt_log_weights(problem, Kt, B, *c.points(z)[:2], N)) for c in candidates])
     finite = jnp.stack([jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(c)])) for c in candidates])
     quality = jnp.where(finite & jnp.isfinite(quality), quality, -1.0).at[-1].max(0.0)
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves)[jnp.argmax(quality)], *candidates)
+    best = jnp.argmax(quality)
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves)[best], *candidates), quality[best]
 
 
 def adapt_proposal(problem: Problem, Kt, C, layer: int, z, start: Proposal | None = None, path=None):
@@ -411,8 +413,8 @@ def _tempering_step(problem: Problem, Kt, C, layer: int, z, carry, t, first):
     proposal, kept, kept_t, good = carry
     B = layer_factor(problem, C, layer, problem.X)
     N = problem.widths[layer]
-    proposal = moment_matched_proposal(problem, t * Kt, B, z, proposal, N)
-    good = good & (_ess(tilt_log_weights(problem, t * Kt, B, *proposal.points(z)[:2], N)) >= ANCHOR_ESS * z.shape[0])
+    proposal, ess = moment_matched_proposal(problem, t * Kt, B, z, proposal, N)
+    good = good & (ess >= ANCHOR_ESS * z.shape[0])
     keep = good | first
     kept = jax.tree.map(lambda new, old: jnp.where(keep, new, old), proposal, kept)
     return proposal, kept, jnp.where(keep, t, kept_t), good
