@@ -18,6 +18,7 @@ import warnings
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from adaptive_kernels._validation import check_array, is_traced
 from adaptive_kernels.prediction import Prediction, _python, observables, predict_problem
@@ -121,7 +122,7 @@ def _check_solves(solution: Solution, problem: Problem, recomputed=None) -> None
     residual = solution.stats.get("residual")
     if solution.value is None or residual is None or is_traced((solution.value, residual, problem)) or jnp.ndim(residual):
         return
-    if not jnp.isfinite(residual):  # a non-finite solution has no residual to compare with; its status says so
+    if not np.isfinite(residual):  # a non-finite solution has no residual to compare with; its status says so
         return
     if recomputed is None:
         recomputed = _stationarity_residual(solution.theory, solution.value, problem)
@@ -155,7 +156,7 @@ def _finite(prediction: Prediction) -> Prediction:
     """``prediction``, or a ValueError if its mean output is not finite (concrete values only): the GP posterior's
     Cholesky factor of K + kappa2 I failed, which a valid saddle does not cause; a NaN is never handed back."""
     means = [m for m in (prediction.mean_train, prediction.mean_test) if m is not None]
-    if not is_traced(means) and not all(bool(jnp.all(jnp.isfinite(m))) for m in means):
+    if not is_traced(means) and not all(bool(np.all(np.isfinite(m))) for m in means):  # on the host: nothing to compile
         raise ValueError("prediction: the mean output is not finite: K + kappa2 I of this solution's output kernel "
                          "could not be factorised (kappa2 too small for a (nearly) singular kernel, e.g. repeated "
                          "training inputs; or a Monte Carlo kernel of the exact measure, measure='exact', that is not "

@@ -46,6 +46,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from adaptive_kernels.actions.deep import (ConjugateMap, extended_draws, input_covariance, jittered_cholesky,
                                           next_covariance, output_terms, sampled_forward, symmetrize)
@@ -119,7 +120,10 @@ class Proposal(eqx.Module):
 
     @classmethod
     def prior(cls, r: int, dtype):
-        return cls.gaussian(jnp.eye(r, dtype=dtype))
+        """N(0, I) (:meth:`gaussian` of the identity), made on the host: no operations to compile."""
+        return cls(jnp.asarray(np.zeros((COMPONENTS, r), dtype)),
+                   jnp.asarray(np.broadcast_to(np.eye(r, dtype=dtype), (COMPONENTS, r, r))),
+                   jnp.asarray(np.eye(1, COMPONENTS, dtype=dtype)[0]))
 
     @property
     def mixture(self):
@@ -399,9 +403,9 @@ def adapt_proposal(problem: Problem, Kt, C, layer: int, z, start: Proposal | Non
         path = [min(k / ADAPT_ROUNDS, 1.0) for k in range(1, ADAPT_ROUNDS + 2)]
     dtype = problem.X.dtype
     proposal = Proposal.prior(factor_rank(problem, layer), dtype) if start is None else start
-    carry = (proposal, proposal, jnp.asarray(path[0], dtype), jnp.asarray(True))
+    carry = (proposal, proposal, np.asarray(path[0], dtype), np.asarray(True))
     for step, t in enumerate(path):
-        carry = _tempering_step(problem, Kt, C, layer, z, carry, jnp.asarray(t, dtype), jnp.asarray(step == 0))
+        carry = _tempering_step(problem, Kt, C, layer, z, carry, np.asarray(t, dtype), np.asarray(step == 0))
     return carry[1], carry[2]
 
 
@@ -483,18 +487,24 @@ def sphere_sup(problem: Problem, Kt, B, u, q):
     return jnp.maximum(best, jnp.max(jax.vmap(ratio)(v)))
 
 
+def _probed(activation, scale: float):
+    """(phi(x), phi(scale x)) on a grid of 13 points in [-3, 3], as numpy arrays (the grid and the comparison on the
+    host: only phi is compiled)."""
+    with jax.ensure_compile_time_eval():
+        x = np.linspace(-3.0, 3.0, 13)
+        return np.asarray(activation(x)), np.asarray(activation(scale * x))
+
+
 def homogeneous(activation) -> bool:
     """Whether phi(t x) = t phi(x) for t > 0 (ReLU, linear): then q(t u) = t^2 q(u)."""
-    with jax.ensure_compile_time_eval():
-        x = jnp.linspace(-3.0, 3.0, 13)
-        return bool(jnp.allclose(activation(2.0 * x), 2.0 * activation(x)))
+    phi, phi2 = _probed(activation, 2.0)
+    return bool(np.allclose(phi2, 2.0 * phi))
 
 
 def odd(activation) -> bool:
     """Whether phi(-x) = -phi(x) (then every layer's tilted measure is even in u: tr(Kt k(-B u)) = tr(Kt k(B u)))."""
-    with jax.ensure_compile_time_eval():
-        x = jnp.linspace(-3.0, 3.0, 13)
-        return bool(jnp.allclose(activation(-x), -activation(x)))
+    phi, mirrored = _probed(activation, -1.0)
+    return bool(np.allclose(mirrored, -phi))
 
 
 def mcmc_proposal(problem: Problem, Kt, B, z, proposal, N, key) -> ParticleProposal:
@@ -677,8 +687,8 @@ def retreated(problem: Problem, cgf: ExactCGF, key, tries: int = RETREATS) -> Ex
 def _concrete_start_ess(problem: Problem, cgf: ExactCGF) -> list[float] | None:
     """:func:`start_ess` as floats, None where traced (the ESS is not known then)."""
     try:
-        return [float(e) for e in start_ess(problem, cgf)]
-    except jax.errors.ConcretizationTypeError:
+        return np.asarray(start_ess(problem, cgf)).tolist()
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
         return None
 
 
@@ -741,9 +751,14 @@ def _concrete(flag) -> bool:
 
 
 def _settled(previous, current) -> bool:
-    """|current - previous| < SETTLED |current| over all layers' conjugates (False where traced: all rounds run)."""
-    change = jnp.sqrt(sum(jnp.sum((a - b) ** 2) for a, b in zip(previous, current)))
-    return _concrete(change < SETTLED * jnp.sqrt(sum(jnp.sum(b**2) for b in current)))
+    """|current - previous| < SETTLED |current| over all layers' conjugates (False where traced: all rounds run; on
+    the host otherwise, with no operations to compile)."""
+    try:
+        previous, current = [np.asarray(a) for a in previous], [np.asarray(b) for b in current]
+    except jax.errors.TracerArrayConversionError:
+        return False
+    change = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(previous, current)))
+    return bool(change < SETTLED * np.sqrt(sum(np.sum(b**2) for b in current)))
 
 
 def tilted_measures(cgf: ExactCGF, problem: Problem, conjugates) -> list:
