@@ -197,7 +197,9 @@ def summarize(solution: Solution, arch, data, kappa2, prediction: Prediction | N
 def _sampled_summary(theory: AbstractTheory, solution: Solution, problem: Problem, X_test, y_test, w_star):
     """(recomputed stationarity residual, prediction, observables) of ``summarize`` for a theory with a sampled
     measure attached (``theory`` passed apart: a solution's is a static field, and the theory's arrays are traced)."""
-    solution = dataclasses.replace(solution, theory=theory)
+    with warnings.catch_warnings():  # the theory's traced arrays in the solution's static field, as in ``solve``
+        warnings.filterwarnings("ignore", "A JAX array is being set as static")
+        solution = dataclasses.replace(solution, theory=theory)
     residual = _stationarity_residual(theory, solution.value, problem)
     prediction = predict_problem(solution, problem, X_test)
     return residual, prediction, observables(solution, problem, prediction, y_test, w_star)
