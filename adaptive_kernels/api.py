@@ -18,9 +18,10 @@ import warnings
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from adaptive_kernels._validation import check_array, is_traced
-from adaptive_kernels.prediction import Prediction, observables, predict_problem
+from adaptive_kernels.prediction import Prediction, _python, observables, predict_problem
 from adaptive_kernels.problem import Problem, make_problem
 from adaptive_kernels.solvers import AbstractRule, Newton, QuasiNewton, Solution, Status, stationary_point
 from adaptive_kernels.solvers.stationary import as_fixed_point_problem
@@ -101,28 +102,31 @@ def solve(arch, data, kappa2, theory="adaptive", solver=None, *, init=None, impl
         return dataclasses.replace(solution, theory=theory)
 
 
-def _checked(solution: Solution, arch, data, kappa2) -> Problem:
+def _checked(solution: Solution, arch, data, kappa2, check_solves: bool = True) -> Problem:
     if not isinstance(solution, Solution) or solution.theory is None:
         raise TypeError("solution must be a Solution returned by adaptive_kernels.solve")
     problem = make_problem(arch, data, kappa2)
     solution.theory.check(problem)
     solution.theory.check_value(solution.value, problem, "solution")
-    _check_solves(solution, problem)
+    if check_solves:
+        _check_solves(solution, problem)
     return problem
 
 
-def _check_solves(solution: Solution, problem: Problem) -> None:
+def _check_solves(solution: Solution, problem: Problem, recomputed=None) -> None:
     """Raise if ``solution`` is not a stationary point of ``problem`` as far as it was one of its own: its stationarity
-    residual recomputed here must not exceed max(100 x the residual the solver reported, sqrt(eps)). Order parameters
-    whose shapes do not depend on P (Sigma is d x d, scales are scalars) would otherwise give numbers for data,
-    kappa2 or an architecture they were not solved with. Skipped under jit/vmap, for the NNGP and for a solution whose
-    own residual is not finite."""
+    residual recomputed here (or given: ``recomputed``) must not exceed max(100 x the residual the solver reported,
+    sqrt(eps)). Order parameters whose shapes do not depend on P (Sigma is d x d, scales are scalars) would otherwise
+    give numbers for data, kappa2 or an architecture they were not solved with. Skipped under jit/vmap, for the NNGP
+    and for a solution whose own residual is not finite."""
     residual = solution.stats.get("residual")
     if solution.value is None or residual is None or is_traced((solution.value, residual, problem)) or jnp.ndim(residual):
         return
-    if not jnp.isfinite(residual):  # a non-finite solution has no residual to compare with; its status says so
+    if not np.isfinite(residual):  # a non-finite solution has no residual to compare with; its status says so
         return
-    recomputed = float(_stationarity_residual(solution.theory, solution.value, problem))
+    if recomputed is None:
+        recomputed = _stationarity_residual(solution.theory, solution.value, problem)
+    recomputed = float(recomputed)
     eps = float(jnp.finfo(problem.X.dtype).eps)
     if not recomputed <= max(100 * float(residual), eps**0.5):
         raise ValueError(f"solution: not a stationary point of this problem (residual {recomputed:.2e}; its solver "
@@ -152,7 +156,7 @@ def _finite(prediction: Prediction) -> Prediction:
     """``prediction``, or a ValueError if its mean output is not finite (concrete values only): the GP posterior's
     Cholesky factor of K + kappa2 I failed, which a valid saddle does not cause; a NaN is never handed back."""
     means = [m for m in (prediction.mean_train, prediction.mean_test) if m is not None]
-    if not is_traced(means) and not all(bool(jnp.all(jnp.isfinite(m))) for m in means):
+    if not is_traced(means) and not all(bool(np.all(np.isfinite(m))) for m in means):  # on the host: nothing to compile
         raise ValueError("prediction: the mean output is not finite: K + kappa2 I of this solution's output kernel "
                          "could not be factorised (kappa2 too small for a (nearly) singular kernel, e.g. repeated "
                          "training inputs; or a Monte Carlo kernel of the exact measure, measure='exact', that is not "
@@ -171,8 +175,31 @@ def layer_kernels(solution: Solution, arch, data, kappa2) -> tuple:
 def summarize(solution: Solution, arch, data, kappa2, prediction: Prediction | None = None) -> dict:
     """Observables of a solution on ``data`` (``adaptive_kernels.prediction.observables``): learnability, MSEs,
     per-layer eigenvalue ratios and alignments (lists, one entry per hidden layer), the solver's statistics."""
-    problem = _checked(solution, arch, data, kappa2)
-    if prediction is None:
-        X_test = None if data.X_test is None else jnp.asarray(data.X_test, problem.X.dtype)
-        prediction = predict_problem(solution, problem, X_test)
-    return observables(solution, problem, _finite(prediction), data.y_test, data.w_star)
+    theory = solution.theory
+    if getattr(theory, "sampled", None) is None or theory.loops or prediction is not None:
+        problem = _checked(solution, arch, data, kappa2)
+        if prediction is None:
+            X_test = None if data.X_test is None else jnp.asarray(data.X_test, problem.X.dtype)
+            prediction = predict_problem(solution, problem, X_test)
+        return observables(solution, problem, _finite(prediction), data.y_test, data.w_star)
+    # the exact measure at its saddle: the residual check, the prediction and the observables as one compiled
+    # program, which every key reuses (eagerly, their ~80 operations compile one by one: docs/exact_measure.md, Speed)
+    problem = _checked(solution, arch, data, kappa2, check_solves=False)
+    X_test = None if data.X_test is None else jnp.asarray(data.X_test, problem.X.dtype)
+    residual, prediction, out = _sampled_summary(theory, dataclasses.replace(solution, theory=None), problem, X_test,
+                                                 data.y_test, data.w_star)
+    _check_solves(solution, problem, residual)
+    _finite(prediction)
+    return {k: _python(v) for k, v in out.items()}
+
+
+@eqx.filter_jit
+def _sampled_summary(theory: AbstractTheory, solution: Solution, problem: Problem, X_test, y_test, w_star):
+    """(recomputed stationarity residual, prediction, observables) of ``summarize`` for a theory with a sampled
+    measure attached (``theory`` passed apart: a solution's is a static field, and the theory's arrays are traced)."""
+    with warnings.catch_warnings():  # the theory's traced arrays in the solution's static field, as in ``solve``
+        warnings.filterwarnings("ignore", "A JAX array is being set as static")
+        solution = dataclasses.replace(solution, theory=theory)
+    residual = _stationarity_residual(theory, solution.value, problem)
+    prediction = predict_problem(solution, problem, X_test)
+    return residual, prediction, observables(solution, problem, prediction, y_test, w_star)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from adaptive_kernels.actions.deep import (ConjugateMap, extended_draws, input_covariance, jittered_cholesky,
                                           next_covariance, output_terms, sampled_forward, symmetrize)
@@ -119,7 +120,10 @@ class Proposal(eqx.Module):
 
     @classmethod
     def prior(cls, r: int, dtype):
-        return cls.gaussian(jnp.eye(r, dtype=dtype))
+        """N(0, I) (:meth:`gaussian` of the identity), made on the host: no operations to compile."""
+        return cls(jnp.asarray(np.zeros((COMPONENTS, r), dtype)),
+                   jnp.asarray(np.broadcast_to(np.eye(r, dtype=dtype), (COMPONENTS, r, r))),
+                   jnp.asarray(np.eye(1, COMPONENTS, dtype=dtype)[0]))
 
     @property
     def mixture(self):
@@ -326,11 +330,12 @@ def _floored_cholesky(Sigma, floor):
     return jnp.linalg.cholesky(symmetrize((evecs * jnp.maximum(evals, floor)) @ evecs.T))
 
 
-def moment_matched_proposal(problem: Problem, Kt, B, z, proposal: Proposal, N, floor: float = 0.05) -> Proposal:
-    """The best (largest ESS on the draws z) of four moment-matched proposals, from the tilted moments estimated
-    with ``proposal`` and restricted to the row space of B (Pi = B^+ B: the tilt does not act elsewhere; a
-    covariance G enters as I + Pi (G - I) Pi). With M = E[u u^T] and v the top eigenvector of Pi M Pi (the direction
-    along which a bimodal measure splits, or a skewed one has its heavy tail), and the halves u . v >= 0 and < 0:
+def moment_matched_proposal(problem: Problem, Kt, B, z, proposal: Proposal, N, floor: float = 0.05):
+    """(proposal, its ESS on the draws z; 0 where nothing finite was found): the best (largest ESS on z) of four
+    moment-matched proposals, from the tilted moments estimated with ``proposal`` and restricted to the row space of
+    B (Pi = B^+ B: the tilt does not act elsewhere; a covariance G enters as I + Pi (G - I) Pi). With M = E[u u^T]
+    and v the top eigenvector of Pi M Pi (the direction along which a bimodal measure splits, or a skewed one has its
+    heavy tail), and the halves u . v >= 0 and < 0:
 
     - one Gaussian N(0, M);
     - a symmetric pair (odd phi: an even measure): fold u -> sign(u . v) u, m = Pi E[u_folded], +-m with the folded
@@ -381,7 +386,8 @@ def moment_matched_proposal(problem: Problem, Kt, B, z, proposal: Proposal, N, f
     quality = jnp.stack([_ess(tilt_log_weights(problem, Kt, B, *c.points(z)[:2], N)) for c in candidates])
     finite = jnp.stack([jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(c)])) for c in candidates])
     quality = jnp.where(finite & jnp.isfinite(quality), quality, -1.0).at[-1].max(0.0)
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves)[jnp.argmax(quality)], *candidates)
+    best = jnp.argmax(quality)
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves)[best], *candidates), quality[best]
 
 
 def adapt_proposal(problem: Problem, Kt, C, layer: int, z, start: Proposal | None = None, path=None):
@@ -390,23 +396,32 @@ def adapt_proposal(problem: Problem, Kt, C, layer: int, z, start: Proposal | Non
     ``start`` (default: the prior), stopped at the last t of the path up to which every adapted proposal keeps an
     ESS of at least ANCHOR_ESS S (where the ESS collapses, t Kt is beyond the tilted measure's domain or beyond
     what the moment-matched mixtures cover: ReLU's tilt grows like |u|^2, and the Gaussian anchor can lie outside
-    the exact measure's domain, sup_u q(u)/|u|^2 < N/2; the solve then starts at the last t Kt inside)."""
-    B = layer_factor(problem, C, layer, problem.X)
+    the exact measure's domain, sup_u q(u)/|u|^2 < N/2; the solve then starts at the last t Kt inside). Each step is
+    one call of the compiled :func:`_tempering_step`, whatever the path: the first adaptation (:func:`initial_cgf`)
+    and the re-adaptations (:func:`readapted`) share its compilation."""
     if path is None:
         path = [min(k / ADAPT_ROUNDS, 1.0) for k in range(1, ADAPT_ROUNDS + 2)]
-    path = jnp.asarray(path, B.dtype)
-    start = Proposal.prior(B.shape[1], B.dtype) if start is None else start
+    dtype = problem.X.dtype
+    proposal = Proposal.prior(factor_rank(problem, layer), dtype) if start is None else start
+    carry = (proposal, proposal, np.asarray(path[0], dtype), np.asarray(True))
+    for step, t in enumerate(path):
+        carry = _tempering_step(problem, Kt, C, layer, z, carry, np.asarray(t, dtype), np.asarray(step == 0))
+    return carry[1], carry[2]
 
+
+@eqx.filter_jit
+def _tempering_step(problem: Problem, Kt, C, layer: int, z, carry, t, first):
+    """One step of :func:`adapt_proposal`'s tempering path: carry (proposal, kept, t_kept, good) -> the proposal
+    moment-matched at (t Kt, C), kept (with its t) where it and every earlier one on the path kept an ESS of at
+    least ANCHOR_ESS S (``good``), and always at the ``first`` step."""
+    proposal, kept, kept_t, good = carry
+    B = layer_factor(problem, C, layer, problem.X)
     N = problem.widths[layer]
-
-    def step(proposal, t):  # one moment-matching round at t Kt (a scan: its body compiles once, not once per t)
-        proposal = moment_matched_proposal(problem, t * Kt, B, z, proposal, N)
-        return proposal, (proposal, _ess(tilt_log_weights(problem, t * Kt, B, *proposal.points(z)[:2], N)))
-
-    proposals, ess = jax.lax.scan(step, start, path)[1]
-    good = jnp.cumprod(ess >= ANCHOR_ESS * z.shape[0])
-    last = jnp.maximum(jnp.sum(good) - 1, 0)
-    return jax.tree.map(lambda a: a[last], proposals), path[last]
+    proposal, ess = moment_matched_proposal(problem, t * Kt, B, z, proposal, N)
+    good = good & (ess >= ANCHOR_ESS * z.shape[0])
+    keep = good | first
+    kept = jax.tree.map(lambda new, old: jnp.where(keep, new, old), proposal, kept)
+    return proposal, kept, jnp.where(keep, t, kept_t), good
 
 
 CHAINS = 64  # Markov chains of an MCMC-adapted proposal (mcmc_proposal) ...
@@ -472,18 +487,24 @@ def sphere_sup(problem: Problem, Kt, B, u, q):
     return jnp.maximum(best, jnp.max(jax.vmap(ratio)(v)))
 
 
+def _probed(activation, scale: float):
+    """(phi(x), phi(scale x)) on a grid of 13 points in [-3, 3], as numpy arrays (the grid and the comparison on the
+    host: only phi is compiled)."""
+    with jax.ensure_compile_time_eval():
+        x = np.linspace(-3.0, 3.0, 13)
+        return np.asarray(activation(x)), np.asarray(activation(scale * x))
+
+
 def homogeneous(activation) -> bool:
     """Whether phi(t x) = t phi(x) for t > 0 (ReLU, linear): then q(t u) = t^2 q(u)."""
-    with jax.ensure_compile_time_eval():
-        x = jnp.linspace(-3.0, 3.0, 13)
-        return bool(jnp.allclose(activation(2.0 * x), 2.0 * activation(x)))
+    phi, phi2 = _probed(activation, 2.0)
+    return bool(np.allclose(phi2, 2.0 * phi))
 
 
 def odd(activation) -> bool:
     """Whether phi(-x) = -phi(x) (then every layer's tilted measure is even in u: tr(Kt k(-B u)) = tr(Kt k(B u)))."""
-    with jax.ensure_compile_time_eval():
-        x = jnp.linspace(-3.0, 3.0, 13)
-        return bool(jnp.allclose(activation(-x), -activation(x)))
+    phi, mirrored = _probed(activation, -1.0)
+    return bool(np.allclose(mirrored, -phi))
 
 
 def mcmc_proposal(problem: Problem, Kt, B, z, proposal, N, key) -> ParticleProposal:
@@ -552,6 +573,7 @@ def gaussian_anchor(problem: Problem):
     return jax.lax.stop_gradient(_finite_or_prior(sol.value))
 
 
+@eqx.filter_jit
 def _draws(problem: Problem, samples: int, key):
     """(estimation draws, adaptation draws): per layer (S, r_l) standard normals from fold_in(key, layer) and
     fold_in(key, depth + layer)."""
@@ -563,14 +585,20 @@ def _draws(problem: Problem, samples: int, key):
 
 
 @eqx.filter_jit
+def _anchor_covariances(problem: Problem, anchor):
+    """(anchor, C_l): the anchor's conjugates (the prior where not finite) and the Gaussian-equivalent forward pass's
+    layer covariances there."""
+    anchor = _finite_or_prior(anchor)
+    kernels = ConjugateMap().kernels(problem, problem.X, anchor)[0]
+    return anchor, [input_covariance(problem, problem.X)] + [next_covariance(problem, K) for K in kernels[:-1]]
+
+
 def initial_cgf(problem: Problem, samples: int, key, anchor) -> ExactCGF:
     """``samples`` draws per layer from ``key``, proposals adapted to the tilted measures at the Gaussian anchor's
     conjugates ``anchor`` (tempered from the prior; :func:`adapt_proposal`); the start is t_l Kt_l, each layer's
     anchor tempered to where its adapted proposal's ESS held (t_l = 1 unless the anchor lies beyond the domain)."""
     draws, adapt_draws = _draws(problem, samples, key)
-    anchor = _finite_or_prior(anchor)
-    kernels = ConjugateMap().kernels(problem, problem.X, anchor)[0]
-    covariances = [input_covariance(problem, problem.X)] + [next_covariance(problem, K) for K in kernels[:-1]]
+    anchor, covariances = _anchor_covariances(problem, anchor)
     adapted = [adapt_proposal(problem, anchor[layer], covariances[layer], layer, adapt_draws[layer])
                for layer in range(problem.depth)]
     start = tuple(t * Kt for Kt, (_, t) in zip(anchor, adapted))
@@ -583,19 +611,30 @@ def _mcmc_key(problem: Problem, key, layer: int):
 
 
 @eqx.filter_jit
+def _saddle_covariances(problem: Problem, cgf: ExactCGF, conjugates):
+    """The layer covariances C_l of the sampled forward pass at ``conjugates``."""
+    return sampled_forward(problem, problem.X, conjugates, cgf)[2]
+
+
+@eqx.filter_jit
+def _mcmc_adapted(problem: Problem, Kt, C, layer: int, z, proposal, key) -> ParticleProposal:
+    """:func:`mcmc_proposal` for one layer at (Kt, C)."""
+    B = layer_factor(problem, C, layer, problem.X)
+    return mcmc_proposal(problem, Kt, B, z, proposal, problem.widths[layer], key)
+
+
 def readapted(problem: Problem, cgf: ExactCGF, key, conjugates, mcmc: tuple = ()) -> ExactCGF:
     """The same draws with the proposals re-adapted at the exact measure's saddle ``conjugates`` (``key``: the one the
     draws came from): two moment-matching rounds from the current proposals (:func:`adapt_proposal`), or, for the
     layers in ``mcmc`` and those whose proposal already is one, a new MCMC-adapted :class:`ParticleProposal`
     (:func:`mcmc_proposal`, chains started from the current proposal)."""
     adapt_draws = _draws(problem, cgf.draws[0].shape[0], key)[1]
-    covariances = sampled_forward(problem, problem.X, conjugates, cgf)[2]
+    covariances = _saddle_covariances(problem, cgf, conjugates)
 
     def adapted(layer):
         current = cgf.proposals[layer]
         if layer in mcmc or isinstance(current, ParticleProposal):
-            B = layer_factor(problem, covariances[layer], layer, problem.X)
-            return mcmc_proposal(problem, conjugates[layer], B, adapt_draws[layer], current, problem.widths[layer],
+            return _mcmc_adapted(problem, conjugates[layer], covariances[layer], layer, adapt_draws[layer], current,
                                  _mcmc_key(problem, key, layer))
         return adapt_proposal(problem, conjugates[layer], covariances[layer], layer, adapt_draws[layer], current,
                               (1.0, 1.0))[0]
@@ -648,8 +687,8 @@ def retreated(problem: Problem, cgf: ExactCGF, key, tries: int = RETREATS) -> Ex
 def _concrete_start_ess(problem: Problem, cgf: ExactCGF) -> list[float] | None:
     """:func:`start_ess` as floats, None where traced (the ESS is not known then)."""
     try:
-        return [float(e) for e in start_ess(problem, cgf)]
-    except jax.errors.ConcretizationTypeError:
+        return np.asarray(start_ess(problem, cgf)).tolist()
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
         return None
 
 
@@ -712,9 +751,14 @@ def _concrete(flag) -> bool:
 
 
 def _settled(previous, current) -> bool:
-    """|current - previous| < SETTLED |current| over all layers' conjugates (False where traced: all rounds run)."""
-    change = jnp.sqrt(sum(jnp.sum((a - b) ** 2) for a, b in zip(previous, current)))
-    return _concrete(change < SETTLED * jnp.sqrt(sum(jnp.sum(b**2) for b in current)))
+    """|current - previous| < SETTLED |current| over all layers' conjugates (False where traced: all rounds run; on
+    the host otherwise, with no operations to compile)."""
+    try:
+        previous, current = [np.asarray(a) for a in previous], [np.asarray(b) for b in current]
+    except jax.errors.TracerArrayConversionError:
+        return False
+    change = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(previous, current)))
+    return bool(change < SETTLED * np.sqrt(sum(np.sum(b**2) for b in current)))
 
 
 def tilted_measures(cgf: ExactCGF, problem: Problem, conjugates) -> list:
