@@ -141,15 +141,16 @@ def predicted_overlaps(pi, mu, var, a, thresholds):
     return tails, np.diff(cdf)
 
 
-def theory_minima(args, theory, problem_at, w_star):
-    """{N: PhaseStructure} at every width of ``--N``: solved from the prior and aligned x``--ratio``; with ``--warm``
-    also from the minima found at the previous width of a sweep up ``--N`` and the ``--warm`` widths (one problem,
-    its width set by ``phases.set_parameter``: one compilation)."""
+def theory_minima(args, theory, problem_at, w_star, carried):
+    """{N: PhaseStructure} at every width of ``--N``: solved from the prior and aligned x``--ratio``, and from the
+    states in ``carried[N]`` ({label: value}: ``--follow``'s minima of the previous P); with ``--warm`` also from the
+    minima found at the previous width of a sweep up ``--N`` and the ``--warm`` widths (one problem, its width set by
+    ``phases.set_parameter``: one compilation)."""
     solver = ak.QuasiNewton(method="bfgs", max_steps=3000)
     found, previous = {}, {}
     for N in sorted(set(args.N) | set(args.warm or ())):
         problem = problem_at(N)
-        starts = phases.default_starts(problem, theory, w_star, (args.ratio,)) | previous
+        starts = phases.default_starts(problem, theory, w_star, (args.ratio,)) | previous | carried.get(N, {})
         found[N] = phases.find_stationary_points(theory, problem, starts, solver)
         previous = {f"N={N} #{j}": p.value for j, p in enumerate(found[N].minima)} if args.warm is not None else {}
         print(f"theory N = {N}:\n{found[N].table().to_string()}", flush=True)
@@ -158,7 +159,7 @@ def theory_minima(args, theory, problem_at, w_star):
 
 def plot(args):
     """Two figures from the --combine'd CSVs: ``--plot`` the learnability, L3 and the fraction with q > ``--tail[0]``
-    against P (HMC per start with 2 standard errors; the theory's lowest minimum as a line, its other minima as
+    against P (HMC per start with 2 standard errors, single chains of ``--per-chain`` runs as crosses; the theory's lowest minimum as a line, its other minima as
     dots, the mixture's pair weight dashed); ``<plot>_hist.<ext>`` the sqrt(q) histograms per P (HMC per start,
     the theory's lowest minimum; the prior's chi-square(1) dotted)."""
     import matplotlib.pyplot as plt
@@ -168,21 +169,29 @@ def plot(args):
     table = pd.concat([pd.read_csv(f) for f in files], ignore_index=True).sort_values("P")
     hist_files = [f[:-4] + "_hist.csv" for f in files if glob.glob(f[:-4] + "_hist.csv")]
     hist = pd.concat([pd.read_csv(f) for f in hist_files], ignore_index=True) if hist_files else None
+    if "chain" not in table:
+        table["chain"] = np.nan
+    if hist is not None:  # the histograms of the pooled runs
+        hist = hist[hist["chain"].isna()] if "chain" in hist else hist
     tail = f"tail_q{args.tail[0]:g}"
-    theory = table[~table.source.str.startswith("hmc:")]
+    theory = table[~table.source.str.startswith("hmc:") & (table.kind != "saddle")]
     lowest = theory[theory.posterior.astype(bool)]
     colours = {"hmc:prior": "C0", "hmc:aligned": "C3", "hmc:predicted-aligned": "C2"}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, column, label in zip(axes, ("learnability", "L3", tail),
                                  ("learnability", "L3 (He3 learnability)", f"fraction of neurons, a (w.w*)^2 > {args.tail[0]:g}")):
         for source, colour in colours.items():
-            rows = table[table.source == source]
+            rows = table[(table.source == source) & table.chain.isna()]
             if len(rows):
                 se = rows.get(column + "_se")
                 ax.errorbar(rows.P, rows[column], yerr=None if se is None else 2 * se, color=colour, marker="o",
                             ms=3, capsize=2, label=source.replace("hmc:", "HMC from "))
+            single = table[(table.source == source) & table.chain.notna()]
+            if len(single):
+                ax.plot(single.P + (0.6 if "aligned" in source else -0.6), single[column], "x", color=colour, ms=4,
+                        label=source.replace("hmc:", "one chain from "))
         ax.plot(lowest.P, lowest[column], "k-", lw=1, label="theory, lowest minimum")
-        ax.plot(theory.P, theory[column], "k.", ms=4, label="theory, all minima found")
+        ax.plot(theory.P, theory[column], "k.", ms=4, label="theory, minima found (incl. degenerate)")
         if column == tail and "pair_weight" in lowest:
             ax.plot(lowest.P, lowest.pair_weight, "k--", lw=0.8, label="theory, pair weight")
         ax.set_xlabel("P")
@@ -234,9 +243,18 @@ def main(argv=None):
     parser.add_argument("--warm", type=int, nargs="*",
                         help="theory: also start from the minima of the previous width, up the --N grid and these "
                         "widths (solved, not sampled)")
+    parser.add_argument("--follow", action="store_true",
+                        help="theory: also start from the minima (and degenerate minima) found at the previous P of "
+                        "the --P list, in the order given (a sweep in P: fixed starts miss branches there)")
     parser.add_argument("--chains", type=int, default=4, help="per start; 0: the theory only")
     parser.add_argument("--starts", nargs="+", choices=("prior", "aligned", "predicted-aligned"),
                         help="sample from these starts only (default: all)")
+    parser.add_argument("--nngp", action="store_true",
+                        help="also a row per (P, N) of the NNGP (the lazy kernel, no feature learning): what the "
+                        "data points alone do to the learnability")
+    parser.add_argument("--per-chain", action="store_true",
+                        help="sample each chain of a start on its own (rows per chain, column 'chain'): which chains "
+                        "sit in which state")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--theory", choices=("gaussian", "mixture"), default="gaussian",
@@ -270,11 +288,12 @@ def main(argv=None):
 
     rows, hists = [], []
 
-    def histogram_rows(P, N, source, fractions, se=None):
+    def histogram_rows(P, N, source, fractions, se=None, chain=None):
         for j, (lo, hi) in enumerate(zip(SQRT_Q_EDGES[:-1], SQRT_Q_EDGES[1:])):
-            hists.append({"P": P, "N": N, "source": source, "lo": lo, "hi": hi, "fraction": float(fractions[j]),
-                          "se": None if se is None else float(se[j])})
+            hists.append({"P": P, "N": N, "source": source, "chain": chain, "lo": lo, "hi": hi,
+                          "fraction": float(fractions[j]), "se": None if se is None else float(se[j])})
 
+    carried = {}
     for P in args.P:
         data = ak.Dataset(X=pool.X[:P], y=pool.y[:P], X_test=pool.X_test, y_test=pool.y_test, w_star=pool.w_star)
         extra = dict(components=args.components, samples=args.mixture_samples, along=args.along,
@@ -286,7 +305,10 @@ def main(argv=None):
         def problem_at(N):
             return phases.set_parameter(base, "N", N)
 
-        found = theory_minima(args, theory, problem_at, pool.w_star)
+        found = theory_minima(args, theory, problem_at, pool.w_star, carried)
+        if args.follow:
+            carried = {N: {f"P={P} #{j}": p.value for j, p in enumerate(found[N].points)
+                           if p.kind in ("minimum", "degenerate")} for N in args.N}
         for N in args.N:
             problem = problem_at(N)
             a = problem.prior_precision
@@ -316,26 +338,37 @@ def main(argv=None):
                 pi, m, Sigma = mixture.full_components(problem, best.value, pool.w_star)
                 if displaced(best)["am2"] > 5:
                     starts["predicted-aligned"] = MixtureStartHMC(pi, m * a**0.5, Sigma * a)
+            if args.nngp:  # its first-layer weights are the prior's: q is chi-square(1)
+                nngp = ak.solve(arch(N), data, args.kappa2, ak.NNGP())
+                prediction = ak.predict(nngp, arch(N), data, args.kappa2, pool.X_test)
+                rows.append({"P": P, "N": N, "source": "nngp", "alignment": 1.0,
+                             "learnability": ak.summarize(nngp, arch(N), data, args.kappa2, prediction)["learnability"],
+                             **hermite(prediction.mean_test),
+                             **{f"tail_q{t:g}": float(jax.scipy.special.erfc(jnp.sqrt(t / 2))) for t in args.tail}})
+            observe = overlap_observables(pool.w_star, a, args.tail)  # one function: the per-chain runs share a compile
             for label, sampler in starts.items():
                 if not args.chains or label not in (args.starts or starts):
                     continue
-                est = sample_posterior(arch(N), data, args.kappa2, method=sampler, num_chains=args.chains,
-                                       num_samples=args.samples, num_warmup=args.warmup, key=P + 1000 * N,
-                                       observe=overlap_observables(pool.w_star, a, args.tail))
-                tails = {}
-                for t in args.tail:
-                    e = est.observed[f"tail_q{t:g}"]
-                    tails |= {f"tail_q{t:g}": float(e.mean), f"tail_q{t:g}_se": float(e.se)}
-                C = est.weight_covariance[0]
-                rows.append({"P": P, "N": N, "source": f"hmc:{label}",
-                             "alignment": float(a * C.mean[0, 0]), "alignment_se": float(a * C.se[0, 0]),
-                             "eigenvalue_ratio": float(est.eigenvalue_ratio[0].mean),
-                             "eigenvalue_ratio_se": float(est.eigenvalue_ratio[0].se),
-                             "learnability": float(est.learnability.mean),
-                             "learnability_se": float(est.learnability.se),
-                             "rhat": est.max_rhat, **hermite(est.mean_output_test.mean), **tails})
-                histogram_rows(P, N, f"hmc:{label}", est.observed["hist"].mean, est.observed["hist"].se)
-                print(rows[-1], flush=True)
+                # all chains of a start in one run, or (--per-chain) one run per chain: its own estimates
+                runs = ([(c, 1, 100 * (P + 1000 * N) + c) for c in range(args.chains)] if args.per_chain
+                        else [(None, args.chains, P + 1000 * N)])
+                for chain, count, key in runs:
+                    est = sample_posterior(arch(N), data, args.kappa2, method=sampler, num_chains=count,
+                                           num_samples=args.samples, num_warmup=args.warmup, key=key, observe=observe)
+                    tails = {}
+                    for t in args.tail:
+                        e = est.observed[f"tail_q{t:g}"]
+                        tails |= {f"tail_q{t:g}": float(e.mean), f"tail_q{t:g}_se": float(e.se)}
+                    C = est.weight_covariance[0]
+                    rows.append({"P": P, "N": N, "source": f"hmc:{label}", "chain": chain,
+                                 "alignment": float(a * C.mean[0, 0]), "alignment_se": float(a * C.se[0, 0]),
+                                 "eigenvalue_ratio": float(est.eigenvalue_ratio[0].mean),
+                                 "eigenvalue_ratio_se": float(est.eigenvalue_ratio[0].se),
+                                 "learnability": float(est.learnability.mean),
+                                 "learnability_se": float(est.learnability.se),
+                                 "rhat": est.max_rhat, **hermite(est.mean_output_test.mean), **tails})
+                    histogram_rows(P, N, f"hmc:{label}", est.observed["hist"].mean, est.observed["hist"].se, chain)
+                    print(rows[-1], flush=True)
         if args.out:
             pd.DataFrame(rows).to_csv(args.out, index=False)
         if args.hist_out:
