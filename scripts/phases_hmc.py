@@ -160,7 +160,7 @@ def theory_minima(args, theory, problem_at, w_star, carried):
 def plot(args):
     """Two figures from the --combine'd CSVs: ``--plot`` the learnability, L3 and the fraction with q > ``--tail[0]``
     against P (HMC per start with 2 standard errors, single chains of ``--per-chain`` runs as crosses; the theory's lowest minimum as a line, its other minima as
-    dots, the mixture's pair weight dashed); ``<plot>_hist.<ext>`` the sqrt(q) histograms per P (HMC per start,
+    dots, the mixture's pair weight where its a m^2 > 5 as triangles, the NNGP dash-dotted); ``<plot>_hist.<ext>`` the sqrt(q) histograms per P (HMC per start,
     the theory's lowest minimum; the prior's chi-square(1) dotted)."""
     import matplotlib.pyplot as plt
     from scipy.stats import chi2
@@ -174,7 +174,7 @@ def plot(args):
     if hist is not None:  # the histograms of the pooled runs
         hist = hist[hist["chain"].isna()] if "chain" in hist else hist
     tail = f"tail_q{args.tail[0]:g}"
-    theory = table[~table.source.str.startswith("hmc:") & (table.kind != "saddle")]
+    theory = table[table.source.str.startswith(("mixture:", "gaussian:")) & (table.kind != "saddle")]
     lowest = theory[theory.posterior.astype(bool)]
     colours = {"hmc:prior": "C0", "hmc:aligned": "C3", "hmc:predicted-aligned": "C2"}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -190,10 +190,14 @@ def plot(args):
             if len(single):
                 ax.plot(single.P + (0.6 if "aligned" in source else -0.6), single[column], "x", color=colour, ms=4,
                         label=source.replace("hmc:", "one chain from "))
+        nngp = table[table.source == "nngp"]
+        if len(nngp):
+            ax.plot(nngp.P, nngp[column], color="grey", ls="-.", lw=1, label="NNGP (no feature learning)")
         ax.plot(lowest.P, lowest[column], "k-", lw=1, label="theory, lowest minimum")
         ax.plot(theory.P, theory[column], "k.", ms=4, label="theory, minima found (incl. degenerate)")
         if column == tail and "pair_weight" in lowest:
-            ax.plot(lowest.P, lowest.pair_weight, "k--", lw=0.8, label="theory, pair weight")
+            paired = lowest[lowest.am2 > 5]
+            ax.plot(paired.P, paired.pair_weight, "k^", mfc="none", ms=5, label="theory, pair weight (a m^2 > 5)")
         ax.set_xlabel("P")
         ax.set_title(label, fontsize=9)
     axes[0].legend(fontsize=7)
@@ -226,7 +230,7 @@ def plot(args):
         ax.set_xlabel("sqrt(a) |w . w*| (bins of 0.25; last: > 10)")
     for ax in axes.flat[len(Ps):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6)
+    max(axes.flat, key=lambda ax: len(ax.get_lines())).legend(fontsize=6)
     fig.tight_layout()
     stem, ext = args.plot.rsplit(".", 1)
     fig.savefig(f"{stem}_hist.{ext}", dpi=120)
