@@ -159,8 +159,9 @@ def theory_minima(args, theory, problem_at, w_star, carried):
 
 def plot(args):
     """Two figures from the --combine'd CSVs: ``--plot`` the learnability, L3 and the fraction with q > ``--tail[0]``
-    against P (HMC per start with 2 standard errors, single chains of ``--per-chain`` runs as crosses; the theory's lowest minimum as a line, its other minima as
-    dots, the mixture's pair weight where its a m^2 > 5 as triangles, the NNGP dash-dotted); ``<plot>_hist.<ext>`` the sqrt(q) histograms per P (HMC per start,
+    against P (HMC per start with 2 standard errors, single chains of ``--per-chain`` runs as crosses; the theory's
+    lowest minimum as a line, its other minima as dots, the mixture's pair weight where its a m^2 > 5 as triangles,
+    the NNGP dash-dotted); ``<plot>_hist.<ext>`` the sqrt(q) histograms per P (HMC per start,
     the theory's lowest minimum; the prior's chi-square(1) dotted)."""
     import matplotlib.pyplot as plt
     from scipy.stats import chi2
@@ -179,7 +180,8 @@ def plot(args):
     colours = {"hmc:prior": "C0", "hmc:aligned": "C3", "hmc:predicted-aligned": "C2"}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, column, label in zip(axes, ("learnability", "L3", tail),
-                                 ("learnability", "L3 (He3 learnability)", f"fraction of neurons, a (w.w*)^2 > {args.tail[0]:g}")):
+                                 ("learnability", "L3 (He3 learnability)",
+                                  f"fraction of neurons, a (w.w*)^2 > {args.tail[0]:g}")):
         for source, colour in colours.items():
             rows = table[(table.source == source) & table.chain.isna()]
             if len(rows):
@@ -207,8 +209,8 @@ def plot(args):
         return
     Ps = sorted(hist.P.unique())
     cols = 4
-    fig, axes = plt.subplots((len(Ps) + cols - 1) // cols, cols, figsize=(3.2 * cols, 2.4 * ((len(Ps) + cols - 1) // cols)),
-                             sharex=True, sharey=True, squeeze=False)
+    nrows = (len(Ps) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), sharex=True, sharey=True, squeeze=False)
     edges = SQRT_Q_EDGES[:-1]
     prior = np.diff(chi2.cdf(np.append(edges, np.inf) ** 2, 1))
     for ax, P in zip(axes.flat, Ps):

@@ -78,4 +78,5 @@ def test_one_weight_net_matches_quadrature():
     w2 = p @ w**2
     assert abs(float(est.weight_covariance[0].mean[0, 0]) - w2) < 4 * float(est.weight_covariance[0].se[0, 0]) + 1e-3
     tail = p @ (w**2 > 1.0)
-    assert abs(float(est.observed["tail"].mean) - tail) < 4 * float(est.observed["tail"].se) + 1e-3, (est.observed, tail)
+    observed = est.observed["tail"]
+    assert abs(float(observed.mean) - tail) < 4 * float(observed.se) + 1e-3, (observed, tail)
