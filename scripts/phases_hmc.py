@@ -13,6 +13,15 @@ learnability and the He1 / He3 learnabilities of the mean test output, L_k = <f,
 ``--along axis`` uses the axis form of the mixture along w* (``actions.mixture.AxisMixtureAction``: the paper's
 cubic-teacher states; cheap).
 
+Single-neuron overlaps (what separates the mixture's displaced pair from its bulk, which second moments do not):
+per draw, q_i = a (w_i . w*)^2 of each hidden neuron i (the prior's q is chi-square with one degree of freedom),
+the fraction of neurons with q above each of ``--tail`` (columns ``tail_q<t>``, batch-means errors) and the
+fractions in bins of sqrt(q) (``--hist-out``: rows P, N, source, lo, hi, fraction, se). The theory's values are
+those of its single-neuron density along w*, sum_k pi_k N(u; +-m_k.w*, w*^T Sigma_k w*), u = w.w*: its
+fraction with a u^2 > t, its bins, and for the mixture its most displaced pair (``am2``, ``pair_weight``).
+``--plot FILE`` draws learnability, L3 and a tail fraction against P and the histograms per P from ``--out`` and
+``--hist-out`` (written before, e.g. by one run per P; ``--combine`` lists several such CSVs).
+
 The inputs are written in an orthonormal basis whose first axis is w* (a Householder reflection of the data set):
 the first layer's prior is isotropic, so theory and posterior are the same up to that rotation, and the alignment
 is the (0, 0) entry of E[W^T W]/N, whose batch-means standard error the sampler reports.
@@ -23,15 +32,23 @@ is the (0, 0) entry of E[W^T W]/N, whose batch-means standard error the sampler 
         --warm 20 40 --out phases_hmc_N.csv
 
     python scripts/phases_hmc.py --P 60 100 140 --out phases_hmc.csv
+
+    python scripts/phases_hmc.py --d 6 --N 20 --kappa2 0.1 --eps 1 --P 55 --theory mixture --along axis \
+        --starts prior aligned --chains 2 --samples 1500 --out p55.csv --hist-out p55_hist.csv
+    python scripts/phases_hmc.py --plot docs/phases_hmc_P.png --combine p*.csv --tail 10
 """
 
 from __future__ import annotations
 
 import argparse
 
+import glob
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pandas as pd
+from jax.scipy.stats import norm
 
 import adaptive_kernels as ak
 from adaptive_kernels.actions import mixture
@@ -83,19 +100,142 @@ def along_first_axis(pool):
     return ak.Dataset(X=pool.X @ H, y=pool.y, X_test=pool.X_test @ H, y_test=pool.y_test, w_star=H @ w)
 
 
-def theory_minima(args, theory, problem_at, w_star):
-    """{N: PhaseStructure} at every width of ``--N``: solved from the prior and aligned x``--ratio``; with ``--warm``
-    also from the minima found at the previous width of a sweep up ``--N`` and the ``--warm`` widths (one problem,
-    its width set by ``phases.set_parameter``: one compilation)."""
+SQRT_Q_EDGES = np.append(np.arange(0.0, 10.01, 0.25), np.inf)  # bins of sqrt(q) = sqrt(a) |w . w*|
+
+
+def overlap_observables(w_star, a, thresholds):
+    """``sample_posterior``'s ``observe``: per draw, of q_i = a (w_i . w*)^2 over the N first-layer neurons, the
+    fraction above each threshold and the fraction in each bin of sqrt(q) (``SQRT_Q_EDGES``)."""
+    lo, hi = SQRT_Q_EDGES[:-1], SQRT_Q_EDGES[1:]
+
+    def observe(features):
+        q = a * (features.weight_matrices()[0] @ w_star) ** 2
+        root = jnp.sqrt(q)[:, None]
+        return {**{f"tail_q{t:g}": jnp.mean(q > t) for t in thresholds},
+                "hist": jnp.mean((root >= lo) & (root < hi), axis=0)}
+
+    return observe
+
+
+def density_along(is_mixture, theory, problem, value, w_star):
+    """The theory's single-neuron density of u = w . w* (|w*| = 1): weights, means and variances of its Gaussian
+    components (mixture: ``full_components``; Gaussian ansatz: one centred Gaussian of the first-layer covariance)."""
+    if is_mixture:
+        pi, m, Sigma = mixture.full_components(problem, value, w_star)
+    else:
+        Sigma = theory.input_covariances(value, problem)[0][None]
+        pi, m = jnp.ones(1), jnp.zeros((1, w_star.size))
+    return pi, m @ w_star, jnp.einsum("i,kij,j->k", w_star, Sigma, w_star)
+
+
+def predicted_overlaps(pi, mu, var, a, thresholds):
+    """Of q = a u^2 under sum_k pi_k N(u; mu_k, var_k): the fraction above each threshold and in each sqrt(q) bin."""
+    sd = jnp.sqrt(var)
+
+    def inside(r):  # P(|u| < r / sqrt(a))
+        c = r / jnp.sqrt(a)
+        return jnp.sum(pi * (norm.cdf((c - mu) / sd) - norm.cdf((-c - mu) / sd)))
+
+    tails = {f"tail_q{t:g}": float(1 - inside(jnp.sqrt(t))) for t in thresholds}
+    cdf = np.array([float(inside(r)) if np.isfinite(r) else 1.0 for r in SQRT_Q_EDGES])
+    return tails, np.diff(cdf)
+
+
+def theory_minima(args, theory, problem_at, w_star, carried):
+    """{N: PhaseStructure} at every width of ``--N``: solved from the prior and aligned x``--ratio``, and from the
+    states in ``carried[N]`` ({label: value}: ``--follow``'s minima of the previous P); with ``--warm`` also from the
+    minima found at the previous width of a sweep up ``--N`` and the ``--warm`` widths (one problem, its width set by
+    ``phases.set_parameter``: one compilation)."""
     solver = ak.QuasiNewton(method="bfgs", max_steps=3000)
     found, previous = {}, {}
     for N in sorted(set(args.N) | set(args.warm or ())):
         problem = problem_at(N)
-        starts = phases.default_starts(problem, theory, w_star, (args.ratio,)) | previous
+        starts = phases.default_starts(problem, theory, w_star, (args.ratio,)) | previous | carried.get(N, {})
         found[N] = phases.find_stationary_points(theory, problem, starts, solver)
         previous = {f"N={N} #{j}": p.value for j, p in enumerate(found[N].minima)} if args.warm is not None else {}
         print(f"theory N = {N}:\n{found[N].table().to_string()}", flush=True)
     return found
+
+
+def plot(args):
+    """Two figures from the --combine'd CSVs: ``--plot`` the learnability, L3 and the fraction with q > ``--tail[0]``
+    against P (HMC per start with 2 standard errors, single chains of ``--per-chain`` runs as crosses; the theory's
+    lowest minimum as a line, its other minima as dots, the mixture's pair weight where its a m^2 > 5 as triangles,
+    the NNGP dash-dotted); ``<plot>_hist.<ext>`` the sqrt(q) histograms per P (HMC per start,
+    the theory's lowest minimum; the prior's chi-square(1) dotted)."""
+    import matplotlib.pyplot as plt
+    from scipy.stats import chi2
+
+    files = sorted({f for pattern in args.combine for f in glob.glob(pattern) if not f.endswith("_hist.csv")})
+    table = pd.concat([pd.read_csv(f) for f in files], ignore_index=True).sort_values("P")
+    hist_files = [f[:-4] + "_hist.csv" for f in files if glob.glob(f[:-4] + "_hist.csv")]
+    hist = pd.concat([pd.read_csv(f) for f in hist_files], ignore_index=True) if hist_files else None
+    if "chain" not in table:
+        table["chain"] = np.nan
+    if hist is not None:  # the histograms of the pooled runs
+        hist = hist[hist["chain"].isna()] if "chain" in hist else hist
+    tail = f"tail_q{args.tail[0]:g}"
+    theory = table[table.source.str.startswith(("mixture:", "gaussian:")) & (table.kind != "saddle")]
+    lowest = theory[theory.posterior.astype(bool)]
+    colours = {"hmc:prior": "C0", "hmc:aligned": "C3", "hmc:predicted-aligned": "C2"}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, column, label in zip(axes, ("learnability", "L3", tail),
+                                 ("learnability", "L3 (He3 learnability)",
+                                  f"fraction of neurons, a (w.w*)^2 > {args.tail[0]:g}")):
+        for source, colour in colours.items():
+            rows = table[(table.source == source) & table.chain.isna()]
+            if len(rows):
+                se = rows.get(column + "_se")
+                ax.errorbar(rows.P, rows[column], yerr=None if se is None else 2 * se, color=colour, marker="o",
+                            ms=3, capsize=2, label=source.replace("hmc:", "HMC from "))
+            single = table[(table.source == source) & table.chain.notna()]
+            if len(single):
+                ax.plot(single.P + (0.6 if "aligned" in source else -0.6), single[column], "x", color=colour, ms=4,
+                        label=source.replace("hmc:", "one chain from "))
+        nngp = table[table.source == "nngp"]
+        if len(nngp):
+            ax.plot(nngp.P, nngp[column], color="grey", ls="-.", lw=1, label="NNGP (no feature learning)")
+        ax.plot(lowest.P, lowest[column], "k-", lw=1, label="theory, lowest minimum")
+        ax.plot(theory.P, theory[column], "k.", ms=4, label="theory, minima found (incl. degenerate)")
+        if column == tail and "pair_weight" in lowest:
+            paired = lowest[lowest.am2 > 5]
+            ax.plot(paired.P, paired.pair_weight, "k^", mfc="none", ms=5, label="theory, pair weight (a m^2 > 5)")
+        ax.set_xlabel("P")
+        ax.set_title(label, fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=120)
+    if hist is None:
+        return
+    Ps = sorted(hist.P.unique())
+    cols = 4
+    nrows = (len(Ps) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.4 * nrows), sharex=True, sharey=True, squeeze=False)
+    edges = SQRT_Q_EDGES[:-1]
+    prior = np.diff(chi2.cdf(np.append(edges, np.inf) ** 2, 1))
+    for ax, P in zip(axes.flat, Ps):
+        at = hist[hist.P == P]
+        for source, colour in colours.items():
+            rows = at[at.source == source]
+            if len(rows):
+                ax.step(edges, rows.fraction.clip(lower=1e-5), where="post", color=colour, lw=1,
+                        label=source.replace("hmc:", "HMC from "))
+        post = lowest[lowest.P == P].source
+        if len(post):
+            rows = at[at.source == post.iloc[0]]
+            ax.step(edges, rows.fraction.clip(lower=1e-5), where="post", color="k", lw=1, label="theory, lowest")
+        ax.step(edges, prior.clip(1e-5), where="post", color="grey", ls=":", lw=1, label="prior")
+        ax.set_yscale("log")
+        ax.set_ylim(1e-4, 0.3)
+        ax.set_title(f"P = {P}", fontsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel("sqrt(a) |w . w*| (bins of 0.25; last: > 10)")
+    for ax in axes.flat[len(Ps):]:
+        ax.axis("off")
+    max(axes.flat, key=lambda ax: len(ax.get_lines())).legend(fontsize=6)
+    fig.tight_layout()
+    stem, ext = args.plot.rsplit(".", 1)
+    fig.savefig(f"{stem}_hist.{ext}", dpi=120)
 
 
 def main(argv=None):
@@ -109,9 +249,18 @@ def main(argv=None):
     parser.add_argument("--warm", type=int, nargs="*",
                         help="theory: also start from the minima of the previous width, up the --N grid and these "
                         "widths (solved, not sampled)")
+    parser.add_argument("--follow", action="store_true",
+                        help="theory: also start from the minima (and degenerate minima) found at the previous P of "
+                        "the --P list, in the order given (a sweep in P: fixed starts miss branches there)")
     parser.add_argument("--chains", type=int, default=4, help="per start; 0: the theory only")
     parser.add_argument("--starts", nargs="+", choices=("prior", "aligned", "predicted-aligned"),
                         help="sample from these starts only (default: all)")
+    parser.add_argument("--nngp", action="store_true",
+                        help="also a row per (P, N) of the NNGP (the lazy kernel, no feature learning): what the "
+                        "data points alone do to the learnability")
+    parser.add_argument("--per-chain", action="store_true",
+                        help="sample each chain of a start on its own (rows per chain, column 'chain'): which chains "
+                        "sit in which state")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--theory", choices=("gaussian", "mixture"), default="gaussian",
@@ -120,8 +269,16 @@ def main(argv=None):
     parser.add_argument("--mixture-samples", type=int, default=1024, help="draws of the mixture's entropy correction")
     parser.add_argument("--along", choices=("free", "axis"), default="free", help="the mixture's form")
     parser.add_argument("--s-a2", type=float, default=1.0, help="readout variance s_a2")
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--tail", type=float, nargs="+", default=[5.0, 10.0, 20.0],
+                        help="thresholds t of the fraction of neurons with a (w.w*)^2 > t")
+    parser.add_argument("--out", default=None, help="CSV of the rows (rewritten after every P)")
+    parser.add_argument("--hist-out", default=None, help="CSV of the sqrt(q) histograms (rewritten after every P)")
+    parser.add_argument("--plot", default=None, help="draw the figure from --combine'd CSVs into this file; no run")
+    parser.add_argument("--combine", nargs="+", default=(), help="with --plot: row CSVs (glob patterns); each "
+                        "'X.csv' is read with its histograms 'X_hist.csv' where that exists")
     args = parser.parse_args(argv)
+    if args.plot:
+        return plot(args)
 
     pool = along_first_axis(ak.teacher_dataset(jax.random.PRNGKey(0), max(args.P), args.d, teacher="cubic",
                                                eps=args.eps, P_test=1000))
@@ -135,7 +292,14 @@ def main(argv=None):
     def arch(N):
         return ak.FCN(args.d, N, "erf", gamma=2.0, s_a2=args.s_a2)
 
-    rows = []
+    rows, hists = [], []
+
+    def histogram_rows(P, N, source, fractions, se=None, chain=None):
+        for j, (lo, hi) in enumerate(zip(SQRT_Q_EDGES[:-1], SQRT_Q_EDGES[1:])):
+            hists.append({"P": P, "N": N, "source": source, "chain": chain, "lo": lo, "hi": hi,
+                          "fraction": float(fractions[j]), "se": None if se is None else float(se[j])})
+
+    carried = {}
     for P in args.P:
         data = ak.Dataset(X=pool.X[:P], y=pool.y[:P], X_test=pool.X_test, y_test=pool.y_test, w_star=pool.w_star)
         extra = dict(components=args.components, samples=args.mixture_samples, along=args.along,
@@ -147,7 +311,10 @@ def main(argv=None):
         def problem_at(N):
             return phases.set_parameter(base, "N", N)
 
-        found = theory_minima(args, theory, problem_at, pool.w_star)
+        found = theory_minima(args, theory, problem_at, pool.w_star, carried)
+        if args.follow:
+            carried = {N: {f"P={P} #{j}": p.value for j, p in enumerate(found[N].points)
+                           if p.kind in ("minimum", "degenerate")} for N in args.N}
         for N in args.N:
             problem = problem_at(N)
             a = problem.prior_precision
@@ -161,36 +328,58 @@ def main(argv=None):
             for point in found[N].points:
                 prediction = predict_problem(point.solution, problem, pool.X_test)
                 s = observables(point.solution, problem, prediction, pool.y_test, pool.w_star)
-                rows.append({"P": P, "N": N, "source": f"{args.theory}:" + "+".join(point.starts), "kind": point.kind,
+                tails, fractions = predicted_overlaps(
+                    *density_along(args.theory == "mixture", theory, problem, point.value, pool.w_star), a, args.tail)
+                source = f"{args.theory}:" + "+".join(point.starts)
+                rows.append({"P": P, "N": N, "source": source, "kind": point.kind,
                              "posterior": point.posterior, "action": point.action,
                              "alignment": float(a * theory.input_covariances(point.value, problem)[0][0, 0]),
                              "eigenvalue_ratio": s["eigenvalue_ratio"][0], "learnability": s["learnability"],
-                             **hermite(prediction.mean_test),
+                             **hermite(prediction.mean_test), **tails,
                              **(displaced(point) if args.theory == "mixture" else {})})
+                histogram_rows(P, N, source, fractions)
             starts = {"prior": HMC(), "aligned": MixtureStartHMC.aligned(pool.w_star, args.ratio)}
             if args.theory == "mixture":  # also from the predicted state with the most aligned pair, if any
                 best = max(found[N].points, key=lambda point: displaced(point)["am2"])
                 pi, m, Sigma = mixture.full_components(problem, best.value, pool.w_star)
                 if displaced(best)["am2"] > 5:
                     starts["predicted-aligned"] = MixtureStartHMC(pi, m * a**0.5, Sigma * a)
+            if args.nngp:  # its first-layer weights are the prior's: q is chi-square(1)
+                nngp = ak.solve(arch(N), data, args.kappa2, ak.NNGP())
+                prediction = ak.predict(nngp, arch(N), data, args.kappa2, pool.X_test)
+                rows.append({"P": P, "N": N, "source": "nngp", "alignment": 1.0,
+                             "learnability": ak.summarize(nngp, arch(N), data, args.kappa2, prediction)["learnability"],
+                             **hermite(prediction.mean_test),
+                             **{f"tail_q{t:g}": float(jax.scipy.special.erfc(jnp.sqrt(t / 2))) for t in args.tail}})
+            observe = overlap_observables(pool.w_star, a, args.tail)  # one function: the per-chain runs share a compile
             for label, sampler in starts.items():
                 if not args.chains or label not in (args.starts or starts):
                     continue
-                est = sample_posterior(arch(N), data, args.kappa2, method=sampler, num_chains=args.chains,
-                                       num_samples=args.samples, num_warmup=args.warmup, key=P + 1000 * N)
-                C = est.weight_covariance[0]
-                rows.append({"P": P, "N": N, "source": f"hmc:{label}",
-                             "alignment": float(a * C.mean[0, 0]), "alignment_se": float(a * C.se[0, 0]),
-                             "eigenvalue_ratio": float(est.eigenvalue_ratio[0].mean),
-                             "eigenvalue_ratio_se": float(est.eigenvalue_ratio[0].se),
-                             "learnability": float(est.learnability.mean),
-                             "learnability_se": float(est.learnability.se),
-                             "rhat": est.max_rhat, **hermite(est.mean_output_test.mean)})
-                print(rows[-1], flush=True)
-    table = pd.DataFrame(rows)
-    print(table.to_string())
-    if args.out:
-        table.to_csv(args.out, index=False)
+                # all chains of a start in one run, or (--per-chain) one run per chain: its own estimates
+                runs = ([(c, 1, 100 * (P + 1000 * N) + c) for c in range(args.chains)] if args.per_chain
+                        else [(None, args.chains, P + 1000 * N)])
+                for chain, count, key in runs:
+                    est = sample_posterior(arch(N), data, args.kappa2, method=sampler, num_chains=count,
+                                           num_samples=args.samples, num_warmup=args.warmup, key=key, observe=observe)
+                    tails = {}
+                    for t in args.tail:
+                        e = est.observed[f"tail_q{t:g}"]
+                        tails |= {f"tail_q{t:g}": float(e.mean), f"tail_q{t:g}_se": float(e.se)}
+                    C = est.weight_covariance[0]
+                    rows.append({"P": P, "N": N, "source": f"hmc:{label}", "chain": chain,
+                                 "alignment": float(a * C.mean[0, 0]), "alignment_se": float(a * C.se[0, 0]),
+                                 "eigenvalue_ratio": float(est.eigenvalue_ratio[0].mean),
+                                 "eigenvalue_ratio_se": float(est.eigenvalue_ratio[0].se),
+                                 "learnability": float(est.learnability.mean),
+                                 "learnability_se": float(est.learnability.se),
+                                 "rhat": est.max_rhat, **hermite(est.mean_output_test.mean), **tails})
+                    histogram_rows(P, N, f"hmc:{label}", est.observed["hist"].mean, est.observed["hist"].se, chain)
+                    print(rows[-1], flush=True)
+        if args.out:
+            pd.DataFrame(rows).to_csv(args.out, index=False)
+        if args.hist_out:
+            pd.DataFrame(hists).to_csv(args.hist_out, index=False)
+    print(pd.DataFrame(rows).to_string())
 
 
 if __name__ == "__main__":

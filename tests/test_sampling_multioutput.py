@@ -2,7 +2,8 @@
 
 Checked against formulas written here in numpy: the readout-integrated log posterior is the sum over
 columns of log N(y_j | 0, s_a Phi Phi^T + kappa2 I) (both evidence forms and the gradient), and the
-sampled mean outputs of a one-weight net match a quadrature over that weight.
+sampled mean outputs of a one-weight net match a quadrature over that weight, and so does a user observable of
+the draws (``observe``: the posterior probability of |w| > 1, an indicator, not a moment).
 """
 
 import numpy as np
@@ -49,7 +50,7 @@ def test_potential_is_sum_over_columns(width):
 
 def test_one_weight_net_matches_quadrature():
     """d = N = 1, erf, two output columns: the posterior of the single hidden weight w is
-    prior(w) prod_j N(y_j | 0, s_a phi phi^T + kappa2 I); E[f(x_test)] and E[w^2] by quadrature over w."""
+    prior(w) prod_j N(y_j | 0, s_a phi phi^T + kappa2 I); E[f(x_test)], E[w^2] and P(|w| > 1) by quadrature over w."""
     X = np.array([[1.0], [-0.5], [0.3], [1.5]])
     Y = np.array([[0.8, -0.2], [-0.5, 0.1], [0.2, 0.3], [0.9, -0.4]])
     X_test = np.array([[0.7], [-1.2]])
@@ -67,7 +68,8 @@ def test_one_weight_net_matches_quadrature():
     p /= p.sum()
     mean_test = np.tensordot(p, np.array(outputs), axes=1)
     data = ak.Dataset(X=X, y=Y, X_test=X_test, y_test=np.ones((2, 2)))
-    est = sample_posterior(arch, data, kappa2, num_chains=4, num_samples=1000, num_warmup=300, key=1)
+    est = sample_posterior(arch, data, kappa2, num_chains=4, num_samples=1000, num_warmup=300, key=1,
+                           observe=lambda features: {"tail": (features.weight_matrices()[0][0, 0] ** 2 > 1.0) * 1.0})
     assert est.method == "hmc"  # 'auto' with output columns
     assert est.mean_output_test.mean.shape == (2, 2)
     assert est.max_rhat < 1.05
@@ -75,3 +77,6 @@ def test_one_weight_net_matches_quadrature():
     assert np.all(err < 4 * est.mean_output_test.se + 1e-3), (est.mean_output_test.mean, mean_test, est.mean_output_test.se)
     w2 = p @ w**2
     assert abs(float(est.weight_covariance[0].mean[0, 0]) - w2) < 4 * float(est.weight_covariance[0].se[0, 0]) + 1e-3
+    tail = p @ (w**2 > 1.0)
+    observed = est.observed["tail"]
+    assert abs(float(observed.mean) - tail) < 4 * float(observed.se) + 1e-3, (observed, tail)

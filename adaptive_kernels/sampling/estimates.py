@@ -89,7 +89,8 @@ class PosteriorEstimates(eqx.Module):
     ``kernel_eigenvalue_ratio[l]`` its ratio along y (None with several outputs). With k outputs the
     mean outputs are (P, k), learnability sums <f, y> over the columns and the MSEs average over all entries. Diagnostics: split R-hat and ESS of scalar
     monitors (per-draw train MSE, learnability, per-layer weight norms), mean acceptance
-    probability after warmup (1 for Gibbs) and the per-chain step size (None for Gibbs).
+    probability after warmup (1 for Gibbs) and the per-chain step size (None for Gibbs). ``observed[name]``: the
+    draws' average of the quantities of ``sample_posterior(..., observe=...)`` (empty without it).
     """
 
     method: str = eqx.field(static=True)
@@ -104,6 +105,7 @@ class PosteriorEstimates(eqx.Module):
     eigenvalue_ratio: list
     kernels: list
     kernel_eigenvalue_ratio: list
+    observed: dict
     rhat: dict
     ess: dict
     acceptance: float
@@ -155,6 +157,7 @@ def build_estimates(method, batch_means, monitors, acceptance, step_size, y, y_t
         kernels=[mean_estimate(k) for k in batch_means["kernels"]],
         kernel_eigenvalue_ratio=[delta_estimate(_ratio_along(y), k) if y.ndim == 1 else None
                                  for k in batch_means["kernels"]],
+        observed={name: mean_estimate(b) for name, b in batch_means.get("observed", {}).items()},
         rhat={name: split_rhat(series) for name, series in monitors.items()},
         ess={name: effective_sample_size(series) for name, series in monitors.items()},
         acceptance=float(np.mean(acceptance)),

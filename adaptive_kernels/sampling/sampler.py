@@ -57,8 +57,9 @@ def _resolve_sampler(method, arch, multi_output):
     return sampler
 
 
-def _observe(posterior, X_test, features, readout):
-    """Quantities averaged over draws: outputs, per-layer weight covariances and kernels."""
+def _observe(posterior, X_test, features, readout, observe):
+    """Quantities averaged over draws: outputs, per-layer weight covariances and kernels, and the user's
+    ``observe(features)``."""
     obs = {
         "output_train": features.output(posterior.X, readout),
         "weight_covariance": [W.T @ W / W.shape[0] for W in features.weight_matrices()],
@@ -66,6 +67,8 @@ def _observe(posterior, X_test, features, readout):
     }
     if X_test is not None:
         obs["output_test"] = features.output(X_test, readout)
+    if observe is not None:
+        obs["observed"] = observe(features)
     return obs
 
 
@@ -86,14 +89,14 @@ def _init(sampler, posterior, keys):
 
 @eqx.filter_jit
 def _advance(sampler, posterior, X_test, y_test, states, keys, adapt, num_records: int, thin: int,
-             chain_batch_size: int | None):
+             chain_batch_size: int | None, observe):
     """Run ``num_records * thin`` steps per chain (adapting the step size where ``adapt``).
     Returns (states, mean observation per chain, monitors (chains, num_records), mean acceptance
     probability per chain). Warmup and sampling share this one compiled function. Chains are
     vmapped, all at once or ``chain_batch_size`` at a time (``jax.lax.map``)."""
 
     def record_of(state):
-        return _observe(posterior, X_test, *sampler.current(posterior, state))
+        return _observe(posterior, X_test, *sampler.current(posterior, state), observe)
 
     def chain(state, key):
         def one_step(carry, k):
@@ -150,6 +153,7 @@ def sample_posterior(
     key=0,
     progress: bool = False,
     chain_batch_size: int | None = None,
+    observe=None,
 ) -> PosteriorEstimates:
     """Sample p(theta | D) ∝ prior(theta) exp(-|f(X) - y|^2/(2 kappa2)) (THEORY.md secs. 1, 8);
     with k outputs |f(X) - y|^2 is the squared Frobenius norm over the (P, k) outputs.
@@ -174,6 +178,11 @@ def sample_posterior(
             time (``jax.lax.map``). On a CPU, 1 is faster for large nets: batched Cholesky and
             triangular solves are slow there (d=50, N=1000, P=200 erf HMC, 30 chains: 2.3x in
             float64, 1.2x in float32, measured on 2 loaded cores).
+        observe: None, or a function of the hidden network's draw (the sampler's features, e.g.
+            ``features.weight_matrices()[0]``, W_1 (N, d)) returning a dict {name: array} of per-draw
+            quantities -- e.g. the fraction of neurons whose overlap a (w_i . v)^2 exceeds a threshold --
+            averaged over the recorded draws like the built-in observations and returned as
+            ``observed[name]``, with batch-means standard errors.
 
     Returns:
         :class:`PosteriorEstimates` (estimates with standard errors, and diagnostics).
@@ -204,7 +213,7 @@ def sample_posterior(
     def run(states, key, adapt):
         keys = jax.random.split(key, num_chains)
         out = _advance(sampler, posterior, X_test, y_test, states, keys, jnp.asarray(adapt), batch_size, thin,
-                       chain_batch_size)
+                       chain_batch_size, observe)
         if bar is not None:
             bar.update(1)
         return out
