@@ -176,18 +176,17 @@ def summarize(solution: Solution, arch, data, kappa2, prediction: Prediction | N
     """Observables of a solution on ``data`` (``adaptive_kernels.prediction.observables``): learnability, MSEs,
     per-layer eigenvalue ratios and alignments (lists, one entry per hidden layer), the solver's statistics."""
     theory = solution.theory
-    if getattr(theory, "sampled", None) is None or theory.loops or prediction is not None:
-        problem = _checked(solution, arch, data, kappa2)
-        if prediction is None:
-            X_test = None if data.X_test is None else jnp.asarray(data.X_test, problem.X.dtype)
-            prediction = predict_problem(solution, problem, X_test)
-        return observables(solution, problem, _finite(prediction), data.y_test, data.w_star)
     # the exact measure at its saddle: the residual check, the prediction and the observables as one compiled
     # program, which every key reuses (eagerly, their ~80 operations compile one by one: docs/exact_measure.md, Speed)
-    problem = _checked(solution, arch, data, kappa2, check_solves=False)
+    compiled = getattr(theory, "sampled", None) is not None and not theory.loops and prediction is None
+    problem = _checked(solution, arch, data, kappa2, check_solves=not compiled)
     X_test = None if data.X_test is None else jnp.asarray(data.X_test, problem.X.dtype)
-    residual, prediction, out = _sampled_summary(theory, dataclasses.replace(solution, theory=None), problem, X_test,
-                                                 data.y_test, data.w_star)
+    if not compiled:
+        if prediction is None:
+            prediction = predict_problem(solution, problem, X_test)
+        return observables(solution, problem, _finite(prediction), data.y_test, data.w_star)
+    residual, prediction, out = _sampled_summary(theory, solution.with_theory(None), problem, X_test, data.y_test,
+                                                 data.w_star)
     _check_solves(solution, problem, residual)
     _finite(prediction)
     return {k: _python(v) for k, v in out.items()}
@@ -197,9 +196,7 @@ def summarize(solution: Solution, arch, data, kappa2, prediction: Prediction | N
 def _sampled_summary(theory: AbstractTheory, solution: Solution, problem: Problem, X_test, y_test, w_star):
     """(recomputed stationarity residual, prediction, observables) of ``summarize`` for a theory with a sampled
     measure attached (``theory`` passed apart: a solution's is a static field, and the theory's arrays are traced)."""
-    with warnings.catch_warnings():  # the theory's traced arrays in the solution's static field, as in ``solve``
-        warnings.filterwarnings("ignore", "A JAX array is being set as static")
-        solution = dataclasses.replace(solution, theory=theory)
+    solution = solution.with_theory(theory)
     residual = _stationarity_residual(theory, solution.value, problem)
     prediction = predict_problem(solution, problem, X_test)
     return residual, prediction, observables(solution, problem, prediction, y_test, w_star)

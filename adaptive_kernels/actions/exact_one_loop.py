@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 
 import equinox as eqx
 import jax
@@ -333,6 +332,4 @@ def with_loops(solution, loops: int = 1):
     """An exact-measure solution with its theory's ``loops`` set: the same saddle (the one loop acts on the
     observables), so one solve gives both ``summarize(solution)`` and ``summarize(with_loops(solution))``."""
     exact._check_exact(solution)
-    with warnings.catch_warnings():  # an array seed in the theory, a static field of the Solution (as in ``solve``)
-        warnings.filterwarnings("ignore", "A JAX array is being set as static")
-        return dataclasses.replace(solution, theory=dataclasses.replace(solution.theory, loops=loops))
+    return solution.with_theory(dataclasses.replace(solution.theory, loops=loops))

@@ -8,7 +8,9 @@ non-finite or out-of-domain point as converged.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import warnings
 from typing import Any
 
 import equinox as eqx
@@ -72,3 +74,11 @@ class Solution(eqx.Module):
     def message(self) -> str:
         """Human-readable status (for an unbatched solution)."""
         return Status(int(self.status)).message
+
+    def with_theory(self, theory) -> "Solution":
+        """This solution with ``theory`` attached. A theory with array fields (``Adaptive(seed=jnp.asarray(k))``, so
+        that keys share one compilation; traced under jit) makes JAX warn "A JAX array is being set as static" for
+        the static field: expected here, so silenced."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "A JAX array is being set as static")
+            return dataclasses.replace(self, theory=theory)
