@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adaptive_kernels._config import brief_jit
 from adaptive_kernels._validation import check_array, is_traced
 from adaptive_kernels.prediction import Prediction, _python, observables, predict_problem
 from adaptive_kernels.problem import Problem, make_problem
@@ -192,7 +193,7 @@ def summarize(solution: Solution, arch, data, kappa2, prediction: Prediction | N
     return {k: _python(v) for k, v in out.items()}
 
 
-@eqx.filter_jit
+@brief_jit
 def _sampled_summary(theory: AbstractTheory, solution: Solution, problem: Problem, X_test, y_test, w_star):
     """(recomputed stationarity residual, prediction, observables) of ``summarize`` for a theory with a sampled
     measure attached (``theory`` passed apart: a solution's is a static field, and the theory's arrays are traced)."""

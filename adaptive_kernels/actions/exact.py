@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adaptive_kernels._config import brief_jit
 from adaptive_kernels.actions.deep import (ConjugateMap, extended_draws, input_covariance, jittered_cholesky,
                                           next_covariance, output_terms, sampled_forward, symmetrize)
 from adaptive_kernels.kernels import kernel_matrix
@@ -409,7 +410,7 @@ def adapt_proposal(problem: Problem, Kt, C, layer: int, z, start: Proposal | Non
     return carry[1], carry[2]
 
 
-@eqx.filter_jit
+@brief_jit
 def _tempering_step(problem: Problem, Kt, C, layer: int, z, carry, t, first):
     """One step of :func:`adapt_proposal`'s tempering path: carry (proposal, kept, t_kept, good) -> the proposal
     moment-matched at (t Kt, C), kept (with its t) where it and every earlier one on the path kept an ESS of at
@@ -584,7 +585,7 @@ def _draws(problem: Problem, samples: int, key):
             tuple(normal(problem.depth + layer, layer) for layer in range(problem.depth)))
 
 
-@eqx.filter_jit
+@brief_jit
 def _anchor_covariances(problem: Problem, anchor):
     """(anchor, C_l): the anchor's conjugates (the prior where not finite) and the Gaussian-equivalent forward pass's
     layer covariances there."""
@@ -643,7 +644,7 @@ def readapted(problem: Problem, cgf: ExactCGF, key, conjugates, mcmc: tuple = ()
     return jax.lax.stop_gradient(ExactCGF(cgf.draws, proposals, jax.lax.stop_gradient(conjugates), cgf.control))
 
 
-@eqx.filter_jit
+@brief_jit
 def start_ess(problem: Problem, cgf: ExactCGF):
     """Per layer, the ESS of the importance weights at the proposals' adaptation point ``cgf.start``."""
     covariances = sampled_forward(problem, problem.X, cgf.start, cgf)[2]
