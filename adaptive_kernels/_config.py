@@ -151,14 +151,16 @@ the kernels run 10-20% slower. Answers agree with the defaults' to round-off (~1
 Measured per program (erf, d = 50, P = 200, S = 4000; docs/exact_measure.md, Speed)."""
 
 
-def brief_jit(fn):
-    """``eqx.filter_jit(fn)``, compiled with :data:`BRIEF_PROGRAM_OPTIONS` where JAX's default backend is the CPU
-    (elsewhere with XLA's defaults: the options were measured on CPU only)."""
+def brief_jit(fn=None, *, options=BRIEF_PROGRAM_OPTIONS):
+    """``eqx.filter_jit(fn)``, compiled with ``options`` (default :data:`BRIEF_PROGRAM_OPTIONS`) where JAX's default
+    backend is the CPU (elsewhere with XLA's defaults: the options were measured on CPU only)."""
     import functools
 
     import equinox as eqx
 
-    jitted = {True: eqx.filter_jit(fn, compiler_options=BRIEF_PROGRAM_OPTIONS), False: eqx.filter_jit(fn)}
+    if fn is None:
+        return functools.partial(brief_jit, options=options)
+    jitted = {True: eqx.filter_jit(fn, compiler_options=options), False: eqx.filter_jit(fn)}
 
     @functools.wraps(fn)
     def call(*args, **kwargs):

@@ -345,8 +345,9 @@ class Adaptive(AbstractLoopTheory):
 
     def prepared(self, problem: Problem) -> "Adaptive":
         """The exact measure's draws and proposals made once, outside jit (``actions.exact.exact_cgf`` with the
-        compiled Gaussian and exact-measure solves: the final solve reuses the latter's compilation) and attached:
-        the solve and every observable of its solution use them instead of remaking them under jit."""
+        compiled Gaussian anchor, ``exact.gaussian_anchor``, and exact-measure solves: the final solve reuses the
+        latter's compilation) and attached: the solve and every observable of its solution use them instead of
+        remaking them under jit."""
         if self.measure != "exact" or self.sampled is not None:
             return self
         from adaptive_kernels.api import solve_problem  # the library's compiled solves (api imports this module)
@@ -356,8 +357,7 @@ class Adaptive(AbstractLoopTheory):
                 sigma = solve_problem(problem, Adaptive(), None, init=None, implicit=True, linear_solver=None).value
                 return exact.weight_form_conjugates(problem, sigma)
             if cgf is None:
-                return solve_problem(problem, Adaptive(form="conjugate"), None, init=None, implicit=True,
-                                     linear_solver=None).value
+                return exact.gaussian_anchor(problem)
             return solve_problem(problem, self._with_sampled(cgf), None, init=None, implicit=True, linear_solver=None)
 
         return self._with_sampled(exact.exact_cgf(problem, self.samples, jax.random.PRNGKey(self.seed), solve))

@@ -557,11 +557,14 @@ def weight_form_conjugates(problem: Problem, Sigma) -> tuple:
     return (output_terms(problem.two_layer_kernel(Sigma).nngp / problem.readout_scale, problem)[1],)
 
 
-@eqx.filter_jit
+@brief_jit(options={"xla_cpu_use_fusion_emitters": False})
 def gaussian_anchor(problem: Problem):
     """The conjugates of the Gaussian-equivalent saddle (the conjugate map, FixedPoint; a CNN, which has no such
     form, the Gaussian-ansatz filter covariance's, :func:`weight_form_conjugates`), where the proposals are first
-    adapted; where that solve fails (non-finite), Kt = 0: the prior."""
+    adapted; where that solve fails (non-finite), Kt = 0: the prior. Compiled on CPU with XLA's elemental emitters
+    (``_config.brief_jit``; erf, d = 50, P = 200: 1.4 instead of 2.3-3.4 s CPU, its run 0.44 s unchanged; LLVM level 0
+    as well would compile in 0.9 s but run 2.5x longer), so it is a program of its own: a user's Gaussian
+    ``solve(..., Adaptive(form="conjugate"))`` in the same process compiles apart from it."""
     from adaptive_kernels.actions.adaptive import TwoLayerAdaptiveAction, resolve_space
     from adaptive_kernels.solvers import FixedPoint, Newton, stationary_point
 
@@ -722,10 +725,11 @@ def exact_cgf(problem: Problem, samples: int, key, solve=None, anchor=None) -> E
     adaptation point's ESS stays low even so, the start retreats towards the prior (:func:`retreated`).
 
     ``solve(cgf, init)``: the conjugates of the Gaussian-equivalent saddle (cgf None) or the solution (``value``,
-    ``converged``) of the sampled one. None: inline solves (jittable); ``Adaptive.prepared`` passes the library's
-    compiled solves instead, outside jit, so the final solve and the user's Gaussian solves reuse their
-    compilations. ``anchor``: the conjugates at which the proposals are first adapted instead of the Gaussian
-    anchor's (e.g. another order parameter's saddle, to follow the exact measure's saddle near it)."""
+    ``converged``) of the sampled one. None: inline solves (jittable); ``Adaptive.prepared`` passes compiled solves
+    instead, outside jit: :func:`gaussian_anchor` (its own program, compiled for a short run: ``_config.brief_jit``)
+    and the library's solve, whose compilation the final solve reuses. ``anchor``: the conjugates at which the
+    proposals are first adapted instead of the Gaussian anchor's (e.g. another order parameter's saddle, to follow
+    the exact measure's saddle near it)."""
     if solve is None:
         def solve(cgf, init):
             return gaussian_anchor(problem) if cgf is None else sampled_saddle(problem, cgf, init)
