@@ -152,8 +152,10 @@ Measured per program (erf, d = 50, P = 200, S = 4000; docs/exact_measure.md, Spe
 
 
 def brief_jit(fn=None, *, options=BRIEF_PROGRAM_OPTIONS):
-    """``eqx.filter_jit(fn)``, compiled with ``options`` (default :data:`BRIEF_PROGRAM_OPTIONS`) where JAX's default
-    backend is the CPU (elsewhere with XLA's defaults: the options were measured on CPU only)."""
+    """``eqx.filter_jit(fn)``, compiled with ``options`` (default :data:`BRIEF_PROGRAM_OPTIONS`) where it is a
+    top-level program on JAX's CPU backend; with XLA's defaults elsewhere (the options were measured on CPU only) and
+    inside another trace (jit, vmap, grad: JAX accepts compiler options on top-level programs only, and there the
+    enclosing program's own apply)."""
     import functools
 
     import equinox as eqx
@@ -164,9 +166,19 @@ def brief_jit(fn=None, *, options=BRIEF_PROGRAM_OPTIONS):
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        return jitted[jax.default_backend() == "cpu"](*args, **kwargs)
+        return jitted[not _tracing((args, kwargs)) and jax.default_backend() == "cpu"](*args, **kwargs)
 
     return call
+
+
+def _tracing(arguments) -> bool:
+    """Whether a JAX trace is active (private JAX API; if it moves, whether ``arguments`` hold a tracer)."""
+    try:
+        from jax._src import core
+
+        return not core.trace_state_clean()
+    except (ImportError, AttributeError):
+        return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(arguments))
 
 
 _CACHE_VARIABLE = "ADAPTIVE_KERNELS_COMPILATION_CACHE"
