@@ -41,9 +41,10 @@ Persistent compilation cache (opt-in, :func:`_apply_compilation_cache`, run at i
 by JAX; JAX 0.10 supports it on CPU as well as GPU/TPU) and ``jax_persistent_cache_min_compile_time_secs`` to 0, so
 that a later process loads the compiled programs instead of compiling them again. The threshold is lowered because
 most of the library's programs compile in under JAX's default of 1 s each (a first exact-measure solve and
-``summarize``: 23 programs, 6 above 1 s; 93 before 2026-12-03) while together they are most of its cost (erf, d = 50,
-P = 200: ``bench/results/exact.md``, the row of a second process; docs/exact_measure.md, Speed). The answers are those
-of a fresh compilation (the same executables; tests/test_compilation_cache.py). Left alone where the user chose:
+``summarize``: 24 programs, 3 above 1 s since :data:`BRIEF_PROGRAM_OPTIONS`; 93 before 2026-12-03) while together
+they are most of its cost (erf, d = 50, P = 200: ``bench/results/exact.md``, the row of a second process;
+docs/exact_measure.md, Speed). The answers are those of a fresh compilation (the same executables, compiled with the
+same options: they are part of the cache key; tests/test_compilation_cache.py). Left alone where the user chose:
 ``JAX_COMPILATION_CACHE_DIR`` or ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` in the environment, or a cache
 directory already set in ``jax.config``. As JAX warns, the cache directory is trusted: a directory others can write to
 lets them run code in your process. :func:`compilation_cache` reports what is in force.
