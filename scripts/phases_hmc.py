@@ -100,6 +100,7 @@ def along_first_axis(pool):
     return ak.Dataset(X=pool.X @ H, y=pool.y, X_test=pool.X_test @ H, y_test=pool.y_test, w_star=H @ w)
 
 
+ALIGNED = 5.0  # a m^2 of the mixture's displaced pair above which a state counts as aligned
 SQRT_Q_EDGES = np.append(np.arange(0.0, 10.01, 0.25), np.inf)  # bins of sqrt(q) = sqrt(a) |w . w*|
 
 
@@ -139,6 +140,13 @@ def predicted_overlaps(pi, mu, var, a, thresholds):
     tails = {f"tail_q{t:g}": float(1 - inside(jnp.sqrt(t))) for t in thresholds}
     cdf = np.array([float(inside(r)) if np.isfinite(r) else 1.0 for r in SQRT_Q_EDGES])
     return tails, np.diff(cdf)
+
+
+def displaced_pair(problem, value, w_star):
+    """The mixture's most displaced pair along w*: its a (m_k . w*)^2 and weight pi_k."""
+    pi, m, _ = mixture.full_components(problem, value, w_star)
+    am2 = problem.prior_precision * (m @ w_star) ** 2
+    return {"am2": float(jnp.max(am2)), "pair_weight": float(pi[jnp.argmax(am2)])}
 
 
 def theory_minima(args, theory, problem_at, w_star, carried):
@@ -245,6 +253,15 @@ def main(argv=None):
     parser.add_argument("--kappa2", type=float, default=0.1)
     parser.add_argument("--eps", type=float, default=3.0)
     parser.add_argument("--P", type=int, nargs="+", default=[60, 100, 140])
+    parser.add_argument("--pool", type=int, default=None,
+                        help="points in the pool whose first P train (default: the largest --P); the same --pool "
+                        "for every run of one data set when --order is given")
+    parser.add_argument("--order", type=int, default=None,
+                        help="permute the pool with this seed: the same points and test set, entering in another order")
+    parser.add_argument("--tempered", action="store_true",
+                        help="theory: solve on the first max(--P) points with likelihood weights 1 for the first P "
+                        "and 0 for the rest (phases.tempered_subset at integer P: the same action up to the constant "
+                        "removed from the column 'action'), so that one compilation serves every P of a sweep")
     parser.add_argument("--ratio", type=float, default=30.0)
     parser.add_argument("--warm", type=int, nargs="*",
                         help="theory: also start from the minima of the previous width, up the --N grid and these "
@@ -252,6 +269,10 @@ def main(argv=None):
     parser.add_argument("--follow", action="store_true",
                         help="theory: also start from the minima (and degenerate minima) found at the previous P of "
                         "the --P list, in the order given (a sweep in P: fixed starts miss branches there)")
+    parser.add_argument("--aligned-only", action="store_true",
+                        help="with --follow (mixture): carry only the aligned minima (displaced pair a m^2 > 5) to "
+                        "the next P (besides the fixed starts): a sweep down in P to the lower end of the aligned "
+                        "branch (its fold) with fewer solves per P")
     parser.add_argument("--chains", type=int, default=4, help="per start; 0: the theory only")
     parser.add_argument("--starts", nargs="+", choices=("prior", "aligned", "predicted-aligned"),
                         help="sample from these starts only (default: all)")
@@ -263,8 +284,9 @@ def main(argv=None):
                         "sit in which state")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=500)
-    parser.add_argument("--theory", choices=("gaussian", "mixture"), default="gaussian",
-                        help="the single-neuron ansatz: Gaussian, or the Gaussian mixture (actions.mixture)")
+    parser.add_argument("--theory", choices=("gaussian", "mixture", "none"), default="gaussian",
+                        help="the single-neuron ansatz: Gaussian, or the Gaussian mixture (actions.mixture); none: "
+                        "no theory (e.g. the NNGP and HMC only)")
     parser.add_argument("--components", type=int, default=2, help="mixture components K")
     parser.add_argument("--mixture-samples", type=int, default=1024, help="draws of the mixture's entropy correction")
     parser.add_argument("--along", choices=("free", "axis"), default="free", help="the mixture's form")
@@ -280,8 +302,14 @@ def main(argv=None):
     if args.plot:
         return plot(args)
 
-    pool = along_first_axis(ak.teacher_dataset(jax.random.PRNGKey(0), max(args.P), args.d, teacher="cubic",
-                                               eps=args.eps, P_test=1000))
+    pool = along_first_axis(ak.teacher_dataset(jax.random.PRNGKey(0), args.pool or max(args.P), args.d,
+                                               teacher="cubic", eps=args.eps, P_test=1000))
+    if args.order is not None:  # the same points entering in another order (nested subsets of the permuted pool)
+        order = jax.random.permutation(jax.random.PRNGKey(args.order), pool.P)
+        pool = ak.Dataset(X=pool.X[order], y=pool.y[order], X_test=pool.X_test, y_test=pool.y_test,
+                          w_star=pool.w_star)
+    if max(args.P) > pool.P:
+        parser.error(f"--P up to {max(args.P)} needs --pool >= {max(args.P)}")
     z = pool.X_test @ pool.w_star
 
     def hermite(f):
@@ -304,26 +332,34 @@ def main(argv=None):
         data = ak.Dataset(X=pool.X[:P], y=pool.y[:P], X_test=pool.X_test, y_test=pool.y_test, w_star=pool.w_star)
         extra = dict(components=args.components, samples=args.mixture_samples, along=args.along,
                      direction=pool.w_star if args.along == "axis" else None)
-        theory = ak.Adaptive(measure=args.theory, **(extra if args.theory == "mixture" else {}))
-        base = ak.make_problem(arch(args.N[0]), data, args.kappa2)
-        theory.check(base)
+        theory = None if args.theory == "none" else ak.Adaptive(measure=args.theory,
+                                                                **(extra if args.theory == "mixture" else {}))
+        if args.tempered and P < max(args.P):  # the first P of max(--P) points at weight 1: one shape for all P < max
+            n = max(args.P)
+            full = ak.Dataset(X=pool.X[:n], y=pool.y[:n], X_test=pool.X_test, y_test=pool.y_test, w_star=pool.w_star)
+            base = phases.tempered_subset(ak.make_problem(arch(args.N[0]), full, args.kappa2), float(P))
+            offset = 0.5 * float(jnp.log(base.kappa2)) * (n - P)  # the (n - P) points at weight 0
+        else:
+            base, offset = ak.make_problem(arch(args.N[0]), data, args.kappa2), 0.0
+        if theory is not None:
+            theory.check(base)
 
         def problem_at(N):
             return phases.set_parameter(base, "N", N)
 
-        found = theory_minima(args, theory, problem_at, pool.w_star, carried)
+        found = (theory_minima(args, theory, problem_at, pool.w_star, carried) if theory is not None
+                 else {N: phases.PhaseStructure((), {}) for N in args.N})
         if args.follow:
             carried = {N: {f"P={P} #{j}": p.value for j, p in enumerate(found[N].points)
-                           if p.kind in ("minimum", "degenerate")} for N in args.N}
+                           if p.kind in ("minimum", "degenerate")
+                           and (not args.aligned_only or displaced_pair(problem_at(N), p.value, pool.w_star)["am2"]
+                                > ALIGNED)} for N in args.N}
         for N in args.N:
             problem = problem_at(N)
             a = problem.prior_precision
 
             def displaced(point):
-                """The mixture's most displaced pair along w*: its a (m_k . w*)^2 and weight pi_k."""
-                pi, m, _ = mixture.full_components(problem, point.value, pool.w_star)
-                am2 = a * (m @ pool.w_star) ** 2
-                return {"am2": float(jnp.max(am2)), "pair_weight": float(pi[jnp.argmax(am2)])}
+                return displaced_pair(problem, point.value, pool.w_star)
 
             for point in found[N].points:
                 prediction = predict_problem(point.solution, problem, pool.X_test)
@@ -332,23 +368,29 @@ def main(argv=None):
                     *density_along(args.theory == "mixture", theory, problem, point.value, pool.w_star), a, args.tail)
                 source = f"{args.theory}:" + "+".join(point.starts)
                 rows.append({"P": P, "N": N, "source": source, "kind": point.kind,
-                             "posterior": point.posterior, "action": point.action,
+                             "posterior": point.posterior, "action": point.action - offset,
                              "alignment": float(a * theory.input_covariances(point.value, problem)[0][0, 0]),
                              "eigenvalue_ratio": s["eigenvalue_ratio"][0], "learnability": s["learnability"],
                              **hermite(prediction.mean_test), **tails,
                              **(displaced(point) if args.theory == "mixture" else {})})
                 histogram_rows(P, N, source, fractions)
             starts = {"prior": HMC(), "aligned": MixtureStartHMC.aligned(pool.w_star, args.ratio)}
-            if args.theory == "mixture":  # also from the predicted state with the most aligned pair, if any
+            if args.theory == "mixture" and found[N].points:  # also from the predicted state with the most aligned pair
                 best = max(found[N].points, key=lambda point: displaced(point)["am2"])
                 pi, m, Sigma = mixture.full_components(problem, best.value, pool.w_star)
-                if displaced(best)["am2"] > 5:
+                if displaced(best)["am2"] > ALIGNED:
                     starts["predicted-aligned"] = MixtureStartHMC(pi, m * a**0.5, Sigma * a)
             if args.nngp:  # its first-layer weights are the prior's: q is chi-square(1)
-                nngp = ak.solve(arch(N), data, args.kappa2, ak.NNGP())
-                prediction = ak.predict(nngp, arch(N), data, args.kappa2, pool.X_test)
+                # with --tempered padded to max(--P) points by zero inputs with zero targets, which a bias-free erf
+                # kernel leaves out exactly (K(0, x) = 0: rows kappa2 I, weight 0): one shape for every P
+                lazy = data if not args.tempered else ak.Dataset(
+                    X=jnp.zeros((max(args.P), args.d), pool.X.dtype).at[:P].set(data.X),
+                    y=jnp.zeros(max(args.P), pool.y.dtype).at[:P].set(data.y),
+                    X_test=pool.X_test, y_test=pool.y_test, w_star=pool.w_star)
+                nngp = ak.solve(arch(N), lazy, args.kappa2, ak.NNGP())
+                prediction = ak.predict(nngp, arch(N), lazy, args.kappa2, pool.X_test)
                 rows.append({"P": P, "N": N, "source": "nngp", "alignment": 1.0,
-                             "learnability": ak.summarize(nngp, arch(N), data, args.kappa2, prediction)["learnability"],
+                             "learnability": ak.summarize(nngp, arch(N), lazy, args.kappa2, prediction)["learnability"],
                              **hermite(prediction.mean_test),
                              **{f"tail_q{t:g}": float(jax.scipy.special.erfc(jnp.sqrt(t / 2))) for t in args.tail}})
             observe = overlap_observables(pool.w_star, a, args.tail)  # one function: the per-chain runs share a compile
