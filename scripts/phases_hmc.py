@@ -22,6 +22,14 @@ fraction with a u^2 > t, its bins, and for the mixture its most displaced pair (
 ``--plot FILE`` draws learnability, L3 and a tail fraction against P and the histograms per P from ``--out`` and
 ``--hist-out`` (written before, e.g. by one run per P; ``--combine`` lists several such CSVs).
 
+Other orderings of one pool (``--pool n --order k``: the pool's n points permuted with seed k, the first P train;
+the same points, targets and test set) separate a change of the state from a large target entering. ``--tempered``
+solves the theory of every P on the pool's points with likelihood weights 1 / 0 (``phases.tempered_subset`` at
+integer P) and pads the NNGP with zero inputs, so that one compilation serves a whole sweep; ``--theory none`` runs
+the NNGP and HMC only; ``--follow --aligned-only`` follows the aligned minima and the lowest point down in P.
+``--steps t`` prints, from ``--combine``'d CSVs, the steps P - 1 -> P of the sampled learnability, the NNGP's, their
+difference E and of the fraction with q > t (docs/phases.md, "Other orderings").
+
 The inputs are written in an orthonormal basis whose first axis is w* (a Householder reflection of the data set):
 the first layer's prior is isotropic, so theory and posterior are the same up to that rotation, and the alignment
 is the (0, 0) entry of E[W^T W]/N, whose batch-means standard error the sampler reports.
@@ -36,6 +44,12 @@ is the (0, 0) entry of E[W^T W]/N, whose batch-means standard error the sampler 
     python scripts/phases_hmc.py --d 6 --N 20 --kappa2 0.1 --eps 1 --P 55 --theory mixture --along axis \
         --starts prior aligned --chains 2 --samples 1500 --out p55.csv --hist-out p55_hist.csv
     python scripts/phases_hmc.py --plot docs/phases_hmc_P.png --combine p*.csv --tail 10
+
+    python scripts/phases_hmc.py --d 6 --N 20 --kappa2 0.1 --eps 1 --pool 120 --order 2 --P 60 57 54 51 50 49 48 \
+        --tempered --follow --aligned-only --theory mixture --along axis --chains 0 --out th_o2.csv
+    python scripts/phases_hmc.py --d 6 --N 20 --kappa2 0.1 --eps 1 --pool 120 --order 2 --P 51 --theory none --nngp \
+        --starts prior aligned --chains 1 --samples 1000 --warmup 500 --tail 20 10 30 5 --out o2_p51.csv
+    python scripts/phases_hmc.py --steps 10 --combine docs/phases_hmc_P_order2.csv
 """
 
 from __future__ import annotations
@@ -158,11 +172,48 @@ def theory_minima(args, theory, problem_at, w_star, carried):
     found, previous = {}, {}
     for N in sorted(set(args.N) | set(args.warm or ())):
         problem = problem_at(N)
-        starts = phases.default_starts(problem, theory, w_star, (args.ratio,)) | previous | carried.get(N, {})
+        fixed = {} if args.aligned_only and carried.get(N) else phases.default_starts(problem, theory, w_star,
+                                                                                     (args.ratio,))
+        starts = fixed | previous | carried.get(N, {})
         found[N] = phases.find_stationary_points(theory, problem, starts, solver)
         previous = {f"N={N} #{j}": p.value for j, p in enumerate(found[N].minima)} if args.warm is not None else {}
         print(f"theory N = {N}:\n{found[N].table().to_string()}", flush=True)
     return found
+
+
+def combined(patterns):
+    """The rows of the CSVs matching ``patterns`` (histogram files ``*_hist.csv`` left out), sorted by P."""
+    files = sorted({f for pattern in patterns for f in glob.glob(pattern) if not f.endswith("_hist.csv")})
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True).sort_values("P")
+
+
+def steps(table, threshold):
+    """The steps P - 1 -> P between consecutive P of the pooled HMC rows (sources ``hmc:*``, no ``chain``): the
+    sampled learnability (mean over the starts), the NNGP's (``nngp`` rows), E = their difference, and the sampled
+    fraction with q > ``threshold``. Error of a value: the larger of half the starts' errors in quadrature,
+    sqrt(sum se^2) / n_starts, and half the spread of the starts (max - min) / 2 (a start whose chain holds one state
+    counts as the spread); of a step: the two values' errors in quadrature."""
+    hmc = table[table.source.str.startswith("hmc:") & table.get("chain", pd.Series(np.nan, table.index)).isna()]
+    nngp = table[table.source == "nngp"].drop_duplicates("P").set_index("P").learnability
+    tail = f"tail_q{threshold:g}"
+
+    def value(rows, column):
+        x, se = rows[column].to_numpy(), rows[column + "_se"].to_numpy()
+        return x.mean(), max(np.sqrt(np.sum(se**2)) / len(x), (x.max() - x.min()) / 2)
+
+    at = {P: {c: value(rows, c) for c in ("learnability", tail)} for P, rows in hmc.groupby("P")}
+    out = []
+    for P in sorted(at):
+        if P - 1 not in at:
+            continue
+        (l1, e1), (l0, e0) = at[P]["learnability"], at[P - 1]["learnability"]
+        (f1, g1), (f0, g0) = at[P][tail], at[P - 1][tail]
+        dn = nngp.get(P, np.nan) - nngp.get(P - 1, np.nan)
+        se = np.hypot(e1, e0)
+        out.append({"P": int(P), "learnability": l1, "step": l1 - l0, "step_se": se, "nngp_step": dn,
+                    "E": l1 - l0 - dn, "E/se": (l1 - l0 - dn) / se, f"q>{threshold:g}": f1,
+                    "fraction_step": f1 - f0, "fraction_step_se": np.hypot(g1, g0)})
+    return pd.DataFrame(out)
 
 
 def plot(args):
@@ -175,7 +226,7 @@ def plot(args):
     from scipy.stats import chi2
 
     files = sorted({f for pattern in args.combine for f in glob.glob(pattern) if not f.endswith("_hist.csv")})
-    table = pd.concat([pd.read_csv(f) for f in files], ignore_index=True).sort_values("P")
+    table = combined(args.combine)
     hist_files = [f[:-4] + "_hist.csv" for f in files if glob.glob(f[:-4] + "_hist.csv")]
     hist = pd.concat([pd.read_csv(f) for f in hist_files], ignore_index=True) if hist_files else None
     if "chain" not in table:
@@ -229,8 +280,8 @@ def plot(args):
                 ax.step(edges, rows.fraction.clip(lower=1e-5), where="post", color=colour, lw=1,
                         label=source.replace("hmc:", "HMC from "))
         post = lowest[lowest.P == P].source
-        if len(post):
-            rows = at[at.source == post.iloc[0]]
+        rows = at[at.source == post.iloc[0]].drop_duplicates("lo") if len(post) else at.iloc[:0]
+        if len(rows):  # the theory's histogram, where its run wrote one
             ax.step(edges, rows.fraction.clip(lower=1e-5), where="post", color="k", lw=1, label="theory, lowest")
         ax.step(edges, prior.clip(1e-5), where="post", color="grey", ls=":", lw=1, label="prior")
         ax.set_yscale("log")
@@ -259,7 +310,7 @@ def main(argv=None):
     parser.add_argument("--order", type=int, default=None,
                         help="permute the pool with this seed: the same points and test set, entering in another order")
     parser.add_argument("--tempered", action="store_true",
-                        help="theory: solve on the first max(--P) points with likelihood weights 1 for the first P "
+                        help="theory: solve on the pool's points with likelihood weights 1 for the first P "
                         "and 0 for the rest (phases.tempered_subset at integer P: the same action up to the constant "
                         "removed from the column 'action'), so that one compilation serves every P of a sweep")
     parser.add_argument("--ratio", type=float, default=30.0)
@@ -270,9 +321,10 @@ def main(argv=None):
                         help="theory: also start from the minima (and degenerate minima) found at the previous P of "
                         "the --P list, in the order given (a sweep in P: fixed starts miss branches there)")
     parser.add_argument("--aligned-only", action="store_true",
-                        help="with --follow (mixture): carry only the aligned minima (displaced pair a m^2 > 5) to "
-                        "the next P (besides the fixed starts): a sweep down in P to the lower end of the aligned "
-                        "branch (its fold) with fewer solves per P")
+                        help="with --follow (mixture): carry only the aligned minima (displaced pair a m^2 > 5) and "
+                        "the lowest minimum to the next P and solve from them alone (the fixed starts only where "
+                        "nothing is carried): a cheap sweep in P along the aligned branches to their lower ends "
+                        "(folds) and along the lowest state (where the two cross)")
     parser.add_argument("--chains", type=int, default=4, help="per start; 0: the theory only")
     parser.add_argument("--starts", nargs="+", choices=("prior", "aligned", "predicted-aligned"),
                         help="sample from these starts only (default: all)")
@@ -296,9 +348,15 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="CSV of the rows (rewritten after every P)")
     parser.add_argument("--hist-out", default=None, help="CSV of the sqrt(q) histograms (rewritten after every P)")
     parser.add_argument("--plot", default=None, help="draw the figure from --combine'd CSVs into this file; no run")
-    parser.add_argument("--combine", nargs="+", default=(), help="with --plot: row CSVs (glob patterns); each "
+    parser.add_argument("--steps", type=float, default=None,
+                        help="no run: print the table of the steps P - 1 -> P (of --combine'd CSVs) of the sampled "
+                        "learnability, the NNGP's, their difference and the fraction of neurons with q above this "
+                        "threshold (e.g. 10)")
+    parser.add_argument("--combine", nargs="+", default=(), help="with --plot or --steps: row CSVs (glob patterns); each "
                         "'X.csv' is read with its histograms 'X_hist.csv' where that exists")
     args = parser.parse_args(argv)
+    if args.steps:
+        return print(steps(combined(args.combine), args.steps).round(4).to_string(index=False))
     if args.plot:
         return plot(args)
 
@@ -334,8 +392,8 @@ def main(argv=None):
                      direction=pool.w_star if args.along == "axis" else None)
         theory = None if args.theory == "none" else ak.Adaptive(measure=args.theory,
                                                                 **(extra if args.theory == "mixture" else {}))
-        if args.tempered and P < max(args.P):  # the first P of max(--P) points at weight 1: one shape for all P < max
-            n = max(args.P)
+        if args.tempered and P < pool.P:  # the first P of the pool's points at weight 1: one shape for every P
+            n = pool.P
             full = ak.Dataset(X=pool.X[:n], y=pool.y[:n], X_test=pool.X_test, y_test=pool.y_test, w_star=pool.w_star)
             base = phases.tempered_subset(ak.make_problem(arch(args.N[0]), full, args.kappa2), float(P))
             offset = 0.5 * float(jnp.log(base.kappa2)) * (n - P)  # the (n - P) points at weight 0
@@ -352,8 +410,9 @@ def main(argv=None):
         if args.follow:
             carried = {N: {f"P={P} #{j}": p.value for j, p in enumerate(found[N].points)
                            if p.kind in ("minimum", "degenerate")
-                           and (not args.aligned_only or displaced_pair(problem_at(N), p.value, pool.w_star)["am2"]
-                                > ALIGNED)} for N in args.N}
+                           and (not args.aligned_only or p is found[N].posterior
+                                or displaced_pair(problem_at(N), p.value, pool.w_star)["am2"] > ALIGNED)}
+                       for N in args.N}
         for N in args.N:
             problem = problem_at(N)
             a = problem.prior_precision
@@ -381,11 +440,11 @@ def main(argv=None):
                 if displaced(best)["am2"] > ALIGNED:
                     starts["predicted-aligned"] = MixtureStartHMC(pi, m * a**0.5, Sigma * a)
             if args.nngp:  # its first-layer weights are the prior's: q is chi-square(1)
-                # with --tempered padded to max(--P) points by zero inputs with zero targets, which a bias-free erf
+                # with --tempered padded to the pool's size by zero inputs with zero targets, which a bias-free erf
                 # kernel leaves out exactly (K(0, x) = 0: rows kappa2 I, weight 0): one shape for every P
                 lazy = data if not args.tempered else ak.Dataset(
-                    X=jnp.zeros((max(args.P), args.d), pool.X.dtype).at[:P].set(data.X),
-                    y=jnp.zeros(max(args.P), pool.y.dtype).at[:P].set(data.y),
+                    X=jnp.zeros((pool.P, args.d), pool.X.dtype).at[:P].set(data.X),
+                    y=jnp.zeros(pool.P, pool.y.dtype).at[:P].set(data.y),
                     X_test=pool.X_test, y_test=pool.y_test, w_star=pool.w_star)
                 nngp = ak.solve(arch(N), lazy, args.kappa2, ak.NNGP())
                 prediction = ak.predict(nngp, arch(N), lazy, args.kappa2, pool.X_test)
