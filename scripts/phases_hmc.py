@@ -22,6 +22,14 @@ fraction with a u^2 > t, its bins, and for the mixture its most displaced pair (
 ``--plot FILE`` draws learnability, L3 and a tail fraction against P and the histograms per P from ``--out`` and
 ``--hist-out`` (written before, e.g. by one run per P; ``--combine`` lists several such CSVs).
 
+Other orderings of one pool (``--pool n --order k``: the pool's n points permuted with seed k, the first P train;
+the same points, targets and test set) separate a change of the state from a large target entering. ``--tempered``
+solves the theory of every P on the pool's points with likelihood weights 1 / 0 (``phases.tempered_subset`` at
+integer P) and pads the NNGP with zero inputs, so that one compilation serves a whole sweep; ``--theory none`` runs
+the NNGP and HMC only; ``--follow --aligned-only`` follows the aligned minima and the lowest point down in P.
+``--steps t`` prints, from ``--combine``'d CSVs, the steps P - 1 -> P of the sampled learnability, the NNGP's, their
+difference E and of the fraction with q > t (docs/phases.md, "Other orderings").
+
 The inputs are written in an orthonormal basis whose first axis is w* (a Householder reflection of the data set):
 the first layer's prior is isotropic, so theory and posterior are the same up to that rotation, and the alignment
 is the (0, 0) entry of E[W^T W]/N, whose batch-means standard error the sampler reports.
@@ -36,6 +44,12 @@ is the (0, 0) entry of E[W^T W]/N, whose batch-means standard error the sampler 
     python scripts/phases_hmc.py --d 6 --N 20 --kappa2 0.1 --eps 1 --P 55 --theory mixture --along axis \
         --starts prior aligned --chains 2 --samples 1500 --out p55.csv --hist-out p55_hist.csv
     python scripts/phases_hmc.py --plot docs/phases_hmc_P.png --combine p*.csv --tail 10
+
+    python scripts/phases_hmc.py --d 6 --N 20 --kappa2 0.1 --eps 1 --pool 120 --order 2 --P 60 57 54 51 50 49 48 \
+        --tempered --follow --aligned-only --theory mixture --along axis --chains 0 --out th_o2.csv
+    python scripts/phases_hmc.py --d 6 --N 20 --kappa2 0.1 --eps 1 --pool 120 --order 2 --P 51 --theory none --nngp \
+        --starts prior aligned --chains 1 --samples 1000 --warmup 500 --tail 20 10 30 5 --out o2_p51.csv
+    python scripts/phases_hmc.py --steps 10 --combine docs/phases_hmc_P_order2.csv
 """
 
 from __future__ import annotations
@@ -100,6 +114,7 @@ def along_first_axis(pool):
     return ak.Dataset(X=pool.X @ H, y=pool.y, X_test=pool.X_test @ H, y_test=pool.y_test, w_star=H @ w)
 
 
+ALIGNED = 5.0  # a m^2 of the mixture's displaced pair above which a state counts as aligned
 SQRT_Q_EDGES = np.append(np.arange(0.0, 10.01, 0.25), np.inf)  # bins of sqrt(q) = sqrt(a) |w . w*|
 
 
@@ -141,6 +156,13 @@ def predicted_overlaps(pi, mu, var, a, thresholds):
     return tails, np.diff(cdf)
 
 
+def displaced_pair(problem, value, w_star):
+    """The mixture's most displaced pair along w*: its a (m_k . w*)^2 and weight pi_k."""
+    pi, m, _ = mixture.full_components(problem, value, w_star)
+    am2 = problem.prior_precision * (m @ w_star) ** 2
+    return {"am2": float(jnp.max(am2)), "pair_weight": float(pi[jnp.argmax(am2)])}
+
+
 def theory_minima(args, theory, problem_at, w_star, carried):
     """{N: PhaseStructure} at every width of ``--N``: solved from the prior and aligned x``--ratio``, and from the
     states in ``carried[N]`` ({label: value}: ``--follow``'s minima of the previous P); with ``--warm`` also from the
@@ -150,11 +172,48 @@ def theory_minima(args, theory, problem_at, w_star, carried):
     found, previous = {}, {}
     for N in sorted(set(args.N) | set(args.warm or ())):
         problem = problem_at(N)
-        starts = phases.default_starts(problem, theory, w_star, (args.ratio,)) | previous | carried.get(N, {})
+        fixed = {} if args.aligned_only and carried.get(N) else phases.default_starts(problem, theory, w_star,
+                                                                                     (args.ratio,))
+        starts = fixed | previous | carried.get(N, {})
         found[N] = phases.find_stationary_points(theory, problem, starts, solver)
         previous = {f"N={N} #{j}": p.value for j, p in enumerate(found[N].minima)} if args.warm is not None else {}
         print(f"theory N = {N}:\n{found[N].table().to_string()}", flush=True)
     return found
+
+
+def combined(patterns):
+    """The rows of the CSVs matching ``patterns`` (histogram files ``*_hist.csv`` left out), sorted by P."""
+    files = sorted({f for pattern in patterns for f in glob.glob(pattern) if not f.endswith("_hist.csv")})
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True).sort_values("P")
+
+
+def steps(table, threshold):
+    """The steps P - 1 -> P between consecutive P of the pooled HMC rows (sources ``hmc:*``, no ``chain``): the
+    sampled learnability (mean over the starts), the NNGP's (``nngp`` rows), E = their difference, and the sampled
+    fraction with q > ``threshold``. Error of a value: the larger of half the starts' errors in quadrature,
+    sqrt(sum se^2) / n_starts, and half the spread of the starts (max - min) / 2 (a start whose chain holds one state
+    counts as the spread); of a step: the two values' errors in quadrature."""
+    hmc = table[table.source.str.startswith("hmc:") & table.get("chain", pd.Series(np.nan, table.index)).isna()]
+    nngp = table[table.source == "nngp"].drop_duplicates("P").set_index("P").learnability
+    tail = f"tail_q{threshold:g}"
+
+    def value(rows, column):
+        x, se = rows[column].to_numpy(), rows[column + "_se"].to_numpy()
+        return x.mean(), max(np.sqrt(np.sum(se**2)) / len(x), (x.max() - x.min()) / 2)
+
+    at = {P: {c: value(rows, c) for c in ("learnability", tail)} for P, rows in hmc.groupby("P")}
+    out = []
+    for P in sorted(at):
+        if P - 1 not in at:
+            continue
+        (l1, e1), (l0, e0) = at[P]["learnability"], at[P - 1]["learnability"]
+        (f1, g1), (f0, g0) = at[P][tail], at[P - 1][tail]
+        dn = nngp.get(P, np.nan) - nngp.get(P - 1, np.nan)
+        se = np.hypot(e1, e0)
+        out.append({"P": int(P), "learnability": l1, "step": l1 - l0, "step_se": se, "nngp_step": dn,
+                    "E": l1 - l0 - dn, "E/se": (l1 - l0 - dn) / se, f"q>{threshold:g}": f1,
+                    "fraction_step": f1 - f0, "fraction_step_se": np.hypot(g1, g0)})
+    return pd.DataFrame(out)
 
 
 def plot(args):
@@ -167,7 +226,7 @@ def plot(args):
     from scipy.stats import chi2
 
     files = sorted({f for pattern in args.combine for f in glob.glob(pattern) if not f.endswith("_hist.csv")})
-    table = pd.concat([pd.read_csv(f) for f in files], ignore_index=True).sort_values("P")
+    table = combined(args.combine)
     hist_files = [f[:-4] + "_hist.csv" for f in files if glob.glob(f[:-4] + "_hist.csv")]
     hist = pd.concat([pd.read_csv(f) for f in hist_files], ignore_index=True) if hist_files else None
     if "chain" not in table:
@@ -221,8 +280,8 @@ def plot(args):
                 ax.step(edges, rows.fraction.clip(lower=1e-5), where="post", color=colour, lw=1,
                         label=source.replace("hmc:", "HMC from "))
         post = lowest[lowest.P == P].source
-        if len(post):
-            rows = at[at.source == post.iloc[0]]
+        rows = at[at.source == post.iloc[0]].drop_duplicates("lo") if len(post) else at.iloc[:0]
+        if len(rows):  # the theory's histogram, where its run wrote one
             ax.step(edges, rows.fraction.clip(lower=1e-5), where="post", color="k", lw=1, label="theory, lowest")
         ax.step(edges, prior.clip(1e-5), where="post", color="grey", ls=":", lw=1, label="prior")
         ax.set_yscale("log")
@@ -245,6 +304,15 @@ def main(argv=None):
     parser.add_argument("--kappa2", type=float, default=0.1)
     parser.add_argument("--eps", type=float, default=3.0)
     parser.add_argument("--P", type=int, nargs="+", default=[60, 100, 140])
+    parser.add_argument("--pool", type=int, default=None,
+                        help="points in the pool whose first P train (default: the largest --P); the same --pool "
+                        "for every run of one data set when --order is given")
+    parser.add_argument("--order", type=int, default=None,
+                        help="permute the pool with this seed: the same points and test set, entering in another order")
+    parser.add_argument("--tempered", action="store_true",
+                        help="theory: solve on the pool's points with likelihood weights 1 for the first P "
+                        "and 0 for the rest (phases.tempered_subset at integer P: the same action up to the constant "
+                        "removed from the column 'action'), so that one compilation serves every P of a sweep")
     parser.add_argument("--ratio", type=float, default=30.0)
     parser.add_argument("--warm", type=int, nargs="*",
                         help="theory: also start from the minima of the previous width, up the --N grid and these "
@@ -252,6 +320,11 @@ def main(argv=None):
     parser.add_argument("--follow", action="store_true",
                         help="theory: also start from the minima (and degenerate minima) found at the previous P of "
                         "the --P list, in the order given (a sweep in P: fixed starts miss branches there)")
+    parser.add_argument("--aligned-only", action="store_true",
+                        help="with --follow (mixture): carry only the aligned minima (displaced pair a m^2 > 5) and "
+                        "the lowest minimum to the next P and solve from them alone (the fixed starts only where "
+                        "nothing is carried): a cheap sweep in P along the aligned branches to their lower ends "
+                        "(folds) and along the lowest state (where the two cross)")
     parser.add_argument("--chains", type=int, default=4, help="per start; 0: the theory only")
     parser.add_argument("--starts", nargs="+", choices=("prior", "aligned", "predicted-aligned"),
                         help="sample from these starts only (default: all)")
@@ -263,8 +336,9 @@ def main(argv=None):
                         "sit in which state")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=500)
-    parser.add_argument("--theory", choices=("gaussian", "mixture"), default="gaussian",
-                        help="the single-neuron ansatz: Gaussian, or the Gaussian mixture (actions.mixture)")
+    parser.add_argument("--theory", choices=("gaussian", "mixture", "none"), default="gaussian",
+                        help="the single-neuron ansatz: Gaussian, or the Gaussian mixture (actions.mixture); none: "
+                        "no theory (e.g. the NNGP and HMC only)")
     parser.add_argument("--components", type=int, default=2, help="mixture components K")
     parser.add_argument("--mixture-samples", type=int, default=1024, help="draws of the mixture's entropy correction")
     parser.add_argument("--along", choices=("free", "axis"), default="free", help="the mixture's form")
@@ -274,14 +348,26 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="CSV of the rows (rewritten after every P)")
     parser.add_argument("--hist-out", default=None, help="CSV of the sqrt(q) histograms (rewritten after every P)")
     parser.add_argument("--plot", default=None, help="draw the figure from --combine'd CSVs into this file; no run")
-    parser.add_argument("--combine", nargs="+", default=(), help="with --plot: row CSVs (glob patterns); each "
+    parser.add_argument("--steps", type=float, default=None,
+                        help="no run: print the table of the steps P - 1 -> P (of --combine'd CSVs) of the sampled "
+                        "learnability, the NNGP's, their difference and the fraction of neurons with q above this "
+                        "threshold (e.g. 10)")
+    parser.add_argument("--combine", nargs="+", default=(), help="with --plot or --steps: row CSVs (glob patterns); each "
                         "'X.csv' is read with its histograms 'X_hist.csv' where that exists")
     args = parser.parse_args(argv)
+    if args.steps:
+        return print(steps(combined(args.combine), args.steps).round(4).to_string(index=False))
     if args.plot:
         return plot(args)
 
-    pool = along_first_axis(ak.teacher_dataset(jax.random.PRNGKey(0), max(args.P), args.d, teacher="cubic",
-                                               eps=args.eps, P_test=1000))
+    pool = along_first_axis(ak.teacher_dataset(jax.random.PRNGKey(0), args.pool or max(args.P), args.d,
+                                               teacher="cubic", eps=args.eps, P_test=1000))
+    if args.order is not None:  # the same points entering in another order (nested subsets of the permuted pool)
+        order = jax.random.permutation(jax.random.PRNGKey(args.order), pool.P)
+        pool = ak.Dataset(X=pool.X[order], y=pool.y[order], X_test=pool.X_test, y_test=pool.y_test,
+                          w_star=pool.w_star)
+    if max(args.P) > pool.P:
+        parser.error(f"--P up to {max(args.P)} needs --pool >= {max(args.P)}")
     z = pool.X_test @ pool.w_star
 
     def hermite(f):
@@ -304,26 +390,35 @@ def main(argv=None):
         data = ak.Dataset(X=pool.X[:P], y=pool.y[:P], X_test=pool.X_test, y_test=pool.y_test, w_star=pool.w_star)
         extra = dict(components=args.components, samples=args.mixture_samples, along=args.along,
                      direction=pool.w_star if args.along == "axis" else None)
-        theory = ak.Adaptive(measure=args.theory, **(extra if args.theory == "mixture" else {}))
-        base = ak.make_problem(arch(args.N[0]), data, args.kappa2)
-        theory.check(base)
+        theory = None if args.theory == "none" else ak.Adaptive(measure=args.theory,
+                                                                **(extra if args.theory == "mixture" else {}))
+        if args.tempered and P < pool.P:  # the first P of the pool's points at weight 1: one shape for every P
+            n = pool.P
+            full = ak.Dataset(X=pool.X[:n], y=pool.y[:n], X_test=pool.X_test, y_test=pool.y_test, w_star=pool.w_star)
+            base = phases.tempered_subset(ak.make_problem(arch(args.N[0]), full, args.kappa2), float(P))
+            offset = 0.5 * float(jnp.log(base.kappa2)) * (n - P)  # the (n - P) points at weight 0
+        else:
+            base, offset = ak.make_problem(arch(args.N[0]), data, args.kappa2), 0.0
+        if theory is not None:
+            theory.check(base)
 
         def problem_at(N):
             return phases.set_parameter(base, "N", N)
 
-        found = theory_minima(args, theory, problem_at, pool.w_star, carried)
+        found = (theory_minima(args, theory, problem_at, pool.w_star, carried) if theory is not None
+                 else {N: phases.PhaseStructure((), {}) for N in args.N})
         if args.follow:
             carried = {N: {f"P={P} #{j}": p.value for j, p in enumerate(found[N].points)
-                           if p.kind in ("minimum", "degenerate")} for N in args.N}
+                           if p.kind in ("minimum", "degenerate")
+                           and (not args.aligned_only or p is found[N].posterior
+                                or displaced_pair(problem_at(N), p.value, pool.w_star)["am2"] > ALIGNED)}
+                       for N in args.N}
         for N in args.N:
             problem = problem_at(N)
             a = problem.prior_precision
 
             def displaced(point):
-                """The mixture's most displaced pair along w*: its a (m_k . w*)^2 and weight pi_k."""
-                pi, m, _ = mixture.full_components(problem, point.value, pool.w_star)
-                am2 = a * (m @ pool.w_star) ** 2
-                return {"am2": float(jnp.max(am2)), "pair_weight": float(pi[jnp.argmax(am2)])}
+                return displaced_pair(problem, point.value, pool.w_star)
 
             for point in found[N].points:
                 prediction = predict_problem(point.solution, problem, pool.X_test)
@@ -332,23 +427,29 @@ def main(argv=None):
                     *density_along(args.theory == "mixture", theory, problem, point.value, pool.w_star), a, args.tail)
                 source = f"{args.theory}:" + "+".join(point.starts)
                 rows.append({"P": P, "N": N, "source": source, "kind": point.kind,
-                             "posterior": point.posterior, "action": point.action,
+                             "posterior": point.posterior, "action": point.action - offset,
                              "alignment": float(a * theory.input_covariances(point.value, problem)[0][0, 0]),
                              "eigenvalue_ratio": s["eigenvalue_ratio"][0], "learnability": s["learnability"],
                              **hermite(prediction.mean_test), **tails,
                              **(displaced(point) if args.theory == "mixture" else {})})
                 histogram_rows(P, N, source, fractions)
             starts = {"prior": HMC(), "aligned": MixtureStartHMC.aligned(pool.w_star, args.ratio)}
-            if args.theory == "mixture":  # also from the predicted state with the most aligned pair, if any
+            if args.theory == "mixture" and found[N].points:  # also from the predicted state with the most aligned pair
                 best = max(found[N].points, key=lambda point: displaced(point)["am2"])
                 pi, m, Sigma = mixture.full_components(problem, best.value, pool.w_star)
-                if displaced(best)["am2"] > 5:
+                if displaced(best)["am2"] > ALIGNED:
                     starts["predicted-aligned"] = MixtureStartHMC(pi, m * a**0.5, Sigma * a)
             if args.nngp:  # its first-layer weights are the prior's: q is chi-square(1)
-                nngp = ak.solve(arch(N), data, args.kappa2, ak.NNGP())
-                prediction = ak.predict(nngp, arch(N), data, args.kappa2, pool.X_test)
+                # with --tempered padded to the pool's size by zero inputs with zero targets, which a bias-free erf
+                # kernel leaves out exactly (K(0, x) = 0: rows kappa2 I, weight 0): one shape for every P
+                lazy = data if not args.tempered else ak.Dataset(
+                    X=jnp.zeros((pool.P, args.d), pool.X.dtype).at[:P].set(data.X),
+                    y=jnp.zeros(pool.P, pool.y.dtype).at[:P].set(data.y),
+                    X_test=pool.X_test, y_test=pool.y_test, w_star=pool.w_star)
+                nngp = ak.solve(arch(N), lazy, args.kappa2, ak.NNGP())
+                prediction = ak.predict(nngp, arch(N), lazy, args.kappa2, pool.X_test)
                 rows.append({"P": P, "N": N, "source": "nngp", "alignment": 1.0,
-                             "learnability": ak.summarize(nngp, arch(N), data, args.kappa2, prediction)["learnability"],
+                             "learnability": ak.summarize(nngp, arch(N), lazy, args.kappa2, prediction)["learnability"],
                              **hermite(prediction.mean_test),
                              **{f"tail_q{t:g}": float(jax.scipy.special.erfc(jnp.sqrt(t / 2))) for t in args.tail}})
             observe = overlap_observables(pool.w_star, a, args.tail)  # one function: the per-chain runs share a compile
