@@ -22,7 +22,7 @@ import numpy as np
 
 from adaptive_kernels._config import brief_jit
 from adaptive_kernels._validation import check_array, is_traced
-from adaptive_kernels.prediction import Prediction, _python, observables, predict_problem
+from adaptive_kernels.prediction import Prediction, observables, predict_problem, python_scalars
 from adaptive_kernels.problem import Problem, make_problem
 from adaptive_kernels.solvers import AbstractRule, Newton, QuasiNewton, Solution, Status, stationary_point
 from adaptive_kernels.solvers.stationary import as_fixed_point_problem
@@ -190,7 +190,7 @@ def summarize(solution: Solution, arch, data, kappa2, prediction: Prediction | N
                                                  data.w_star)
     _check_solves(solution, problem, residual)
     _finite(prediction)
-    return {k: _python(v) for k, v in out.items()}
+    return python_scalars(out)
 
 
 @brief_jit

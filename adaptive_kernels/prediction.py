@@ -109,6 +109,12 @@ def _python(value):
     return float(value)
 
 
+def python_scalars(out: dict) -> dict:
+    """A dict of observables as Python scalars and per-layer lists; traced values (inside a compiled program) and
+    strings pass through unchanged."""
+    return {k: _python(v) for k, v in out.items()}
+
+
 def observables(solution: Solution, problem: Problem, prediction: Prediction, y_test=None, w_star=None) -> dict:
     """A flat dict of observables of a solution (THEORY.md sec. 6), Python scalars and per-layer lists.
 
@@ -146,4 +152,4 @@ def observables(solution: Solution, problem: Problem, prediction: Prediction, y_
                                   problem, theory.kernels_linear(problem))[0]
     if w_star is not None and covariances is not None and problem.d >= 2:
         out["eigenvalue_ratio"] = [eigenvalue_ratio(S, w_star) for S in covariances]
-    return {k: _python(v) for k, v in out.items()}
+    return python_scalars(out)
