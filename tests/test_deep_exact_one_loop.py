@@ -62,6 +62,16 @@ def test_deep_linear_net_reproduces_the_input_space_one_loop():
     cgf = _measure(problem, conjugates, 4000, True)
     out = deep_exact_one_loop.moments(cgf, problem, conjugates)
     assert float(out.gradient) < 1e-8  # the Gaussian conjugates are the exact saddle of a linear net
+    # its structured second and third derivatives (``second_order``) against dense automatic differentiation of the
+    # action: the Hessian (out.inverse is the structured one's inverse) and t = grad tr(G Hess S) (G t = out.shift)
+    # along a direction v, by central differences of tr(G Hess S)
+    sources = (jnp.zeros((problem.d, problem.d)), jnp.zeros((problem.P, problem.P)))
+    dense = jax.jit(jax.hessian(lambda y: deep_exact_one_loop.action(cgf, problem, y, sources)))
+    H = dense(out.point)
+    np.testing.assert_allclose(H @ out.inverse, np.eye(H.shape[0]), rtol=0, atol=1e-9)
+    v = 1e-5 * jax.random.normal(jax.random.PRNGKey(3), out.point.shape)
+    along = 0.5 * jnp.sum(out.inverse * (dense(out.point + v) - dense(out.point - v)))
+    np.testing.assert_allclose(v @ H @ out.shift, along, rtol=1e-6)
 
     def ratios(kernels, sigma):
         return np.array([float(ak.eigenvalue_ratio(sigma, data.w_star))]
