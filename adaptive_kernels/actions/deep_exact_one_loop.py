@@ -254,7 +254,7 @@ def _block_hessian(problem: Problem, layer: int, lay: _Sampled, u, weights):
     s = jnp.where(a == b, 1.0, jnp.sqrt(2.0)).astype(u.dtype)[:, None]
     A, Bc = a[:, None], b[:, None]
     cross = s * (jnp.where(A == i, T[Bc, i, j], 0.0) + jnp.where(Bc == i, T[A, i, j], 0.0))
-    return H - jnp.block([[jnp.zeros_like(U, shape=(a.shape[0], a.shape[0])), cross], [cross.T, bb]])
+    return H - jnp.block([[jnp.zeros((a.shape[0],) * 2, u.dtype), cross], [cross.T, bb]])
 
 
 def _sandwich(M, m: int, left, right):
