@@ -56,7 +56,7 @@ automatic differentiation of :func:`action`; depth 1 against the two-layer exact
 
 Cost: n = 2 L m variables (m = P(P+1)/2); per layer O(S (2m)^2) for the Gram sums (three times that in the reverse
 pass), 2m Hessian-vector products of O(P^3) functions, O(n^3) for the inverse, O(n^2) memory: P = 60, L = 2
-(n = 7320), S = 2·10^4: 3.5-7 min wall for :func:`moments` at load 3-6 on 2 cores (compilation included), 3.4 GB peak
+(n = 7320), S = 2·10^4: 2-7 min wall for :func:`moments` at load 3-6 on 2 cores (compilation included), 3.4 GB peak
 (the process, solve included); P = 12, S = 4000: Hessian 0.1 s and reverse pass 0.1 s after compilation, where the
 former dense autodiff (n Hessian-vector products over the S points and a reverse pass through them) took 3.4 s and
 37 s (load ~4; P = 20: 158 s in all at load ~11).
@@ -76,7 +76,7 @@ from adaptive_kernels.problem import Problem
 
 MAX_P = 64
 """Largest number of training points of :func:`moments` (n = 2 L m variables, m = P(P+1)/2, dense n x n Hessian and
-inverse; P = 60, L = 2, S = 2·10^4: n = 7320, 3.5-7 min, 3.4 GB; time grows as S P^4 and n^3, memory as n^2)."""
+inverse; P = 60, L = 2, S = 2·10^4: n = 7320, 2-7 min, 3.4 GB; time grows as S P^4 and n^3, memory as n^2)."""
 
 OUTPUT_MAX_P = 24
 """Largest number of training points of the mean output (:func:`output_moments`: n second-order passes of the test
