@@ -40,6 +40,10 @@ def main(argv=None):
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--chain", action="store_true", help="the test chain's own saddle prediction as the base "
                         "(where the saddle's joint prediction is not finite at small S)")
+    parser.add_argument("--moments", action="store_true", help="only the one-loop moments (deep_exact_one_loop."
+                        "moments: ratio w* of E[w w^T], kernel ratios of E[K_l], the last pre-activation ratio of "
+                        "E[h h^T]), no mean output (its n second-order passes over S x P* test rows are out of reach "
+                        "beyond P = 24)")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     data = teacher_dataset(jax.random.PRNGKey(0), args.P, 15, "cubic", P_test=500)
@@ -58,6 +62,15 @@ def main(argv=None):
         solved = time.perf_counter()
         if not bool(sol.converged):
             print(f"seed {seed}: {sol.message} (solve {solved - start:.0f} s), skipped", flush=True)
+            continue
+        if args.moments:
+            out = deep_exact_one_loop.moments(sol.theory.sampled, make_problem(arch, data, KAPPA2), sol.value)
+            print(f"seed {seed} ({sol.message}; solve {solved - start:.0f} s, moments "
+                  f"{time.perf_counter() - solved:.0f} s, |grad S|/|x| {float(out.gradient):.1e})", flush=True)
+            for name, kernels, second in (("saddle", *out.saddle), ("one loop", out.kernels, out.second)):
+                print(f"  {name}: ratio w* {float(ak.eigenvalue_ratio(second[0], data.w_star)):.4f}, last pre-act. "
+                      f"ratio y {float(ak.eigenvalue_ratio(second[-1], data.y)):.3f}, kernel ratios y "
+                      + " / ".join(f"{float(ak.eigenvalue_ratio(K, data.y)):.3f}" for K in kernels), flush=True)
             continue
         if args.chain:  # the test chain's own saddle (no joint Cholesky of P + P* points) plus the one-loop shift
             problem = make_problem(arch, data, KAPPA2)

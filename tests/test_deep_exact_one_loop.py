@@ -7,6 +7,7 @@ d x d weight covariances, another set of order parameters); at depth 1 the two-l
 (``actions.exact_one_loop``: one Newton step of Gamma = S + (1/2) log det(I + D2 H), closed-form blocks).
 """
 
+import functools
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 import adaptive_kernels as ak
 from adaptive_kernels.actions import deep, deep_exact_one_loop, exact, exact_one_loop
 from adaptive_kernels.data import teacher_dataset
+from adaptive_kernels.prediction import _gp_prediction
 from adaptive_kernels.problem import make_problem
 
 KAPPA2 = 1e-2
@@ -62,6 +64,16 @@ def test_deep_linear_net_reproduces_the_input_space_one_loop():
     cgf = _measure(problem, conjugates, 4000, True)
     out = deep_exact_one_loop.moments(cgf, problem, conjugates)
     assert float(out.gradient) < 1e-8  # the Gaussian conjugates are the exact saddle of a linear net
+    # its structured second and third derivatives (``second_order``) against dense automatic differentiation of the
+    # action: the Hessian (out.inverse is the structured one's inverse) and t = grad tr(G Hess S) (G t = out.shift)
+    # along a direction v, by central differences of tr(G Hess S)
+    sources = (jnp.zeros((problem.d, problem.d)), jnp.zeros((problem.P, problem.P)))
+    dense = jax.jit(jax.hessian(lambda y: deep_exact_one_loop.action(cgf, problem, y, sources)))
+    H = dense(out.point)
+    np.testing.assert_allclose(H @ out.inverse, np.eye(H.shape[0]), rtol=0, atol=1e-9)
+    v = 1e-5 * jax.random.normal(jax.random.PRNGKey(3), out.point.shape)
+    along = 0.5 * jnp.sum(out.inverse * (dense(out.point + v) - dense(out.point - v)))
+    np.testing.assert_allclose(v @ H @ out.shift, along, rtol=1e-6)
 
     def ratios(kernels, sigma):
         return np.array([float(ak.eigenvalue_ratio(sigma, data.w_star))]
@@ -107,8 +119,12 @@ def test_depth_one_reduces_to_the_two_layer_exact_one_loop():
 
 
 def test_check_refuses_what_is_not_built():
-    """Clear errors naming ``loops``: a CNN, several outputs, too many points."""
-    data = teacher_dataset(jax.random.PRNGKey(0), deep_exact_one_loop.MAX_P + 1, 4, "cubic", P_test=2)
-    problem = make_problem(ak.FCN(4, (10, 10), "erf"), data, KAPPA2)
-    with pytest.raises(ValueError, match="loops"):
-        deep_exact_one_loop.check(problem)
+    """Clear errors naming ``loops`` and P: too many points, for the moments and (fewer) for the mean output."""
+    for P in (deep_exact_one_loop.MAX_P + 1, deep_exact_one_loop.OUTPUT_MAX_P + 1):
+        data = teacher_dataset(jax.random.PRNGKey(0), P, 4, "cubic", P_test=2)
+        problem = make_problem(ak.FCN(4, (10, 10), "erf"), data, KAPPA2)
+        with pytest.raises(ValueError, match=f"loops.*P = {P}"):
+            if P > deep_exact_one_loop.MAX_P:
+                deep_exact_one_loop.check(problem)
+            else:
+                deep_exact_one_loop.mean(None, functools.partial(_gp_prediction), None, problem)

@@ -32,8 +32,14 @@ Sampled W_l: the exact measure's own estimator (``actions.exact.ExactCGF``, cont
 points; deeper layers' points move with C_l (h = chol(C_l) u), so S is a deterministic smooth function of x whose
 saddle is the solved one (grad S = 0 to the solver's tolerance). The source adds N_l [LSE_s(l_s + o_s . J / N_l) -
 LSE_s(l_s)] to W_l (l_s the tilted log weights; its J-derivative at J = 0 is the self-normalised E_tilted[o]).
-Every derivative is by automatic differentiation: the Hessian from n Hessian-vector products (forward over
-reverse, in chunks), t and tau by one reverse pass through them (third order). (A closed form with the points held
+Derivatives (:func:`second_order`): with y_l = (Kt_l, b_l), b_l the entries of B_l = chol(s_w2 K_{l-1} + s_b2),
+the sampled terms of layer l are F_l(y_l) = -N_l LSE_s(log w_s + p_s / N_l) + sum_s v_s q_s, p_s = q_s + e_s, and each
+point's tilt depends on y_l only through (Kt_l, h_s = B_l u_s), linear in b_l: so Hess_y F_l is a sum over the points
+of Gram matrices of per-point features (phi_s phi_s^T, phi'_s u_s^T, rho_s u_s^T; O(S m^2), in blocks of points, as
+``actions.exact_one_loop`` does for two layers), pulled back to x by A_l = diag(I, db_l/dK_{l-1}) plus the Cholesky
+factor's own second derivative along dF_l/db_l; what is left (the control variate's closed-form kernel, the data
+term) has no sum over points and is differentiated densely. t and tau are one reverse pass of the same blocks with G
+held fixed (tr(G A^T H A) = tr(A G A^T H)), one block of points at a time. (A closed form with the points held
 fixed in h and C in the importance weights, linear inside the LSEs, was tried first: its score-function derivatives
 in C are too noisy, |grad S| at the saddle 15% of |Kt_1| at S = 3000 and still 2-3% at S = 3·10^5, P = 6.)
 
@@ -44,14 +50,18 @@ O(1/N_l) fluctuations (as ``actions.test_points`` does for the Gaussian kernel f
 
 Checks (tests/test_deep_exact_one_loop.py): a deep linear net, where the exact measure is Gaussian, against the
 input-space one loop of the weight form (``Adaptive(form="weight", loops=1)``, Wishart exponents: another
-formulation; the mean output too); depth 1 against the two-layer exact one loop (``actions.exact_one_loop``, one
-Newton step of Gamma).
+formulation; the mean output too), and there :func:`second_order`'s Hessian and third-order trace against dense
+automatic differentiation of :func:`action`; depth 1 against the two-layer exact one loop
+(``actions.exact_one_loop``, one Newton step of Gamma).
 
-Cost: n = 2 L m variables (m = P(P+1)/2), n Hessian-vector products over the S points for the Hessian, ~4n more for
-the reverse pass, O(n^3) for the inverse: P <= :data:`MAX_P` (P = 20, L = 2, S = 4000: 158 s at load ~11; the
-reverse pass recomputes each chunk of Hessian-vector products (checkpointed): 1.5 GB there, 16 GB without); the mean
-output adds n second-order passes of the test chain over the S points and P* test inputs (P* = 500: ~1000 s wall at
-load ~8).
+Cost: n = 2 L m variables (m = P(P+1)/2); per layer O(S (2m)^2) for the Gram sums (three times that in the reverse
+pass), 2m Hessian-vector products of O(P^3) functions, O(n^3) for the inverse, O(n^2) memory: P = 60, L = 2
+(n = 7320), S = 2·10^4: 2-7 min wall for :func:`moments` at load 3-6 on 2 cores (compilation included), 3.4 GB peak
+(the process, solve included); P = 12, S = 4000: Hessian 0.1 s and reverse pass 0.1 s after compilation, where the
+former dense autodiff (n Hessian-vector products over the S points and a reverse pass through them) took 3.4 s and
+37 s (load ~4; P = 20: 158 s in all at load ~11).
+P <= :data:`MAX_P`. The mean output adds n second-order passes of the test chain over the S points and P* test inputs
+(P* = 500, P = 20: ~1000 s wall at load ~8), so it stays at P <= :data:`OUTPUT_MAX_P`.
 """
 
 from __future__ import annotations
@@ -64,12 +74,16 @@ from adaptive_kernels.actions import deep, exact, exact_one_loop, test_points
 from adaptive_kernels.actions.one_loop import _coordinates, _symmetric
 from adaptive_kernels.problem import Problem
 
-MAX_P = 24
-"""Largest number of training points (n = 2 L m variables, m = P(P+1)/2: n Hessian-vector products over the
-sampled points and ~4n more in the reverse pass; P = 24, L = 2: n = 1200)."""
+MAX_P = 64
+"""Largest number of training points of :func:`moments` (n = 2 L m variables, m = P(P+1)/2, dense n x n Hessian and
+inverse; P = 60, L = 2, S = 2·10^4: n = 7320, 2-7 min, 3.4 GB; time grows as S P^4 and n^3, memory as n^2)."""
+
+OUTPUT_MAX_P = 24
+"""Largest number of training points of the mean output (:func:`output_moments`: n second-order passes of the test
+chain over the S points and the test inputs; P = 20, L = 2, S = 4000, 500 test inputs: ~1000 s)."""
 
 CHUNK = 8
-"""Hessian-vector products evaluated together (vmapped) in :func:`hessian`."""
+"""Jacobian-vector products evaluated together (vmapped) in :func:`_columns`."""
 
 OUTPUT_CHUNK = 2
 """Directions of the test chain evaluated together in :func:`output_moments` (each holds several S x P* arrays)."""
@@ -102,13 +116,13 @@ def _quadratic(a, V):
 
 
 def _layers(cgf: exact.ExactCGF, problem: Problem, x):
-    """Per layer l of x: (K_l, Kt_l, C_l, the tilted log weights l_s, the points u_s, the factor B_l: h_s = B_l u_s),
-    C_l following the kernels below (C_{l+1} = s_w2 K_l + s_b2)."""
+    """Per layer l of x: (K_l, Kt_l, C_l, the tilted log weights l_s, the points u_s, the factor B_l: h_s = B_l u_s,
+    the reference's log weights log v_s), C_l following the kernels below (C_{l+1} = s_w2 K_l + s_b2)."""
     P = problem.P
     C, out = deep.input_covariance(problem, problem.X), []
     for layer, (K, Kt) in enumerate(_split(x, problem.depth, P * (P + 1) // 2, P)):
-        logits, _, _, u, B = cgf._terms(problem, Kt, C, layer, problem.X)
-        out.append((K, Kt, C, logits, u, B))
+        logits, _, log_v, u, B = cgf._terms(problem, Kt, C, layer, problem.X)
+        out.append((K, Kt, C, logits, u, B, log_v))
         C = deep.next_covariance(problem, K)
     return out
 
@@ -118,7 +132,7 @@ def action(cgf: exact.ExactCGF, problem: Problem, x, sources):
     measure plus the source term N_l [LSE(l_s + o_s^T J_l o_s / N_l) - LSE(l_s)]; ``sources`` one matrix J_l per
     layer (d x d for the first, P x P deeper)."""
     total = 0.0
-    for layer, ((K, Kt, C, logits, u, B), J) in enumerate(zip(_layers(cgf, problem, x), sources)):
+    for layer, ((K, Kt, C, logits, u, B, _), J) in enumerate(zip(_layers(cgf, problem, x), sources)):
         N, o = problem.widths[layer], _observed(problem, layer, u, B)
         source = jax.nn.logsumexp(logits + _quadratic(o, J) / N) - jax.nn.logsumexp(logits)
         total = total + jnp.sum(Kt * K) - cgf(problem, Kt, C, layer, problem.X) - N * source
@@ -128,22 +142,191 @@ def action(cgf: exact.ExactCGF, problem: Problem, x, sources):
 def averages(cgf: exact.ExactCGF, problem: Problem, x) -> tuple:
     """E_tilted[o o^T] per layer (self-normalised) as functions of x: the J-derivatives of W_l at J = 0."""
     out = []
-    for layer, (_, _, _, logits, u, B) in enumerate(_layers(cgf, problem, x)):
+    for layer, (_, _, _, logits, u, B, _) in enumerate(_layers(cgf, problem, x)):
         o = _observed(problem, layer, u, B)
         out.append((o * jax.nn.softmax(logits)[:, None]).T @ o)
     return tuple(out)
 
 
-def hessian(cgf: exact.ExactCGF, problem: Problem, x, sources):
-    """Hess_x S_J(x) (n x n) from n Hessian-vector products, :data:`CHUNK` at a time (forward over reverse)."""
+def _columns(f, x):
+    """The Jacobian of f at x as rows df/dx_i, (n, ...), from n Jacobian-vector products :data:`CHUNK` at a time (the
+    unit vectors made in the loop: no n x n constant; checkpointed: a reverse pass through it recomputes each chunk
+    instead of holding its residuals)."""
     n = x.shape[0]
-    grad = jax.grad(lambda y: action(cgf, problem, y, sources))
-    chunks = jnp.arange(n + (-n % CHUNK)).reshape(-1, CHUNK)  # unit vectors made in the loop: no n x n constant
-    # checkpointed: a reverse pass through the Hessian recomputes each chunk instead of holding its residuals
-    rows = jax.lax.map(jax.checkpoint(jax.vmap(lambda i: jax.jvp(grad, (x,), (jax.nn.one_hot(i, n, dtype=x.dtype),))[1])),
+    chunks = jnp.arange(n + (-n % CHUNK)).reshape(-1, CHUNK)
+    rows = jax.lax.map(jax.checkpoint(jax.vmap(lambda i: jax.jvp(f, (x,), (jax.nn.one_hot(i, n, dtype=x.dtype),))[1])),
                        chunks)
-    H = rows.reshape(-1, n)[:n]
+    return rows.reshape((-1,) + rows.shape[2:])[:n]
+
+
+def _dense_hessian(fn, x):
+    """Hess fn(x) from n Hessian-vector products (forward over reverse, :func:`_columns`), symmetrised."""
+    H = _columns(jax.grad(fn), x)
     return 0.5 * (H + H.T)
+
+
+def _derivatives(activation, h):
+    """(phi, phi', phi'') at h, elementwise (forward mode)."""
+    def first(a):
+        return jax.jvp(activation, (a,), (jnp.ones_like(a),))
+
+    (phi, d1), (_, d2) = jax.jvp(first, (h,), (jnp.ones_like(h),))
+    return phi, d1, d2
+
+
+def _factor_entries(problem: Problem, layer: int, k):
+    """b_l: the lower-triangle entries (i >= j) of B_l = chol(C_l) as functions of the coordinates k of K_{l-1}."""
+    B = exact.layer_factor(problem, deep.next_covariance(problem, _symmetric(k, problem.P)), layer, problem.X)
+    return B[jnp.tril_indices(problem.P)]
+
+
+class _Sampled(eqx.Module):
+    """A layer's sampled sums as functions of y = (Kt_l, b_l) (:func:`_sampled_layers`): ``weights`` (S, 2) the
+    tilted omega_s (source included) and c_s = omega_s - v_s (v_s the control variate's reference weights, 0 without
+    it); ``mean`` sum_s omega_s g_s, g_s = grad_y p_s; ``slope`` the y-gradient of the layer's sampled terms along
+    b_l; ``sym`` J_l + J_l^T (deeper layers)."""
+
+    Kt: jax.Array
+    B: jax.Array
+    u: jax.Array
+    weights: jax.Array
+    mean: jax.Array
+    slope: jax.Array | None
+    sym: jax.Array | None
+
+
+def _sampled_layers(cgf: exact.ExactCGF, problem: Problem, x, sources) -> list:
+    """Per layer, the sampled terms -N_l LSE_s(log w_s + p_s / N_l) + sum_s v_s q_s of S_J, p_s = q_s + e_s the tilt
+    q_s = phi(h_s)^T Kt_l phi(h_s) plus the source e_s = o_s^T J_l o_s, h_s = B_l u_s (:class:`_Sampled`). Their
+    gradient in y = (Kt_l coordinates, the entries b_l of B_l) is -sum_s omega_s g_s + sum_s v_s grad q_s with
+    g_s = grad_y p_s = (phi_s phi_s^T, lower(rho_s u_s^T)), rho_s = 2 (Kt phi_s) * phi'_s + (J + J^T) h_s (deeper
+    layers; the first layer's B is fixed and its o_s = w_s do not move)."""
+    P = problem.P
+    rows, cols = jnp.tril_indices(P)
+    out = []
+    for layer, ((K, Kt, C, logits, u, B, log_v), J) in enumerate(zip(_layers(cgf, problem, x), sources)):
+        N = problem.widths[layer]
+        omega = jax.nn.softmax(logits + _quadratic(_observed(problem, layer, u, B), J) / N)
+        v = jax.nn.softmax(log_v) if cgf.control else jnp.zeros_like(omega)
+        h = u @ B.T
+        phi, d1, _ = _derivatives(problem.activation, h)
+        mean = _coordinates((phi * omega[:, None]).T @ phi)
+        slope = sym = None
+        if layer > 0:
+            sym = J + J.T
+            r = 2.0 * (phi @ Kt) * d1
+            moved = ((r + h @ sym) * omega[:, None]).T @ u
+            mean = jnp.concatenate([mean, moved[rows, cols]])
+            slope = ((r * v[:, None]).T @ u - moved)[rows, cols]
+        out.append(_Sampled(Kt, B, u, jnp.stack([omega, omega - v], axis=1), mean, slope, sym))
+    return out
+
+
+def _block_hessian(problem: Problem, layer: int, lay: _Sampled, u, weights):
+    """The Hessian in y = (Kt_l, b_l) of the sampled terms (:func:`_sampled_layers`) from a block of points:
+
+        - sum_s c_s Hess q_s - sum_s omega_s Hess e_s - (1/N_l) sum_s omega_s (g_s - g-bar)(g_s - g-bar)^T,
+
+    (Hess of -N LSE + sum v q, c = omega - v), with per-point Gram sums: Hess q_s has no Kt-Kt block, the Kt-b block
+    d^2 q / dKt_ab dB_ij = s_ab (delta_ai phi_b + delta_bi phi_a) phi'_i u_j (s: 1 on the diagonal, sqrt 2 off it),
+    and the b-b block u_j u_l D_ik, D = Hess_h q = 2 Kt * phi' phi'^T + 2 diag((Kt phi) * phi''); Hess e_s has the
+    b-b block (J + J^T)_ik u_j u_l. The first layer has only the Kt-Kt block."""
+    omega, c = weights[:, 0], weights[:, 1]
+    h = u @ lay.B.T
+    phi, d1, d2 = _derivatives(problem.activation, h)
+    g = exact_one_loop._coordinate_features(phi)
+    if layer == 0:
+        g = g - lay.mean
+        return -(g * omega[:, None]).T @ g / problem.widths[layer]
+    P, S = problem.P, u.shape[0]
+    i, j = jnp.tril_indices(P)
+    a, b = jnp.triu_indices(P)
+    kphi = phi @ lay.Kt
+    g = jnp.concatenate([g, (2.0 * kphi * d1 + h @ lay.sym)[:, i] * u[:, j]], axis=1) - lay.mean
+    H = -(g * omega[:, None]).T @ g / problem.widths[layer]
+    F = d1[:, i] * u[:, j]
+    gram = (F * c[:, None]).T @ F
+    T = ((c[:, None] * phi).T @ (d1[:, :, None] * u[:, None, :]).reshape(S, -1)).reshape(P, P, P)  # [b, i, j]
+    R = (((c[:, None] * kphi * d2)[:, :, None] * u[:, None, :]).reshape(S, -1).T @ u).reshape(P, P, P)  # [i, j, l]
+    U = (u * omega[:, None]).T @ u
+    I, Jc = i[:, None], j[:, None]
+    bb = (2.0 * lay.Kt[I, i] * gram + 2.0 * jnp.where(I == i, R[I, Jc, j], 0.0) + lay.sym[I, i] * U[Jc, j])
+    s = jnp.where(a == b, 1.0, jnp.sqrt(2.0)).astype(u.dtype)[:, None]
+    A, Bc = a[:, None], b[:, None]
+    cross = s * (jnp.where(A == i, T[Bc, i, j], 0.0) + jnp.where(Bc == i, T[A, i, j], 0.0))
+    return H - jnp.block([[jnp.zeros((a.shape[0],) * 2, u.dtype), cross], [cross.T, bb]])
+
+
+def _sandwich(M, m: int, left, right):
+    """diag(I_m, left) M diag(I_m, right) for M in 2 x 2 blocks split at m."""
+    return jnp.block([[M[:m, :m], M[:m, m:] @ right], [left @ M[m:, :m], left @ M[m:, m:] @ right]])
+
+
+def second_order(cgf: exact.ExactCGF, problem: Problem, x, sources, G=None):
+    """Hess_x S_J(x) (n x n; ``G`` None) or tr(G Hess_x S_J(x)) with G held fixed, structured (not n passes over
+    the S points). S_J = sum_l [tr(Kt_l K_l) + F_l(Kt_l, b_l(K_{l-1})) - tr(Kt_l K_ref,l(b_l))] + D(K_L), F_l the
+    sampled terms (:func:`_sampled_layers`), b_l the entries of B_l = chol(s_w2 K_{l-1} + s_b2), K_ref,l the control
+    variate's closed-form kernel. With A_l = diag(I, db_l/dK_{l-1}) (:func:`_columns` of b_l, m JVPs of a Cholesky
+    factor),
+
+        Hess_x S_J = [bilinear: I between K_l and Kt_l] + sum_l A_l^T Hess_y F_l A_l
+                     + sum_(l>1) Hess_(Kt_l, K_(l-1)) [sum_ij (dF_l/dB_ij) B_ij - tr(Kt_l K_ref,l)] + Hess D(K_L),
+
+    the first sum over blocks of :data:`exact_one_loop.BLOCK` points (:func:`_block_hessian`; S (2m)^2 operations),
+    the third by 2m Hessian-vector products of O(P^3) functions (dF_l/dB_ij held fixed), D's in closed form
+    (``exact_one_loop.data_hessian``). With G the trace takes tr(G A^T H A) = tr((A G A^T) H) block by block, so a
+    reverse pass through it (the third derivatives of :func:`moments`) holds one block of points at a time."""
+    P, L = problem.P, problem.depth
+    m, n = P * (P + 1) // 2, x.shape[0]
+    total = jnp.zeros((n, n), x.dtype) if G is None else 0.0
+
+    def add(total, idx, M):
+        if G is None:
+            return total.at[jnp.ix_(idx, idx)].add(M)
+        return total + jnp.sum(G[jnp.ix_(idx, idx)] * M)
+
+    if G is None:
+        eye = jnp.eye(m, dtype=x.dtype)
+        for layer in range(L):
+            total = total.at[2 * layer * m:(2 * layer + 1) * m, (2 * layer + 1) * m:(2 * layer + 2) * m].set(eye)
+            total = total.at[(2 * layer + 1) * m:(2 * layer + 2) * m, 2 * layer * m:(2 * layer + 1) * m].set(eye)
+    for layer, lay in enumerate(_sampled_layers(cgf, problem, x, sources)):
+        idx = jnp.arange((2 * layer + 1) * m, (2 * layer + 2) * m)
+        below = jnp.arange(2 * (layer - 1) * m, (2 * layer - 1) * m)
+        if layer > 0:
+            idx = jnp.concatenate([idx, below])
+            Jt = _columns(lambda k: _factor_entries(problem, layer, k), x[below])  # (m, m): db/dK, rows along K
+        if G is None:
+            def step(carry, xs):
+                return carry + _block_hessian(problem, layer, lay, *xs), jnp.zeros(xs[0].shape[0], x.dtype)
+
+            Hy = exact_one_loop._blockwise(step, jnp.zeros((idx.shape[0],) * 2, x.dtype), lay.u, lay.weights)[0]
+            total = add(total, idx, Hy if layer == 0 else _sandwich(Hy, m, Jt, Jt.T))
+        else:
+            Gy = G[jnp.ix_(idx, idx)]
+            Gy = Gy if layer == 0 else _sandwich(Gy, m, Jt.T, Jt)
+
+            @jax.checkpoint
+            def step(carry, xs):
+                return carry + jnp.sum(Gy * _block_hessian(problem, layer, lay, *xs)), jnp.zeros(xs[0].shape[0],
+                                                                                                   x.dtype)
+
+            total = total + exact_one_loop._blockwise(step, jnp.zeros((), x.dtype), lay.u, lay.weights)[0]
+        if layer > 0:
+            reference = cgf.proposals[layer].reference
+
+            def rest(z):
+                Kt = _symmetric(z[:m], P)
+                b = _factor_entries(problem, layer, z[m:])
+                value = jnp.sum(lay.slope * b)
+                if cgf.control:
+                    B = jnp.zeros((P, P), z.dtype).at[jnp.tril_indices(P)].set(b)
+                    value = value - jnp.sum(Kt * exact.reference_kernel(problem, B, reference, P))
+                return value
+
+            total = add(total, idx, _dense_hessian(rest, x[idx]))
+    last = jnp.arange(2 * (L - 1) * m, (2 * L - 1) * m)
+    return add(total, last, exact_one_loop.data_hessian(problem, _symmetric(x[last], P)))
 
 
 class Moments(eqx.Module):
@@ -171,9 +354,10 @@ def moments(cgf: exact.ExactCGF, problem: Problem, conjugates) -> Moments:
     x = jnp.concatenate([c for K, Kt in zip(kernels, conjugates) for c in (_coordinates(K), _coordinates(Kt))])
     sources = (jnp.zeros((problem.d, problem.d), x.dtype),) + tuple(
         jnp.zeros((problem.P, problem.P), x.dtype) for _ in range(problem.depth - 1))
-    G = jnp.linalg.inv(hessian(cgf, problem, x, sources))
+    H = second_order(cgf, problem, x, sources)
+    G = jnp.linalg.inv(0.5 * (H + H.T))
     G = jax.lax.stop_gradient(0.5 * (G + G.T))
-    t, tau = jax.grad(lambda y, J: jnp.sum(G * hessian(cgf, problem, y, J)), argnums=(0, 1))(x, sources)
+    t, tau = jax.grad(lambda y, J: second_order(cgf, problem, y, J, G), argnums=(0, 1))(x, sources)
     shift = G @ t
     second, along = jax.jvp(lambda y: averages(cgf, problem, y), (x,), (shift,))
     P, m = problem.P, problem.P * (problem.P + 1) // 2
@@ -197,7 +381,7 @@ def _test_chain(problem: Problem, layers, X_test, columns, noise):
     (P*, P + 1) added to (rows, diag), or None."""
     out = []
     h_star = layers[0][4] @ exact.layer_factor(problem, None, 0, X_test).T
-    for layer, (_, _, _, logits, u, B) in enumerate(layers):
+    for layer, (_, _, _, logits, u, B, _) in enumerate(layers):
         omega, phi, phi_star = jax.nn.softmax(logits), problem.activation(u @ B.T), problem.activation(h_star)
         rows, diag = (phi_star * omega[:, None]).T @ phi, omega @ phi_star**2
         if noise is not None:
@@ -303,11 +487,17 @@ def mean(theory, fn, value, problem: Problem):
     """``Adaptive.mean`` for ``measure="exact", loops=1`` on a deep net: (E[fn], None) for the observables
     ``summarize`` and ``predict`` take means of -- the GP prediction (mean output and predictive variance at one
     loop, :func:`output_moments`, added to the saddle's; the kernel c E[K_L]), the layer kernels (E[K_l]) and the
-    input covariances (E[w w^T] of the first layer) -- at the saddle ``value`` (one :func:`moments`, shared)."""
+    input covariances (E[w w^T] of the first layer) -- at the saddle ``value`` (one :func:`moments`, shared). The
+    prediction is refused above :data:`OUTPUT_MAX_P` training points (a ValueError naming ``loops`` and P)."""
     from adaptive_kernels.prediction import _gp_prediction
 
-    cgf, out = exact_one_loop.shared_per_solution(_LAST, theory, problem, value, moments)
     func = getattr(fn, "func", None)
+    if func is _gp_prediction and problem.P > OUTPUT_MAX_P:
+        raise ValueError(f"loops: the one-loop mean output of the deep exact measure takes n = 2 L P(P+1)/2 "
+                         f"second-order passes of the test chain over the sampled points; P = {problem.P} > "
+                         f"{OUTPUT_MAX_P} is refused (loops=0 for the prediction; the layer kernels and input "
+                         f"covariances at one loop go to P = {MAX_P})")
+    cgf, out = exact_one_loop.shared_per_solution(_LAST, theory, problem, value, moments)
     if func is type(theory).layer_kernels:
         return out.kernels, None
     if func is type(theory).input_covariances:

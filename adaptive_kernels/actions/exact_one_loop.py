@@ -162,14 +162,15 @@ def _quadratic(phi, V):
 
 def _blockwise(step, init, phi, weights):
     """``lax.scan`` of ``step(carry, (phi_b, weights_b))`` over blocks of :data:`BLOCK` sampled points (zero-weight
-    padding), so that the (block, m) coordinate features are all that is held of the S x m ones; returns the final
-    carry and the per-point outputs (S,)."""
+    padding; ``weights`` (S,) or (S, k)), so that the (block, m) coordinate features are all that is held of the S x m
+    ones; returns the final carry and the per-point outputs (S,). Also ``deep_exact_one_loop``'s structured sums."""
     S = phi.shape[0]
     block = min(BLOCK, S)
     count = -(-S // block)
     pad = count * block - S
+    padding = ((0, pad),) + ((0, 0),) * (weights.ndim - 1)
     blocks = (jnp.pad(phi, ((0, pad), (0, 0))).reshape(count, block, -1),
-              jnp.pad(weights, (0, pad)).reshape(count, block))
+              jnp.pad(weights, padding).reshape((count, block) + weights.shape[1:]))
     carry, out = jax.lax.scan(step, init, blocks)
     return carry, out.reshape(-1)[:S]
 
