@@ -165,29 +165,32 @@ def trace_branches(args):
 def report_trace(saved, args):
     """Print the folds and the action crossings (``phases.arc_crossings``) of the traced branches; write the table
     (the points and the folds of every branch, with the action gap to the Fourier branch's minima interpolated at
-    the same P) and the figure (gap and held-out accuracy against P)."""
+    the same P, on the range of the branch ``--reference``) and the figure (gap, held-out accuracy and
+    concentration against P)."""
     arcs = {name: phases.Arc("P", tuple(b["points"]), tuple(b["folds"]), b["reason"], phases.tempered_count)
             for name, b in saved.items() if b["points"]}
     crossings = phases.arc_crossings(*arcs.values())
     for name, arc in arcs.items():
+        turns = [(round(a.parameter, 5), round(b.parameter, 5), round(b.action, 4))
+                 for a, b in zip(arc.points, arc.points[1:]) if np.sign(a.slope) != np.sign(b.slope)]
         print(f"{name}: {len(arc.points)} points, P {min(p.parameter for p in arc.points):.3f} .. "
               f"{max(p.parameter for p in arc.points):.3f}, stopped ({arc.reason}); folds "
-              f"{[(round(f.parameter, 4), round(f.action, 4), f.refined) for f in arc.folds]}")
+              f"{[(round(f.parameter, 4), round(f.action, 4), f.refined) for f in arc.folds]}; turning points "
+              f"between (P, P, action) {turns}")
     names = list(arcs)
     for c in crossings:
         (ia, pa), (ib, pb) = c["runs"]
         print(f"crossing at P = {c['parameter']:.4f} (action {c['action']:.4f}) between {names[ia]} (run from "
               f"P = {pa:.3f}) and {names[ib]} (run from P = {pb:.3f}); slopes {c['slopes']}")
     table = pd.DataFrame([r for b in saved.values() for r in b["rows"]])
-    reference = [p for name, arc in arcs.items() if name.startswith("fourier") for p in arc.points
-                 if p.kind == "minimum"]
+    reference = [p for p in arcs[args.reference].points if p.kind == "minimum"] if args.reference in arcs else []
     if reference:
         reference.sort(key=lambda p: p.parameter)
         x = np.array([p.parameter for p in reference])
         keep = np.concatenate([[True], np.diff(x) > 1e-9])
         S = np.array([p.action for p in reference])[keep]
         inside = (table["P"] >= x[keep][0]) & (table["P"] <= x[keep][-1])
-        table["gap_to_fourier"] = np.where(inside, table["action"] - np.interp(table["P"], x[keep], S), np.nan)
+        table["gap"] = np.where(inside, table["action"] - np.interp(table["P"], x[keep], S), np.nan)
     if args.out:
         table.to_csv(args.out, index=False)
     if args.plot:
@@ -203,7 +206,7 @@ def plot_trace(table, crossings, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    columns = [("gap_to_fourier", "S - S(Fourier branch minima)"), ("accuracy", "held-out accuracy"),
+    columns = [("gap", "S - S(reference branch's minima)"), ("accuracy", "held-out accuracy"),
                ("mean_concentration", "mean Fourier concentration")]
     for i, (name, group) in enumerate(table.groupby("branch", sort=False)):
         points, folds = group[group["row"] == "point"], group[group["row"] == "fold"]
@@ -327,6 +330,8 @@ def main(argv=None):
                         "first corrector failed at every step: a whole pair enters per 0.1 of mu, moving the state ~1)")
     parser.add_argument("--steps", type=int, default=300, help="--trace: most points per branch")
     parser.add_argument("--save", default=None, help="--trace: pickle of the traced points (resumed if present)")
+    parser.add_argument("--reference", default="fourier from P=40 down",
+                        help="--trace/--report: the branch whose minima's action the gap column subtracts")
     parser.add_argument("--report", nargs="+", help="report the branches of these --save pickles, trace nothing")
     args = parser.parse_args(argv)
     if args.report:
