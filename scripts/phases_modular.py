@@ -184,13 +184,16 @@ def report_trace(saved, args):
               f"P = {pa:.3f}) and {names[ib]} (run from P = {pb:.3f}); slopes {c['slopes']}")
     table = pd.DataFrame([r for b in saved.values() for r in b["rows"]])
     reference = [p for p in arcs[args.reference].points if p.kind == "minimum"] if args.reference in arcs else []
-    if reference:
-        reference.sort(key=lambda p: p.parameter)
-        x = np.array([p.parameter for p in reference])
-        keep = np.concatenate([[True], np.diff(x) > 1e-9])
-        S = np.array([p.action for p in reference])[keep]
-        inside = (table["P"] >= x[keep][0]) & (table["P"] <= x[keep][-1])
-        table["gap"] = np.where(inside, table["action"] - np.interp(table["P"], x[keep], S), np.nan)
+    if reference:  # cubic Hermite in the traced coordinate through the actions and their exact slopes
+        from scipy.interpolate import CubicHermiteSpline
+
+        reference.sort(key=lambda p: p.coordinate)
+        x = np.array([p.coordinate for p in reference])
+        keep = np.concatenate([[True], np.diff(x) > 1e-12])
+        spline = CubicHermiteSpline(x[keep], np.array([p.action for p in reference])[keep],
+                                    np.array([p.daction for p in reference])[keep])
+        inside = (table["coordinate"] >= x[0]) & (table["coordinate"] <= x[-1])
+        table["gap"] = np.where(inside, table["action"] - spline(table["coordinate"].clip(x[0], x[-1])), np.nan)
     if args.out:
         table.to_csv(args.out, index=False)
     if args.plot:
@@ -215,7 +218,7 @@ def plot_trace(table, crossings, path):
                 continue
             for kind, style in (("minimum", "-"), ("saddle", ":")):
                 part = points.where(points["kind"] == kind)
-                ax.plot(part["P"], part[column], style, color=f"C{i}", label=f"{name} ({kind})")
+                ax.plot(part["P"], part[column], style, marker=".", ms=3, color=f"C{i}", label=f"{name} ({kind})")
             ax.plot(folds["P"], folds[column], "x", color=f"C{i}")
             ax.set(xlabel="P (continuous, tempered likelihood)", ylabel=label)
     for c in crossings:
