@@ -16,6 +16,19 @@ give).
         --plot docs/phases_modular_p7.png
     python scripts/phases_modular.py --points docs/phases_modular_p7.csv --plot docs/phases_modular_p7.png  # re-plot
 
+``--trace START:P:up|down ...``: instead of fixed-P solves, pseudo-arclength continuation in a continuous P
+(``phases.arclength(..., "P", at=P)``: the tempered likelihood over the first ``--high`` pairs) of the minimum that
+START (``prior`` or ``fourier``) reaches at integer P, followed up or down; per point the action (the P-point
+action at integer P), the Hessian's inertia, the held-out accuracy of the tempered posterior on the pairs of weight
+0 and the Fourier concentrations; every point is pickled to ``--save`` as it is accepted (``arclength``'s
+``callback``) and a rerun resumes from each branch's last point. ``--report`` prints the folds, turning points
+and action crossings (``phases.arc_crossings``) of saved traces and writes the table and figure (action gap to the
+``--reference`` branch, accuracy and concentration against P).
+
+    python scripts/phases_modular.py --p 7 --N 20 --kappa2 0.01 --step 0.2 --trace fourier:36:up --save F.pkl
+    python scripts/phases_modular.py --report F.pkl G.pkl --out docs/phases_modular_p7_trace.csv \
+        --plot docs/phases_modular_p7_trace.png
+
 ``--hmc``: instead of the theory, HMC of the finite network (``sampling.HMC``: hidden weights sampled, the p readout
 columns integrated out) at each P, chains from the prior and from a Fourier-aligned start (neuron i's weights on
 frequency 1 + i mod (p-1)/2): held-out accuracy of the posterior mean output, split R-hat of the train MSE, and
