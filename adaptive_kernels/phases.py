@@ -840,7 +840,7 @@ def _arc_functions(theory, problem_at: Callable, value0: float, scale: float, li
 def trace_arclength(theory, problem_at: Callable, value0: float, init, *, step: float = 0.05, steps: int = 200,
                     bounds: tuple[float | None, float | None] = (None, None), direction: int = 1,
                     scale: float | None = None, tol: float = 1e-9, solver=None, label: str = "parameter",
-                    turn: float = 0.9) -> Arc:
+                    turn: float = 0.9, callback: Callable[[ArcPoint], None] | None = None) -> Arc:
     """Pseudo-arclength continuation (Keller) of a branch of stationary points of S(u; lambda) through folds.
 
     ``problem_at(lambda)`` gives the problem (the theory's args) at a parameter value and must be traceable in
@@ -858,6 +858,8 @@ def trace_arclength(theory, problem_at: Callable, value0: float, init, *, step: 
     (Moore & Spence) G(u, mu) = 0, H(u, mu) phi = 0, c.phi = 1 (c: the tangent's u part at the point nearer the
     fold, phi starting there), whose solution is the saddle-node itself: the fold is *located* (to the Newton
     tolerance), not bracketed. A refinement that does not converge reports the nearer point (refined False).
+
+    ``callback``: called with every point as it is accepted (to log or checkpoint a long trace).
 
     Returns an :class:`Arc` (points with the Hessian's inertia: minima, then a saddle branch between two folds...).
     """
@@ -909,6 +911,8 @@ def trace_arclength(theory, problem_at: Callable, value0: float, init, *, step: 
     _, _, H, g_mu = system(z[:-1], z[-1])
     t = tangent(H, g_mu, jnp.zeros_like(z).at[-1].set(direction))
     points, ts, zs = [point(z, t)], [t], [z]
+    callback = callback or (lambda p: None)
+    callback(points[0])
     ds, reason = step, "steps"
     while len(points) <= steps:
         z_pred = z + ds * t
@@ -926,6 +930,7 @@ def trace_arclength(theory, problem_at: Callable, value0: float, init, *, step: 
             continue
         t, z = t_new, z_new
         points.append(point(z, t))
+        callback(points[-1])
         ts.append(t)
         zs.append(z)
         lam = points[-1].parameter
@@ -1010,13 +1015,17 @@ def tempered_subset(problem: Problem, lam) -> Problem:
     return with_weights(problem, tempered_weights(problem.P, lam, problem.X.dtype))
 
 
+def _reparametrised_point(p: ArcPoint, parameter: Callable, offset: Callable, doffset: Callable) -> ArcPoint:
+    """A point traced in a coordinate lambda reported as :func:`_reparametrised` does."""
+    return dataclasses.replace(p, parameter=parameter(p.parameter), coordinate=p.parameter,
+                               action=p.action - offset(p.parameter), daction=p.daction - doffset(p.parameter))
+
+
 def _reparametrised(arc: Arc, parameter: Callable, offset: Callable, doffset: Callable) -> Arc:
     """``arc`` traced in a coordinate lambda, reported in ``parameter(lambda)`` (each point's ``coordinate`` keeps
     lambda; folds and ``daction`` = dS/d lambda stay in lambda), with ``offset(lambda)`` -- a constant of the action
     free of the order parameters -- subtracted from every action (``doffset`` its derivative)."""
-    points = tuple(dataclasses.replace(p, parameter=parameter(p.parameter), coordinate=p.parameter,
-                                       action=p.action - offset(p.parameter),
-                                       daction=p.daction - doffset(p.parameter)) for p in arc.points)
+    points = tuple(_reparametrised_point(p, parameter, offset, doffset) for p in arc.points)
     folds = tuple(dataclasses.replace(f, parameter=parameter(f.parameter), coordinate=f.parameter,
                                       action=f.action - offset(f.parameter)) for f in arc.folds)
     return dataclasses.replace(arc, points=points, folds=folds, to_parameter=parameter)
@@ -1025,7 +1034,7 @@ def _reparametrised(arc: Arc, parameter: Callable, offset: Callable, doffset: Ca
 def arclength(arch, data, kappa2, parameter: str, theory="adaptive", *, init=None, start: str = "prior",
               ratios=(30.0,), step: float = 0.05, steps: int = 200, bounds=(None, None), direction: int = 1,
               scale: float | None = None, tol: float = 1e-9, solver=None, at: float | None = None,
-              **theory_options) -> Arc:
+              callback: Callable[[ArcPoint], None] | None = None, **theory_options) -> Arc:
     """Follow a branch of stationary points through its folds by pseudo-arclength continuation
     (:func:`trace_arclength`) in a continuous parameter of the problem.
 
@@ -1038,8 +1047,8 @@ def arclength(arch, data, kappa2, parameter: str, theory="adaptive", *, init=Non
             are the P-point action's at integer P (the constant (m/2)(n - P) log kappa2 removed).
         init: order parameters to start from; default the start ``start`` of :func:`default_starts` (``"prior"``
             or ``"aligned x<r>"`` for r in ``ratios``).
-        step, steps, bounds, direction, scale, tol, solver: see :func:`trace_arclength` (``bounds``: stop once the
-            parameter leaves (lower, upper)).
+        step, steps, bounds, direction, scale, tol, solver, callback: see :func:`trace_arclength` (``bounds``: stop
+            once the parameter leaves (lower, upper); ``callback`` gets each point as reported, in P for ``"P"``).
 
     Returns:
         an :class:`Arc`: ``folds`` (each located where the Hessian is singular), ``window()``, ``table()``.
@@ -1072,13 +1081,15 @@ def arclength(arch, data, kappa2, parameter: str, theory="adaptive", *, init=Non
         if start not in starts:
             raise ValueError(f"start must be one of {', '.join(starts)}, got {start!r}")
         init = starts[start]
+    report = ()
+    if parameter == "P":
+        half_log = 0.5 * problem.outputs * math.log(float(problem.kappa2))
+        report = (tempered_count, lambda lam: half_log * (n - tempered_count(lam)),
+                  lambda lam: -half_log * _tempered_count_slope(lam))
+    each = callback and (lambda p: callback(_reparametrised_point(p, *report) if report else p))
     arc = trace_arclength(theory, problem_at, value0, init, step=step, steps=steps, bounds=bounds,
-                          direction=direction, scale=scale, tol=tol, solver=solver, label=parameter)
-    if parameter != "P":
-        return arc
-    half_log = 0.5 * problem.outputs * math.log(float(problem.kappa2))
-    return _reparametrised(arc, tempered_count, lambda lam: half_log * (n - tempered_count(lam)),
-                           lambda lam: -half_log * _tempered_count_slope(lam))
+                          direction=direction, scale=scale, tol=tol, solver=solver, label=parameter, callback=each)
+    return _reparametrised(arc, *report) if report else arc
 
 
 def _coordinate(point: ArcPoint) -> float:

@@ -85,8 +85,12 @@ RECIPE = TeacherData("cubic", d=2, P_test=20, eps=3.0)
 def test_fold_in_P_is_where_the_independent_tempered_action_loses_a_minimum():
     point = Sweep(grid(theory="adaptive", activation="erf", P=17, width=3, gamma=2.0, kappa2=[0.01]), RECIPE).points[0]
     regime = build_regime(point, RECIPE)
+    seen = []
     arc = phases.arclength(regime.arch, regime.data, 0.01, "P", start="prior", at=17, bounds=(15, 17),
-                           direction=-1, step=0.05, steps=12, scale=1.0, solver=ak.Newton())
+                           direction=-1, step=0.05, steps=12, scale=1.0, solver=ak.Newton(), callback=seen.append)
+    # the callback got every point as it was accepted, already reported in P (with the constant removed)
+    assert [(p.parameter, p.coordinate, p.action) for p in seen] == [(p.parameter, p.coordinate, p.action)
+                                                                      for p in arc.points]
     (fold,) = arc.folds
     assert fold.refined and abs(fold.eigenvalue) < 1e-6 and 16 < fold.parameter < 17
     kinds = [p.kind for p in arc.points]
