@@ -48,7 +48,7 @@ def has_bias(problem: Problem) -> bool:
 
 def _exact_loop(problem: Problem):
     """The module of the one loop around the exact measure: ``actions.exact_one_loop`` (two-layer nets, closed-form
-    blocks) or ``actions.deep_exact_one_loop`` (deeper FCNs, small P)."""
+    blocks) or ``actions.deep_exact_one_loop`` (deeper FCNs, P <= its ``MAX_P`` = 64)."""
     return deep_exact_one_loop if problem.depth > 1 else exact_one_loop
 
 
@@ -252,7 +252,8 @@ class Adaptive(AbstractLoopTheory):
             form ``"kernel"``: deep nets of any activation, the one loop of the Gaussian-equivalent chain of
             Wisharts with N_l > P + 1, the test points' own fluctuations included, ``actions.test_points``;
             ``measure="exact"``: FCNs, the saddle's observables corrected, ``actions.exact_one_loop`` for two-layer
-            nets, ``actions.deep_exact_one_loop`` for deeper ones with P <= its ``MAX_P``, mean output included).
+            nets, ``actions.deep_exact_one_loop`` for deeper ones with P <= its ``MAX_P`` (64), the mean output with
+            P <= its ``OUTPUT_MAX_P`` (24)).
     """
 
     name: ClassVar[str] = "adaptive"
