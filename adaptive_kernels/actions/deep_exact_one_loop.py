@@ -46,7 +46,10 @@ in C are too noisy, |grad S| at the saddle 15% of |Kt_1| at S = 3000 and still 2
 Mean output (:func:`output_moments`; ``Adaptive(measure="exact", loops=1)``'s prediction, :func:`mean`): given x the
 test inputs' kernel rows are exactly means of N_l iid draws from the tilted measures (their conjugates integrated
 out), so E[f] = E_x[E[f | x]], the outer average this module's one loop (same G, G t), the inner one over the rows' own
-O(1/N_l) fluctuations (as ``actions.test_points`` does for the Gaussian kernel form).
+O(1/N_l) fluctuations (as ``actions.test_points`` does for the Gaussian kernel form). For two hidden layers the
+traces tr(G Hess f) come from the G-covariances of a few intermediates (:func:`_structured_outputs`: the last
+layer's shared coordinates theta = (Kt_2, chol(C_2), c A y) and each test input's conditioning xi = (b, beta)), not
+from n directional derivatives of the test chain (:func:`output_passes`, other depths); the two agree to 1e-10.
 
 Checks (tests/test_deep_exact_one_loop.py): a deep linear net, where the exact measure is Gaussian, against the
 input-space one loop of the weight form (``Adaptive(form="weight", loops=1)``, Wishart exponents: another
@@ -60,8 +63,10 @@ pass), 2m Hessian-vector products of O(P^3) functions, O(n^3) for the inverse, O
 (the process, solve included); P = 12, S = 4000: Hessian 0.1 s and reverse pass 0.1 s after compilation, where the
 former dense autodiff (n Hessian-vector products over the S points and a reverse pass through them) took 3.4 s and
 37 s (load ~4; P = 20: 158 s in all at load ~11).
-P <= :data:`MAX_P`. The mean output adds n second-order passes of the test chain over the S points and P* test inputs
-(P* = 500, P = 20: ~1000 s wall at load ~8), so it stays at P <= :data:`OUTPUT_MAX_P`.
+P <= :data:`MAX_P`. The mean output of two hidden layers: O(P* P n_b (m + S) + S P* P^3) in GEMMs over batches of test
+inputs (P = 20, S = 4000, 500 test inputs: the whole one loop 62 s against ~1100 s with n passes); other depths take
+n second-order passes of the test chain over the S points and P* test inputs (P = 20: ~1000 s wall at load ~8), so
+they stay at P <= :data:`OUTPUT_MAX_P`.
 """
 
 from __future__ import annotations
