@@ -64,7 +64,8 @@ pass), 2m Hessian-vector products of O(P^3) functions, O(n^3) for the inverse, O
 former dense autodiff (n Hessian-vector products over the S points and a reverse pass through them) took 3.4 s and
 37 s (load ~4; P = 20: 158 s in all at load ~11).
 P <= :data:`MAX_P`. The mean output of two hidden layers: O(P* P n_b (m + S) + S P* P^3) in GEMMs over batches of test
-inputs (P = 20, S = 4000, 500 test inputs: the whole one loop 62 s against ~1100 s with n passes); other depths take
+inputs (P = 20, S = 4000, 500 test inputs: the whole one loop 62 s against ~1100 s with n passes; P = 60,
+S = 2·10^4: ~15 min per key with `moments`, compilation included, at load ~3.5, 8.7 GB peak); other depths take
 n second-order passes of the test chain over the S points and P* test inputs (P = 20: ~1000 s wall at load ~8), so
 they stay at P <= :data:`OUTPUT_MAX_P`.
 """
