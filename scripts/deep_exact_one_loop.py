@@ -10,6 +10,7 @@ both layers' kernel ratios along y; one solve per key, summarised at the saddle 
 import argparse
 import json
 import pathlib
+import resource
 import time
 
 import jax
@@ -42,8 +43,7 @@ def main(argv=None):
                         "(where the saddle's joint prediction is not finite at small S)")
     parser.add_argument("--moments", action="store_true", help="only the one-loop moments (deep_exact_one_loop."
                         "moments: ratio w* of E[w w^T], kernel ratios of E[K_l], the last pre-activation ratio of "
-                        "E[h h^T]), no mean output (its n second-order passes over S x P* test rows are out of reach "
-                        "beyond P = 24)")
+                        "E[h h^T]), no mean output")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     data = teacher_dataset(jax.random.PRNGKey(0), args.P, 15, "cubic", P_test=500)
@@ -87,7 +87,8 @@ def main(argv=None):
             loop = ak.summarize(exact_one_loop.with_loops(sol, 1), arch, data, KAPPA2)
         loops.append(loop)
         print(f"seed {seed} ({sol.message}; solve {solved - start:.0f} s, "
-              f"one loop {time.perf_counter() - solved:.0f} s)"
+              f"one loop {time.perf_counter() - solved:.0f} s, peak "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GB)"
               f"\n  {_line('saddle', saddle)}\n  {_line('one loop', loop)}", flush=True)
     if len(loops) > 1:
         for key in ("learnability",):

@@ -93,11 +93,39 @@ def test_deep_linear_net_reproduces_the_input_space_one_loop():
     assert abs(moved[0] - moved[1]) < 0.25 * abs(moved[1]), moved
     # the mean output at the 10 test inputs (outside the training inputs' span: d > P): the one loop's shift of the
     # exact measure (order parameters and the test rows' own fluctuations) against the weight form's
-    shift = np.asarray(deep_exact_one_loop.output_moments(cgf, problem, out, jnp.asarray(data.X_test)).mean_test)
+    outputs = deep_exact_one_loop.output_moments(cgf, problem, out, jnp.asarray(data.X_test))
+    shift = np.asarray(outputs.mean_test)
+    _same_outputs(outputs, deep_exact_one_loop.output_passes(cgf, problem, out, jnp.asarray(data.X_test)))
     effect = np.array(stored["one_loop_mean_test"]) - np.array(stored["saddle_mean_test"])  # 2e-4 to 2.4e-3
     slope = shift @ effect / (effect @ effect)
     assert 0.6 < slope < 1.2, slope
     assert np.linalg.norm(shift - slope * effect) < np.linalg.norm(effect), (shift, effect)
+
+
+def _same_outputs(structured, passes):
+    """Two hidden layers' structured one-loop output shifts (covariances of a few intermediates) equal the generic
+    ones (n second-order directional derivatives of the test chain): the same terms, summed in another order."""
+    for a, b in zip((structured.mean_train, structured.mean_test, structured.var_test),
+                    (passes.mean_train, passes.mean_test, passes.var_test)):
+        assert float(jnp.max(jnp.abs(b))) > 1e-6
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.slow
+def test_structured_output_shifts_of_an_erf_net():
+    """Deep erf net (2 hidden layers, d = 6, P = 5, N = 80, 8 test inputs, 2000 prior draws at the Gaussian
+    conjugates): the structured mean output and predictive variance shifts (``output_moments``) against the
+    directional-derivative ones (``output_passes``), where the activation's second derivatives (absent in the linear
+    test) enter every term."""
+    data = teacher_dataset(jax.random.PRNGKey(2), 5, 6, "cubic", P_test=8)
+    arch = ak.FCN(6, (80, 80), "erf", gamma=1.0)
+    problem = make_problem(arch, data, KAPPA2)
+    conjugates = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate")).value
+    cgf = _measure(problem, conjugates, 2000, False)
+    out = deep_exact_one_loop.moments(cgf, problem, conjugates)
+    X_test = jnp.asarray(data.X_test)
+    _same_outputs(deep_exact_one_loop.output_moments(cgf, problem, out, X_test),
+                  deep_exact_one_loop.output_passes(cgf, problem, out, X_test))
 
 
 @pytest.mark.slow
@@ -119,10 +147,11 @@ def test_depth_one_reduces_to_the_two_layer_exact_one_loop():
 
 
 def test_check_refuses_what_is_not_built():
-    """Clear errors naming ``loops`` and P: too many points, for the moments and (fewer) for the mean output."""
-    for P in (deep_exact_one_loop.MAX_P + 1, deep_exact_one_loop.OUTPUT_MAX_P + 1):
+    """Clear errors naming ``loops`` and P: too many points, for the moments and (fewer) for the mean output of nets
+    other than two hidden layers."""
+    for P, widths in ((deep_exact_one_loop.MAX_P + 1, (10, 10)), (deep_exact_one_loop.OUTPUT_MAX_P + 1, (10,) * 3)):
         data = teacher_dataset(jax.random.PRNGKey(0), P, 4, "cubic", P_test=2)
-        problem = make_problem(ak.FCN(4, (10, 10), "erf"), data, KAPPA2)
+        problem = make_problem(ak.FCN(4, widths, "erf"), data, KAPPA2)
         with pytest.raises(ValueError, match=f"loops.*P = {P}"):
             if P > deep_exact_one_loop.MAX_P:
                 deep_exact_one_loop.check(problem)

@@ -46,7 +46,10 @@ in C are too noisy, |grad S| at the saddle 15% of |Kt_1| at S = 3000 and still 2
 Mean output (:func:`output_moments`; ``Adaptive(measure="exact", loops=1)``'s prediction, :func:`mean`): given x the
 test inputs' kernel rows are exactly means of N_l iid draws from the tilted measures (their conjugates integrated
 out), so E[f] = E_x[E[f | x]], the outer average this module's one loop (same G, G t), the inner one over the rows' own
-O(1/N_l) fluctuations (as ``actions.test_points`` does for the Gaussian kernel form).
+O(1/N_l) fluctuations (as ``actions.test_points`` does for the Gaussian kernel form). For two hidden layers the
+traces tr(G Hess f) come from the G-covariances of a few intermediates (:func:`_structured_outputs`: the last
+layer's shared coordinates theta = (Kt_2, chol(C_2), c A y) and each test input's conditioning xi = (b, beta)), not
+from n directional derivatives of the test chain (:func:`output_passes`, other depths); the two agree to 1e-10.
 
 Checks (tests/test_deep_exact_one_loop.py): a deep linear net, where the exact measure is Gaussian, against the
 input-space one loop of the weight form (``Adaptive(form="weight", loops=1)``, Wishart exponents: another
@@ -60,8 +63,11 @@ pass), 2m Hessian-vector products of O(P^3) functions, O(n^3) for the inverse, O
 (the process, solve included); P = 12, S = 4000: Hessian 0.1 s and reverse pass 0.1 s after compilation, where the
 former dense autodiff (n Hessian-vector products over the S points and a reverse pass through them) took 3.4 s and
 37 s (load ~4; P = 20: 158 s in all at load ~11).
-P <= :data:`MAX_P`. The mean output adds n second-order passes of the test chain over the S points and P* test inputs
-(P* = 500, P = 20: ~1000 s wall at load ~8), so it stays at P <= :data:`OUTPUT_MAX_P`.
+P <= :data:`MAX_P`. The mean output of two hidden layers: O(P* P n_b (m + S) + S P* P^3) in GEMMs over batches of test
+inputs (P = 20, S = 4000, 500 test inputs: the whole one loop 62 s against ~1100 s with n passes; P = 60,
+S = 2·10^4: ~15 min per key with `moments`, compilation included, at load ~3.5, 8.7 GB peak); other depths take
+n second-order passes of the test chain over the S points and P* test inputs (P = 20: ~1000 s wall at load ~8), so
+they stay at P <= :data:`OUTPUT_MAX_P`.
 """
 
 from __future__ import annotations
@@ -79,8 +85,9 @@ MAX_P = 64
 inverse; P = 60, L = 2, S = 2·10^4: n = 7320, 2-7 min, 3.4 GB; time grows as S P^4 and n^3, memory as n^2)."""
 
 OUTPUT_MAX_P = 24
-"""Largest number of training points of the mean output (:func:`output_moments`: n second-order passes of the test
-chain over the S points and the test inputs; P = 20, L = 2, S = 4000, 500 test inputs: ~1000 s)."""
+"""Largest number of training points of the mean output at depths other than 2 (:func:`output_passes`: n
+second-order passes of the test chain over the S points and the test inputs; P = 20, L = 2, S = 4000, 500 test
+inputs: ~1000 s). Two hidden layers take :func:`_structured_outputs`, to :data:`MAX_P`."""
 
 CHUNK = 8
 """Jacobian-vector products evaluated together (vmapped) in :func:`_columns`."""
@@ -452,8 +459,20 @@ def output_moments(cgf: exact.ExactCGF, problem: Problem, expansion: Moments, X_
     G = sum_j lam_j v_j v_j^T the inverse Hessian of S and G t the expansion's shift (:func:`moments`, the same
     one-loop formula E[O] = O* + (1/2) tr(G Hess O) - (1/2) grad O . G t), u_k the rows' noise directions
     (:func:`_noise_directions`; the outer average is over x, the inner over the rows' own fluctuations, as in
-    ``actions.test_points``). n second-order directional derivatives of the test chain (forward over forward,
-    :data:`OUTPUT_CHUNK` at a time), then 2 L (P + 1) more for the noise."""
+    ``actions.test_points``). Two hidden layers: :func:`_structured_outputs` (the same terms, exact, from the
+    covariances of a few intermediates; P <= :data:`MAX_P`); other depths: :func:`output_passes` (P <=
+    :data:`OUTPUT_MAX_P`)."""
+    if problem.depth == 2:
+        return _structured_outputs(cgf, problem, expansion, X_test)
+    return output_passes(cgf, problem, expansion, X_test)
+
+
+@eqx.filter_jit
+def output_passes(cgf: exact.ExactCGF, problem: Problem, expansion: Moments, X_test) -> Outputs:
+    """:func:`output_moments` at any depth by directional derivatives: n second-order directional derivatives of
+    the test chain along the eigenvectors of G (forward over forward, :data:`OUTPUT_CHUNK` at a time), then
+    2 L (P + 1) more along the noise directions (each a pass over S x P*: P = 20, S = 4000, 500 test inputs,
+    ~1000 s). The reference :func:`_structured_outputs` is checked against (tests/test_deep_exact_one_loop.py)."""
     x, P_star = expansion.point, X_test.shape[0]
     columns = (None,) + tuple(deep.extended_draws(z, problem.P, problem.P + P_star, layer)[:, problem.P:]
                               for layer, z in enumerate(cgf.draws) if layer > 0)
@@ -477,6 +496,201 @@ def output_moments(cgf: exact.ExactCGF, problem: Problem, expansion: Moments, X_
                    in_x(x))
 
 
+TEST_BLOCK = 25
+"""Test inputs per batch of :func:`_structured_outputs` (each holds a few S x (P + 1) arrays per input)."""
+
+
+def _trace(fn, y, G):
+    """tr(G Hess fn(y)) = sum_j lam_j d^2 fn[v_j, v_j] over the eigenvectors v_j of the symmetric G (forward over
+    forward, :data:`CHUNK` at a time): for the small maps of :func:`_structured_outputs` (a Cholesky factor, the
+    readout), whose arguments are one block of x."""
+    lam, V = jnp.linalg.eigh(G)
+    return jnp.tensordot(lam, test_points.directional_derivatives(fn, y, V.T, CHUNK)[1], 1)
+
+
+def _readout(problem: Problem, k):
+    """alpha = c (c K_L + kappa2)^-1 y as a function of the coordinates k of K_L."""
+    A = exact_one_loop.readout_precision(problem, _symmetric(k, problem.P))
+    return problem.readout_scale * A @ problem.y
+
+
+def _shared(problem: Problem, x):
+    """theta = (Kt_2 coordinates, b = entries of B_2 = chol(s_w2 K_1 + s_b2), alpha = c A y): what the last layer's
+    sampled points and the readout depend on (n_b = 2 m + P)."""
+    m = problem.P * (problem.P + 1) // 2
+    return jnp.concatenate([x[3 * m:4 * m], _factor_entries(problem, 1, x[:m]), _readout(problem, x[2 * m:3 * m])])
+
+
+def _structured_outputs(cgf: exact.ExactCGF, problem: Problem, expansion: Moments, X_test) -> Outputs:
+    """:func:`output_moments` for two hidden layers: the same terms as :func:`output_passes`, exactly, without a
+    pass over the S x P* test rows per direction. Write G-covariances Cov(a, b) = grad a . G grad b and traces
+    tau(a) = tr(G Hess a) (the noise of the rows adds to both, below). The outputs depend on x only through
+
+      - theta = (Kt_2 coordinates, the entries b of B_2 = chol(s_w2 K_1 + s_b2), alpha = c A y) (:func:`_shared`,
+        n_b = 2 m + P): Cov(theta) = J G J^T, J by n JVPs of O(P^3) maps; tau(theta) by m directions of K_1, K_2;
+      - per test input t, xi_t = (b_t, beta_t): h*_st = u_s . b_t + beta_t z_st, b_t = B_2^-1 (s_w2 R_t + s_b2),
+        beta_t^2 = s_w2 d_t + s_b2 - |b_t|^2, from the first layer's rows r_t = (R_t, d_t) = sum_s omega_s o_st
+        (o_st = psi_st (phi_s, psi_st)), whose logits are linear in Kt_1: d omega_s = omega_s (g_s - g-bar) . dKt_1
+        / N_1, tau(omega_s) = omega_s (sigma_s - <sigma>), sigma_s = (g_s - g-bar)^T G (g_s - g-bar) / N_1^2; so
+        d xi_t / d(K_1, Kt_1) in closed form ((P + 1) x 2 m per input), Cov(xi_t), Cov(xi_t, theta), and tau(xi_t)
+        from d^2 b = B^-1 (s_w2 d^2 R - d^2 B b - 2 dB db), 2 beta d^2 beta = d^2 v - 2 |db|^2 - 2 b . d^2 b -
+        2 d beta^2; the first layer's row noise Cov_tilted(o) / N_1 adds (d xi / dr) Cov (d xi / dr)^T to Cov(xi_t)
+        (and, through it, to tau(beta_t)).
+
+    The last layer's points: l_s = log w_s + phi_s^T Kt_2 phi_s / N_2 (phi_s = phi(B_2 u_s)), omega = softmax(l),
+    a_s = phi_s . alpha, p_s = omega_s a_s, q_s = omega_s phi_s, with tau(omega_s) = omega_s (sigma_s - <sigma>
+    + tau(l_s) - <tau(l)>), sigma_s = Var(l_s - l-bar) (l-bar = sum omega l at fixed omega), and tr(C Hess) of l_s,
+    a_s, phi_s in theta through h_s = B_2 u_s (Cov(h_s) = M_s = u_s^T Cov(B_i., B_k.) u_s, O(S P^4)). Then, with
+    psi_st = phi(h*_st), v_st = (u_s, z_st),
+
+        mean  f_t = sum_s p_s psi_st:
+        tau(f_t) = sum_s [tau(p_s) psi_st + 2 psi'_st v_st . Cov(xi_t, p_s)
+                          + p_s (psi'_st v_st . tau(xi_t) + psi''_st v_st^T Cov(xi_t) v_st)],
+
+    the variance v_t = c D_t - c^2 R_t^T A R_t (R_t = sum_s q_s psi_st, D_t = sum_s omega_s psi_st^2) the same way
+    (tau(R^T A R) = 2 tr(A Cov(R)) + 2 R^T A tau(R) + 4 sum R_i Cov(A_ij, R_j) + R^T tau(A) R, Cov(R_t) from
+    dR_t / d theta (P x n_b) and dR_t / d xi_t, the last layer's row noise Cov_tilted / N_2 added), and the mean's
+    own fluctuation Var(f_t) (the spread). E[g] = g* + (1/2) tau(g) - (1/2) dg[G t]; dg[G t] and the saddle g* by one
+    JVP of :func:`_outputs`, the training mean (a function of K_2) by m directions. Cost: the GEMMs
+    Cov(xi_t, theta) = (d xi_t / dx) G J^T and (grad l, grad a) Cov(theta, xi_t) over the points, O(P* P n_b (m + S)),
+    and the Cov(xi, B) contractions O(S P* P^3); test inputs in batches of :data:`TEST_BLOCK`."""
+    x, G = expansion.point, expansion.inverse
+    P, (N1, N2) = problem.P, problem.widths
+    m, act, s_w2, s_b2 = P * (P + 1) // 2, problem.activation, problem.s_w2, problem.s_b2
+    (_, _, _, logits0, u0, B0, _), (_, Kt2, _, logits1, u1, B1, _) = _layers(cgf, problem, x)
+    i, j = jnp.tril_indices(P)
+    # first hidden layer: the test rows r_t = (R_t, d_t) = sum_s omega_s o_st, o_st = psi_st (phi_s, psi_st); their
+    # logits are linear in the coordinates of Kt_1 (gradient g_s / N1, g_s = coordinates of phi_s phi_s^T)
+    omega0, phi0 = jax.nn.softmax(logits0), act(u0 @ B0.T)
+    psi0 = act(u0 @ exact.layer_factor(problem, None, 0, X_test).T)
+    g0 = exact_one_loop._coordinate_features(phi0)
+    g0 = (g0 - omega0 @ g0) / N1
+    sigma0 = jnp.sum((g0 @ G[m:2 * m, m:2 * m]) * g0, axis=1)
+    tau_omega0 = omega0 * (sigma0 - omega0 @ sigma0)  # tr(G Hess omega_s): softmax of logits linear in x
+    g0 = omega0[:, None] * g0  # grad omega_s
+    # the shared coordinates theta, their covariance Jc^T G Jc and traces tr(G Hess theta)
+    Jc = _columns(lambda y: _shared(problem, y), x)  # (n, n_b)
+    GJ = G[:2 * m] @ Jc  # rows (K_1, Kt_1)
+    C = Jc.T @ G @ Jc
+    tau_b = _trace(lambda k: _factor_entries(problem, 1, k), x[:m], G[:m, :m])
+    tau = jnp.concatenate([jnp.zeros(m, x.dtype), tau_b,
+                           _trace(lambda k: _readout(problem, k), x[2 * m:3 * m], G[2 * m:3 * m, 2 * m:3 * m])])
+    alpha = _shared(problem, x)[2 * m:]
+    DB = jnp.zeros((P, P, m), x.dtype).at[i, j].set(Jc[:m, m:2 * m].T)  # dB_2 / dK_1
+    tau_B = jnp.zeros((P, P), x.dtype).at[i, j].set(tau_b)
+    # last hidden layer's points: omega_s (logits l_s), a_s = phi_s . alpha, p_s = omega_s a_s and their gradients
+    # in theta; tr(C Hess) of l_s and a_s through h_s = B u_s (Cov(h_s) = M_s)
+    phi1, d1, d2 = _derivatives(act, u1 @ B1.T)
+    omega1 = jax.nn.softmax(logits1)
+    Kphi = phi1 @ Kt2
+    rho = (2.0 / N2) * Kphi * d1
+    a = phi1 @ alpha
+    S = u1.shape[0]
+    gl = jnp.concatenate([exact_one_loop._coordinate_features(phi1) / N2, rho[:, i] * u1[:, j],
+                          jnp.zeros((S, P), x.dtype)], axis=1)
+    gl = gl - omega1 @ gl
+    ga = jnp.concatenate([jnp.zeros((S, m), x.dtype), (d1 * alpha)[:, i] * u1[:, j], phi1], axis=1)
+    CG = gl @ C
+    sigma1, cov_la = jnp.sum(CG * gl, axis=1), jnp.sum(CG * ga, axis=1)
+    H = jnp.einsum("sil,sl->si", jnp.zeros((S, P, P), x.dtype).at[:, i, j].set(CG[:, m:2 * m]), u1)  # Cov(l_s, h_s)
+    del CG
+    CB = jnp.zeros((P, P, P, P), x.dtype).at[i[:, None], j[:, None], i[None, :], j[None, :]].set(
+        C[m:2 * m, m:2 * m])  # Cov(B_ij, B_kl)
+    uu = (u1[:, :, None] * u1[:, None, :]).reshape(S, P * P)
+    M = (uu @ jnp.transpose(CB, (1, 3, 0, 2)).reshape(P * P, P * P)).reshape(S, P, P)  # Cov(h_si, h_sk)
+    diagM = jnp.diagonal(M, axis1=1, axis2=2)
+    hess_l = (2.0 / N2) * (jnp.einsum("sik,ik,si,sk->s", M, Kt2, d1, d1) + jnp.sum(diagM * Kphi * d2, axis=1))
+    del M
+    rows = jax.vmap(lambda col, r: _symmetric(col, P)[r])(C[:m, m:2 * m].T, i)  # (m, P): Cov(Kt_2, b_ij) row i
+    Gam = jnp.zeros((P, P, P), x.dtype).at[i, j].set(rows)
+    mixed_l = (4.0 / N2) * jnp.sum(((d1[:, :, None] * u1[:, None, :]).reshape(S, P * P) @ Gam.reshape(P * P, P))
+                                   * phi1, axis=1)
+    Q = jnp.zeros((P, P), x.dtype).at[i, j].set(C[m + jnp.arange(m), 2 * m + i])  # Cov(B_ij, alpha_i)
+    tau_l = hess_l + mixed_l + gl @ tau  # (gl centred: the mean's part cancels below)
+    tau_a = jnp.sum(diagM * d2 * alpha, axis=1) + 2.0 * jnp.einsum("si,sj,ij->s", d1, u1, Q) + ga @ tau
+    tau_omega1 = omega1 * (sigma1 - omega1 @ sigma1 + tau_l - omega1 @ tau_l)
+    p = omega1 * a
+    tau_p = tau_omega1 * a + omega1 * tau_a + 2.0 * omega1 * cov_la
+    tau_h = u1 @ tau_B.T
+    tau_q = tau_omega1[:, None] * phi1 + omega1[:, None] * (d2 * diagM + d1 * tau_h + 2.0 * d1 * H)
+    # the readout precision A (the variance's c^2 r^T A r): its covariance with theta and with (K_1, Kt_1), its trace
+    k2 = x[2 * m:3 * m]
+
+    def precision(k):
+        return exact_one_loop.readout_precision(problem, _symmetric(k, P))
+
+    A = precision(k2)
+    JA = _columns(lambda k: precision(k).reshape(-1), k2)  # (m, P^2)
+    AT = (JA.T @ G[2 * m:3 * m] @ Jc).reshape(P, P, -1)
+    Ax = (JA.T @ G[2 * m:3 * m, :2 * m]).reshape(P, P, -1)
+    tau_A = _trace(precision, k2, G[2 * m:3 * m, 2 * m:3 * m])
+    Binv = jax.scipy.linalg.solve_triangular(B1, jnp.eye(P, dtype=x.dtype), lower=True)
+    columns = deep.extended_draws(cgf.draws[1], P, P + X_test.shape[0], 1)[:, P:]
+    G2 = G[:2 * m, :2 * m]
+    c = problem.readout_scale
+
+    def one(args):
+        psi, z = args
+        o = jnp.concatenate([psi[:, None] * phi0, psi[:, None] ** 2], axis=1)  # (S0, P + 1)
+        r, tau_r, J_r = omega0 @ o, tau_omega0 @ o, o.T @ g0  # (P + 1), (P + 1), (P + 1, m)
+        b = Binv @ (s_w2 * r[:P] + s_b2)
+        beta = jnp.sqrt(s_w2 * r[P] + s_b2 - b @ b)
+        db = jnp.concatenate([-Binv @ jnp.einsum("j,ijc->ic", b, DB), s_w2 * Binv @ J_r[:P]], axis=1)
+        dd = jnp.concatenate([jnp.zeros(m, x.dtype), J_r[P]])
+        J = jnp.concatenate([db, ((s_w2 * dd - 2.0 * b @ db) / (2.0 * beta))[None]])  # d xi / d(K_1, Kt_1)
+        CT = J @ GJ  # Cov(xi, theta)
+        Cxx = J @ G2 @ J.T
+        # the rows' own fluctuations Cov_tilted(o) / N1, through d xi / dr
+        noise = ((o * omega0[:, None]).T @ o - jnp.outer(r, r)) / N1
+        Xr = jnp.zeros((P + 1, P + 1), x.dtype).at[:P, :P].set(s_w2 * Binv).at[P, :P].set(
+            -s_w2 * (b @ Binv) / beta).at[P, P].set(s_w2 / (2.0 * beta))
+        Cxx = Cxx + Xr @ noise @ Xr.T
+        kappa = jnp.zeros(P, x.dtype).at[i].add(CT[j, m + jnp.arange(m)])  # sum_k Cov(B_ik, b_k)
+        tau_bt = Binv @ (s_w2 * tau_r[:P] - tau_B @ b - 2.0 * kappa)
+        tau_beta = (s_w2 * tau_r[P] - 2.0 * jnp.trace(Cxx[:P, :P]) - 2.0 * b @ tau_bt - 2.0 * Cxx[P, P]) / (2.0 * beta)
+        psi, dpsi, ddpsi = _derivatives(act, u1 @ b + beta * z)
+        Yl, Ya = gl[:, :2 * m] @ CT[:, :2 * m].T, ga[:, m:] @ CT[:, m:].T  # Cov(l_s - l-bar, xi), Cov(a_s, xi)
+
+        def along_v(Y):
+            return jnp.sum(u1 * Y[:, :P], axis=1) + z * Y[:, P]
+
+        first = u1 @ tau_bt + z * tau_beta  # v . tau(xi)
+        quad = _quadratic(u1, Cxx[:P, :P]) + 2.0 * z * (u1 @ Cxx[:P, P]) + z**2 * Cxx[P, P]  # v^T Cov(xi) v
+        tau_f = (tau_p @ psi + 2.0 * dpsi @ (omega1 * along_v(a[:, None] * Yl + Ya)) + (p * dpsi) @ first
+                 + (p * ddpsi) @ quad)
+        # the variance c D - c^2 R^T A R, R = sum_s q_s psi_s, q_s = omega_s phi_s, D = sum_s omega_s psi_s^2
+        R, D = (omega1 * psi) @ phi1, omega1 @ psi**2
+        w = A @ R
+        Kx = (phi1 * (omega1 * dpsi)[:, None]).T @ jnp.concatenate([u1, z[:, None]], axis=1)  # dR / dxi
+        L = jnp.pad((phi1 * (omega1 * psi)[:, None]).T @ gl[:, :2 * m], ((0, 0), (0, P)))  # dR / dtheta
+        L = L.at[i, m + jnp.arange(m)].add(((d1 * (omega1 * psi)[:, None]).T @ u1)[i, j])
+        noise2 = ((phi1 * (omega1 * psi**2)[:, None]).T @ phi1 - jnp.outer(R, R)) / N2
+        LC = L @ C
+        cov_R = LC @ L.T + L @ CT.T @ Kx.T + Kx @ CT @ L.T + Kx @ Cxx @ Kx.T + noise2
+        cov_Ralpha = LC[:, 2 * m:] + Kx @ CT[:, 2 * m:]
+        spread = alpha @ cov_R @ alpha + 2.0 * alpha @ cov_Ralpha @ R + R @ C[2 * m:, 2 * m:] @ R
+        tau_D = (tau_omega1 @ psi**2 + 4.0 * (omega1 * psi * dpsi) @ along_v(Yl)
+                 + omega1 @ (2.0 * psi * dpsi * first + 2.0 * (dpsi**2 + psi * ddpsi) * quad))
+        Cb = jnp.zeros((P + 1, P, P), x.dtype).at[:, i, j].set(CT[:, m:2 * m])  # Cov(xi_k, B_il)
+        xw = d1 * w
+        cross_q = (jnp.sum(xw * (uu @ jnp.transpose(Cb[:P], (0, 2, 1)).reshape(P * P, P)), axis=1)
+                   + z * jnp.sum((xw @ Cb[P]) * u1, axis=1))  # w . (dq_s/dh Cov(h_s, xi) v_s)
+        qw = phi1 @ w
+        w_tau_R = ((tau_q @ w) @ psi + 2.0 * (omega1 * dpsi) @ (qw * along_v(Yl) + cross_q)
+                   + (omega1 * qw) @ (dpsi * first + ddpsi * quad))
+        cov_AR = jnp.sum(jnp.einsum("i,ijc->jc", R, AT) * L) + jnp.sum((jnp.einsum("i,ijc->jc", R, Ax) @ J.T) * Kx)
+        tau_v = c * tau_D - c**2 * (2.0 * jnp.sum(A * cov_R) + 2.0 * w_tau_R + 4.0 * cov_AR + R @ tau_A @ R)
+        return tau_f, tau_v, spread
+
+    tau_f, tau_v, spread = jax.lax.map(one, (psi0.T, columns.T), batch_size=TEST_BLOCK)
+    saddle, along = jax.jvp(lambda y: _outputs(cgf, problem, y, X_test, (None, columns), None), (x,),
+                            (expansion.shift,))
+    tau_train = _trace(lambda k: problem.readout_scale * _symmetric(k, P) @ _readout(problem, k), x[2 * m:3 * m],
+                       G[2 * m:3 * m, 2 * m:3 * m])
+    return Outputs(0.5 * tau_train - 0.5 * along[0], 0.5 * tau_f - 0.5 * along[1],
+                   0.5 * tau_v - 0.5 * along[2] + spread, saddle)
+
+
 _LAST: list = []
 """[(theory, value, problem, moments)] of the last :func:`mean` on concrete inputs: ``summarize`` asks for three means
 of one solution (prediction, layer kernels, input covariances), which share one :func:`moments`. Matched by identity
@@ -488,15 +702,16 @@ def mean(theory, fn, value, problem: Problem):
     ``summarize`` and ``predict`` take means of -- the GP prediction (mean output and predictive variance at one
     loop, :func:`output_moments`, added to the saddle's; the kernel c E[K_L]), the layer kernels (E[K_l]) and the
     input covariances (E[w w^T] of the first layer) -- at the saddle ``value`` (one :func:`moments`, shared). The
-    prediction is refused above :data:`OUTPUT_MAX_P` training points (a ValueError naming ``loops`` and P)."""
+    prediction of nets other than two hidden layers is refused above :data:`OUTPUT_MAX_P` training points (a
+    ValueError naming ``loops`` and P)."""
     from adaptive_kernels.prediction import _gp_prediction
 
     func = getattr(fn, "func", None)
-    if func is _gp_prediction and problem.P > OUTPUT_MAX_P:
-        raise ValueError(f"loops: the one-loop mean output of the deep exact measure takes n = 2 L P(P+1)/2 "
-                         f"second-order passes of the test chain over the sampled points; P = {problem.P} > "
-                         f"{OUTPUT_MAX_P} is refused (loops=0 for the prediction; the layer kernels and input "
-                         f"covariances at one loop go to P = {MAX_P})")
+    if func is _gp_prediction and problem.depth != 2 and problem.P > OUTPUT_MAX_P:
+        raise ValueError(f"loops: the one-loop mean output of the deep exact measure at depth {problem.depth} takes "
+                         f"n = 2 L P(P+1)/2 second-order passes of the test chain over the sampled points; P = "
+                         f"{problem.P} > {OUTPUT_MAX_P} is refused (loops=0 for the prediction; two hidden layers "
+                         f"and the layer kernels and input covariances at one loop go to P = {MAX_P})")
     cgf, out = exact_one_loop.shared_per_solution(_LAST, theory, problem, value, moments)
     if func is type(theory).layer_kernels:
         return out.kernels, None
