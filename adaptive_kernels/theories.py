@@ -252,8 +252,8 @@ class Adaptive(AbstractLoopTheory):
             form ``"kernel"``: deep nets of any activation, the one loop of the Gaussian-equivalent chain of
             Wisharts with N_l > P + 1, the test points' own fluctuations included, ``actions.test_points``;
             ``measure="exact"``: FCNs, the saddle's observables corrected, ``actions.exact_one_loop`` for two-layer
-            nets, ``actions.deep_exact_one_loop`` for deeper ones with P <= its ``MAX_P`` (64), the mean output with
-            P <= its ``OUTPUT_MAX_P`` (24)).
+            nets, ``actions.deep_exact_one_loop`` for deeper ones with P <= its ``MAX_P`` (64), the mean output too for
+            two hidden layers, other depths' mean output with P <= its ``OUTPUT_MAX_P`` (24)).
     """
 
     name: ClassVar[str] = "adaptive"
