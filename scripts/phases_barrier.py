@@ -38,8 +38,7 @@ from jax.flatten_util import ravel_pytree
 import adaptive_kernels as ak
 from adaptive_kernels import phases
 from adaptive_kernels.actions import mixture
-from adaptive_kernels.data import he3
-from adaptive_kernels.prediction import predict_problem
+from adaptive_kernels.solvers.coordinates import from_unconstrained, to_unconstrained
 
 jax.config.update("jax_enable_x64", True)
 ALIGNED = 5.0  # a m^2 of the displaced pair above this: the aligned (GMFL) state
@@ -64,7 +63,7 @@ def problem_at(args, pool, N, P):
 
 
 def observables(pool, problem, value):
-    """a m^2 and weight of the displaced pair, second moment along w* over the prior's, L3 of the posterior."""
+    """a m^2 and weight of the displaced pair, second moment along w* over the prior's."""
     v = pool.w_star / jnp.linalg.norm(pool.w_star)
     pi, m, _ = mixture.full_components(problem, value, pool.w_star)
     am2 = np.asarray(problem.prior_precision * (m @ v) ** 2)
@@ -148,13 +147,12 @@ def saddle_on(objective, path, S, refine=64):
 
 
 def barrier(args, pool, theory, problem, a, b):
-    """The index-1 saddle between minima a and b (StationaryPoints): dict with its action, inertia, the path's
-    maximum and the connection check."""
+    """The index-1 saddle between minima a and b (:class:`Minimum`): dict with its action, inertia, the path's
+    maximum and the actions where the descents from it end (the connection check)."""
     action, aargs = phases._entropic(theory, problem)
     va = mixture.canonical(a.value)
     ua, objective = phases.unconstrained_coordinates(action, va, aargs)
     precisions = action.prior(aargs)[1]
-    from adaptive_kernels.solvers.coordinates import to_unconstrained, from_unconstrained
     flat = lambda value: ravel_pytree(to_unconstrained(value, precisions))[0]
     vb = mixture.canonical(b.value)
     candidates = [vb, vb[:1] + vb[1:][::-1]]  # the two pairings of the components
