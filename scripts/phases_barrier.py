@@ -1,0 +1,245 @@
+"""The barrier between the aligned and the non-aligned minima of the cubic teacher's mixture action (issue 17;
+docs/phases.md, "How high is the barrier?").
+
+Mean-field two-layer erf net (gamma = 2), y = He1 + eps He3 on the first P points of one data set (seed 0, d = 6),
+``Adaptive(measure="mixture", components=2, along="axis", direction=w*)``. At each (N, P, kappa2) of --points the
+two kinds of minima are found by warm-started solves along a path of (N, P) values (--path: the aligned minimum is
+carried from the first path point, where the aligned x30 start finds it; fixed starts prior / aligned x30 at every
+point), then the index-1 saddle between them:
+
+1. the minimum energy path by the string method (E, Ren & Vanden-Eijnden, J. Chem. Phys. 126, 164103 (2007)) in
+   the solvers' unconstrained coordinates u (Cholesky with log-diagonal): images u_i, steps u_i -= dt M^{-1} grad S
+   (M = the mean of the two minima's Hessians: a fixed preconditioner, which changes the path but not its saddle),
+   then redistribution at equal arclength; the endpoints' components are paired in both ways (the two
+   components are exchangeable) and the lower path is kept;
+2. Newton on grad S = 0 (dense Hessian; 7 coordinates) from the path's maximum (interpolated between the images
+   around the highest), else from the images in order of decreasing action, until it reaches a point of index 1;
+   its action: barrier = S(saddle) - S(minimum), from each side (the path's maximum is an upper bound);
+3. the connection check: descents (the library's minimiser) from the saddle displaced by +-0.05 along the negative
+   eigenvector must land on the two minima.
+
+    python scripts/phases_barrier.py --N 20 --path 60 59 58 57 56 55 54 53 52 \
+        --barriers 20:59 20:58 20:57 20:56 20:55 20:54 20:53 20:52 --csv docs/phases_barrier_P.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax.flatten_util import ravel_pytree
+
+import adaptive_kernels as ak
+from adaptive_kernels import phases
+from adaptive_kernels.actions import mixture
+from adaptive_kernels.solvers.coordinates import from_unconstrained, to_unconstrained
+
+jax.config.update("jax_enable_x64", True)
+ALIGNED = 5.0  # a m^2 of the displaced pair above this: the aligned (GMFL) state
+
+
+class Minimum(NamedTuple):
+    action: float
+    value: tuple
+
+
+def setting(args):
+    pool = ak.teacher_dataset(jax.random.PRNGKey(args.seed), args.pool, args.d, teacher="cubic", eps=args.eps,
+                              P_test=2000)
+    theory = ak.Adaptive(measure="mixture", components=2, along="axis", direction=pool.w_star)
+    return pool, theory
+
+
+def problem_at(args, pool, N, P):
+    P = int(P)
+    data = ak.Dataset(X=pool.X[:P], y=pool.y[:P], w_star=pool.w_star)
+    return ak.make_problem(ak.FCN(args.d, int(N), "erf", gamma=2.0), data, args.kappa2)
+
+
+def observables(pool, problem, value):
+    """a m^2 and weight of the displaced pair, second moment along w* over the prior's."""
+    v = pool.w_star / jnp.linalg.norm(pool.w_star)
+    pi, m, _ = mixture.full_components(problem, value, pool.w_star)
+    am2 = np.asarray(problem.prior_precision * (m @ v) ** 2)
+    k = int(np.argmax(am2))
+    ratio = float(v @ mixture.second_moment(problem, value, pool.w_star) @ v * problem.prior_precision)
+    return {"am2": float(am2[k]), "pair_weight": float(pi[k]), "ratio": ratio}
+
+
+def follow(args, pool, theory):
+    """Along --path: yields (N, P, problem, minima) at every point, the minima [(Minimum, observables)], the aligned
+    one carried from point to point (warm start), the others from the fixed starts prior / aligned x30."""
+    carried = None
+    for point in args.path:
+        N, P = (float(x) for x in point.split(":")) if ":" in point else (args.N, float(point))
+        problem = problem_at(args, pool, N, P)
+        starts = phases.default_starts(problem, theory, pool.w_star)
+        if carried is not None:
+            starts["carried"] = carried
+        found = phases.find_stationary_points(theory, problem, starts)
+        rows = [(p, observables(pool, problem, p.value)) for p in found.points]
+        for p, o in rows:
+            print(f"  N={N} P={P}: S={p.action:.4f} {p.kind} index={p.index} eig0={p.hessian_eigenvalues[0]:.3g} "
+                  f"a m^2={o['am2']:.2f} weight={o['pair_weight']:.3f} starts={p.starts}", flush=True)
+        aligned = [p for p, o in rows if p.kind == "minimum" and o["am2"] > ALIGNED]
+        if aligned:
+            carried = aligned[0].value
+        yield N, P, problem, [(Minimum(p.action, jax.tree.map(np.asarray, p.value)), o) for p, o in rows
+                              if p.kind == "minimum"]
+
+
+def string_method(objective, precondition, images, dt):
+    """(path0, step): the straight line between two endpoints and one iteration of the string method on a path with
+    fixed endpoints -- preconditioned steepest descent of the images, then redistribution at equal arclength
+    (linear interpolation); compiled once for all endpoint pairs."""
+    grad = jax.vmap(jax.grad(objective))
+    s = jnp.linspace(0.0, 1.0, images)
+
+    @jax.jit
+    def step(path):
+        moved = path - dt * grad(path) @ precondition.T
+        moved = moved.at[0].set(path[0]).at[-1].set(path[-1])
+        lengths = jnp.concatenate([jnp.zeros(1), jnp.cumsum(jnp.linalg.norm(jnp.diff(moved, axis=0), axis=1))])
+        return jax.vmap(lambda c: jnp.interp(s * lengths[-1], lengths, c), in_axes=1, out_axes=1)(moved)
+
+    return (lambda ua, ub: ua[None] + s[:, None] * (ub - ua)[None]), step
+
+
+def newton(objective, u, steps=60, tol=1e-9, trust=0.2):
+    """Newton on grad S = 0 (dense Hessian; the step capped at ``trust``): converges to the stationary point nearest
+    its start, whatever its index. Returns (u, |grad|)."""
+    grad, hess = jax.jit(jax.grad(objective)), jax.jit(jax.hessian(objective))
+    for _ in range(steps):
+        g = grad(u)
+        if not float(jnp.linalg.norm(g)) >= tol:  # converged (or nan)
+            break
+        du = jnp.linalg.solve(hess(u), g)
+        u = u - du * min(1.0, trust / max(float(jnp.linalg.norm(du)), 1e-300))
+    return u, float(jnp.linalg.norm(grad(u)))
+
+
+def saddle_on(objective, path, S, refine=64):
+    """The index-1 saddle on a converged minimum energy path: Newton from the path's maximum (interpolated between
+    the images around the highest one, ``refine`` points per segment), then from the images in order of decreasing
+    action, until Newton reaches a point of index 1. Returns (u, |grad|, eigenvalues, eigenvectors) or the last
+    attempt's."""
+    top = int(np.argmax(S))
+    lo, hi = max(top - 1, 0), min(top + 1, len(S) - 1)
+    fine = path[lo][None] + jnp.linspace(0, 1, 2 * refine)[:, None] * (path[hi] - path[lo])[None]
+    if top not in (0, len(S) - 1):
+        fine = jnp.concatenate([path[lo][None] + jnp.linspace(0, 1, refine)[:, None] * (path[top] - path[lo])[None],
+                                path[top][None] + jnp.linspace(0, 1, refine)[:, None] * (path[hi] - path[top])[None]])
+    Sf = np.asarray(jax.vmap(objective)(fine))
+    starts = [fine[int(np.argmax(Sf))]] + [path[i] for i in np.argsort(-S) if 0 < i < len(S) - 1]
+    hessian = jax.jit(jax.hessian(objective))
+    for start in starts:
+        u, residual = newton(objective, start)
+        eig, vec = np.linalg.eigh(np.asarray(hessian(u)))
+        if residual < 1e-8 and int(np.sum(eig < 0)) == 1:
+            break
+    return u, residual, eig, vec, float(Sf.max())
+
+
+def barrier(args, pool, theory, problem, a, b):
+    """The index-1 saddle between minima a and b (:class:`Minimum`): dict with its action, inertia, the path's
+    maximum and the actions where the descents from it end (the connection check)."""
+    action, aargs = phases._entropic(theory, problem)
+    va = mixture.canonical(a.value)
+    ua, objective = phases.unconstrained_coordinates(action, va, aargs)
+    precisions = action.prior(aargs)[1]
+    flat = lambda value: ravel_pytree(to_unconstrained(value, precisions))[0]
+    vb = mixture.canonical(b.value)
+    candidates = [vb, vb[:1] + vb[1:][::-1]]  # the two pairings of the components
+    H = jax.hessian(objective)
+    precondition = jnp.linalg.inv(0.5 * (H(ua) + H(flat(vb))))
+    best = None
+    line, step = string_method(objective, precondition, args.images, args.dt)
+    values = jax.jit(jax.vmap(objective))
+    for vb_ in candidates:
+        path = line(ua, flat(vb_))
+        for _ in range(args.iterations):
+            path = step(path)
+        S = np.asarray(values(path))
+        if best is None or S.max() < best[1].max():
+            best = (path, S)
+    path, S = best
+    u, residual, eig, vec, S_fine = saddle_on(objective, path, S)
+    value = from_unconstrained(ravel_pytree(to_unconstrained(va, precisions))[1](u), precisions, va)
+    S_saddle = float(objective(u))
+    ends = []
+    for sign in (1.0, -1.0):
+        start = from_unconstrained(ravel_pytree(to_unconstrained(va, precisions))[1](u + sign * 0.05 * vec[:, 0]),
+                                   precisions, va)
+        found = phases.find_stationary_points(theory, problem, {"down": start})
+        ends.append(found.points[0].action if found.points else float("nan"))
+    o = observables(pool, problem, value)
+    return {"am2_saddle": o["am2"], "weight_saddle": o["pair_weight"], "S_path_max": S_fine, "S_saddle": S_saddle, "saddle_residual": residual,
+            "saddle_index": int(np.sum(eig < 0)), "saddle_eig0": float(eig[0]), "saddle_eig1": float(eig[1]),
+            "descent_ends": tuple(ends), "saddle_value": value, "path_S": S}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--d", type=int, default=6)
+    parser.add_argument("--N", type=float, default=20, help="the width of plain --path entries")
+    parser.add_argument("--pool", type=int, default=120)
+    parser.add_argument("--kappa2", type=float, default=0.1)
+    parser.add_argument("--eps", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--path", nargs="+", help="P values (at --N) or N:P pairs, from a point where the aligned "
+                        "x30 start finds the aligned minimum to (--N, --P)")
+    parser.add_argument("--images", type=int, default=21)
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--dt", type=float, default=0.05)
+    parser.add_argument("--save", help="pickle the minima found (to rerun the barrier with --load)")
+    parser.add_argument("--load", help="the minima pickled by --save (instead of --path)")
+    parser.add_argument("--barriers", nargs="+", help="N:P points of --path at which to find the saddle (default: the "
+                        "last)")
+    parser.add_argument("--csv")
+    args = parser.parse_args()
+    t0 = time.process_time()
+    pool, theory = setting(args)
+    if args.load:
+        with open(args.load, "rb") as f:
+            points = pickle.load(f)
+    else:
+        points = {(N, P): minima for N, P, _, minima in follow(args, pool, theory)}
+        if args.save:
+            with open(args.save, "wb") as f:
+                pickle.dump(points, f)
+    at = [tuple(float(x) for x in b.split(":")) for b in args.barriers] if args.barriers else [list(points)[-1]]
+    rows = []
+    for N, P in at:
+        minima = points[(N, P)]
+        aligned = [(p, o) for p, o in minima if o["am2"] > ALIGNED][:1]
+        other = [(p, o) for p, o in minima if o["am2"] <= ALIGNED][:1]
+        if not (aligned and other):
+            print(f"N={N} P={P}: not both kinds of minima", flush=True)
+            continue
+        (a, oa), (b, ob) = aligned[0], other[0]
+        t = time.process_time()
+        r = barrier(args, pool, theory, problem_at(args, pool, N, P), a, b)
+        row = {"N": N, "P": P, "kappa2": args.kappa2, "S_aligned": a.action, "S_nonaligned": b.action,
+               "am2_aligned": oa["am2"], "weight_aligned": oa["pair_weight"], "ratio_aligned": oa["ratio"],
+               "am2_nonaligned": ob["am2"], "weight_nonaligned": ob["pair_weight"], "ratio_nonaligned": ob["ratio"],
+               **{k: v for k, v in r.items() if k not in ("saddle_value", "path_S")}}
+        row["barrier_from_aligned"] = r["S_saddle"] - a.action
+        row["barrier_from_nonaligned"] = r["S_saddle"] - b.action
+        row["connects"] = bool(np.allclose(sorted(r["descent_ends"]), sorted([a.action, b.action]), atol=1e-6))
+        row["path_max_from_nonaligned"] = r["S_path_max"] - b.action  # the string's maximum: an upper bound
+        print(row, f"CPU {time.process_time() - t:.0f} s", flush=True)
+        print("path S - S_aligned:", np.round(r["path_S"] - a.action, 4), flush=True)
+        rows.append(row)
+        if args.csv:
+            pd.DataFrame(rows).to_csv(args.csv, index=False)
+    print(f"CPU {time.process_time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
