@@ -43,6 +43,17 @@ def _measure(problem, conjugates, samples, tilted: bool):
     return exact.ExactCGF(tuple(draws), tuple(props))
 
 
+def _one_loop(key: int, P: int, d: int, widths, activation: str, samples: int, tilted: bool, P_test: int = 10):
+    """(data, problem, cgf, conjugates, moments): the one loop around a net's Gaussian conjugates (cubic teacher,
+    gamma = 1), its measure sampled by :func:`_measure`."""
+    data = teacher_dataset(jax.random.PRNGKey(key), P, d, "cubic", P_test=P_test)
+    arch = ak.FCN(d, widths, activation, gamma=1.0)
+    problem = make_problem(arch, data, KAPPA2)
+    conjugates = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate")).value
+    cgf = _measure(problem, conjugates, samples, tilted)
+    return data, problem, cgf, conjugates, deep_exact_one_loop.moments(cgf, problem, conjugates)
+
+
 def test_deep_linear_net_reproduces_the_input_space_one_loop():
     """Deep linear net (2 hidden layers, d = 6, P = 4, N = 80): the exact measure is Gaussian, so the one loop in
     the kernels and conjugates (n = 40 variables) must move the first-layer ratio along w* and both layer kernels'
@@ -57,12 +68,7 @@ def test_deep_linear_net_reproduces_the_input_space_one_loop():
     inputs: least-squares slope of the exact one loop's shifts on the weight form's 0.78 / 0.88 / 0.85 at 4000 /
     8000 / 16000 draws (O(1/N^2) as above), with a Monte Carlo scatter about it of 0.5-0.7 of the shifts' norm at
     4000-8000 draws, 0.3 at 16000 (second derivatives of importance-weighted test rows: tilted third cumulants)."""
-    data = teacher_dataset(jax.random.PRNGKey(0), 4, 6, "cubic", P_test=10)
-    arch = ak.FCN(6, (80, 80), "linear", gamma=1.0)
-    problem = make_problem(arch, data, KAPPA2)
-    conjugates = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate")).value
-    cgf = _measure(problem, conjugates, 4000, True)
-    out = deep_exact_one_loop.moments(cgf, problem, conjugates)
+    data, problem, cgf, _, out = _one_loop(0, 4, 6, (80, 80), "linear", 4000, True)
     assert float(out.gradient) < 1e-8  # the Gaussian conjugates are the exact saddle of a linear net
     # its structured second and third derivatives (``second_order``) against dense automatic differentiation of the
     # action: the Hessian (out.inverse is the structured one's inverse) and t = grad tr(G Hess S) (G t = out.shift)
@@ -117,12 +123,7 @@ def test_structured_output_shifts_of_an_erf_net():
     conjugates): the structured mean output and predictive variance shifts (``output_moments``) against the
     directional-derivative ones (``output_passes``), where the activation's second derivatives (absent in the linear
     test) enter every term."""
-    data = teacher_dataset(jax.random.PRNGKey(2), 5, 6, "cubic", P_test=8)
-    arch = ak.FCN(6, (80, 80), "erf", gamma=1.0)
-    problem = make_problem(arch, data, KAPPA2)
-    conjugates = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate")).value
-    cgf = _measure(problem, conjugates, 2000, False)
-    out = deep_exact_one_loop.moments(cgf, problem, conjugates)
+    data, problem, cgf, _, out = _one_loop(2, 5, 6, (80, 80), "erf", 2000, False, P_test=8)
     X_test = jnp.asarray(data.X_test)
     _same_outputs(deep_exact_one_loop.output_moments(cgf, problem, out, X_test),
                   deep_exact_one_loop.output_passes(cgf, problem, out, X_test))
@@ -133,12 +134,7 @@ def test_depth_one_reduces_to_the_two_layer_exact_one_loop():
     """Two-layer erf net (d = 5, P = 8, N = 30): the generic one loop (G = Hess S^-1 by autodiff, third derivatives
     by one reverse pass) gives the two-layer module's shifts of E[K] and E[w w^T] (its closed-form Newton step of
     Gamma with the tilted third cumulant): the same O(1/N) terms, at the same conjugates and draws."""
-    data = teacher_dataset(jax.random.PRNGKey(1), 8, 5, "cubic", P_test=10)
-    arch = ak.FCN(5, 30, "erf", gamma=1.0)
-    problem = make_problem(arch, data, KAPPA2)
-    conjugates = ak.solve(arch, data, KAPPA2, ak.Adaptive(form="conjugate")).value
-    cgf = _measure(problem, conjugates, 3000, False)
-    out = deep_exact_one_loop.moments(cgf, problem, conjugates)
+    _, problem, cgf, conjugates, out = _one_loop(1, 8, 5, 30, "erf", 3000, False)
     rw = exact_one_loop.reweighting(cgf, problem, conjugates[0])
     for ours, theirs, saddle in ((out.kernels[0], rw.kernel, rw.saddle_kernel), (out.second[0], rw.sigma, rw.saddle_sigma)):
         shift = theirs - saddle
