@@ -173,12 +173,10 @@ def _dense_hessian(fn, x):
 
 
 def _derivatives(activation, h):
-    """(phi, phi', phi'') at h, elementwise (forward mode)."""
-    def first(a):
-        return jax.jvp(activation, (a,), (jnp.ones_like(a),))
-
-    (phi, d1), (_, d2) = jax.jvp(first, (h,), (jnp.ones_like(h),))
-    return phi, d1, d2
+    """(phi, phi', phi'') at h, elementwise: phi' the activation's own ``derivative``, phi'' its forward-mode
+    derivative."""
+    d1, d2 = jax.jvp(activation.derivative, (h,), (jnp.ones_like(h),))
+    return activation(h), d1, d2
 
 
 def _factor_entries(problem: Problem, layer: int, k):
