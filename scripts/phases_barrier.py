@@ -154,6 +154,8 @@ def barrier(args, pool, theory, problem, a, b):
     ua, objective = phases.unconstrained_coordinates(action, va, aargs)
     precisions = action.prior(aargs)[1]
     flat = lambda value: ravel_pytree(to_unconstrained(value, precisions))[0]
+    unravel = ravel_pytree(to_unconstrained(va, precisions))[1]
+    value_at = lambda u: from_unconstrained(unravel(u), precisions, va)  # the inverse of ``flat``
     vb = mixture.canonical(b.value)
     candidates = [vb, vb[:1] + vb[1:][::-1]]  # the two pairings of the components
     H = jax.hessian(objective)
@@ -170,13 +172,11 @@ def barrier(args, pool, theory, problem, a, b):
             best = (path, S)
     path, S = best
     u, residual, eig, vec, S_fine = saddle_on(objective, path, S)
-    value = from_unconstrained(ravel_pytree(to_unconstrained(va, precisions))[1](u), precisions, va)
+    value = value_at(u)
     S_saddle = float(objective(u))
     ends = []
     for sign in (1.0, -1.0):
-        start = from_unconstrained(ravel_pytree(to_unconstrained(va, precisions))[1](u + sign * 0.05 * vec[:, 0]),
-                                   precisions, va)
-        found = phases.find_stationary_points(theory, problem, {"down": start})
+        found = phases.find_stationary_points(theory, problem, {"down": value_at(u + sign * 0.05 * vec[:, 0])})
         ends.append(found.points[0].action if found.points else float("nan"))
     o = observables(pool, problem, value)
     return {"am2_saddle": o["am2"], "weight_saddle": o["pair_weight"], "S_path_max": S_fine, "S_saddle": S_saddle, "saddle_residual": residual,
