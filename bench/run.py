@@ -64,7 +64,8 @@ def render(sections: list[Section], cfg: Config, info: dict, wall_s: float, load
         "Every timed pair was checked for equal answers before its time was reported (the *check* column "
         "and the list at the end). float64 throughout, except where a case says otherwise (the HMC ensemble of the sampling case runs in float32).",
         "",
-        "GPU: no table -- no device was lent to the task that generated this file.",
+        "GPU: not in this file (no device in the run that generated it); issue 14's target row on an H200: "
+        "bench/results/gpu_target.md (`bench/gpu_target.py`).",
         "",
         "## Machine and versions",
         "",

@@ -38,3 +38,28 @@ def test_tiny_deepbays_case_agrees_with_deepbays():
     assert section.rows and section.checks, "deepbays: nothing was compared"
     failed = [f"{c.what}: {c.detail}" for c in section.checks if not c.passed]
     assert not failed, failed
+
+
+def test_gpu_target_script_runs_its_check_cell(tmp_path, capsys):
+    """bench/gpu_target.py (issue 14's target row on an accelerator) at its check cell on this machine's backend:
+    the solve converges to the residual the solver promises, the saved per-layer kernels are symmetric positive
+    definite, and ``--compare`` against them runs (a second solve, same backend: a difference of 0 up to round-off)."""
+    import json
+
+    import numpy as np
+
+    from bench import gpu_target
+
+    assert gpu_target.main(["--out", str(tmp_path), "--small-only", "--repeats", "1"]) == 0
+    (row,) = json.loads((tmp_path / "results.json").read_text())["cells"]
+    assert row["status"] == "SUCCESS" and row["residual"] <= 1e-10, row
+    kernels = np.load(tmp_path / f"kernels_{row['cell']}.npz")
+    assert len(kernels.files) == 4  # one per hidden layer of the L = 4 cell
+    for name in kernels.files:
+        K = kernels[name]
+        assert np.allclose(K, K.T) and np.linalg.eigvalsh(K).min() > 0, name
+    assert row["cell"] in (tmp_path / "results.md").read_text()
+    capsys.readouterr()
+    gpu_target.compare(tmp_path)
+    diff = float(capsys.readouterr().out.rsplit("=", 1)[1])
+    assert diff <= 1e-12
