@@ -3,9 +3,10 @@ docs/phases.md, "How high is the barrier?").
 
 Mean-field two-layer erf net (gamma = 2), y = He1 + eps He3 on the first P points of one data set (seed 0, d = 6),
 ``Adaptive(measure="mixture", components=2, along="axis", direction=w*)``. At each (N, P, kappa2) of --points the
-two kinds of minima are found by warm-started solves along a path of (N, P) values (--path: the aligned minimum is
-carried from the first path point, where the aligned x30 start finds it; fixed starts prior / aligned x30 at every
-point), then the index-1 saddle between them:
+two kinds of minima are found by warm-started solves along a path of (N, P) values (--path: the lowest aligned
+minimum is carried from point to point, from the first path point, where a fixed start finds it; fixed starts prior
+/ aligned x--ratios at every point), then the index-1 saddle between the lowest aligned and the lowest (or the
+--nonaligned-th) non-aligned minimum:
 
 1. the minimum energy path by the string method (E, Ren & Vanden-Eijnden, J. Chem. Phys. 126, 164103 (2007)) in
    the solvers' unconstrained coordinates u (Cholesky with log-diagonal): images u_i, steps u_i -= dt M^{-1} grad S
@@ -15,11 +16,13 @@ point), then the index-1 saddle between them:
 2. Newton on grad S = 0 (dense Hessian; 7 coordinates) from the path's maximum (interpolated between the images
    around the highest), else from the images in order of decreasing action, until it reaches a point of index 1;
    its action: barrier = S(saddle) - S(minimum), from each side (the path's maximum is an upper bound);
-3. the connection check: descents (the library's minimiser) from the saddle displaced by +-0.05 along the negative
-   eigenvector must land on the two minima.
+3. the connection check: descents (the library's minimiser) from the saddle displaced by +-min(0.05, 0.5 /
+   sqrt|lambda_0|) along the negative eigenvector must land on the two minima.
 
     python scripts/phases_barrier.py --N 20 --path 60 59 58 57 56 55 54 53 52 \
         --barriers 20:59 20:58 20:57 20:56 20:55 20:54 20:53 20:52 --csv docs/phases_barrier_P.csv
+    python scripts/phases_barrier.py --path 20:120 25:120 30:120 35:120 40:120 44:120 --ratios 30 60 \
+        --csv docs/phases_barrier_N.csv
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def follow(args, pool, theory):
     for point in args.path:
         N, P = (float(x) for x in point.split(":")) if ":" in point else (args.N, float(point))
         problem = problem_at(args, pool, N, P)
-        starts = phases.default_starts(problem, theory, pool.w_star)
+        starts = phases.default_starts(problem, theory, pool.w_star, args.ratios)
         if carried is not None:
             starts["carried"] = carried
         found = phases.find_stationary_points(theory, problem, starts)
@@ -89,7 +92,7 @@ def follow(args, pool, theory):
                   f"a m^2={o['am2']:.2f} weight={o['pair_weight']:.3f} starts={p.starts}", flush=True)
         aligned = [p for p, o in rows if p.kind == "minimum" and o["am2"] > ALIGNED]
         if aligned:
-            carried = aligned[0].value
+            carried = min(aligned, key=lambda p: p.action).value
         yield N, P, problem, [(Minimum(p.action, jax.tree.map(np.asarray, p.value)), o) for p, o in rows
                               if p.kind == "minimum"]
 
@@ -175,13 +178,14 @@ def barrier(args, pool, theory, problem, a, b):
     value = value_at(u)
     S_saddle = float(objective(u))
     ends = []
+    delta = min(0.05, 0.5 / np.sqrt(abs(eig[0])))  # a quadratic drop of <= 0.125 (a stiff ridge is narrow)
     for sign in (1.0, -1.0):
-        found = phases.find_stationary_points(theory, problem, {"down": value_at(u + sign * 0.05 * vec[:, 0])})
+        found = phases.find_stationary_points(theory, problem, {"down": value_at(u + sign * delta * vec[:, 0])})
         ends.append(found.points[0].action if found.points else float("nan"))
     o = observables(pool, problem, value)
-    return {"am2_saddle": o["am2"], "weight_saddle": o["pair_weight"], "S_path_max": S_fine, "S_saddle": S_saddle, "saddle_residual": residual,
-            "saddle_index": int(np.sum(eig < 0)), "saddle_eig0": float(eig[0]), "saddle_eig1": float(eig[1]),
-            "descent_ends": tuple(ends), "saddle_value": value, "path_S": S}
+    return {"am2_saddle": o["am2"], "weight_saddle": o["pair_weight"], "S_path_max": S_fine, "S_saddle": S_saddle,
+            "saddle_residual": residual, "saddle_index": int(np.sum(eig < 0)), "saddle_eig0": float(eig[0]),
+            "saddle_eig1": float(eig[1]), "descent_ends": tuple(ends), "saddle_value": value, "path_S": S}
 
 
 def main():
@@ -192,8 +196,10 @@ def main():
     parser.add_argument("--kappa2", type=float, default=0.1)
     parser.add_argument("--eps", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--path", nargs="+", help="P values (at --N) or N:P pairs, from a point where the aligned "
-                        "x30 start finds the aligned minimum to (--N, --P)")
+    parser.add_argument("--path", nargs="+", help="P values (at --N) or N:P pairs, from a point where a fixed start "
+                        "finds the aligned minimum")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[30.0], help="the aligned starts at every path "
+                        "point (which non-aligned minimum one reaches depends on the solver's rounding)")
     parser.add_argument("--images", type=int, default=21)
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--dt", type=float, default=0.05)
@@ -201,6 +207,8 @@ def main():
     parser.add_argument("--load", help="the minima pickled by --save (instead of --path)")
     parser.add_argument("--barriers", nargs="+", help="N:P points of --path at which to find the saddle (default: the "
                         "last)")
+    parser.add_argument("--nonaligned", type=int, nargs="+", default=[0], help="which non-aligned minima to connect "
+                        "to the lowest aligned one, by rank in action (0: the lowest)")
     parser.add_argument("--csv")
     args = parser.parse_args()
     t0 = time.process_time()
@@ -217,27 +225,33 @@ def main():
     rows = []
     for N, P in at:
         minima = points[(N, P)]
-        aligned = [(p, o) for p, o in minima if o["am2"] > ALIGNED][:1]
-        other = [(p, o) for p, o in minima if o["am2"] <= ALIGNED][:1]
+        aligned = [(p, o) for p, o in minima if o["am2"] > ALIGNED]
+        other = [(p, o) for p, o in minima if o["am2"] <= ALIGNED]
         if not (aligned and other):
             print(f"N={N} P={P}: not both kinds of minima", flush=True)
             continue
-        (a, oa), (b, ob) = aligned[0], other[0]
-        t = time.process_time()
-        r = barrier(args, pool, theory, problem_at(args, pool, N, P), a, b)
-        row = {"N": N, "P": P, "kappa2": args.kappa2, "S_aligned": a.action, "S_nonaligned": b.action,
-               "am2_aligned": oa["am2"], "weight_aligned": oa["pair_weight"], "ratio_aligned": oa["ratio"],
-               "am2_nonaligned": ob["am2"], "weight_nonaligned": ob["pair_weight"], "ratio_nonaligned": ob["ratio"],
-               **{k: v for k, v in r.items() if k not in ("saddle_value", "path_S")}}
-        row["barrier_from_aligned"] = r["S_saddle"] - a.action
-        row["barrier_from_nonaligned"] = r["S_saddle"] - b.action
-        row["connects"] = bool(np.allclose(sorted(r["descent_ends"]), sorted([a.action, b.action]), atol=1e-6))
-        row["path_max_from_nonaligned"] = r["S_path_max"] - b.action  # the string's maximum: an upper bound
-        print(row, f"CPU {time.process_time() - t:.0f} s", flush=True)
-        print("path S - S_aligned:", np.round(r["path_S"] - a.action, 4), flush=True)
-        rows.append(row)
-        if args.csv:
-            pd.DataFrame(rows).to_csv(args.csv, index=False)
+        a, oa = min(aligned, key=lambda m: m[0].action)
+        for rank in args.nonaligned:
+            if rank >= len(other):
+                print(f"N={N} P={P}: fewer than {rank + 1} non-aligned minima", flush=True)
+                continue
+            b, ob = sorted(other, key=lambda m: m[0].action)[rank]
+            t = time.process_time()
+            r = barrier(args, pool, theory, problem_at(args, pool, N, P), a, b)
+            row = {"N": N, "P": P, "kappa2": args.kappa2, "nonaligned_rank": rank, "S_aligned": a.action,
+                   "S_nonaligned": b.action, "am2_aligned": oa["am2"], "weight_aligned": oa["pair_weight"],
+                   "ratio_aligned": oa["ratio"], "am2_nonaligned": ob["am2"], "weight_nonaligned": ob["pair_weight"],
+                   "ratio_nonaligned": ob["ratio"],
+                   **{k: v for k, v in r.items() if k not in ("saddle_value", "path_S")}}
+            row["barrier_from_aligned"] = r["S_saddle"] - a.action
+            row["barrier_from_nonaligned"] = r["S_saddle"] - b.action
+            row["connects"] = bool(np.allclose(sorted(r["descent_ends"]), sorted([a.action, b.action]), atol=1e-6))
+            row["path_max_from_nonaligned"] = r["S_path_max"] - b.action  # the string's maximum: an upper bound
+            print(row, f"CPU {time.process_time() - t:.0f} s", flush=True)
+            print("path S - S_aligned:", np.round(r["path_S"] - a.action, 4), flush=True)
+            rows.append(row)
+            if args.csv:
+                pd.DataFrame(rows).to_csv(args.csv, index=False)
     print(f"CPU {time.process_time() - t0:.0f} s")
 
 
