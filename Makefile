@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test test-all bench bench-quick bench-deepbays clean
+.PHONY: demo test test-all bench bench-quick bench-gpu bench-deepbays clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
@@ -36,6 +36,14 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --quick
+
+# Issue 14's target row on a GPU (bench/gpu_target.py; README "GPUs"): needs JAX with CUDA in .venv
+# (.venv/bin/pip install "jax[cuda13]"); XLA's GPU autotuning is off unless XLA_FLAGS is set (it made the
+# compilation 10x slower or worse for the same solve time). Writes bench/results/gpu_target.{json,md}.
+bench-gpu: $(STAMP)
+	XLA_FLAGS="$${XLA_FLAGS:---xla_gpu_autotune_level=0}" $(PY) bench/gpu_target.py --out bench/results/gpu_run
+	cp bench/results/gpu_run/results.json bench/results/gpu_target.json
+	$(PY) bench/gpu_target.py --render bench/results/gpu_target.json > bench/results/gpu_target.md
 
 # The deepbays baseline of bench/cases/deepbays.py, in its own environment (never in .venv): torch's CPU
 # build, then deepbays (without its declared torchvision: the benchmark imports only deepbays' kernel and
