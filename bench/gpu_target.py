@@ -10,7 +10,8 @@ each solved by ``solve_problem`` compiled ahead of time (``lower(...).compile()`
 
 Also written, so that the accelerator's answer can be checked on a CPU: ``kernels_<cell>.npz`` with the per-layer
 kernels of each small cell's solve (``ak.layer_kernels``). ``--compare DIR`` (on any machine) solves the small cells again on the
-local backend and prints the largest relative difference of their kernels from those in DIR.
+local backend and prints the largest relative difference of their kernels from those in DIR. The H200's are kept in
+``bench/results/gpu_target/`` (``make bench-gpu`` refreshes them), so any machine can check its answer against them.
 
 Cells, run in this order until ``--budget`` seconds have passed (a cell is skipped once the budget is spent):
 the check cell erf L = 4, P = 100; the target erf L = 4, P = 1000; then erf L = 2 and L = 8 at P = 1000 (growth with
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,6 +43,7 @@ from adaptive_kernels.solvers import Status  # noqa: E402
 
 from bench.cases.common import KAPPA2  # noqa: E402
 from bench.cases.deep_matrix import _problem  # noqa: E402
+from bench.timing import time_jitted  # noqa: E402
 
 SMALL = (("erf", 4, 2.0, 100),)
 LARGE = (("erf", 4, 2.0, 1000), ("erf", 2, 2.0, 1000), ("erf", 8, 2.0, 1000))
@@ -53,22 +54,12 @@ def _name(cell) -> str:
     return f"{activation}_L{depth}_g{gamma:g}_P{P}"
 
 
-def _clock(fn):
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return time.perf_counter() - start, out
-
-
 def device_linear_algebra(P: int = 1000, repeats: int = 5) -> dict:
     """Median seconds of one float64 P x P Cholesky factorisation, eigh and matrix product on the default device."""
     G = jax.random.normal(jax.random.PRNGKey(0), (P, P), dtype=jnp.float64)
     A = G @ G.T / P + jnp.eye(P)
-    out = {}
-    for label, fn in (("cholesky", jnp.linalg.cholesky), ("eigh", jnp.linalg.eigh), ("matmul", lambda a: a @ a)):
-        compiled = jax.jit(fn).lower(A).compile()
-        _clock(lambda: compiled(A))
-        out[label] = statistics.median(_clock(lambda: compiled(A))[0] for _ in range(repeats))
-    return out
+    return {label: time_jitted(fn, A, repeats=repeats)[0].median
+            for label, fn in (("cholesky", jnp.linalg.cholesky), ("eigh", jnp.linalg.eigh), ("matmul", lambda a: a @ a))}
 
 
 def solve_cell(cell, repeats: int, kernels: bool = True):
@@ -76,18 +67,13 @@ def solve_cell(cell, repeats: int, kernels: bool = True):
     activation, depth, gamma, P = cell
     arch, data = _problem(activation, depth, gamma, P)
     problem, theory = ak.make_problem(arch, data, KAPPA2), ak.Adaptive()
-    compile_s, compiled = _clock(lambda: solve_problem.lower(problem, theory, None).compile())
-    runs, sol = [], None
-    for _ in range(repeats):
-        seconds, sol = _clock(lambda: compiled(problem, theory, None))
-        runs.append(seconds)
+    timing, sol = time_jitted(solve_problem, problem, theory, None, repeats=repeats)
     sol = sol.with_theory(theory)
-    if kernels:
-        kernels = [np.asarray(K) for K in ak.layer_kernels(sol, arch, data, KAPPA2)]
-    row = {"cell": _name(cell), "status": Status(int(sol.status)).name, "compile_s": compile_s,
-           "solve_s": statistics.median(runs), "runs_s": runs, "evaluations": int(sol.iterations),
+    row = {"cell": _name(cell), "status": Status(int(sol.status)).name, "compile_s": timing.compile_s,
+           "solve_s": timing.median, "runs_s": list(timing.runs), "evaluations": int(sol.iterations),
            "jacobian_products": int(sol.stats["jacobian_products"]), "residual": float(sol.stats["residual"])}
-    return row, kernels or None
+    layer_kernels = [np.asarray(K) for K in ak.layer_kernels(sol, arch, data, KAPPA2)] if kernels else None
+    return row, layer_kernels
 
 
 def render(result: dict) -> str:
@@ -110,14 +96,17 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(directory: Path) -> None:
-    """Solve the small cells here and print their kernels' largest relative difference from those in ``directory``."""
+def compare(directory: Path) -> dict:
+    """Solve the small cells here; {cell: the largest relative difference of its per-layer kernels from those saved
+    in ``directory``} (max over layers of max |K - K_saved| / max |K_saved|), each also printed."""
+    diffs = {}
     for cell in SMALL:
         saved = np.load(directory / f"kernels_{_name(cell)}.npz")
         _, kernels = solve_cell(cell, repeats=1)
-        diff = max(float(np.max(np.abs(K - saved[f"K{i}"])) / np.max(np.abs(saved[f"K{i}"])))
-                   for i, K in enumerate(kernels))
-        print(f"{_name(cell)}: max over layers of max|K - K_saved| / max|K_saved| = {diff:.2e}")
+        diffs[_name(cell)] = max(float(np.max(np.abs(K - saved[f"K{i}"])) / np.max(np.abs(saved[f"K{i}"])))
+                                 for i, K in enumerate(kernels))
+        print(f"{_name(cell)}: max over layers of max|K - K_saved| / max|K_saved| = {diffs[_name(cell)]:.2e}")
+    return diffs
 
 
 def main(argv=None) -> int:
