@@ -39,10 +39,12 @@ bench-quick: $(STAMP)
 
 # Issue 14's target row on a GPU (bench/gpu_target.py; README "GPUs"): needs JAX with CUDA in .venv
 # (.venv/bin/pip install "jax[cuda13]"); XLA's GPU autotuning is off unless XLA_FLAGS is set (it made the
-# compilation 10x slower or worse for the same solve time). Writes bench/results/gpu_target.{json,md}.
+# compilation 10x slower or worse for the same solve time). Writes bench/results/gpu_target.{json,md} and the check
+# cell's kernels in bench/results/gpu_target/ (the reference of tests/test_bench_quick.py's check on a CPU).
 bench-gpu: $(STAMP)
 	XLA_FLAGS="$${XLA_FLAGS:---xla_gpu_autotune_level=0}" $(PY) bench/gpu_target.py --out bench/results/gpu_run
 	cp bench/results/gpu_run/results.json bench/results/gpu_target.json
+	cp bench/results/gpu_run/kernels_*.npz bench/results/gpu_target/
 	$(PY) bench/gpu_target.py --render bench/results/gpu_target.json > bench/results/gpu_target.md
 
 # The deepbays baseline of bench/cases/deepbays.py, in its own environment (never in .venv): torch's CPU

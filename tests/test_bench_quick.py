@@ -40,10 +40,13 @@ def test_tiny_deepbays_case_agrees_with_deepbays():
     assert not failed, failed
 
 
-def test_gpu_target_script_runs_its_check_cell(tmp_path, capsys):
-    """bench/gpu_target.py (issue 14's target row on an accelerator) at its check cell on this machine's backend:
-    the solve converges to the residual the solver promises, the saved per-layer kernels are symmetric positive
-    definite, and ``--compare`` against them runs (a second solve, same backend: a difference of 0 up to round-off)."""
+def test_gpu_target_script_runs_its_check_cell_and_matches_the_gpu(tmp_path):
+    """bench/gpu_target.py (issue 14's target row on an accelerator) at its check cell (erf, L = 4, P = 100,
+    gamma = 2) on this machine's backend: the solve converges, the saved per-layer kernels are symmetric positive
+    definite, and they equal the kernels an NVIDIA H200 computed for the same cell (bench/results/gpu_target/: another
+    backend's Cholesky, eigh and matrix products, jax 0.11.2 with CUDA; agreement there 4.5e-15). The solver's answer
+    itself is checked against independent references elsewhere (exact Gibbs sampling of deep linear nets,
+    tests/test_deep_solver.py); this checks that the benchmark's device answer is that answer."""
     import json
 
     import numpy as np
@@ -53,13 +56,11 @@ def test_gpu_target_script_runs_its_check_cell(tmp_path, capsys):
     assert gpu_target.main(["--out", str(tmp_path), "--small-only", "--repeats", "1"]) == 0
     (row,) = json.loads((tmp_path / "results.json").read_text())["cells"]
     assert row["status"] == "SUCCESS" and row["residual"] <= 1e-10, row
-    kernels = np.load(tmp_path / f"kernels_{row['cell']}.npz")
-    assert len(kernels.files) == 4  # one per hidden layer of the L = 4 cell
-    for name in kernels.files:
-        K = kernels[name]
-        assert np.allclose(K, K.T) and np.linalg.eigvalsh(K).min() > 0, name
     assert row["cell"] in (tmp_path / "results.md").read_text()
-    capsys.readouterr()
-    gpu_target.compare(tmp_path)
-    diff = float(capsys.readouterr().out.rsplit("=", 1)[1])
-    assert diff <= 1e-12
+    ours = np.load(tmp_path / f"kernels_{row['cell']}.npz")
+    gpu = np.load(Path(gpu_target.__file__).parent / "results" / "gpu_target" / f"kernels_{row['cell']}.npz")
+    assert sorted(ours.files) == sorted(gpu.files) and len(ours.files) == 4  # one per hidden layer of the L = 4 cell
+    for name in ours.files:
+        K = ours[name]
+        assert np.allclose(K, K.T) and np.linalg.eigvalsh(K).min() > 0, name
+        assert np.max(np.abs(K - gpu[name])) <= 1e-10 * np.max(np.abs(gpu[name])), name
