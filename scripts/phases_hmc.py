@@ -120,14 +120,15 @@ SQRT_Q_EDGES = np.append(np.arange(0.0, 10.01, 0.25), np.inf)  # bins of sqrt(q)
 
 def overlap_observables(w_star, a, thresholds):
     """``sample_posterior``'s ``observe``: per draw, of q_i = a (w_i . w*)^2 over the N first-layer neurons, the
-    fraction above each threshold and the fraction in each bin of sqrt(q) (``SQRT_Q_EDGES``)."""
+    fraction above each threshold, the fraction in each bin of sqrt(q) (``SQRT_Q_EDGES``) and the mean of q (the
+    alignment of that draw)."""
     lo, hi = SQRT_Q_EDGES[:-1], SQRT_Q_EDGES[1:]
 
     def observe(features):
         q = a * (features.weight_matrices()[0] @ w_star) ** 2
         root = jnp.sqrt(q)[:, None]
         return {**{f"tail_q{t:g}": jnp.mean(q > t) for t in thresholds},
-                "hist": jnp.mean((root >= lo) & (root < hi), axis=0)}
+                "hist": jnp.mean((root >= lo) & (root < hi), axis=0), "mean_q": jnp.mean(q)}
 
     return observe
 
@@ -335,6 +336,10 @@ def main(argv=None):
                         help="sample each chain of a start on its own (rows per chain, column 'chain'): which chains "
                         "sit in which state")
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--batches", type=int, default=20, help="batches per chain (standard errors; --trace's "
+                        "resolution)")
+    parser.add_argument("--trace", default=None, help="CSV of every chain's batch means in sampling order (alignment "
+                        "and tail fractions per batch; rewritten after every P): whether a chain stays in one state")
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--theory", choices=("gaussian", "mixture", "none"), default="gaussian",
                         help="the single-neuron ansatz: Gaussian, or the Gaussian mixture (actions.mixture); none: "
@@ -378,7 +383,16 @@ def main(argv=None):
     def arch(N):
         return ak.FCN(args.d, N, "erf", gamma=2.0, s_a2=args.s_a2)
 
-    rows, hists = [], []
+    rows, hists, traces = [], [], []
+
+    def trace_rows(P, N, source, chain, est):
+        """One row per chain and batch: the batch's mean alignment and tail fractions, in sampling order."""
+        per_batch = -(-args.samples // est.observed_trace["mean_q"].shape[1])
+        for c, series in enumerate(est.observed_trace["mean_q"]):
+            for b, alignment in enumerate(series):
+                traces.append({"P": P, "N": N, "source": source, "chain": c if chain is None else chain, "batch": b,
+                               "draws": (b + 1) * per_batch, "alignment": float(alignment),
+                               **{f"tail_q{t:g}": float(est.observed_trace[f"tail_q{t:g}"][c, b]) for t in args.tail}})
 
     def histogram_rows(P, N, source, fractions, se=None, chain=None):
         for j, (lo, hi) in enumerate(zip(SQRT_Q_EDGES[:-1], SQRT_Q_EDGES[1:])):
@@ -461,7 +475,9 @@ def main(argv=None):
                         else [(None, args.chains, P + 1000 * N)])
                 for chain, count, key in runs:
                     est = sample_posterior(arch(N), data, args.kappa2, method=sampler, num_chains=count,
-                                           num_samples=args.samples, num_warmup=args.warmup, key=key, observe=observe)
+                                           num_samples=args.samples, num_warmup=args.warmup, key=key, observe=observe,
+                                           num_batches=args.batches)
+                    trace_rows(P, N, f"hmc:{label}", chain, est)
                     tails = {}
                     for t in args.tail:
                         e = est.observed[f"tail_q{t:g}"]
@@ -480,6 +496,8 @@ def main(argv=None):
             pd.DataFrame(rows).to_csv(args.out, index=False)
         if args.hist_out:
             pd.DataFrame(hists).to_csv(args.hist_out, index=False)
+        if args.trace:
+            pd.DataFrame(traces).to_csv(args.trace, index=False)
     print(pd.DataFrame(rows).to_string())
 
 

@@ -80,3 +80,7 @@ def test_one_weight_net_matches_quadrature():
     tail = p @ (w**2 > 1.0)
     observed = est.observed["tail"]
     assert abs(float(observed.mean) - tail) < 4 * float(observed.se) + 1e-3, (observed, tail)
+    trace = est.observed_trace["tail"]  # batch means per chain: each chain on its own agrees with the quadrature
+    assert trace.shape == (4, 20)
+    per_chain_se = trace.std(axis=1, ddof=1) / np.sqrt(trace.shape[1])
+    assert np.all(np.abs(trace.mean(axis=1) - tail) < 5 * per_chain_se + 1e-3), (trace.mean(axis=1), tail)

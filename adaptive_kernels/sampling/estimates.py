@@ -90,7 +90,9 @@ class PosteriorEstimates(eqx.Module):
     mean outputs are (P, k), learnability sums <f, y> over the columns and the MSEs average over all entries. Diagnostics: split R-hat and ESS of scalar
     monitors (per-draw train MSE, learnability, per-layer weight norms), mean acceptance
     probability after warmup (1 for Gibbs) and the per-chain step size (None for Gibbs). ``observed[name]``: the
-    draws' average of the quantities of ``sample_posterior(..., observe=...)`` (empty without it).
+    draws' average of the quantities of ``sample_posterior(..., observe=...)`` (empty without it), and
+    ``observed_trace[name]`` their batch means per chain in sampling order, shape (chains, num_batches, ...): a
+    trace that shows a chain moving between states (metastability), which the pooled mean hides.
     """
 
     method: str = eqx.field(static=True)
@@ -106,6 +108,7 @@ class PosteriorEstimates(eqx.Module):
     kernels: list
     kernel_eigenvalue_ratio: list
     observed: dict
+    observed_trace: dict
     rhat: dict
     ess: dict
     acceptance: float
@@ -158,6 +161,7 @@ def build_estimates(method, batch_means, monitors, acceptance, step_size, y, y_t
         kernel_eigenvalue_ratio=[delta_estimate(_ratio_along(y), k) if y.ndim == 1 else None
                                  for k in batch_means["kernels"]],
         observed={name: mean_estimate(b) for name, b in batch_means.get("observed", {}).items()},
+        observed_trace=dict(batch_means.get("observed", {})),
         rhat={name: split_rhat(series) for name, series in monitors.items()},
         ess={name: effective_sample_size(series) for name, series in monitors.items()},
         acceptance=float(np.mean(acceptance)),
