@@ -6,7 +6,9 @@ the Gaussian-mixture ansatz, ``actions.mixture``) from the prior and a teacher-a
 from the minima of the previous width, swept up the ``--N`` grid and the ``--warm`` widths: a branch followed from
 where fixed starts find it), the lowest minimum marked; HMC chains of the finite network (readout integrated
 out) start either from the prior, from weights whose variance along w* is ``--ratio`` times larger, and (mixture
-ansatz) from weights drawn from the predicted state with the most aligned component (``predicted-aligned``).
+ansatz) from weights drawn from the predicted state with the most aligned component (``predicted-aligned``) and
+from the lowest predicted non-aligned minimum (``predicted-nonaligned``): chains that start in the two states whose
+persistence is the metastability question (``--trace``: their batch means in sampling order).
 Compared per start: the alignment (second moment of the first-layer weights along w* over the prior's,
 a w*^T E[w w^T] w*, a = d / s_w2), the eigenvalue ratio of the first-layer weight covariance along w*, the
 learnability and the He1 / He3 learnabilities of the mean test output, L_k = <f, He_k(z)> / <y, He_k(z)>.
@@ -237,7 +239,7 @@ def plot(args):
     tail = f"tail_q{args.tail[0]:g}"
     theory = table[table.source.str.startswith(("mixture:", "gaussian:")) & (table.kind != "saddle")]
     lowest = theory[theory.posterior.astype(bool)]
-    colours = {"hmc:prior": "C0", "hmc:aligned": "C3", "hmc:predicted-aligned": "C2"}
+    colours = {"hmc:prior": "C0", "hmc:aligned": "C3", "hmc:predicted-aligned": "C2", "hmc:predicted-nonaligned": "C1"}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, column, label in zip(axes, ("learnability", "L3", tail),
                                  ("learnability", "L3 (He3 learnability)",
@@ -298,6 +300,50 @@ def plot(args):
     fig.savefig(f"{stem}_hist.{ext}", dpi=120)
 
 
+def plot_trace(args):
+    """``--plot-trace``: from the --combine'd ``--trace`` CSVs (``X_trace.csv``, with ``X_hist.csv`` where it exists),
+    per width N one column: on top every chain's number of neurons with q > ``--tail[0]`` against the draws after
+    warmup (batch means; coloured by start), below the sqrt(q) histograms of those chains and of the theory's minima
+    (black: the lowest, grey dashed: the others), in neurons per bin."""
+    import matplotlib.pyplot as plt
+
+    files = sorted({f for pattern in args.combine for f in glob.glob(pattern)})
+    trace = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    hist_files = [f.replace("_trace.csv", "_hist.csv") for f in files]
+    hist = pd.concat([pd.read_csv(f) for f in hist_files if glob.glob(f)], ignore_index=True)
+    rows = combined([f.replace("_trace.csv", ".csv") for f in files])
+    lowest = {(P, N): source for P, N, source in rows[rows.get("posterior", False) == True][["P", "N", "source"]]  # noqa: E712
+              .itertuples(index=False)}
+    tail = f"tail_q{args.tail[0]:g}"
+    colours = {"hmc:prior": "C0", "hmc:aligned": "C3", "hmc:predicted-aligned": "C2", "hmc:predicted-nonaligned": "C1"}
+    Ns = sorted(trace.N.unique())
+    fig, axes = plt.subplots(2, len(Ns), figsize=(4.4 * len(Ns), 6.4), squeeze=False)
+    for (top, bottom), N in zip(axes.T, Ns):
+        labelled = set()
+        for (source, chain), rows in trace[trace.N == N].groupby(["source", "chain"], sort=False):
+            top.step(rows.draws, rows[tail] * N, where="pre", color=colours[source], lw=1,
+                     label=None if source in labelled else source.replace("hmc:", "HMC from "))
+            labelled.add(source)
+        top.set_title(f"N = {N}, P = {int(trace[trace.N == N].P.iloc[0])}", fontsize=9)
+        top.set_xlabel("draws after warmup")
+        top.set_ylabel(f"neurons with a (w.w*)^2 > {args.tail[0]:g}")
+        at = hist[hist.N == N]
+        edges = SQRT_Q_EDGES[:-1]
+        for (source, chain), rows in at[at.source.str.startswith("hmc:")].groupby(["source", "chain"], sort=False):
+            bottom.step(edges, (rows.fraction * N).clip(lower=1e-3), where="post", color=colours[source], lw=1)
+        for (P, source), rows in at[~at.source.str.startswith("hmc:")].groupby(["P", "source"], sort=False):
+            bottom.step(edges, (rows.fraction * N).clip(lower=1e-3), where="post", lw=1, label=source,
+                        **({"color": "k"} if lowest.get((P, N)) == source else {"color": "grey", "ls": "--"}))
+        bottom.set_yscale("log")
+        bottom.set_ylim(1e-2, N)
+        bottom.set_xlabel("sqrt(a) |w . w*| (bins of 0.25; last: > 10)")
+        bottom.set_ylabel("neurons per bin")
+        top.legend(fontsize=7)
+        bottom.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(args.plot_trace, dpi=120)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--d", type=int, default=10)
@@ -327,7 +373,8 @@ def main(argv=None):
                         "nothing is carried): a cheap sweep in P along the aligned branches to their lower ends "
                         "(folds) and along the lowest state (where the two cross)")
     parser.add_argument("--chains", type=int, default=4, help="per start; 0: the theory only")
-    parser.add_argument("--starts", nargs="+", choices=("prior", "aligned", "predicted-aligned"),
+    parser.add_argument("--starts", nargs="+",
+                        choices=("prior", "aligned", "predicted-aligned", "predicted-nonaligned"),
                         help="sample from these starts only (default: all)")
     parser.add_argument("--nngp", action="store_true",
                         help="also a row per (P, N) of the NNGP (the lazy kernel, no feature learning): what the "
@@ -353,6 +400,8 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="CSV of the rows (rewritten after every P)")
     parser.add_argument("--hist-out", default=None, help="CSV of the sqrt(q) histograms (rewritten after every P)")
     parser.add_argument("--plot", default=None, help="draw the figure from --combine'd CSVs into this file; no run")
+    parser.add_argument("--plot-trace", default=None, help="draw the chains' traces and histograms per N from "
+                        "--combine'd --trace CSVs into this file; no run")
     parser.add_argument("--steps", type=float, default=None,
                         help="no run: print the table of the steps P - 1 -> P (of --combine'd CSVs) of the sampled "
                         "learnability, the NNGP's, their difference and the fraction of neurons with q above this "
@@ -364,6 +413,8 @@ def main(argv=None):
         return print(steps(combined(args.combine), args.steps).round(4).to_string(index=False))
     if args.plot:
         return plot(args)
+    if args.plot_trace:
+        return plot_trace(args)
 
     pool = along_first_axis(ak.teacher_dataset(jax.random.PRNGKey(0), args.pool or max(args.P), args.d,
                                                teacher="cubic", eps=args.eps, P_test=1000))
@@ -448,11 +499,18 @@ def main(argv=None):
                              **(displaced(point) if args.theory == "mixture" else {})})
                 histogram_rows(P, N, source, fractions)
             starts = {"prior": HMC(), "aligned": MixtureStartHMC.aligned(pool.w_star, args.ratio)}
-            if args.theory == "mixture" and found[N].points:  # also from the predicted state with the most aligned pair
+            if args.theory == "mixture" and found[N].points:
+                # also from the predicted state with the most aligned pair, and from the lowest non-aligned minimum
+                def predicted(point):
+                    pi, m, Sigma = mixture.full_components(problem, point.value, pool.w_star)
+                    return MixtureStartHMC(pi, m * a**0.5, Sigma * a)
+
                 best = max(found[N].points, key=lambda point: displaced(point)["am2"])
-                pi, m, Sigma = mixture.full_components(problem, best.value, pool.w_star)
                 if displaced(best)["am2"] > ALIGNED:
-                    starts["predicted-aligned"] = MixtureStartHMC(pi, m * a**0.5, Sigma * a)
+                    starts["predicted-aligned"] = predicted(best)
+                nonaligned = [p for p in found[N].points if p.kind == "minimum" and displaced(p)["am2"] <= ALIGNED]
+                if nonaligned:
+                    starts["predicted-nonaligned"] = predicted(min(nonaligned, key=lambda point: point.action))
             if args.nngp:  # its first-layer weights are the prior's: q is chi-square(1)
                 # with --tempered padded to the pool's size by zero inputs with zero targets, which a bias-free erf
                 # kernel leaves out exactly (K(0, x) = 0: rows kappa2 I, weight 0): one shape for every P
