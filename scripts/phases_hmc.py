@@ -304,7 +304,7 @@ def plot_trace(args):
     """``--plot-trace``: from the --combine'd ``--trace`` CSVs (``X_trace.csv``, with ``X_hist.csv`` where it exists),
     per width N one column: on top every chain's number of neurons with q > ``--tail[0]`` against the draws after
     warmup (batch means; coloured by start), below the sqrt(q) histograms of those chains and of the theory's minima
-    (black: the lowest, grey dashed: the others), in neurons per bin."""
+    found by that run (black: the lowest, grey dashed: the others), in neurons per bin."""
     import matplotlib.pyplot as plt
 
     files = sorted({f for pattern in args.combine for f in glob.glob(pattern)})
@@ -312,8 +312,9 @@ def plot_trace(args):
     hist_files = [f.replace("_trace.csv", "_hist.csv") for f in files]
     hist = pd.concat([pd.read_csv(f) for f in hist_files if glob.glob(f)], ignore_index=True)
     rows = combined([f.replace("_trace.csv", ".csv") for f in files])
-    lowest = {(P, N): source for P, N, source in rows[rows.get("posterior", False) == True][["P", "N", "source"]]  # noqa: E712
-              .itertuples(index=False)}
+    minima = rows[rows.get("kind", pd.Series(dtype=str)) == "minimum"]
+    kind = {(P, N, source): "lowest" if posterior else "higher"
+            for P, N, source, posterior in minima[["P", "N", "source", "posterior"]].itertuples(index=False)}
     tail = f"tail_q{args.tail[0]:g}"
     colours = {"hmc:prior": "C0", "hmc:aligned": "C3", "hmc:predicted-aligned": "C2", "hmc:predicted-nonaligned": "C1"}
     Ns = sorted(trace.N.unique())
@@ -332,14 +333,18 @@ def plot_trace(args):
         for (source, chain), rows in at[at.source.str.startswith("hmc:")].groupby(["source", "chain"], sort=False):
             bottom.step(edges, (rows.fraction * N).clip(lower=1e-3), where="post", color=colours[source], lw=1)
         for (P, source), rows in at[~at.source.str.startswith("hmc:")].groupby(["P", "source"], sort=False):
-            bottom.step(edges, (rows.fraction * N).clip(lower=1e-3), where="post", lw=1, label=source,
-                        **({"color": "k"} if lowest.get((P, N)) == source else {"color": "grey", "ls": "--"}))
+            found = kind.get((P, N, source))
+            if found:  # the theory's minima (not its saddles or degenerate points)
+                bottom.step(edges, (rows.fraction * N).clip(lower=1e-3), where="post", lw=1,
+                            label=f"theory, {found} minimum (start {source.split(':', 1)[1]})",
+                            **({"color": "k"} if found == "lowest" else {"color": "grey", "ls": "--"}))
         bottom.set_yscale("log")
         bottom.set_ylim(1e-2, N)
         bottom.set_xlabel("sqrt(a) |w . w*| (bins of 0.25; last: > 10)")
         bottom.set_ylabel("neurons per bin")
         top.legend(fontsize=7)
-        bottom.legend(fontsize=6)
+        if bottom.get_legend_handles_labels()[0]:  # the theory's minima, where that run solved any
+            bottom.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(args.plot_trace, dpi=120)
 

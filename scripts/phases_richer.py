@@ -1,0 +1,72 @@
+"""Is a K = 2 minimum of the axis mixture still a minimum in the K = 3 ansatz? (issue 17; docs/phases.md, "Chains
+from the two predicted states at N = 125-330").
+
+From the minima that ``scripts/phases_barrier.py --save`` pickled, at one N:P point: the lowest non-aligned K = 2
+minimum with a third component added -- a fraction ``--weights`` of the neurons placed at the lowest aligned
+minimum's displaced pair (+-m v, its variance), the other two components scaled down by that fraction, the gauge
+sum_k s_k = K / a kept -- and a descent of the K = 3 action (``phases.find_stationary_points``) from each such start.
+If every descent, even from a tiny third component, ends at the aligned state, the non-aligned minimum is a minimum
+of the K = 2 family only: the richer density lowers the action from it without a barrier.
+
+    python scripts/phases_barrier.py --pool 400 --path 100:400 125:400 --ratios 30 60 --save m400.pkl
+    python scripts/phases_richer.py --pool 400 --load m400.pkl --point 125:400 --weights 1e-3 1e-2
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import time
+
+import jax.numpy as jnp
+
+import adaptive_kernels as ak
+from adaptive_kernels import phases
+from adaptive_kernels.actions import mixture
+from phases_barrier import ALIGNED, Minimum, observables, problem_at, setting  # noqa: F401 (Minimum: the pickle's class)
+
+
+def third_component_start(problem, nonaligned, aligned, weight):
+    """The K = 3 axis value: ``nonaligned``'s two components with their weights times (1 - weight), plus
+    ``aligned``'s most displaced component with the weight ``weight``; tau = a sum_k s_k / 3 = 1."""
+    R, *Ms = nonaligned
+    kept = [mixture.decode(jnp.asarray(M)) for M in Ms]
+    pair = max((mixture.decode(jnp.asarray(M)) for M in aligned[1:]), key=lambda c: float(jnp.sum(c[1] ** 2)))
+    total = sum(c[0] for c in kept)
+    s = [c[0] * (1 - weight) for c in kept] + [weight * total]
+    scale = 3 / (problem.prior_precision * sum(s))
+    return (jnp.asarray(R),) + tuple(mixture.encode(scale * sk, c[1], c[2]) for sk, c in zip(s, kept + [pair]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--d", type=int, default=6)
+    parser.add_argument("--pool", type=int, default=120)
+    parser.add_argument("--kappa2", type=float, default=0.1)
+    parser.add_argument("--eps", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--load", required=True, help="the minima pickled by phases_barrier.py --save")
+    parser.add_argument("--point", required=True, help="N:P, a point of that pickle")
+    parser.add_argument("--weights", type=float, nargs="+", default=[1e-3, 1e-2], help="the third component's weight")
+    args = parser.parse_args()
+    pool, _ = setting(args)
+    N, P = (float(x) for x in args.point.split(":"))
+    with open(args.load, "rb") as f:
+        minima = pickle.load(f)[(N, P)]
+    aligned = min((m for m, o in minima if o["am2"] > ALIGNED), key=lambda m: m.action)
+    nonaligned = min((m for m, o in minima if o["am2"] <= ALIGNED), key=lambda m: m.action)
+    problem = problem_at(args, pool, N, P)
+    theory = ak.Adaptive(measure="mixture", components=3, along="axis", direction=pool.w_star)
+    starts = {f"weight {w:g}": third_component_start(problem, nonaligned.value, aligned.value, w) for w in args.weights}
+    t = time.process_time()
+    for p in phases.find_stationary_points(theory, problem, starts).points:
+        o = observables(pool, problem, p.value)
+        print(f"K = 3 from the non-aligned minimum + {p.starts}: S = {p.action:.4f}, {p.kind} (index {p.index}, "
+              f"smallest eigenvalue {p.hessian_eigenvalues[0]:.3g}), a m^2 = {o['am2']:.2f} on weight "
+              f"{o['pair_weight']:.3f}, alignment {o['ratio']:.3f}")
+    print(f"K = 2 at N = {N:g}, P = {P:g}: aligned {aligned.action:.4f}, non-aligned {nonaligned.action:.4f}; "
+          f"CPU {time.process_time() - t:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
