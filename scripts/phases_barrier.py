@@ -205,14 +205,19 @@ def barrier(args, pool, theory, problem, a, b):
             "saddle_eig1": float(eig[1]), "descent_ends": tuple(ends), "saddle_value": value, "path_S": S}
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_setting_arguments(parser):
+    """The options of :func:`setting` and :func:`problem_at`: --d, --pool, --kappa2, --eps, --seed."""
     parser.add_argument("--d", type=int, default=6)
-    parser.add_argument("--N", type=float, default=20, help="the width of plain --path entries")
     parser.add_argument("--pool", type=int, default=120)
     parser.add_argument("--kappa2", type=float, default=0.1)
     parser.add_argument("--eps", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_setting_arguments(parser)
+    parser.add_argument("--N", type=float, default=20, help="the width of plain --path entries")
     parser.add_argument("--path", nargs="+", help="P values (at --N) or N:P pairs, from a point where a fixed start "
                         "finds the aligned minimum")
     parser.add_argument("--ratios", type=float, nargs="+", default=[30.0], help="the aligned starts at every path "

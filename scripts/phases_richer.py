@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import adaptive_kernels as ak
 from adaptive_kernels import phases
 from adaptive_kernels.actions import mixture
-from phases_barrier import ALIGNED, Minimum, observables, problem_at, setting  # noqa: F401 (Minimum: the pickle's class)
+from phases_barrier import (  # noqa: F401 (Minimum: the class of the pickle's entries)
+    ALIGNED, Minimum, add_setting_arguments, observables, problem_at, setting)
 
 
 def third_component_start(problem, nonaligned, aligned, weight):
@@ -40,11 +41,7 @@ def third_component_start(problem, nonaligned, aligned, weight):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--d", type=int, default=6)
-    parser.add_argument("--pool", type=int, default=120)
-    parser.add_argument("--kappa2", type=float, default=0.1)
-    parser.add_argument("--eps", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    add_setting_arguments(parser)
     parser.add_argument("--load", required=True, help="the minima pickled by phases_barrier.py --save")
     parser.add_argument("--point", required=True, help="N:P, a point of that pickle")
     parser.add_argument("--weights", type=float, nargs="+", default=[1e-3, 1e-2], help="the third component's weight")
