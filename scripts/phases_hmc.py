@@ -118,6 +118,8 @@ def along_first_axis(pool):
 
 ALIGNED = 5.0  # a m^2 of the mixture's displaced pair above which a state counts as aligned
 SQRT_Q_EDGES = np.append(np.arange(0.0, 10.01, 0.25), np.inf)  # bins of sqrt(q) = sqrt(a) |w . w*|
+COLOURS = {  # the figures' colour per HMC start
+    "hmc:prior": "C0", "hmc:aligned": "C3", "hmc:predicted-aligned": "C2", "hmc:predicted-nonaligned": "C1"}
 
 
 def overlap_observables(w_star, a, thresholds):
@@ -239,12 +241,11 @@ def plot(args):
     tail = f"tail_q{args.tail[0]:g}"
     theory = table[table.source.str.startswith(("mixture:", "gaussian:")) & (table.kind != "saddle")]
     lowest = theory[theory.posterior.astype(bool)]
-    colours = {"hmc:prior": "C0", "hmc:aligned": "C3", "hmc:predicted-aligned": "C2", "hmc:predicted-nonaligned": "C1"}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, column, label in zip(axes, ("learnability", "L3", tail),
                                  ("learnability", "L3 (He3 learnability)",
                                   f"fraction of neurons, a (w.w*)^2 > {args.tail[0]:g}")):
-        for source, colour in colours.items():
+        for source, colour in COLOURS.items():
             rows = table[(table.source == source) & table.chain.isna()]
             if len(rows):
                 se = rows.get(column + "_se")
@@ -277,7 +278,7 @@ def plot(args):
     prior = np.diff(chi2.cdf(np.append(edges, np.inf) ** 2, 1))
     for ax, P in zip(axes.flat, Ps):
         at = hist[hist.P == P]
-        for source, colour in colours.items():
+        for source, colour in COLOURS.items():
             rows = at[at.source == source]
             if len(rows):
                 ax.step(edges, rows.fraction.clip(lower=1e-5), where="post", color=colour, lw=1,
@@ -316,13 +317,12 @@ def plot_trace(args):
     kind = {(P, N, source): "lowest" if posterior else "higher"
             for P, N, source, posterior in minima[["P", "N", "source", "posterior"]].itertuples(index=False)}
     tail = f"tail_q{args.tail[0]:g}"
-    colours = {"hmc:prior": "C0", "hmc:aligned": "C3", "hmc:predicted-aligned": "C2", "hmc:predicted-nonaligned": "C1"}
     Ns = sorted(trace.N.unique())
     fig, axes = plt.subplots(2, len(Ns), figsize=(4.4 * len(Ns), 6.4), squeeze=False)
     for (top, bottom), N in zip(axes.T, Ns):
         labelled = set()
         for (source, chain), rows in trace[trace.N == N].groupby(["source", "chain"], sort=False):
-            top.step(rows.draws, rows[tail] * N, where="pre", color=colours[source], lw=1,
+            top.step(rows.draws, rows[tail] * N, where="pre", color=COLOURS[source], lw=1,
                      label=None if source in labelled else source.replace("hmc:", "HMC from "))
             labelled.add(source)
         top.set_title(f"N = {N}, P = {int(trace[trace.N == N].P.iloc[0])}", fontsize=9)
@@ -331,7 +331,7 @@ def plot_trace(args):
         at = hist[hist.N == N]
         edges = SQRT_Q_EDGES[:-1]
         for (source, chain), rows in at[at.source.str.startswith("hmc:")].groupby(["source", "chain"], sort=False):
-            bottom.step(edges, (rows.fraction * N).clip(lower=1e-3), where="post", color=colours[source], lw=1)
+            bottom.step(edges, (rows.fraction * N).clip(lower=1e-3), where="post", color=COLOURS[source], lw=1)
         for (P, source), rows in at[~at.source.str.startswith("hmc:")].groupby(["P", "source"], sort=False):
             found = kind.get((P, N, source))
             if found:  # the theory's minima (not its saddles or degenerate points)
