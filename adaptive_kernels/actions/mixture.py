@@ -293,26 +293,53 @@ HERMITE = 80
 """Gauss-Hermite nodes per Gaussian of the axis form's one-dimensional KL divergence (:func:`axis_kl_divergence`)."""
 
 
+def _log_softplus(z):
+    """log(log(1 + e^z)), = z to within e^z / 2 where e^z underflows the softplus (z < -30)."""
+    small = z < -30
+    return jnp.where(small, z, jnp.log(jax.nn.softplus(jnp.where(small, 0.0, z))))
+
+
 def axis_kl_divergence(value, precision, nodes: int = HERMITE):
     """KL(rho_1 || N(0, 1/a)) of the one-dimensional symmetrised mixture rho_1(u) = sum_k pi_k (1/2)[N(u; m_k, s_k)
-    + N(u; -m_k, s_k)] given by 2 x 2 component matrices (``value``, :func:`decode` with d = 1):
+    + N(u; -m_k, s_k)] given by 2 x 2 component matrices (``value``, :func:`decode` with d = 1).
 
-        KL = sum_k pi_k E_{u ~ N(m_k, s_k)}[log rho_1(u) - log N(u; 0, 1/a)]
+    Write rho_1 = sum_j w_j q_j over its 2K halves (w_j = pi_k / 2, q_j = N(m_j, s_j)), sorted by variance,
+    widest first, and R_t = sum_{i <= t} w_i q_i. Then KL = sum_j w_j E_{q_j}[log rho_1 - log N(0, 1/a)] with the
+    telescoping sum
 
-    (the -m_k half gives the same by symmetry), each expectation by ``nodes``-point Gauss-Hermite quadrature
-    (u = m_k + sqrt(2 s_k) x_i, weights w_i / sqrt(pi)): log rho_1 is smooth and grows at most quadratically, so
-    the rule converges fast: 3e-6 relative to adaptive quadrature for narrow, unequal components (tested)."""
+        log rho_1 = log R_j + sum_{t > j} log(1 + w_t q_t / R_{t-1}),
+
+        E_{q_j}[log(1 + w_t q_t / R_{t-1})] = E_{q_t}[(q_j / q_t) log(1 + w_t q_t / R_{t-1})],
+
+    every expectation by ``nodes``-point Gauss-Hermite quadrature in its own Gaussian (u = m + sqrt(2 s) x_i,
+    weights w_i / sqrt(pi)). Each integrand is smooth on the scale of the Gaussian whose nodes it uses: R_j holds
+    only halves at least as wide as q_j, and the narrower half q_t's bump, a feature that q_j's nodes would step
+    over, is integrated on q_t's own nodes. (A plain rule per half, E_{q_j}[log rho_1], misses such a bump: a
+    linear net's K = 2 "minimum" with a spike of variance 4e-4 inside a bulk of 0.26 had KL -0.032 where a grid
+    gives +0.022, an action 0.65 below the Gaussian's, which no density with that second moment can reach.)"""
     pi, m, s = components(value)
-    m, s = m[:, 0], s[:, 0, 0]
-    x, w = np.polynomial.hermite.hermgauss(nodes)
-    x, w = jnp.asarray(x, m.dtype), jnp.asarray(w / np.sqrt(np.pi), m.dtype)
-    u = m[:, None] + jnp.sqrt(2 * s)[:, None] * x  # (K, nodes)
-    means, var = jnp.concatenate([m, -m]), jnp.concatenate([s, s])
-    log_w = jnp.log(jnp.concatenate([pi, pi]) / 2) - 0.5 * jnp.log(2 * jnp.pi * var)
-    log_rho = jax.nn.logsumexp(log_w[:, None, None] - (u[None] - means[:, None, None]) ** 2
-                               / (2 * var[:, None, None]), axis=0)
+    w = jnp.concatenate([pi, pi]) / 2
+    mu = jnp.concatenate([m[:, 0], -m[:, 0]])
+    var = jnp.concatenate([s[:, 0, 0], s[:, 0, 0]])
+    order = jnp.argsort(-var)
+    w, mu, var = w[order], mu[order], var[order]
+    H = w.shape[0]
+    x, h = np.polynomial.hermite.hermgauss(nodes)
+    x, h = jnp.asarray(x, mu.dtype), jnp.asarray(h / np.sqrt(np.pi), mu.dtype)
+    u = mu[:, None] + jnp.sqrt(2 * var)[:, None] * x  # (H, nodes): the nodes of each half
+    # log N(u_t; mu_i, var_i) for every half i at every half t's nodes: (H_i, H_t, nodes)
+    log_q = -0.5 * jnp.log(2 * jnp.pi * var)[:, None, None] - (u[None] - mu[:, None, None]) ** 2 / (2 * var[:, None, None])
+    log_wq = jnp.log(w)[:, None, None] + log_q
+    # log R_t at every half's nodes (R_t: halves 0..t): (H_t, H_nodes, nodes)
+    log_R = jax.lax.cumlogsumexp(log_wq, axis=0)
     log_p = 0.5 * jnp.log(precision / (2 * jnp.pi)) - 0.5 * precision * u**2
-    return jnp.sum(pi * ((log_rho - log_p) @ w))
+    own = jnp.diagonal(log_R, axis1=0, axis2=1).T  # log R_j at q_j's nodes: (H, nodes)
+    kl = jnp.sum(w * ((own - log_p) @ h))
+    for t in range(1, H):  # the bump of half t on its own nodes, for every wider half j < t
+        bump = _log_softplus(log_wq[t, t] - log_R[t - 1, t])  # log log(1 + w_t q_t / R_{t-1}) at q_t's nodes
+        ratio = log_q[:t, t] - log_q[t, t]  # log(q_j / q_t) there, j < t
+        kl = kl + jnp.sum(w[:t] * (jnp.exp(ratio + bump) @ h))
+    return kl
 
 
 class AxisMixtureAction(EntropicAction):
