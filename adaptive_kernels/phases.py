@@ -229,6 +229,15 @@ class StationaryPoint:
     def min_eigenvalue(self) -> float:
         return float("nan") if self.hessian_eigenvalues is None else float(self.hessian_eigenvalues[0])
 
+    def is_minimum(self, zero_modes: bool = False, rtol: float = 1e-7) -> bool:
+        """A ``"minimum"``; with ``zero_modes`` also a ``"degenerate"`` point whose only non-positive Hessian
+        eigenvalues are zeros (within ``rtol`` times the largest |eigenvalue|, :func:`classify`'s threshold): a
+        minimum up to flat directions, e.g. where two mixture components coincide (their weights' split is free) or
+        the symmetric non-aligned state at small noise (one zero eigenvalue, 1e-14 - 5e-8; docs/phases.md)."""
+        e = self.hessian_eigenvalues
+        return self.kind == "minimum" or (zero_modes and self.kind == "degenerate"
+                                          and float(e[0]) >= -rtol * float(np.max(np.abs(e))))
+
 
 @dataclasses.dataclass(frozen=True)
 class PhaseStructure:
@@ -359,6 +368,83 @@ def stationary_points(arch, data, kappa2, theory="adaptive", starts=None, *, rat
 
 
 # --- continuation ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RicherCheck:
+    """Whether a K-component mixture minimum is still a minimum with K + 1 components (:func:`check_richer`).
+
+    ``point``: the K-component minimum; ``descents``: the points that the (K+1)-component descents from it reached
+    (a :class:`PhaseStructure`); ``drop``: how far the lowest of their actions (unconverged descents' last iterates
+    included) lies below ``point.action`` (<= 0: none is lower); ``holds``: ``drop`` within the tolerance, so no
+    extra component lowered the action from this state (None: no descent reached a finite action)."""
+
+    point: StationaryPoint
+    descents: PhaseStructure
+    drop: float
+    holds: bool | None
+
+
+def check_richer(theory, problem: Problem, structure: PhaseStructure, *, components=None, weight: float = 1e-2,
+                 tol: float = 1e-8, solver=None, same: float = 1e-4, rtol: float = 1e-7) -> tuple[RicherCheck, ...]:
+    """Is each minimum of a mixture theory's ``structure`` still a minimum of the ansatz with one more component?
+
+    The mixture ansatz (``actions.mixture``) is a variational restriction of the single-neuron measure, so a minimum
+    in K components can be an artefact of K: a state that the K-component density cannot leave without becoming
+    another state altogether, but a richer one leaves downhill. Then "metastable" (two minima) is the ansatz's word,
+    not the measure's. Example (docs/phases.md, "Chains from the two predicted states"): d = 6, N = 125, P = 400,
+    the K = 2 axis mixture's non-aligned minimum lies 71 nats above the aligned one; in the K = 3 ansatz, a third
+    component of weight 1e-3 at the aligned pair descends to the aligned state, and HMC chains of the finite net
+    leave that minimum within 50 draws.
+
+    For each minimum of ``structure`` (:meth:`StationaryPoint.is_minimum` with zero modes: a K-component state is
+    often ``"degenerate"``, e.g. where two components coincide), descents of the (K+1)-component action (:func:`find_stationary_points`)
+    start from it with one more component of fraction ``weight`` (:func:`actions.mixture.with_component`) at each
+    of ``components``. It holds when no descent ends lower than its action by more than ``tol`` (1 + |S|). A start
+    with a finite ``weight`` costs action, so a descent back to the minimum is the expected outcome where it holds.
+
+    Args:
+        theory: the K-component ``Adaptive(measure="mixture")`` (``along`` "free" or "axis") of ``structure``.
+        problem: its problem (:func:`adaptive_kernels.make_problem`).
+        structure: from :func:`stationary_points` / :func:`find_stationary_points` with ``theory``.
+        components: component matrices of the same form (``actions.mixture.encode``; their s is ignored); None:
+            every component of the structure's other points, or, with only one point, of :func:`default_starts`.
+        weight: the extra component's share of the neurons, in (0, 1).
+        tol: relative tolerance of the drop.
+        solver, same, rtol: as for :func:`find_stationary_points`.
+
+    Returns:
+        one :class:`RicherCheck` per minimum of ``structure``, in its order.
+
+    Example::
+
+        theory = ak.Adaptive(measure="mixture", components=2, along="axis", direction=data.w_star)
+        found = ak.stationary_points(arch, data, kappa2, theory)
+        for check in phases.check_richer(theory, ak.make_problem(arch, data, kappa2), found):
+            print(check.point.action, check.holds, check.drop)
+    """
+    if not (isinstance(theory, Adaptive) and theory.measure == "mixture" and theory.along in ("free", "axis")):
+        raise ValueError("theory must be Adaptive(measure='mixture') with along 'free' or 'axis' (the weights of "
+                         f"along='equal' are fixed, so no component can be added), got {theory!r}")
+    richer = dataclasses.replace(theory, components=theory.components + 1)
+    checks = []
+    for point in (p for p in structure.points if p.is_minimum(zero_modes=True, rtol=rtol)):
+        if components is None:
+            others = [p.value for p in structure.points if p is not point]
+            if not others:
+                others = list(default_starts(problem, theory, theory.direction).values())
+            candidates = [M for value in others for M in (value[1:] if mixture.is_axis_form(value) else value)]
+        else:
+            candidates = list(components)
+        starts = {f"component {i} x {weight:g}": mixture.with_component(point.value, jnp.asarray(M), weight)
+                  for i, M in enumerate(candidates)}
+        descents = find_stationary_points(richer, problem, starts, solver, same=same, rtol=rtol)
+        actions = [p.action for p in descents.points] + [float(s.action) for s in descents.unconverged.values()]
+        finite = [a for a in actions if math.isfinite(a)]
+        drop = point.action - min(finite) if finite else float("nan")
+        holds = bool(drop <= tol * (1 + abs(point.action))) if finite else None
+        checks.append(RicherCheck(point, descents, drop, holds))
+    return tuple(checks)
+
+
 class Instance(eqx.Module):
     """A problem of a family at one parameter value: ``problem`` (what is solved), ``report`` (the problem the
     observables are computed on; differs from ``problem`` only for padded data) and ``offset`` (the constant

@@ -27,7 +27,7 @@ minimum is carried from point to point, from the first path point, where a fixed
         --barriers 20:38 20:32 --csv k03.csv      # docs/phases_barrier_scan.csv (other settings: --d, --eps, --pool)
 
 ``--zero-modes`` counts a stationary point whose only non-positive Hessian eigenvalues are zeros as a minimum
-(:func:`is_minimum`); ``--ratios 1.5`` adds a slightly split aligned start, which reaches non-aligned minima that the
+(``StationaryPoint.is_minimum``); ``--ratios 1.5`` adds a slightly split aligned start, which reaches non-aligned minima that the
 prior start cannot (from the prior m = 0 stays 0: the action is even in m).
 """
 
@@ -81,17 +81,6 @@ def observables(pool, problem, value):
     return {"am2": float(am2[k]), "pair_weight": float(pi[k]), "ratio": ratio}
 
 
-def is_minimum(point, zero_modes: bool, rtol: float = 1e-7) -> bool:
-    """A minimum; with ``zero_modes`` also a ``degenerate`` point whose only non-positive Hessian eigenvalues are
-    zeros (within ``rtol`` times the largest, the library's threshold), a minimum up to that flat direction: at small
-    noise the non-aligned state the prior start reaches is often the symmetric one (both components at m = 0, with
-    different variances), with one zero eigenvalue (1e-14 - 5e-8) of undetermined origin
-    (docs/phases.md, "Is there a small width with a high barrier?")."""
-    e = point.hessian_eigenvalues
-    return point.kind == "minimum" or (zero_modes and point.kind == "degenerate"
-                                       and float(e[0]) >= -rtol * float(np.max(np.abs(e))))
-
-
 def follow(args, pool, theory):
     """Along --path: yields (N, P, problem, minima) at every point, the minima [(Minimum, observables)], the aligned
     one carried from point to point (warm start), the others from the fixed starts prior / aligned x30."""
@@ -107,7 +96,7 @@ def follow(args, pool, theory):
         for p, o in rows:
             print(f"  N={N} P={P}: S={p.action:.4f} {p.kind} index={p.index} eig0={p.hessian_eigenvalues[0]:.3g} "
                   f"a m^2={o['am2']:.2f} weight={o['pair_weight']:.3f} starts={p.starts}", flush=True)
-        rows = [(p, o) for p, o in rows if is_minimum(p, args.zero_modes)]
+        rows = [(p, o) for p, o in rows if p.is_minimum(args.zero_modes)]
         aligned = [p for p, o in rows if o["am2"] > ALIGNED]
         if aligned:
             carried = min(aligned, key=lambda p: p.action).value
@@ -232,7 +221,7 @@ def main():
     parser.add_argument("--nonaligned", type=int, nargs="+", default=[0], help="which non-aligned minima to connect "
                         "to the lowest aligned one, by rank in action (0: the lowest)")
     parser.add_argument("--zero-modes", action="store_true", help="count a point whose only non-positive Hessian "
-                        "eigenvalues are zeros as a minimum (is_minimum)")
+                        "eigenvalues are zeros as a minimum (StationaryPoint.is_minimum)")
     parser.add_argument("--csv")
     args = parser.parse_args()
     t0 = time.process_time()

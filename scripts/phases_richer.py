@@ -4,7 +4,8 @@ from the two predicted states at N = 125-330").
 From the minima that ``scripts/phases_barrier.py --save`` pickled, at one N:P point: the lowest non-aligned K = 2
 minimum with a third component added -- a fraction ``--weights`` of the neurons placed at the lowest aligned
 minimum's displaced pair (+-m v, its variance), the other two components scaled down by that fraction, the gauge
-sum_k s_k = K / a kept -- and a descent of the K = 3 action (``phases.find_stationary_points``) from each such start.
+kept (``actions.mixture.with_component``) -- and a descent of the K = 3 action (``phases.find_stationary_points``)
+from each such start (``phases.check_richer`` does this for the minima of a ``PhaseStructure``).
 If every descent, even from a tiny third component, ends at the aligned state, the non-aligned minimum is a minimum
 of the K = 2 family only: the richer density lowers the action from it without a barrier.
 
@@ -27,18 +28,6 @@ from phases_barrier import (  # noqa: F401 (Minimum: the class of the pickle's e
     ALIGNED, Minimum, add_setting_arguments, observables, problem_at, setting)
 
 
-def third_component_start(problem, nonaligned, aligned, weight):
-    """The K = 3 axis value: ``nonaligned``'s two components with their weights times (1 - weight), plus
-    ``aligned``'s most displaced component with the weight ``weight``; tau = a sum_k s_k / 3 = 1."""
-    R, *Ms = nonaligned
-    kept = [mixture.decode(jnp.asarray(M)) for M in Ms]
-    pair = max((mixture.decode(jnp.asarray(M)) for M in aligned[1:]), key=lambda c: float(jnp.sum(c[1] ** 2)))
-    total = sum(c[0] for c in kept)
-    s = [c[0] * (1 - weight) for c in kept] + [weight * total]
-    scale = 3 / (problem.prior_precision * sum(s))
-    return (jnp.asarray(R),) + tuple(mixture.encode(scale * sk, c[1], c[2]) for sk, c in zip(s, kept + [pair]))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_setting_arguments(parser)
@@ -54,7 +43,9 @@ def main():
     nonaligned = min((m for m, o in minima if o["am2"] <= ALIGNED), key=lambda m: m.action)
     problem = problem_at(args, pool, N, P)
     theory = ak.Adaptive(measure="mixture", components=3, along="axis", direction=pool.w_star)
-    starts = {f"weight {w:g}": third_component_start(problem, nonaligned.value, aligned.value, w) for w in args.weights}
+    pair = max(aligned.value[1:], key=lambda M: float(jnp.sum(mixture.decode(jnp.asarray(M))[1] ** 2)))
+    value = tuple(jnp.asarray(M) for M in nonaligned.value)
+    starts = {f"weight {w:g}": mixture.with_component(value, jnp.asarray(pair), w) for w in args.weights}
     t = time.process_time()
     for p in phases.find_stationary_points(theory, problem, starts).points:
         o = observables(pool, problem, p.value)

@@ -234,3 +234,38 @@ def test_axis_form_against_quadrature_monte_carlo_and_free_form(setup):
     Sigma_g = s * jnp.outer(v, v) + r * (jnp.eye(d) - jnp.outer(v, v))
     assert float(axis_action(centred, problem)) == pytest.approx(
         float(TwoLayerAdaptiveAction("function")(Sigma_g, problem)), rel=1e-12)
+
+
+def test_check_richer_keeps_a_true_minimum_and_rejects_an_ansatz_one():
+    """``phases.check_richer`` from the K = 1 axis mixture (one symmetric pair; the Gaussian at m = 0) to K = 2, the
+    extra component at a teacher-aligned pair (ratio 30), weight 1e-2:
+
+    - linear net: by maximum entropy no density beats the best Gaussian of the same second moment, so the
+      Gaussian state must hold (the descents come back to its action);
+    - erf net in mean-field scaling (gamma = 2): the Gaussian state is a K = 1 minimum, but the descent leaves it
+      for an aligned state; that state's density, written as a free-form mixture and evaluated with the free form's
+      action (Monte Carlo overlap correction, full-space kernel: another formulation; s_k = 2 pi_k / a puts its
+      gauge at tau = 1), lies below the Gaussian state by the reported drop, within that estimate's sampling
+      error."""
+    from adaptive_kernels import phases
+
+    d = 4
+    data = ak.teacher_dataset(jax.random.PRNGKey(0), 40, d, teacher="cubic", eps=1.0, P_test=5)
+    for activation, gamma in (("linear", 1.0), ("erf", 2.0)):
+        arch = ak.FCN(d, 20, activation, gamma=gamma)
+        problem = ak.make_problem(arch, data, 0.05)
+        theory = ak.Adaptive(measure="mixture", components=1, along="axis", direction=data.w_star)
+        found = ak.stationary_points(arch, data, 0.05, theory, ratios=())
+        pair = mixture.axis_aligned(problem, 1, 30.0)[1]
+        (check,) = phases.check_richer(theory, problem, found, components=[pair])
+        assert check.point is found.points[0] and check.point.is_minimum(zero_modes=True)
+        if activation == "linear":
+            assert check.holds and abs(check.drop) < 1e-8 * abs(check.point.action), check.drop
+            continue
+        assert check.holds is False and check.drop > 1.0, check.drop
+        end = min(check.descents.points, key=lambda p: p.action)
+        pi, means, covariances = mixture.full_components(problem, end.value, data.w_star)
+        free = tuple(mixture.encode(2 * p / problem.prior_precision, m, S) for p, m, S in zip(pi, means, covariances))
+        free_action = float(mixture.mixture_action(2, 200_000, 0, problem)(free, problem))
+        assert free_action == pytest.approx(end.action, abs=0.05), (free_action, end.action)
+        assert check.point.action - free_action == pytest.approx(check.drop, abs=0.05)
