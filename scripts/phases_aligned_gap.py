@@ -47,13 +47,8 @@ def main():
         theory = ak.Adaptive(measure="mixture", components=K, along="axis", direction=pool.w_star)
         starts = {}
         if K == 3:  # the K = 2 aligned state plus a third pair at the prior carrying 10 % of the weight
-            a, value = problem.prior_precision, results[2].value
-            pi = mixture.components(value[1:])[0]
-            parts = [mixture.decode(M) for M in value[1:]]
-            var = jnp.ones((1, 1), value[0].dtype) / a
-            starts["K=2 state + prior pair"] = (value[0],) + tuple(
-                mixture.encode(3 / a * 0.9 * p, mm, ss) for p, (_, mm, ss) in zip(pi, parts)) + (
-                mixture.encode(jnp.asarray(0.3 / a), 0 * parts[0][1], var),)
+            prior_pair = mixture.axis_initial(problem, 1)[1]
+            starts["K=2 state + prior pair"] = mixture.with_component(results[2].value, prior_pair, 0.1)
         found = ak.stationary_points(arch, data, args.kappa2, theory, starts=starts)
         print(found.table().to_string())
         aligned = min(found.minima, key=lambda p: p.action)
