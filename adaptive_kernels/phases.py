@@ -250,7 +250,10 @@ class PhaseStructure:
 
     @property
     def posterior(self) -> StationaryPoint | None:
-        """The lowest-action minimum: the posterior's branch at large width (None if no minimum was found)."""
+        """The lowest-action minimum: the posterior's branch at large width (None if no minimum was found). A
+        ``"degenerate"`` point whose only non-positive Hessian eigenvalues are zeros counts
+        (:meth:`StationaryPoint.is_minimum` with ``zero_modes``): mixture states often have such a flat direction
+        (two coinciding components share their weight freely); ``minima`` lists the strict ones."""
         return next((p for p in self.points if p.posterior), None)
 
     @property
@@ -333,7 +336,7 @@ def find_stationary_points(theory, problem, starts: dict, solver=None, *, same: 
         points.append(StationaryPoint(solution, float(solution.action) - action_offset, kind, index, eigenvalues,
                                       labels))
     points.sort(key=lambda p: p.action)
-    lowest = next((i for i, p in enumerate(points) if p.kind == "minimum"), None)
+    lowest = next((i for i, p in enumerate(points) if p.is_minimum(zero_modes=True, rtol=rtol)), None)
     if lowest is not None:
         points[lowest] = dataclasses.replace(points[lowest], posterior=True)
     return PhaseStructure(tuple(points), {label: s.message for label, s in unconverged.items()}, unconverged)
@@ -601,9 +604,10 @@ class Branches:
         return found
 
     def summary(self):
-        """pandas DataFrame, one row per grid value: ``minima`` (distinct minima found there), ``metastable``
-        (more than one), ``posterior`` (the branch holding the lowest-action minimum), its ``action`` and its
-        observables."""
+        """pandas DataFrame, one row per grid value: ``minima`` (distinct strict minima found there),
+        ``metastable`` (more than one), ``posterior`` (the branch holding the lowest-action minimum, degenerate
+        minima with only zero modes included as in :attr:`PhaseStructure.posterior`; else the lowest point), its
+        ``action`` and its observables."""
         import pandas as pd
 
         rows = []
@@ -615,7 +619,7 @@ class Branches:
                 if all(distance(entry[1].value, other[1].value) >= self.same for other in distinct):
                     distinct.append(entry)
             minima = [e for e in distinct if e[1].kind == "minimum"]
-            name, point, obs = (minima or distinct)[0]
+            name, point, obs = next((e for e in distinct if e[1].is_minimum(zero_modes=True)), distinct[0])
             rows.append({self.parameter: p, "minima": len(minima), "metastable": len(minima) > 1, "posterior": name,
                          "action": point.action, **obs})
         return pd.DataFrame(rows)
