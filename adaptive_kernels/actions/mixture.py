@@ -132,11 +132,6 @@ def with_component(value, component, weight: float):
         encode(scale * weight * total, m, Sigma),)
 
 
-def component_count(value) -> int:
-    """K, the number of components of ``value`` (either form)."""
-    return len(value) - 1 if is_axis_form(value) else len(value)
-
-
 def canonical(value):
     """The same density with its components sorted by weight (descending; equal weights to 6 digits by the trace of
     their matrices, descending) and each mean's sign chosen so that its
