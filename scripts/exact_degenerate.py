@@ -55,10 +55,19 @@ def mixture_anchor(arch, data, kappa2):
     theory = ak.Adaptive(measure="mixture", components=2, along="axis", direction=data.w_star)
     aligned = min(ak.stationary_points(arch, data, kappa2, theory).minima, key=lambda p: p.action)
     problem = ak.make_problem(arch, data, kappa2)
-    pi, m, Sigma = mixture.full_components(problem, aligned.value, data.w_star)
-    second = jnp.einsum("k,kij->ij", pi, Sigma + jnp.einsum("ki,kj->kij", m, m))
+    second = mixture.second_moment(problem, aligned.value, data.w_star)
     print(f"K = 2 mixture: ratio along w* {float(ak.eigenvalue_ratio(second, data.w_star)):.3f}", flush=True)
     return exact.weight_form_conjugates(problem, second)
+
+
+def anchored_exact(problem, samples: int, seed: int, anchor=None):
+    """``Adaptive(form="conjugate", measure="exact")`` with ``samples`` draws from key ``seed``; with ``anchor``
+    (conjugates, e.g. ``exact.weight_form_conjugates`` of a second moment) its proposals first adapted there."""
+    theory = ak.Adaptive(form="conjugate", measure="exact", samples=samples, seed=jnp.asarray(seed))
+    if anchor is None:
+        return theory
+    return eqx.tree_at(lambda t: t.sampled, theory, exact.exact_cgf(problem, samples, jax.random.PRNGKey(seed),
+                                                                      anchor=anchor), is_leaf=lambda x: x is None)
 
 
 def main():
@@ -77,11 +86,7 @@ def main():
     anchor = mixture_anchor(arch, data, kappa2) if args.from_mixture else None
     for seed in args.seeds:
         start = time.process_time()
-        theory = ak.Adaptive(form="conjugate", measure="exact", samples=args.samples, seed=jnp.asarray(seed))
-        if anchor is not None:
-            problem = ak.make_problem(arch, data, kappa2)
-            theory = eqx.tree_at(lambda t: t.sampled, theory, exact.exact_cgf(
-                problem, args.samples, jax.random.PRNGKey(seed), anchor=anchor), is_leaf=lambda x: x is None)
+        theory = anchored_exact(ak.make_problem(arch, data, kappa2), args.samples, seed, anchor)
         sol = ak.solve(arch, data, kappa2, theory)
         s = ak.summarize(sol, arch, data, kappa2)
         print(f"key {seed}: {sol.message}; learnability {s['learnability']:.4f}, ratio w* {s['eigenvalue_ratio'][0]:.3f}, "

@@ -16,7 +16,6 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
 
 import adaptive_kernels as ak
 from adaptive_kernels.actions import exact, mixture
@@ -57,8 +56,7 @@ def main():
         results[K] = aligned.solution
         report(f"mixture K={K}", aligned.solution, start)
     start = time.process_time()
-    pi, m, Sigma = mixture.full_components(problem, results[2].value, pool.w_star)
-    second = jnp.einsum("k,kij->ij", pi, Sigma + jnp.einsum("ki,kj->kij", m, m))
+    second = mixture.second_moment(problem, results[2].value, pool.w_star)
     theory = ak.Adaptive(form="conjugate", measure="exact", samples=args.samples, seed=0)
     for name, init in (("exact measure from the prior", None),
                        ("exact measure from the K=2 state", exact.weight_form_conjugates(problem, second))):

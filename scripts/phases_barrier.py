@@ -81,6 +81,13 @@ def observables(pool, problem, value):
     return {"am2": float(am2[k]), "pair_weight": float(pi[k]), "ratio": ratio}
 
 
+def lowest_of_each_kind(minima):
+    """(aligned, non-aligned): the lowest-action entry of each kind among [(Minimum, observables)] (a m^2 of the
+    displaced pair above / at most ``ALIGNED``)."""
+    return tuple(min((m for m, o in minima if (o["am2"] > ALIGNED) == aligned), key=lambda m: m.action)
+                 for aligned in (True, False))
+
+
 def follow(args, pool, theory):
     """Along --path: yields (N, P, problem, minima) at every point, the minima [(Minimum, observables)], the aligned
     one carried from point to point (warm start), the others from the fixed starts prior / aligned x30."""

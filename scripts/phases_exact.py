@@ -17,15 +17,13 @@ import argparse
 import pickle
 import time
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 import adaptive_kernels as ak
 from adaptive_kernels.actions import exact, mixture
+from exact_degenerate import anchored_exact
 from phases_barrier import (  # noqa: F401 (Minimum: the class of the pickle's entries)
-    ALIGNED, Minimum, add_setting_arguments, setting)
+    Minimum, add_setting_arguments, lowest_of_each_kind, setting)
 
 
 def main():
@@ -40,8 +38,7 @@ def main():
     N, P = (float(x) for x in args.point.split(":"))
     with open(args.load, "rb") as f:
         minima = pickle.load(f)[(N, P)]
-    starts = {"aligned": min((m for m, o in minima if o["am2"] > ALIGNED), key=lambda m: m.action),
-              "non-aligned": min((m for m, o in minima if o["am2"] <= ALIGNED), key=lambda m: m.action)}
+    starts = dict(zip(("aligned", "non-aligned"), lowest_of_each_kind(minima)))
     arch = ak.FCN(args.d, int(N), "erf", gamma=2.0)
     data = ak.Dataset(X=pool.X[:int(P)], y=pool.y[:int(P)], X_test=pool.X_test, y_test=pool.y_test,
                       w_star=pool.w_star)
@@ -53,10 +50,7 @@ def main():
         anchor = exact.weight_form_conjugates(problem, second)
         for seed in args.seeds:
             t = time.process_time()
-            theory = ak.Adaptive(form="conjugate", measure="exact", samples=args.samples, seed=jnp.asarray(seed))
-            theory = eqx.tree_at(lambda t: t.sampled, theory, exact.exact_cgf(
-                problem, args.samples, jax.random.PRNGKey(seed), anchor=anchor), is_leaf=lambda x: x is None)
-            sol = ak.solve(arch, data, args.kappa2, theory)
+            sol = ak.solve(arch, data, args.kappa2, anchored_exact(problem, args.samples, seed, anchor))
             s = ak.summarize(sol, arch, data, args.kappa2)
             print(f"  exact, from {name}, key {seed}: {sol.message}; learnability {s['learnability']:.4f}, ratio w* "
                   f"{s['eigenvalue_ratio'][0]:.3f}, ESS/S {np.asarray(sol.stats['ess']) / args.samples}, "

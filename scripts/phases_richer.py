@@ -25,7 +25,7 @@ import adaptive_kernels as ak
 from adaptive_kernels import phases
 from adaptive_kernels.actions import mixture
 from phases_barrier import (  # noqa: F401 (Minimum: the class of the pickle's entries)
-    ALIGNED, Minimum, add_setting_arguments, observables, problem_at, setting)
+    Minimum, add_setting_arguments, lowest_of_each_kind, observables, problem_at, setting)
 
 
 def main():
@@ -39,8 +39,7 @@ def main():
     N, P = (float(x) for x in args.point.split(":"))
     with open(args.load, "rb") as f:
         minima = pickle.load(f)[(N, P)]
-    aligned = min((m for m, o in minima if o["am2"] > ALIGNED), key=lambda m: m.action)
-    nonaligned = min((m for m, o in minima if o["am2"] <= ALIGNED), key=lambda m: m.action)
+    aligned, nonaligned = lowest_of_each_kind(minima)
     problem = problem_at(args, pool, N, P)
     theory = ak.Adaptive(measure="mixture", components=3, along="axis", direction=pool.w_star)
     pair = max(aligned.value[1:], key=lambda M: float(jnp.sum(mixture.decode(jnp.asarray(M))[1] ** 2)))
