@@ -269,3 +269,29 @@ def test_check_richer_keeps_a_true_minimum_and_rejects_an_ansatz_one():
         free_action = float(mixture.mixture_action(2, 200_000, 0, problem)(free, problem))
         assert free_action == pytest.approx(end.action, abs=0.05), (free_action, end.action)
         assert check.point.action - free_action == pytest.approx(check.drop, abs=0.05)
+
+
+@pytest.mark.parametrize("theory_kind", ["gaussian", "axis mixture"])
+def test_mean_field_action_is_affine_along_the_line_N_c_kappa2_over_c(theory_kind):
+    """Mean-field scaling law (closed form, independent of the code): with gamma = 2 the readout kernel is
+    K = s_a2 N^-1 E_rho[phi phi], so at N -> c N, kappa2 -> kappa2 / c the matrix K + kappa2 I is (K_1 + kappa2 I) / c.
+    Then N KL and the fit term (1/2) y^T (K + kappa2)^-1 y scale by c, (1/2) log det by -(P/2) log c only:
+    f(c) = S_c + (P/2) log c = c A + B is affine in c at every state rho, and the action gap between two states
+    grows like c (docs/phases.md, "Barriers along the mean-field line")."""
+    d, P, N, kappa2 = 4, 15, 10, 0.1
+    data = ak.teacher_dataset(jax.random.PRNGKey(2), P, d, teacher="cubic", eps=1.0, P_test=5)
+    theory = (ak.Adaptive() if theory_kind == "gaussian"
+              else ak.Adaptive(measure="mixture", components=2, along="axis", direction=data.w_star))
+
+    def f(c, value, kappa2_over_c=True):
+        problem = ak.make_problem(ak.FCN(d, int(N * c), "erf", gamma=2.0), data, kappa2 / c if kappa2_over_c else kappa2)
+        action, args = theory.problem(problem)
+        return float(action(value, args)) + 0.5 * P * np.log(c)
+
+    base = ak.make_problem(ak.FCN(d, N, "erf", gamma=2.0), data, kappa2)
+    for value in (theory.init(base, theory.problem(base)[1]), ak.phases.aligned_state(base, theory, 3.0)):
+        f1, f2, f4 = f(1, value), f(2, value), f(4, value)
+        assert f4 - f2 == pytest.approx(2 * (f2 - f1), rel=1e-10, abs=1e-9)
+        # the law is specific to the line: at N -> c N with kappa2 fixed, f is not affine
+        g1, g2, g4 = (f(c, value, kappa2_over_c=False) for c in (1, 2, 4))
+        assert abs((g4 - g2) - 2 * (g2 - g1)) > 1e-3
