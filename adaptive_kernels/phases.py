@@ -463,6 +463,163 @@ def check_richer(theory, problem: Problem, structure: PhaseStructure, *, compone
     return tuple(checks)
 
 
+# --- barriers -------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Barrier:
+    """The lowest pass between two minima a and b (:func:`barrier`).
+
+    ``path_actions``: S along the relaxed string from a to b (images at equal arclength); ``path_maximum``: its
+    largest value on the segments next to the highest image (64 points each): an upper bound on the pass, to that
+    sampling;
+    ``saddle``: the order parameters of the index-1 stationary point Newton reached from there (None if it reached
+    none; then the barriers below are the path's), ``saddle_action`` and ``saddle_eigenvalues`` (its Hessian's,
+    ascending, in the unconstrained coordinates); ``from_a`` / ``from_b``: the pass's action minus a's / b's, the
+    barrier out of each minimum; ``ends``: the actions where descents from the saddle, displaced both ways along its
+    negative mode, end (empty without a saddle); ``connects``: one ends at a and the other at b (:func:`distance`
+    below ``same``)."""
+
+    path_actions: np.ndarray
+    path_maximum: float
+    saddle: object
+    saddle_action: float
+    saddle_eigenvalues: np.ndarray | None
+    from_a: float
+    from_b: float
+    ends: tuple[float, ...]
+    connects: bool
+
+
+def _relabelings(theory, value) -> list:
+    """``value`` and, for a mixture, every relabelling of its components (an exchangeable mixture's same density),
+    each canonical (``actions.mixture.canonical``)."""
+    if not (isinstance(theory, Adaptive) and theory.measure == "mixture"):
+        return [value]
+    value = mixture.canonical(value)
+    head, parts = (value[:1], value[1:]) if mixture.is_axis_form(value) else ((), value)
+    return [tuple(head) + tuple(order) for order in itertools.permutations(parts)]
+
+
+def _newton_stationary(objective, u, steps: int = 60, tol: float = 1e-9, trust: float = 0.2):
+    """Newton on grad S = 0 with the dense Hessian, each step capped at length ``trust``: converges to the nearest
+    stationary point whatever its index. Returns (u, |grad S|)."""
+    grad, hess = jax.jit(jax.grad(objective)), jax.jit(jax.hessian(objective))
+    for _ in range(steps):
+        g = grad(u)
+        if not float(jnp.linalg.norm(g)) >= tol:  # converged, or not finite
+            break
+        du = jnp.linalg.solve(hess(u), g)
+        u = u - du * min(1.0, trust / max(float(jnp.linalg.norm(du)), 1e-300))
+    return u, float(jnp.linalg.norm(grad(u)))
+
+
+def barrier(theory, problem: Problem, a, b, *, images: int = 21, iterations: int = 300, dt: float = 0.05,
+            ridge: float = 1e-2, same: float = 1e-4, solver=None, rtol: float = 1e-7) -> Barrier:
+    """The barrier between two minima of a theory's action: how long a metastable state lives (a chain crosses a
+    barrier Delta S in a time ~ exp(Delta S)).
+
+    1. The minimum energy path by the string method (E, Ren & Vanden-Eijnden, J. Chem. Phys. 126, 164103 (2007)) in
+       the solvers' unconstrained coordinates u (:func:`unconstrained_coordinates`): ``images`` points from a to b,
+       ``iterations`` steps u_i -= dt M^-1 grad S(u_i) with the ends fixed, each followed by redistribution at equal
+       arclength. M is the mean of the two minima's Hessians plus ``ridge`` times its largest |eigenvalue| (mixture
+       minima have zero modes); a fixed preconditioner changes the path, not its saddle. For a mixture every
+       relabelling of b's components is tried and the lowest string kept.
+    2. Newton on grad S = 0 (dense Hessian) from the string's maximum, then from its images by decreasing action,
+       until it reaches a point other than a and b with one negative eigenvalue (below -``rtol`` times the largest
+       |eigenvalue|: zero modes do not count): the saddle, whose action gives the barriers.
+    3. The connection check: descents (:func:`find_stationary_points`) from the saddle displaced by
+       +-min(0.05, 0.5 / sqrt|lambda_0|) along its negative eigenvector must end at a and b.
+
+    Args:
+        theory, problem: as for :func:`find_stationary_points` (an action form; a dense Hessian: at most
+            :data:`HESSIAN_LIMIT` coordinates).
+        a, b: two minima (:class:`StationaryPoint` or order parameters).
+        images, iterations, dt: the string's resolution, its number of steps and step size.
+        same: how close (:func:`distance`) a descent's end must come to a or b to count as reaching it.
+        solver, rtol: as for :func:`find_stationary_points` (the descents).
+
+    Returns:
+        a :class:`Barrier`. Where Newton reaches no index-1 point (``saddle`` None) the barriers are the path's
+        maximum: upper bounds.
+
+    Example (docs/phases.md, "Barriers along the mean-field line")::
+
+        found = ak.stationary_points(arch, data, kappa2, theory)
+        a, b = found.points[:2]
+        pass_ = phases.barrier(theory, ak.make_problem(arch, data, kappa2), a, b)
+        print(pass_.from_a, pass_.from_b, pass_.connects)
+    """
+    if images < 3 or iterations < 0 or not dt > 0:
+        raise ValueError(f"images must be >= 3, iterations >= 0 and dt > 0, got {images}, {iterations}, {dt}")
+    action, args = _entropic(theory, problem)
+    va, vb = (p.value if isinstance(p, StationaryPoint) else p for p in (a, b))
+    va = _relabelings(theory, va)[0]
+    ua, objective = unconstrained_coordinates(action, va, args)
+    if ua.size > HESSIAN_LIMIT:
+        raise ValueError(f"problem: {ua.size} coordinates, more than HESSIAN_LIMIT = {HESSIAN_LIMIT}")
+    precisions = action.prior(args)[1]
+
+    def flat(value):
+        return ravel_pytree(to_unconstrained(value, precisions))[0]
+
+    unravel = ravel_pytree(to_unconstrained(va, precisions))[1]
+    hessian = jax.jit(jax.hessian(objective))
+    S = jax.jit(objective)
+    Sa, Sb = float(S(ua)), float(S(flat(vb)))
+    mean = 0.5 * (hessian(ua) + hessian(flat(vb)))
+    precondition = jnp.linalg.inv(mean + ridge * jnp.max(jnp.abs(jnp.linalg.eigvalsh(mean))) * jnp.eye(ua.size))
+    s = jnp.linspace(0.0, 1.0, images)
+    gradients = jax.vmap(jax.grad(objective))
+
+    @jax.jit
+    def step(path):
+        moved = path - dt * gradients(path) @ precondition.T
+        moved = moved.at[0].set(path[0]).at[-1].set(path[-1])
+        lengths = jnp.concatenate([jnp.zeros(1), jnp.cumsum(jnp.linalg.norm(jnp.diff(moved, axis=0), axis=1))])
+        return jax.vmap(lambda c: jnp.interp(s * lengths[-1], lengths, c), in_axes=1, out_axes=1)(moved)
+
+    actions = jax.jit(jax.vmap(objective))
+    best = None
+    for end in _relabelings(theory, vb):
+        path = ua[None] + s[:, None] * (flat(end) - ua)[None]
+        for _ in range(iterations):
+            path = step(path)
+        values = np.asarray(actions(path))
+        if np.all(np.isfinite(values)) and (best is None or values.max() < best[1].max()):
+            best = (path, values)
+    if best is None:
+        raise ValueError("the string from a to b left the domain (non-finite action) for every relabelling of b")
+    path, values = best
+    top = int(np.argmax(values))
+    lo, hi = max(top - 1, 0), min(top + 1, images - 1)
+    fine = jnp.concatenate([path[lo][None] + jnp.linspace(0, 1, 64)[:, None] * (path[top] - path[lo])[None],
+                            path[top][None] + jnp.linspace(0, 1, 64)[:, None] * (path[hi] - path[top])[None]])
+    fine_values = np.asarray(actions(fine))
+    path_maximum = float(np.nanmax(fine_values))
+    saddle, saddle_action, saddle_eigenvalues, ends, connects = None, path_maximum, None, (), False
+    for start in [fine[int(np.nanargmax(fine_values))]] + [path[i] for i in np.argsort(-values) if 0 < i < images - 1]:
+        u, residual = _newton_stationary(objective, start)
+        H = np.asarray(hessian(u))
+        if not (residual < 1e-8 and np.all(np.isfinite(H))):
+            continue
+        eigenvalues, vectors = np.linalg.eigh(0.5 * (H + H.T))
+        value = from_unconstrained(unravel(u), precisions, va)
+        negative = int(np.sum(eigenvalues < -rtol * np.max(np.abs(eigenvalues))))  # zero modes are not descents
+        if negative != 1 or min(distance(value, v, theory) for v in (va, vb)) < same:
+            continue
+        saddle, saddle_action = value, float(S(u))
+        saddle_eigenvalues = eigenvalues
+        delta = min(0.05, 0.5 / math.sqrt(abs(eigenvalues[0])))
+        descents = {f"{sign:+g}": from_unconstrained(unravel(u + sign * delta * vectors[:, 0]), precisions, va)
+                    for sign in (1.0, -1.0)}
+        found = find_stationary_points(theory, problem, descents, solver, rtol=rtol)
+        ends = tuple(p.action for p in found.points)
+        near = [[distance(p.value, v, theory) < same for v in (va, vb)] for p in found.points]
+        connects = len(near) == 2 and ((near[0][0] and near[1][1]) or (near[0][1] and near[1][0]))
+        break
+    return Barrier(values, path_maximum, saddle, saddle_action, saddle_eigenvalues, saddle_action - Sa,
+                   saddle_action - Sb, ends, bool(connects))
+
+
 # --- continuation ----------------------------------------------------------------------------------------------
 class Instance(eqx.Module):
     """A problem of a family at one parameter value: ``problem`` (what is solved), ``report`` (the problem the

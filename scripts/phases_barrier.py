@@ -8,16 +8,12 @@ minimum is carried from point to point, from the first path point, where a fixed
 / aligned x--ratios at every point), then the index-1 saddle between the lowest aligned and the lowest (or the
 --nonaligned-th) non-aligned minimum:
 
-1. the minimum energy path by the string method (E, Ren & Vanden-Eijnden, J. Chem. Phys. 126, 164103 (2007)) in
-   the solvers' unconstrained coordinates u (Cholesky with log-diagonal): images u_i, steps u_i -= dt M^{-1} grad S
-   (M = the mean of the two minima's Hessians: a fixed preconditioner, which changes the path but not its saddle),
-   then redistribution at equal arclength; the endpoints' components are paired in both ways (the two
-   components are exchangeable) and the lower path is kept;
-2. Newton on grad S = 0 (dense Hessian; 7 coordinates) from the path's maximum (interpolated between the images
-   around the highest), else from the images in order of decreasing action, until it reaches a point of index 1;
-   its action: barrier = S(saddle) - S(minimum), from each side (the path's maximum is an upper bound);
-3. the connection check: descents (the library's minimiser) from the saddle displaced by +-min(0.05, 0.5 /
-   sqrt|lambda_0|) along the negative eigenvector must land on the two minima.
+``phases.barrier``: the minimum energy path by the string method in the solvers' unconstrained coordinates (both
+pairings of the two exchangeable components; the lower path kept), Newton from its maximum to the index-1 saddle,
+barrier = S(saddle) - S(minimum) from each side (the path's maximum is an upper bound), and the connection check
+(descents from the saddle along its negative mode must land on the two minima). The tables in docs were made before
+the preconditioner got its ridge (1e-2 of the largest eigenvalue, for minima with zero modes): that changes the
+path, not the saddle.
 
     python scripts/phases_barrier.py --N 20 --path 60 59 58 57 56 55 54 53 52 \
         --barriers 20:59 20:58 20:57 20:56 20:55 20:54 20:53 20:52 --csv docs/phases_barrier_P.csv
@@ -42,12 +38,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jax.flatten_util import ravel_pytree
 
 import adaptive_kernels as ak
 from adaptive_kernels import phases
 from adaptive_kernels.actions import mixture
-from adaptive_kernels.solvers.coordinates import from_unconstrained, to_unconstrained
 
 jax.config.update("jax_enable_x64", True)
 ALIGNED = 5.0  # a m^2 of the displaced pair above this: the aligned (GMFL) state
@@ -110,96 +104,16 @@ def follow(args, pool, theory):
         yield N, P, problem, [(Minimum(p.action, jax.tree.map(np.asarray, p.value)), o) for p, o in rows]
 
 
-def string_method(objective, precondition, images, dt):
-    """(path0, step): the straight line between two endpoints and one iteration of the string method on a path with
-    fixed endpoints -- preconditioned steepest descent of the images, then redistribution at equal arclength
-    (linear interpolation); compiled once for all endpoint pairs."""
-    grad = jax.vmap(jax.grad(objective))
-    s = jnp.linspace(0.0, 1.0, images)
-
-    @jax.jit
-    def step(path):
-        moved = path - dt * grad(path) @ precondition.T
-        moved = moved.at[0].set(path[0]).at[-1].set(path[-1])
-        lengths = jnp.concatenate([jnp.zeros(1), jnp.cumsum(jnp.linalg.norm(jnp.diff(moved, axis=0), axis=1))])
-        return jax.vmap(lambda c: jnp.interp(s * lengths[-1], lengths, c), in_axes=1, out_axes=1)(moved)
-
-    return (lambda ua, ub: ua[None] + s[:, None] * (ub - ua)[None]), step
-
-
-def newton(objective, u, steps=60, tol=1e-9, trust=0.2):
-    """Newton on grad S = 0 (dense Hessian; the step capped at ``trust``): converges to the stationary point nearest
-    its start, whatever its index. Returns (u, |grad|)."""
-    grad, hess = jax.jit(jax.grad(objective)), jax.jit(jax.hessian(objective))
-    for _ in range(steps):
-        g = grad(u)
-        if not float(jnp.linalg.norm(g)) >= tol:  # converged (or nan)
-            break
-        du = jnp.linalg.solve(hess(u), g)
-        u = u - du * min(1.0, trust / max(float(jnp.linalg.norm(du)), 1e-300))
-    return u, float(jnp.linalg.norm(grad(u)))
-
-
-def saddle_on(objective, path, S, refine=64):
-    """The index-1 saddle on a converged minimum energy path: Newton from the path's maximum (interpolated between
-    the images around the highest one, ``refine`` points per segment), then from the images in order of decreasing
-    action, until Newton reaches a point of index 1. Returns (u, |grad|, eigenvalues, eigenvectors) or the last
-    attempt's."""
-    top = int(np.argmax(S))
-    lo, hi = max(top - 1, 0), min(top + 1, len(S) - 1)
-    fine = path[lo][None] + jnp.linspace(0, 1, 2 * refine)[:, None] * (path[hi] - path[lo])[None]
-    if top not in (0, len(S) - 1):
-        fine = jnp.concatenate([path[lo][None] + jnp.linspace(0, 1, refine)[:, None] * (path[top] - path[lo])[None],
-                                path[top][None] + jnp.linspace(0, 1, refine)[:, None] * (path[hi] - path[top])[None]])
-    Sf = np.asarray(jax.vmap(objective)(fine))
-    starts = [fine[int(np.argmax(Sf))]] + [path[i] for i in np.argsort(-S) if 0 < i < len(S) - 1]
-    hessian = jax.jit(jax.hessian(objective))
-    for start in starts:
-        u, residual = newton(objective, start)
-        eig, vec = np.linalg.eigh(np.asarray(hessian(u)))
-        if residual < 1e-8 and int(np.sum(eig < 0)) == 1:
-            break
-    return u, residual, eig, vec, float(Sf.max())
-
-
 def barrier(args, pool, theory, problem, a, b):
-    """The index-1 saddle between minima a and b (:class:`Minimum`): dict with its action, inertia, the path's
-    maximum and the actions where the descents from it end (the connection check)."""
-    action, aargs = phases._entropic(theory, problem)
-    va = mixture.canonical(a.value)
-    ua, objective = phases.unconstrained_coordinates(action, va, aargs)
-    precisions = action.prior(aargs)[1]
-    flat = lambda value: ravel_pytree(to_unconstrained(value, precisions))[0]
-    unravel = ravel_pytree(to_unconstrained(va, precisions))[1]
-    value_at = lambda u: from_unconstrained(unravel(u), precisions, va)  # the inverse of ``flat``
-    vb = mixture.canonical(b.value)
-    candidates = [vb, vb[:1] + vb[1:][::-1]]  # the two pairings of the components
-    H = jax.hessian(objective)
-    precondition = jnp.linalg.inv(0.5 * (H(ua) + H(flat(vb))))
-    best = None
-    line, step = string_method(objective, precondition, args.images, args.dt)
-    values = jax.jit(jax.vmap(objective))
-    for vb_ in candidates:
-        path = line(ua, flat(vb_))
-        for _ in range(args.iterations):
-            path = step(path)
-        S = np.asarray(values(path))
-        if best is None or S.max() < best[1].max():
-            best = (path, S)
-    path, S = best
-    u, residual, eig, vec, S_fine = saddle_on(objective, path, S)
-    value = value_at(u)
-    S_saddle = float(objective(u))
-    ends = []
-    delta = min(0.05, 0.5 / np.sqrt(abs(eig[0])))  # a quadratic drop of <= 0.125 (a stiff ridge is narrow)
-    for sign in (1.0, -1.0):
-        found = phases.find_stationary_points(theory, problem, {"down": value_at(u + sign * delta * vec[:, 0])})
-        ends.append(found.points[0].action if found.points else float("nan"))
-    o = observables(pool, problem, value)
-    return {"am2_saddle": o["am2"], "weight_saddle": o["pair_weight"], "S_path_max": S_fine, "S_saddle": S_saddle,
-            "saddle_residual": residual, "saddle_index": int(np.sum(eig < 0)), "saddle_eig0": float(eig[0]),
-            "saddle_eig1": float(eig[1]), "descent_ends": tuple(ends), "saddle_value": value, "path_S": S}
-
+    """The index-1 saddle between minima a and b (:class:`Minimum`) by ``phases.barrier``: dict with its action,
+    inertia, the path's maximum, the actions where the descents from it end and whether they reach a and b."""
+    r = phases.barrier(theory, problem, a.value, b.value, images=args.images, iterations=args.iterations, dt=args.dt)
+    o = observables(pool, problem, r.saddle) if r.saddle is not None else {"am2": np.nan, "pair_weight": np.nan}
+    eig = r.saddle_eigenvalues if r.saddle is not None else np.full(2, np.nan)
+    return {"am2_saddle": o["am2"], "weight_saddle": o["pair_weight"], "S_path_max": r.path_maximum,
+            "S_saddle": r.saddle_action if r.saddle is not None else np.nan, "saddle_found": r.saddle is not None,
+            "saddle_index": int(np.sum(eig < 0)), "saddle_eig0": float(eig[0]), "saddle_eig1": float(eig[1]),
+            "descent_ends": r.ends, "connects": r.connects, "path_S": r.path_actions}
 
 def add_setting_arguments(parser):
     """The options of :func:`setting` and :func:`problem_at`: --d, --pool, --kappa2, --eps, --seed."""
@@ -263,10 +177,9 @@ def main():
                    "S_nonaligned": b.action, "am2_aligned": oa["am2"], "weight_aligned": oa["pair_weight"],
                    "ratio_aligned": oa["ratio"], "am2_nonaligned": ob["am2"], "weight_nonaligned": ob["pair_weight"],
                    "ratio_nonaligned": ob["ratio"],
-                   **{k: v for k, v in r.items() if k not in ("saddle_value", "path_S")}}
+                   **{k: v for k, v in r.items() if k != "path_S"}}
             row["barrier_from_aligned"] = r["S_saddle"] - a.action
             row["barrier_from_nonaligned"] = r["S_saddle"] - b.action
-            row["connects"] = bool(np.allclose(sorted(r["descent_ends"]), sorted([a.action, b.action]), atol=1e-6))
             row["path_max_from_nonaligned"] = r["S_path_max"] - b.action  # the string's maximum: an upper bound
             print(row, f"CPU {time.process_time() - t:.0f} s", flush=True)
             print("path S - S_aligned:", np.round(r["path_S"] - a.action, 4), flush=True)

@@ -7,7 +7,7 @@ from the minima of the previous width, swept up the ``--N`` grid and the ``--war
 where fixed starts find it), the lowest minimum marked; HMC chains of the finite network (readout integrated
 out) start either from the prior, from weights whose variance along w* is ``--ratio`` times larger, and (mixture
 ansatz) from weights drawn from the predicted state with the most aligned component (``predicted-aligned``) and
-from the lowest predicted non-aligned minimum (``predicted-nonaligned``): chains that start in the two states whose
+from the lowest predicted non-aligned minimum (``predicted-nonaligned``; zero modes allowed): chains that start in the two states whose
 persistence is the metastability question (``--trace``: their batch means in sampling order).
 Compared per start: the alignment (second moment of the first-layer weights along w* over the prior's,
 a w*^T E[w w^T] w*, a = d / s_w2), the eigenvalue ratio of the first-layer weight covariance along w*, the
@@ -513,7 +513,8 @@ def main(argv=None):
                 best = max(found[N].points, key=lambda point: displaced(point)["am2"])
                 if displaced(best)["am2"] > ALIGNED:
                     starts["predicted-aligned"] = predicted(best)
-                nonaligned = [p for p in found[N].points if p.kind == "minimum" and displaced(p)["am2"] <= ALIGNED]
+                nonaligned = [p for p in found[N].points  # minima up to zero modes, as the posterior's rule
+                              if p.is_minimum(zero_modes=True) and displaced(p)["am2"] <= ALIGNED]
                 if nonaligned:
                     starts["predicted-nonaligned"] = predicted(min(nonaligned, key=lambda point: point.action))
             if args.nngp:  # its first-layer weights are the prior's: q is chi-square(1)

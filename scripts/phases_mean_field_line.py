@@ -8,10 +8,9 @@ tend to those of A, and action gaps and barriers grow like c: the line is the wa
 as high as wanted on a fixed data set, at the cost of width (HMC cost) and noise kappa2_0 / c.
 
 At each c (in the order given) the axis-form K = 2 minima are found from the prior, aligned starts (--ratios) and
-the minima of the previous c; between the lowest aligned (a m^2 > 5 along w*) and the lowest non-aligned minimum
-the minimum energy path is relaxed by the string method (``phases_barrier.string_method``, preconditioned by the
-two minima's mean Hessian plus a ridge of 1e-2 of its largest eigenvalue: the minima have zero modes), and its
-maximum over each minimum is reported: an upper bound on the barrier out of it.
+the minima of the previous c; between the lowest aligned (a m^2 > 5 along w*) and the lowest non-aligned minimum,
+``phases.barrier`` (string method, then Newton to the index-1 saddle, then descents from it): the string's maximum
+over each minimum (an upper bound on the barrier out of it) and, where Newton reaches the saddle, the barrier.
 
     python scripts/phases_mean_field_line.py --P 25 --c 5 10 20 40 --csv docs/phases_mean_field_line.csv
 """
@@ -22,44 +21,12 @@ import argparse
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pandas as pd
-from jax.flatten_util import ravel_pytree
 
 from adaptive_kernels import phases
-from adaptive_kernels.actions import mixture
-from adaptive_kernels.solvers.coordinates import to_unconstrained
-from phases_barrier import ALIGNED, observables, problem_at, setting, string_method
+from phases_barrier import ALIGNED, observables, problem_at, setting
 
 jax.config.update("jax_enable_x64", True)
-
-
-def path_maximum(theory, problem, a, b, images, iterations, dt):
-    """The highest action on the relaxed string between minima a and b (both pairings of b's components; the
-    lower string is kept), and the string's actions."""
-    action, args = phases._entropic(theory, problem)
-    va, vb = mixture.canonical(a.value), mixture.canonical(b.value)
-    ua, objective = phases.unconstrained_coordinates(action, va, args)
-    precisions = action.prior(args)[1]
-
-    def flat(value):
-        return ravel_pytree(to_unconstrained(value, precisions))[0]
-
-    H = jax.hessian(objective)
-    mean = 0.5 * (H(ua) + H(flat(vb)))
-    ridge = 1e-2 * jnp.max(jnp.abs(jnp.linalg.eigvalsh(mean)))
-    line, step = string_method(objective, jnp.linalg.inv(mean + ridge * jnp.eye(mean.shape[0])), images, dt)
-    values = jax.jit(jax.vmap(objective))
-    best = None
-    for end in (vb, vb[:1] + vb[1:][::-1]):  # the two pairings of the components
-        path = line(ua, flat(end))
-        for _ in range(iterations):
-            path = step(path)
-        S = np.asarray(values(path))
-        if np.all(np.isfinite(S)) and (best is None or S.max() < best.max()):
-            best = S
-    return best
 
 
 def main(argv=None):
@@ -96,10 +63,12 @@ def main(argv=None):
         row = {"c": c, "N": N, "kappa2": kappa2, "P": args.P, "d": args.d}
         if aligned and other:
             (a, oa), (b, ob) = aligned[0], other[0]  # the lowest of each kind (points are sorted by action)
-            S = path_maximum(theory, problem, a, b, args.images, args.iterations, args.dt)
+            pass_ = phases.barrier(theory, problem, a, b, images=args.images, iterations=args.iterations, dt=args.dt)
             row |= {"S_aligned": a.action, "S_nonaligned": b.action, "gap": b.action - a.action,
-                    "path_max_from_nonaligned": S.max() - b.action if S is not None else np.nan,
-                    "path_max_from_aligned": S.max() - a.action if S is not None else np.nan,
+                    "path_max_from_nonaligned": pass_.path_maximum - b.action,
+                    "path_max_from_aligned": pass_.path_maximum - a.action,
+                    "saddle_found": pass_.saddle is not None, "connects": pass_.connects,
+                    "barrier_from_nonaligned": pass_.from_b, "barrier_from_aligned": pass_.from_a,
                     **{f"{k}_aligned": v for k, v in oa.items()}, **{f"{k}_nonaligned": v for k, v in ob.items()}}
         print(row, f"CPU {time.process_time() - t:.0f} s", flush=True)
         rows.append(row)

@@ -295,3 +295,24 @@ def test_mean_field_action_is_affine_along_the_line_N_c_kappa2_over_c(theory_kin
         # the law is specific to the line: at N -> c N with kappa2 fixed, f is not affine
         g1, g2, g4 = (f(c, value, kappa2_over_c=False) for c in (1, 2, 4))
         assert abs((g4 - g2) - 2 * (g2 - g1)) > 1e-3
+
+
+
+def test_barrier_tries_every_relabelling_of_a_mixture(setup):
+    """The strings of ``phases.barrier`` run to every relabelling of b's components (two minima may list their
+    bulk and their pair in different orders): for K = 3 there are 3! orders, all the same density (equal KL to the
+    1-d quadrature and equal kernels) and no two the same list."""
+    arch, data, problem, _ = setup
+    theory = ak.Adaptive(measure="mixture", components=3, along="axis", direction=data.w_star)
+    value = (jnp.full((1, 1), 0.7),) + tuple(mixture.encode(w, jnp.array([m]), jnp.full((1, 1), v))
+                                        for w, m, v in ((0.5, 0.1, 0.9), (0.3, 1.2, 0.2), (0.2, 0.0, 2.0)))
+    orders = ak.phases._relabelings(theory, value)
+    assert len(orders) == 6
+    flat = [np.concatenate([np.ravel(x) for x in order]) for order in orders]
+    assert min(np.abs(a - b).max() for i, a in enumerate(flat) for b in flat[i + 1:]) > 1e-3
+    a = problem.prior_precision
+    kl = [float(mixture.axis_kl_divergence(order[1:], a)) for order in orders]
+    K = [mixture.mixture_kernel(problem, order, problem.X, direction=data.w_star)[0] for order in orders]
+    np.testing.assert_allclose(kl, kl[0], rtol=1e-12)
+    for k in K[1:]:
+        np.testing.assert_allclose(k, K[0], rtol=1e-12, atol=1e-14)

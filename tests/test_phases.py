@@ -21,7 +21,7 @@ import pytest
 import adaptive_kernels as ak
 from adaptive_kernels.actions.base import EntropicAction
 from adaptive_kernels.phases import (
-    Instance, aligned_state, arc_crossings, classify, continue_branches, find_stationary_points, hessian_eigenvalues, trace_arclength,
+    Instance, aligned_state, arc_crossings, barrier, classify, continue_branches, find_stationary_points, hessian_eigenvalues, trace_arclength,
     with_parameter,
 )
 from adaptive_kernels.theories import AbstractTheory
@@ -110,6 +110,25 @@ def test_hessian_inertia_is_the_closed_form_one_at_minima_and_saddle():
         assert classify(eigenvalues) == (kind, index)
     assert classify([-1.0, -2.0]) == ("maximum", 2)
     assert classify([1e-12, 2.0])[0] == "degenerate"
+
+
+def test_barrier_is_the_closed_form_pass_between_the_two_wells():
+    """The string method + Newton find the well's saddle (the middle root, u2 = 0.3) between its two minima; the
+    barriers out of each are the closed-form action differences, the saddle's Hessian has one negative eigenvalue
+    4 b (3 u1^2 - 1), and descents from it end at both minima."""
+    t = 0.4
+    left, middle, right = roots(t)
+    result = barrier(WellTheory(), args_at(t), state(left), state(right), images=15, iterations=200)
+    assert result.saddle is not None and result.connects
+    assert 0.5 * float(jnp.log(result.saddle[0])) == pytest.approx(middle, abs=1e-7)
+    assert 0.5 * float(jnp.log(result.saddle[1])) == pytest.approx(0.3, abs=1e-7)
+    top = well(middle, 0.3, t)
+    assert result.saddle_action == pytest.approx(top, abs=1e-9)
+    assert result.from_a == pytest.approx(top - well(left, 0.3, t), abs=1e-9)
+    assert result.from_b == pytest.approx(top - well(right, 0.3, t), abs=1e-9)
+    np.testing.assert_allclose(sorted(result.ends), sorted([well(left, 0.3, t), well(right, 0.3, t)]), atol=1e-8)
+    np.testing.assert_allclose(result.saddle_eigenvalues, sorted([4 * B * (3 * middle**2 - 1), 2.0]), atol=1e-7)
+    assert result.path_maximum >= top - 1e-6  # an upper bound, to the sampling of the segments around its top
 
 
 def test_continuation_brackets_the_folds_and_finds_the_crossing_where_the_closed_form_says():
