@@ -544,14 +544,17 @@ def barrier(theory, problem: Problem, a, b, *, images: int = 21, iterations: int
     Example (docs/phases.md, "Barriers along the mean-field line")::
 
         found = ak.stationary_points(arch, data, kappa2, theory)
-        a, b = found.points[:2]
+        a, b = [p for p in found.points if p.is_minimum(zero_modes=True)][:2]
         pass_ = phases.barrier(theory, ak.make_problem(arch, data, kappa2), a, b)
         print(pass_.from_a, pass_.from_b, pass_.connects)
     """
-    if images < 3 or iterations < 0 or not dt > 0:
-        raise ValueError(f"images must be >= 3, iterations >= 0 and dt > 0, got {images}, {iterations}, {dt}")
+    if images < 3 or iterations < 0 or not dt > 0 or not ridge >= 0:
+        raise ValueError(f"images must be >= 3, iterations >= 0, dt > 0 and ridge >= 0, got {images}, {iterations}, "
+                         f"{dt}, {ridge}")
     action, args = _entropic(theory, problem)
     va, vb = (p.value if isinstance(p, StationaryPoint) else p for p in (a, b))
+    theory.check_value(va, problem, "a")
+    theory.check_value(vb, problem, "b")
     va = _relabelings(theory, va)[0]
     ua, objective = unconstrained_coordinates(action, va, args)
     if ua.size > HESSIAN_LIMIT:
@@ -565,6 +568,9 @@ def barrier(theory, problem: Problem, a, b, *, images: int = 21, iterations: int
     hessian = jax.jit(jax.hessian(objective))
     S = jax.jit(objective)
     Sa, Sb = float(S(ua)), float(S(flat(vb)))
+    for name, value in (("a", Sa), ("b", Sb)):
+        if not math.isfinite(value):
+            raise ValueError(f"{name}: the action there is {value} (NaN/inf entries or a state outside the domain)")
     mean = 0.5 * (hessian(ua) + hessian(flat(vb)))
     precondition = jnp.linalg.inv(mean + ridge * jnp.max(jnp.abs(jnp.linalg.eigvalsh(mean))) * jnp.eye(ua.size))
     s = jnp.linspace(0.0, 1.0, images)

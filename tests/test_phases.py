@@ -129,6 +129,10 @@ def test_barrier_is_the_closed_form_pass_between_the_two_wells():
     np.testing.assert_allclose(sorted(result.ends), sorted([well(left, 0.3, t), well(right, 0.3, t)]), atol=1e-8)
     np.testing.assert_allclose(result.saddle_eigenvalues, sorted([4 * B * (3 * middle**2 - 1), 2.0]), atol=1e-7)
     assert result.path_maximum >= top - 1e-6  # an upper bound, to the sampling of the segments around its top
+    with pytest.raises(ValueError, match="images"):
+        barrier(WellTheory(), args_at(t), state(left), state(right), images=2)
+    with pytest.raises(ValueError, match="^b: the action"):
+        barrier(WellTheory(), args_at(t), state(left), (jnp.asarray(jnp.nan), jnp.asarray(1.0)))
 
 
 def test_continuation_brackets_the_folds_and_finds_the_crossing_where_the_closed_form_says():
