@@ -471,12 +471,12 @@ class Barrier:
     ``path_actions``: S along the relaxed string from a to b (images at equal arclength); ``path_maximum``: its
     largest value on the segments next to the highest image (64 points each): an upper bound on the pass, to that
     sampling;
-    ``saddle``: the order parameters of the index-1 stationary point Newton reached from there (None if it reached
-    none; then the barriers below are the path's), ``saddle_action`` and ``saddle_eigenvalues`` (its Hessian's,
-    ascending, in the unconstrained coordinates); ``from_a`` / ``from_b``: the pass's action minus a's / b's, the
-    barrier out of each minimum; ``ends``: the actions where descents from the saddle, displaced both ways along its
-    negative mode, end (empty without a saddle); ``connects``: one ends at a and the other at b (:func:`distance`
-    below ``same``)."""
+    ``saddle``: the order parameters of the index-1 stationary point that joins a and b (None if Newton reached
+    none that descents connect to both; then the barriers below are the path's maximum, upper bounds),
+    ``saddle_action`` and ``saddle_eigenvalues`` (its Hessian's, ascending, in the unconstrained coordinates);
+    ``from_a`` / ``from_b``: the pass's action minus a's / b's, the barrier out of each minimum; ``ends``: the
+    actions where the descents from the saddle, displaced both ways along its negative mode, end, one at a and one
+    at b (:func:`distance` below ``same``; empty without a saddle)."""
 
     path_actions: np.ndarray
     path_maximum: float
@@ -486,7 +486,6 @@ class Barrier:
     from_a: float
     from_b: float
     ends: tuple[float, ...]
-    connects: bool
 
 
 def _relabelings(theory, value) -> list:
@@ -513,7 +512,7 @@ def _newton_stationary(objective, u, steps: int = 60, tol: float = 1e-9, trust: 
 
 
 def barrier(theory, problem: Problem, a, b, *, images: int = 21, iterations: int = 300, dt: float = 0.05,
-            ridge: float = 1e-2, same: float = 1e-4, solver=None, rtol: float = 1e-7) -> Barrier:
+            ridge: float = 1e-2, attempts: int = 5, same: float = 1e-4, solver=None, rtol: float = 1e-7) -> Barrier:
     """The barrier between two minima of a theory's action: how long a metastable state lives (a chain crosses a
     barrier Delta S in a time ~ exp(Delta S)).
 
@@ -523,17 +522,20 @@ def barrier(theory, problem: Problem, a, b, *, images: int = 21, iterations: int
        arclength. M is the mean of the two minima's Hessians plus ``ridge`` times its largest |eigenvalue| (mixture
        minima have zero modes); a fixed preconditioner changes the path, not its saddle. For a mixture every
        relabelling of b's components is tried and the lowest string kept.
-    2. Newton on grad S = 0 (dense Hessian) from the string's maximum, then from its images by decreasing action,
-       until it reaches a point other than a and b with one negative eigenvalue (below -``rtol`` times the largest
-       |eigenvalue|: zero modes do not count): the saddle, whose action gives the barriers.
-    3. The connection check: descents (:func:`find_stationary_points`) from the saddle displaced by
-       +-min(0.05, 0.5 / sqrt|lambda_0|) along its negative eigenvector must end at a and b.
+    2. Newton on grad S = 0 (dense Hessian) from the string's maximum, then from its images by decreasing action
+       (``attempts`` starts in all), to a point other than a and b with one negative eigenvalue (below -``rtol``
+       times the largest |eigenvalue|: zero modes do not count);
+    3. the connection check: descents (:func:`find_stationary_points`) from that point displaced by
+       +-min(0.05, 0.5 / sqrt|lambda_0|) along its negative eigenvector must end one at a, one at b. The first point
+       that passes is the saddle, whose action gives the barriers (a nearby saddle between other states does not
+       count: at N = 20, P = 60 of the cubic teacher Newton found one 2e-5 above the aligned minimum).
 
     Args:
         theory, problem: as for :func:`find_stationary_points` (an action form; a dense Hessian: at most
             :data:`HESSIAN_LIMIT` coordinates).
         a, b: two minima (:class:`StationaryPoint` or order parameters).
         images, iterations, dt: the string's resolution, its number of steps and step size.
+        attempts: Newton starts tried for the saddle.
         same: how close (:func:`distance`) a descent's end must come to a or b to count as reaching it.
         solver, rtol: as for :func:`find_stationary_points` (the descents).
 
@@ -546,11 +548,11 @@ def barrier(theory, problem: Problem, a, b, *, images: int = 21, iterations: int
         found = ak.stationary_points(arch, data, kappa2, theory)
         a, b = [p for p in found.points if p.is_minimum(zero_modes=True)][:2]
         pass_ = phases.barrier(theory, ak.make_problem(arch, data, kappa2), a, b)
-        print(pass_.from_a, pass_.from_b, pass_.connects)
+        print(pass_.from_a, pass_.from_b, pass_.saddle is not None)
     """
-    if images < 3 or iterations < 0 or not dt > 0 or not ridge >= 0:
-        raise ValueError(f"images must be >= 3, iterations >= 0, dt > 0 and ridge >= 0, got {images}, {iterations}, "
-                         f"{dt}, {ridge}")
+    if images < 3 or iterations < 0 or not dt > 0 or not ridge >= 0 or attempts < 1:
+        raise ValueError(f"images must be >= 3, iterations >= 0, dt > 0, ridge >= 0 and attempts >= 1, got {images}, "
+                         f"{iterations}, {dt}, {ridge}, {attempts}")
     action, args = _entropic(theory, problem)
     va, vb = (p.value if isinstance(p, StationaryPoint) else p for p in (a, b))
     theory.check_value(va, problem, "a")
@@ -601,8 +603,9 @@ def barrier(theory, problem: Problem, a, b, *, images: int = 21, iterations: int
                             path[top][None] + jnp.linspace(0, 1, 64)[:, None] * (path[hi] - path[top])[None]])
     fine_values = np.asarray(actions(fine))
     path_maximum = float(np.nanmax(fine_values))
-    saddle, saddle_action, saddle_eigenvalues, ends, connects = None, path_maximum, None, (), False
-    for start in [fine[int(np.nanargmax(fine_values))]] + [path[i] for i in np.argsort(-values) if 0 < i < images - 1]:
+    saddle, saddle_action, saddle_eigenvalues, ends = None, path_maximum, None, ()
+    starts = [fine[int(np.nanargmax(fine_values))]] + [path[i] for i in np.argsort(-values) if 0 < i < images - 1]
+    for start in starts[:attempts]:
         u, residual = _newton_stationary(objective, start)
         H = np.asarray(hessian(u))
         if not (residual < 1e-8 and np.all(np.isfinite(H))):
@@ -612,18 +615,17 @@ def barrier(theory, problem: Problem, a, b, *, images: int = 21, iterations: int
         negative = int(np.sum(eigenvalues < -rtol * np.max(np.abs(eigenvalues))))  # zero modes are not descents
         if negative != 1 or min(distance(value, v, theory) for v in (va, vb)) < same:
             continue
-        saddle, saddle_action = value, float(S(u))
-        saddle_eigenvalues = eigenvalues
         delta = min(0.05, 0.5 / math.sqrt(abs(eigenvalues[0])))
         descents = {f"{sign:+g}": from_unconstrained(unravel(u + sign * delta * vectors[:, 0]), precisions, va)
                     for sign in (1.0, -1.0)}
         found = find_stationary_points(theory, problem, descents, solver, rtol=rtol)
-        ends = tuple(p.action for p in found.points)
         near = [[distance(p.value, v, theory) < same for v in (va, vb)] for p in found.points]
-        connects = len(near) == 2 and ((near[0][0] and near[1][1]) or (near[0][1] and near[1][0]))
-        break
+        if len(near) == 2 and ((near[0][0] and near[1][1]) or (near[0][1] and near[1][0])):
+            saddle, saddle_action, saddle_eigenvalues = value, float(S(u)), eigenvalues
+            ends = tuple(p.action for p in found.points)
+            break
     return Barrier(values, path_maximum, saddle, saddle_action, saddle_eigenvalues, saddle_action - Sa,
-                   saddle_action - Sb, ends, bool(connects))
+                   saddle_action - Sb, ends)
 
 
 # --- continuation ----------------------------------------------------------------------------------------------

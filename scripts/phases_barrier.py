@@ -113,7 +113,7 @@ def barrier(args, pool, theory, problem, a, b):
     return {"am2_saddle": o["am2"], "weight_saddle": o["pair_weight"], "S_path_max": r.path_maximum,
             "S_saddle": r.saddle_action if r.saddle is not None else np.nan, "saddle_found": r.saddle is not None,
             "saddle_index": int(np.sum(eig < 0)), "saddle_eig0": float(eig[0]), "saddle_eig1": float(eig[1]),
-            "descent_ends": r.ends, "connects": r.connects, "path_S": r.path_actions}
+            "descent_ends": r.ends, "connects": r.saddle is not None, "path_S": r.path_actions}
 
 def add_setting_arguments(parser):
     """The options of :func:`setting` and :func:`problem_at`: --d, --pool, --kappa2, --eps, --seed."""

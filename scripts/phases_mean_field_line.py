@@ -67,7 +67,7 @@ def main(argv=None):
             row |= {"S_aligned": a.action, "S_nonaligned": b.action, "gap": b.action - a.action,
                     "path_max_from_nonaligned": pass_.path_maximum - b.action,
                     "path_max_from_aligned": pass_.path_maximum - a.action,
-                    "saddle_found": pass_.saddle is not None, "connects": pass_.connects,
+                    "saddle_found": pass_.saddle is not None,
                     "barrier_from_nonaligned": pass_.from_b, "barrier_from_aligned": pass_.from_a,
                     **{f"{k}_aligned": v for k, v in oa.items()}, **{f"{k}_nonaligned": v for k, v in ob.items()}}
         print(row, f"CPU {time.process_time() - t:.0f} s", flush=True)
