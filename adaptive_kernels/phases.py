@@ -498,10 +498,9 @@ def _relabelings(theory, value) -> list:
     return [tuple(head) + tuple(order) for order in itertools.permutations(parts)]
 
 
-def _newton_stationary(objective, u, steps: int = 60, tol: float = 1e-9, trust: float = 0.2):
-    """Newton on grad S = 0 with the dense Hessian, each step capped at length ``trust``: converges to the nearest
-    stationary point whatever its index. Returns (u, |grad S|)."""
-    grad, hess = jax.jit(jax.grad(objective)), jax.jit(jax.hessian(objective))
+def _newton_stationary(grad, hess, u, steps: int = 60, tol: float = 1e-9, trust: float = 0.2):
+    """Newton on grad S = 0 with the dense Hessian (compiled ``grad`` and ``hess`` of S), each step capped at length
+    ``trust``: converges to the nearest stationary point whatever its index. Returns (u, |grad S|)."""
     for _ in range(steps):
         g = grad(u)
         if not float(jnp.linalg.norm(g)) >= tol:  # converged, or not finite
@@ -567,7 +566,7 @@ def barrier(theory, problem: Problem, a, b, *, images: int = 21, iterations: int
         return ravel_pytree(to_unconstrained(value, precisions))[0]
 
     unravel = ravel_pytree(to_unconstrained(va, precisions))[1]
-    hessian = jax.jit(jax.hessian(objective))
+    gradient, hessian = jax.jit(jax.grad(objective)), jax.jit(jax.hessian(objective))
     S = jax.jit(objective)
     Sa, Sb = float(S(ua)), float(S(flat(vb)))
     for name, value in (("a", Sa), ("b", Sb)):
@@ -606,7 +605,7 @@ def barrier(theory, problem: Problem, a, b, *, images: int = 21, iterations: int
     saddle, saddle_action, saddle_eigenvalues, ends = None, path_maximum, None, ()
     starts = [fine[int(np.nanargmax(fine_values))]] + [path[i] for i in np.argsort(-values) if 0 < i < images - 1]
     for start in starts[:attempts]:
-        u, residual = _newton_stationary(objective, start)
+        u, residual = _newton_stationary(gradient, hessian, start)
         H = np.asarray(hessian(u))
         if not (residual < 1e-8 and np.all(np.isfinite(H))):
             continue
