@@ -178,7 +178,7 @@ def theory_minima(args, theory, problem_at, w_star, carried):
     for N in sorted(set(args.N) | set(args.warm or ())):
         problem = problem_at(N)
         fixed = {} if args.aligned_only and carried.get(N) else phases.default_starts(problem, theory, w_star,
-                                                                                     (args.ratio,))
+                                                                                     tuple(args.ratio))
         starts = fixed | previous | carried.get(N, {})
         found[N] = phases.find_stationary_points(theory, problem, starts, solver)
         previous = {f"N={N} #{j}": p.value for j, p in enumerate(found[N].minima)} if args.warm is not None else {}
@@ -365,7 +365,9 @@ def main(argv=None):
                         help="theory: solve on the pool's points with likelihood weights 1 for the first P "
                         "and 0 for the rest (phases.tempered_subset at integer P: the same action up to the constant "
                         "removed from the column 'action'), so that one compilation serves every P of a sweep")
-    parser.add_argument("--ratio", type=float, default=30.0)
+    parser.add_argument("--ratio", type=float, nargs="+", default=[30.0],
+                        help="theory: aligned starts with these ratios; HMC: the 'aligned' start with the first")
+    parser.add_argument("--seed", type=int, default=0, help="the data set's seed")
     parser.add_argument("--warm", type=int, nargs="*",
                         help="theory: also start from the minima of the previous width, up the --N grid and these "
                         "widths (solved, not sampled)")
@@ -421,7 +423,7 @@ def main(argv=None):
     if args.plot_trace:
         return plot_trace(args)
 
-    pool = along_first_axis(ak.teacher_dataset(jax.random.PRNGKey(0), args.pool or max(args.P), args.d,
+    pool = along_first_axis(ak.teacher_dataset(jax.random.PRNGKey(args.seed), args.pool or max(args.P), args.d,
                                                teacher="cubic", eps=args.eps, P_test=1000))
     if args.order is not None:  # the same points entering in another order (nested subsets of the permuted pool)
         order = jax.random.permutation(jax.random.PRNGKey(args.order), pool.P)
@@ -503,7 +505,7 @@ def main(argv=None):
                              **hermite(prediction.mean_test), **tails,
                              **(displaced(point) if args.theory == "mixture" else {})})
                 histogram_rows(P, N, source, fractions)
-            starts = {"prior": HMC(), "aligned": MixtureStartHMC.aligned(pool.w_star, args.ratio)}
+            starts = {"prior": HMC(), "aligned": MixtureStartHMC.aligned(pool.w_star, args.ratio[0])}
             if args.theory == "mixture" and found[N].points:
                 # also from the predicted state with the most aligned pair, and from the lowest non-aligned minimum
                 def predicted(point):
