@@ -268,20 +268,28 @@ class PhaseStructure:
                               "posterior": p.posterior, "starts": ", ".join(p.starts)} for p in self.points])
 
 
+def _is_mixture(theory) -> bool:
+    return isinstance(theory, Adaptive) and theory.measure == "mixture"
+
+
 def phase_solver(theory):
     """The default solver of the phase tools: dense BFGS for the mixture ansatz (``actions.mixture.DEFAULT_SOLVER``),
     else L-BFGS :class:`QuasiNewton` (it converged in mean-field cases where the precision iteration stalled)."""
-    if isinstance(theory, Adaptive) and theory.measure == "mixture":
+    if _is_mixture(theory):
         return mixture.DEFAULT_SOLVER
     return QuasiNewton()
 
 
+def _canonical(theory, value):
+    """``value`` itself, or for the mixture ansatz its canonical form (``actions.mixture.canonical``: the same density
+    written with its components permuted or its means' signs flipped is the same point)."""
+    return mixture.canonical(value) if _is_mixture(theory) else value
+
+
 def distance(a, b, theory=None) -> float:
     """Relative distance |a - b| / max(|a|, |b|) between two sets of order parameters (Frobenius, all leaves); for
-    the mixture ansatz between their canonical forms (``actions.mixture.canonical``: the same density written with
-    its components permuted or its means' signs flipped is the same point)."""
-    if isinstance(theory, Adaptive) and theory.measure == "mixture":
-        a, b = mixture.canonical(a), mixture.canonical(b)
+    the mixture ansatz between their canonical forms (:func:`_canonical`)."""
+    a, b = _canonical(theory, a), _canonical(theory, b)
     fa, fb = ravel_pytree(a)[0], ravel_pytree(b)[0]
     return float(jnp.linalg.norm(fa - fb) / jnp.maximum(jnp.maximum(jnp.linalg.norm(fa), jnp.linalg.norm(fb)), 1e-300))
 
@@ -431,7 +439,7 @@ def check_richer(theory, problem: Problem, structure: PhaseStructure, *, compone
         for check in phases.check_richer(theory, ak.make_problem(arch, data, kappa2), found):
             print(check.point.action, check.holds, check.drop, check.moved)
     """
-    if not (isinstance(theory, Adaptive) and theory.measure == "mixture" and theory.along in ("free", "axis")):
+    if not (_is_mixture(theory) and theory.along in ("free", "axis")):
         raise ValueError("theory must be Adaptive(measure='mixture') with along 'free' or 'axis' (the weights of "
                          f"along='equal' are fixed, so no component can be added), got {theory!r}")
     richer = dataclasses.replace(theory, components=theory.components + 1)
@@ -470,8 +478,7 @@ class Barrier:
 
     ``path_actions``: S along the relaxed string from a to b (images at equal arclength); ``path_maximum``: its
     largest value on the segments next to the highest image (64 points each): an upper bound on the pass, to that
-    sampling;
-    ``saddle``: the order parameters of the index-1 stationary point that joins a and b (None if Newton reached
+    sampling; ``saddle``: the order parameters of the index-1 stationary point that joins a and b (None if Newton reached
     none that descents connect to both; then the barriers below are the path's maximum, upper bounds),
     ``saddle_action`` and ``saddle_eigenvalues`` (its Hessian's, ascending, in the unconstrained coordinates);
     ``from_a`` / ``from_b``: the pass's action minus a's / b's, the barrier out of each minimum; ``ends``: the
@@ -489,9 +496,9 @@ class Barrier:
 
 
 def _relabelings(theory, value) -> list:
-    """``value`` and, for a mixture, every relabelling of its components (an exchangeable mixture's same density),
-    each canonical (``actions.mixture.canonical``)."""
-    if not (isinstance(theory, Adaptive) and theory.measure == "mixture"):
+    """``value`` and, for a mixture, every relabelling of its canonical form's components (an exchangeable
+    mixture's same density)."""
+    if not _is_mixture(theory):
         return [value]
     value = mixture.canonical(value)
     head, parts = (value[:1], value[1:]) if mixture.is_axis_form(value) else ((), value)
@@ -556,7 +563,7 @@ def barrier(theory, problem: Problem, a, b, *, images: int = 21, iterations: int
     va, vb = (p.value if isinstance(p, StationaryPoint) else p for p in (a, b))
     theory.check_value(va, problem, "a")
     theory.check_value(vb, problem, "b")
-    va = _relabelings(theory, va)[0]
+    va = _canonical(theory, va)
     ua, objective = unconstrained_coordinates(action, va, args)
     if ua.size > HESSIAN_LIMIT:
         raise ValueError(f"problem: {ua.size} coordinates, more than HESSIAN_LIMIT = {HESSIAN_LIMIT}")
@@ -598,8 +605,8 @@ def barrier(theory, problem: Problem, a, b, *, images: int = 21, iterations: int
     path, values = best
     top = int(np.argmax(values))
     lo, hi = max(top - 1, 0), min(top + 1, images - 1)
-    fine = jnp.concatenate([path[lo][None] + jnp.linspace(0, 1, 64)[:, None] * (path[top] - path[lo])[None],
-                            path[top][None] + jnp.linspace(0, 1, 64)[:, None] * (path[hi] - path[top])[None]])
+    t = jnp.linspace(0, 1, 64)[:, None]
+    fine = jnp.concatenate([p + t * (q - p) for p, q in ((path[lo], path[top]), (path[top], path[hi]))])
     fine_values = np.asarray(actions(fine))
     path_maximum = float(np.nanmax(fine_values))
     saddle, saddle_action, saddle_eigenvalues, ends = None, path_maximum, None, ()

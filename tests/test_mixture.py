@@ -297,7 +297,6 @@ def test_mean_field_action_is_affine_along_the_line_N_c_kappa2_over_c(theory_kin
         assert abs((g4 - g2) - 2 * (g2 - g1)) > 1e-3
 
 
-
 def test_barrier_tries_every_relabelling_of_a_mixture(setup):
     """The strings of ``phases.barrier`` run to every relabelling of b's components (two minima may list their
     bulk and their pair in different orders): for K = 3 there are 3! orders, all the same density (equal KL to the
