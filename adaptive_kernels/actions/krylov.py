@@ -95,11 +95,14 @@ class TrustStep(eqx.Module):
     def point(self, Lambda):
         """The trial precisions: Lambda + delta where ``additive``, else the step taken linearly in the covariances,
         Sigma' = Sigma - Sigma delta Sigma (:func:`sigma_retraction`), the path along which m is the exact second-order
-        Taylor expansion of S."""
+        Taylor expansion of S; for the paths ``"exponential"`` and ``"rotation"`` their retractions
+        (:func:`exponential_retraction`, :func:`rotation_retraction`)."""
         if self.path == "additive":
             return jax.tree.map(jnp.add, Lambda, self.delta)
         if self.path == "exponential":
             return jax.tree.map(exponential_retraction, Lambda, self.delta)
+        if self.path == "rotation":
+            return jax.tree.map(rotation_retraction, Lambda, self.delta)
         covariance = jax.tree.map(sigma_retraction, Lambda, self.delta, self.sigma_delta)
         if self.path == "covariance":
             return covariance
@@ -120,6 +123,32 @@ def exponential_retraction(Lambda, delta):
     e, U = jnp.linalg.eigh(0.5 * (X + X.T))
     W = C @ U
     return (W * jnp.exp(e)) @ W.T
+
+
+ROTATION_GAP = 0.5
+"""Eigenvalue pairs of Lambda whose difference exceeds this fraction of their mean are mixed by a rotation in
+:func:`rotation_retraction` (measured: 0.1, 0.25, 0.5, 1; docs/deep_solver.md, thirteenth pass)."""
+
+
+def rotation_retraction(Lambda, delta, gap: float = ROTATION_GAP):
+    """The trial point U expm(Omega) (diag(lam) + D_near) expm(Omega)^T U^T for Lambda = U diag(lam) U^T and
+    D = U^T delta U: the part of D that mixes well-separated eigenvalues (|lam_j - lam_i| > gap (lam_i + lam_j) / 2)
+    is taken as the rotation with generator Omega_ij = D_ij / (lam_j - lam_i) (antisymmetric; [Omega, diag(lam)] =
+    that part of D), the rest (eigenvalue changes and the mixing of near-degenerate ones) additively, D_near.
+    Equal to Lambda + delta to first order (so Newton's local convergence is kept) and exactly the rotated Lambda,
+    spectrum unchanged, where delta is a pure rotation of separated eigen-directions. Why: at the deep saddle the
+    action's soft Hessian mode turns the raised eigen-directions of Q_l against the bulk (docs/deep_solver.md,
+    thirteenth pass), and along a straight line in Lambda such a turn shrinks the raised eigenvalue at second order
+    (a chord, not the arc) -- the curved valley the additive steps overshot. One eigh and one expm per layer and
+    trial point."""
+    lam, U = jnp.linalg.eigh(Lambda)
+    D = U.T @ (0.5 * (delta + delta.T)) @ U
+    diff = lam[None, :] - lam[:, None]  # [i, j] = lam_j - lam_i
+    rotate = jnp.abs(diff) > 0.5 * gap * (jnp.abs(lam[None, :]) + jnp.abs(lam[:, None]))
+    Omega = jnp.where(rotate, D / jnp.where(rotate, diff, 1.0), 0.0)
+    W = U @ jax.scipy.linalg.expm(0.5 * (Omega - Omega.T))
+    point = (W * lam) @ W.T + W @ jnp.where(rotate, 0.0, D) @ W.T
+    return 0.5 * (point + point.T)
 
 
 def sigma_retraction(Lambda, delta, sigma_delta):
@@ -279,8 +308,9 @@ class KrylovPrecisionModel(eqx.Module):
         additive path where bend < 0 (it lowers S further at second order), else the covariance path; the prediction
         includes the chosen path's second-order term. ``"exponential"``: the geodesic Lambda^{1/2} expm(Lambda^{-1/2}
         delta Lambda^{-1/2}) Lambda^{1/2} (:func:`exponential_retraction`; linear in the log-eigenvalues of Q along the
-        all-layer mode), second-order term bend / 2, predicted by m alone. Near the saddle (R -> 0) all four coincide
-        to second order: Newton's quadratic convergence is kept.
+        all-layer mode), second-order term bend / 2, predicted by m alone. ``"rotation"``: the part of delta that mixes
+        well-separated eigenvalues of Lambda taken as a rotation (:func:`rotation_retraction`), predicted by m alone.
+        Near the saddle (R -> 0) all five coincide to second order: Newton's quadratic convergence is kept.
 
         ``subproblem``: ``"steihaug"`` (the CG cut at the ball, above) or ``"lanczos"`` (:meth:`_gltr`: m's minimiser
         over the ball in the Krylov space, the same step where that lies inside). Measured: docs/deep_solver.md."""
@@ -342,7 +372,7 @@ class KrylovPrecisionModel(eqx.Module):
         bend = sum(jax.tree.leaves(jax.tree.map(lambda r, d, w: 0.5 * w * jnp.sum(r.T * (d @ d)), SR, S_delta,
                                                 self.weights)))
         additive = {"additive": jnp.asarray(True), "covariance": jnp.asarray(False), "hybrid": bend < 0,
-                    "exponential": jnp.asarray(False)}[path]
+                    "exponential": jnp.asarray(False), "rotation": jnp.asarray(False)}[path]
         # the hybrid path's prediction includes its second-order term (the additive rule keeps its previous one, m)
         predicted = jnp.where(use_R, slope, reduction) - jnp.where(additive & (path == "hybrid"), bend, 0.0)
         return TrustStep(delta=delta, sigma_delta=S_delta, additive=additive, predicted=predicted, slope=slope,

@@ -55,7 +55,7 @@ def stationarity_tolerance(tol, tree) -> float:
     return max(1e-10, 1000 * float(jnp.finfo(dtype).eps))
 
 
-TRUST_PATHS = ("additive", "covariance", "hybrid", "exponential")
+TRUST_PATHS = ("additive", "covariance", "hybrid", "exponential", "rotation")
 """Where the trust-region rule puts a trial point (``solvers.fixed_point.TrustRegion.path``,
 ``actions.krylov.KrylovPrecisionModel.trust_step``)."""
 

@@ -252,11 +252,14 @@ class TrustRegion(AbstractRule):
             layer's Q_l in the metric; at most |R| (the fixed-point step).
         min_radius: give up (with the last rejection's status) below this fraction of the initial radius.
         grow, shrink: the radius factors.
-        path: where a trial point lies (``actions.krylov.KrylovPrecisionModel.trust_step``): ``"additive"``
-            (default, Lambda + delta), ``"covariance"`` (Sigma - Sigma delta Sigma, along which the Newton model is
-            exact to second order), ``"hybrid"`` (per step, whichever of the two the second-order term favours) or
-            ``"exponential"`` (the geodesic Lambda^{1/2} expm(Lambda^{-1/2} delta Lambda^{-1/2}) Lambda^{1/2}: a step in
-            the log-eigenvalues of the whitened Q_l, positive definite for any delta; docs/deep_solver.md, eighth pass).
+        path: where a trial point lies (``actions.krylov.KrylovPrecisionModel.trust_step``): ``"rotation"``
+            (default: Lambda + delta, except that the part of delta mixing well-separated eigenvalues of Lambda turns
+            its eigenvectors, ``actions.krylov.rotation_retraction``; docs/deep_solver.md, thirteenth pass),
+            ``"additive"`` (Lambda + delta, the default before), ``"covariance"`` (Sigma - Sigma delta Sigma, along
+            which the Newton model is exact to second order), ``"hybrid"`` (per step, whichever of the two the
+            second-order term favours) or ``"exponential"`` (the geodesic Lambda^{1/2} expm(Lambda^{-1/2} delta
+            Lambda^{-1/2}) Lambda^{1/2}: a step in the log-eigenvalues of the whitened Q_l, positive definite for any
+            delta; eighth pass).
         subproblem: how the model is minimised in the ball: ``"steihaug"`` (default; CG cut at the first boundary
             crossing) or ``"lanczos"`` (GLTR: the model's minimiser over the ball in the Krylov space, which takes
             more products on the boundary; ``actions.krylov.KrylovPrecisionModel.trust_step``).
@@ -269,7 +272,7 @@ class TrustRegion(AbstractRule):
     min_radius: float = eqx.field(static=True, default=1e-10)
     grow: float = eqx.field(static=True, default=2.0)
     shrink: float = eqx.field(static=True, default=0.5)
-    path: str = eqx.field(static=True, default="additive")
+    path: str = eqx.field(static=True, default="rotation")
     subproblem: str = eqx.field(static=True, default="steihaug")
 
     def __check_init__(self):
