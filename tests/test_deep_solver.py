@@ -20,7 +20,7 @@ import scipy.linalg
 import adaptive_kernels as ak
 from adaptive_kernels.actions import deep as act
 from adaptive_kernels.gp import data_term
-from adaptive_kernels.solvers import Continuation, stationary_point
+from adaptive_kernels.solvers import Continuation, TrustRegion, stationary_point
 
 KAPPA2 = 1e-2
 D, N, P = 20, 200, 24
@@ -191,8 +191,6 @@ def test_continuation_fallback_where_the_cold_start_fails():
 def test_trust_region_rule_checks_its_input():
     """The trust-region rule (the deep kernel form's default steps) needs a Krylov Jacobian model: on a two-layer net
     (a direct Newton model) it says so; bad settings name the parameter."""
-    from adaptive_kernels.solvers.fixed_point import TrustRegion
-
     data = ak.teacher_dataset(jax.random.PRNGKey(4), 12, 5, P_test=4)
     with pytest.raises(TypeError, match="Krylov"):
         ak.solve(ak.FCN(5, (20,), "erf"), data, KAPPA2, "adaptive", solver=TrustRegion())
@@ -267,8 +265,6 @@ def test_additive_path_reaches_the_default_saddle():
     ``TrustRegion(path="additive")``, on the reduced matrix's ReLU cell (L = 4, gamma = 2) converges to the same
     per-layer kernels (to 1e-8 relative; both stop at stationarity residual 1e-10), which the tests above check
     against the primal action."""
-    from adaptive_kernels.solvers import TrustRegion
-
     arch, data, sol = _solved("relu", 4, 2.0)
     additive = ak.solve(arch, data, KAPPA2, "adaptive", solver=Continuation(rule=TrustRegion(path="additive")))
     assert bool(additive.converged), additive.message
